@@ -1,0 +1,207 @@
+"""The headless `explorer` command: one subcommand per stage, so heavy work runs on a GPU box.
+
+Each subcommand parses its flags and calls one function of a science package; a `UserError`
+becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from explorer.errors import Cancelled, UserError
+
+
+def quiet_libraries() -> None:
+    # diffusers/transformers print load bars and advice to install accelerate: noise for users.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:  # pragma: no cover - both are hard dependencies
+        pass
+
+
+def save_png(image, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def device_arg(args) -> str | None:
+    return None if args.device == "auto" else args.device
+
+
+# --- generate -------------------------------------------------------------------------------
+
+
+def cmd_generate(args) -> int:
+    from explorer.engine import generate, load_model
+
+    model = load_model(args.model, device=device_arg(args))
+    if not args.prompt.strip() and not args.allow_empty:
+        raise UserError("the prompt is empty (pass --allow-empty to generate unconditionally)")
+    res = generate(model, [args.prompt], [args.seed], args.steps, args.guidance)
+    out = Path(args.out)
+    save_png(res.images[0], out)
+    print(f"wrote {out} ({res.images.shape[1]}×{res.images.shape[2]}, {len(res.timesteps)} steps)")
+    return 0
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+
+def cmd_shapes_train(args) -> int:
+    from explorer.shapes.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out=Path(args.out),
+        seed=args.seed,
+        vae_steps=args.vae_steps,
+        unet_steps=args.steps,
+        batch=args.batch_size,
+        lr=args.lr,
+        dataset=args.dataset,
+        threads=args.threads,
+    )
+    if not args.resume and (cfg.out / "config.json").exists():
+        raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
+    folder = train(cfg)
+    print(f"pipeline written to {folder}")
+    return 0
+
+
+def cmd_shapes_check(args) -> int:
+    from explorer.shapes.evaluate import check_model
+
+    report = check_model(
+        args.model,
+        n=args.n,
+        split=args.split,
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        device=device_arg(args),
+        grid=Path(args.grid) if args.grid else None,
+    )
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_shapes_render(args) -> int:
+    from explorer.shapes.world import Scene
+
+    for seed in range(args.seed, args.seed + args.n):
+        scene = Scene.from_seed(seed, args.split)
+        print(f"{seed}\t{scene.prompt}")
+        if args.out:
+            save_png(scene.render(), Path(args.out) / f"{seed:06d}.png")
+    return 0
+
+
+COMMAND_PACKAGES = ("store", "sae", "analysis", "steering", "labels")
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def add_model_flags(p, steps_default=None, guidance_default=None) -> None:
+    p.add_argument("--model", default="bundled", help="'bundled' or a local diffusers folder")
+    p.add_argument("--steps", type=int, default=steps_default, help="denoising steps (model default)")
+    p.add_argument("--guidance", type=float, default=guidance_default, help="classifier-free guidance")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="explorer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="generate one image")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--allow-empty", action="store_true", help=argparse.SUPPRESS)
+    add_model_flags(p)
+    p.set_defaults(func=cmd_generate)
+
+    shapes = sub.add_parser("shapes", help="the bundled shapes world and its model")
+    ssub = shapes.add_subparsers(dest="shapes_command", required=True)
+    p = ssub.add_parser("train", help="train the miniature Stable Diffusion (resumable)")
+    p.add_argument("--out", required=True, help="training folder (checkpoints, logs, pipeline/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=3600, help="UNet training steps")
+    p.add_argument("--vae-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--dataset", type=int, default=40_000, help="scenes encoded for the UNet stage")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue a killed run")
+    p.set_defaults(func=cmd_shapes_train)
+
+    p = ssub.add_parser("check", help="measure prompt adherence of a model with the checker")
+    p.add_argument("--n", type=int, default=200, help="number of prompts")
+    p.add_argument("--split", default="train", choices=["train", "held_out"])
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--grid", help="write a PNG grid of the first 64 images here")
+    add_model_flags(p)
+    p.set_defaults(func=cmd_shapes_check)
+
+    p = ssub.add_parser("render", help="print prompts of the shapes world (and render PNGs)")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=["train", "held_out"])
+    p.add_argument("--out", help="folder for PNGs")
+    p.set_defaults(func=cmd_shapes_render)
+
+    # Each stage package adds its own subcommands (collect, train, index, evaluate, steer, …).
+    import importlib
+
+    for pkg in COMMAND_PACKAGES:
+        try:
+            module = importlib.import_module(f"explorer.{pkg}.commands")
+        except ModuleNotFoundError as e:
+            if e.name != f"explorer.{pkg}.commands":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"explorer: error: {e}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("explorer: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("explorer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

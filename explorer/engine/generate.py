@@ -1,0 +1,175 @@
+"""The denoising loop: DDIM, classifier-free guidance, seeds, per-step callback, cancellation.
+
+Written out (rather than calling the pipeline's `__call__`) because the explorer needs a seam at
+every step: hooks learn which step they are in, callbacks receive the step's Δ captures and the
+predicted clean latent, and a cancel check runs between steps. Each piece is still diffusers':
+the pipeline's `encode_prompt`, its scheduler's `set_timesteps`/`step`, its VAE.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explorer.engine.hooks import BlockHooks, Edit, StepContext, step_t
+from explorer.engine.loading import Model
+from explorer.errors import Cancelled, UserError
+
+MAX_GUIDANCE = 100.0
+
+
+@dataclass
+class StepInfo:
+    """Handed to `on_step` after each denoising step."""
+
+    step: int
+    n_steps: int
+    timestep: int
+    t: float
+    latents: torch.Tensor  # x_{t-1}, (B, 4, h, w)
+    pred_x0: torch.Tensor  # the scheduler's predicted clean latent, (B, 4, h, w)
+    captures: dict[str, dict[str, torch.Tensor]]  # block → branch → (B, h, w, d), CPU
+
+    def preview(self, model: Model) -> np.ndarray:
+        """The predicted clean image at this step, (B, H, W, 3) uint8."""
+        return decode_latents(model, self.pred_x0)
+
+
+@dataclass
+class GenerationResult:
+    images: np.ndarray  # (B, H, W, 3) uint8
+    timesteps: list[int]
+    t: list[float]
+
+
+def check_settings(prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float):
+    if len(prompts) == 0:
+        raise UserError("the prompt list is empty")
+    if len(seeds) != len(prompts):
+        raise UserError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if not isinstance(steps, int | np.integer) or steps <= 0:
+        raise UserError(f"steps must be a positive integer, got {steps}")
+    if not np.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"guidance must be a finite number in [0, {MAX_GUIDANCE:g}], got {guidance}")
+
+
+def initial_noise(model: Model, seeds: Sequence[int]) -> torch.Tensor:
+    """One CPU generator per sample, so an image depends only on its own seed (not the batch)."""
+    c = model.unet.config.in_channels
+    s = model.unet.config.sample_size
+    noise = [
+        torch.randn((1, c, s, s), generator=torch.Generator("cpu").manual_seed(int(seed)))
+        for seed in seeds
+    ]
+    return torch.cat(noise).to(model.device, model.dtype)
+
+
+@torch.no_grad()
+def encode_prompts(model: Model, prompts: Sequence[str], negative: str = ""):
+    """Text conditioning for the UNet batch [uncond; cond], and SDXL's added conditions."""
+    pipe = model.pipe
+    n = len(prompts)
+    if model.kind == "sdxl":
+        cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+            prompt=list(prompts),
+            device=model.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=[negative] * n,
+        )
+        res = model.resolution
+        add_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=cond.dtype, device=model.device)
+        added = {
+            "text_embeds": torch.cat([uncond_pooled, pooled]),
+            "time_ids": add_ids.repeat(2 * n, 1),
+        }
+        return torch.cat([uncond, cond]), added
+    cond, uncond = pipe.encode_prompt(
+        list(prompts), model.device, 1, True, negative_prompt=[negative] * n
+    )
+    return torch.cat([uncond, cond]), None
+
+
+@torch.no_grad()
+def decode_latents(model: Model, latents: torch.Tensor) -> np.ndarray:
+    vae = model.vae
+    x = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    x = (x.float().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate(
+    model: Model,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int | None = None,
+    guidance: float | None = None,
+    *,
+    capture: Sequence[str] = (),
+    edits: Mapping[str, Sequence[Edit]] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    negative_prompt: str = "",
+) -> GenerationResult:
+    """Generate one image per (prompt, seed); same seed and settings ⇒ identical image.
+
+    capture: blocks whose Δ is handed to `on_step` (StepInfo.captures) at every step.
+    edits: block → edits applied to Δ (they decide themselves in which steps to act).
+    cancel: polled between steps; when it returns True, `Cancelled` is raised.
+    """
+    steps = int(model.defaults.get("steps", 25) if steps is None else steps)
+    guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
+    check_settings(prompts, seeds, steps, guidance)
+    if capture or edits:
+        model.check_blocks([*capture, *(edits or {})])
+    # A private scheduler per call: generation may run in a worker while another thread reads.
+    scheduler = copy.deepcopy(model.pipe.scheduler)
+    scheduler.set_timesteps(steps, device=model.device)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    use_cfg = guidance > 1.0 or model.kind == "sd"
+    # Both halves always run for SD: the paper keeps cond and uncond Δ even at low guidance.
+    text, added = encode_prompts(model, prompts, negative_prompt)
+    branches = ("uncond", "cond")
+    if not use_cfg:
+        text = text.chunk(2)[1]
+        added = {k: v.chunk(2)[1] for k, v in added.items()} if added else None
+        branches = ("cond",)
+    latents = initial_noise(model, seeds) * scheduler.init_noise_sigma
+    n_steps = len(timesteps)
+    with BlockHooks(model.unet, capture, capture=bool(capture), edits=edits) as hooks:
+        for i, t in enumerate(scheduler.timesteps):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            hooks.begin_step(StepContext(i, n_steps, step_t(i, n_steps), branches))
+            inp = torch.cat([latents] * len(branches))
+            inp = scheduler.scale_model_input(inp, t)
+            out = model.unet(
+                inp, t, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False
+            )[0]
+            if len(branches) == 2:
+                uncond, cond = out.chunk(2)
+                out = uncond + guidance * (cond - uncond)
+            res = scheduler.step(out, t, latents, return_dict=True)
+            latents = res.prev_sample
+            if on_step is not None:
+                x0 = getattr(res, "pred_original_sample", None)
+                on_step(
+                    StepInfo(
+                        step=i,
+                        n_steps=n_steps,
+                        timestep=timesteps[i],
+                        t=step_t(i, n_steps),
+                        latents=latents,
+                        pred_x0=x0 if x0 is not None else latents,
+                        captures=hooks.pop() if capture else {},
+                    )
+                )
+    images = decode_latents(model, latents)
+    return GenerationResult(
+        images=images, timesteps=timesteps, t=[step_t(i, n_steps) for i in range(n_steps)]
+    )

@@ -1,0 +1,185 @@
+"""One loader for every SD-family diffusers folder: the bundled model, SD 1.x/2.x, SDXL/Turbo.
+
+Everything is loaded through diffusers' own pipeline classes from a local folder, so what the
+tests exercise on the bundled model is the code path researchers run on real checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explorer.errors import UserError
+
+RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
+BUNDLED_NAME = "mini-sd-shapes"
+BUNDLED = RESOURCES / BUNDLED_NAME
+# Settings the explorer reads beside a model's own files (steps, guidance, default blocks).
+SETTINGS_FILE = "explorer.json"
+
+# The paper's setting for SD 1.x (PAPER.md): three cross-attention blocks, 50 DDIM steps, 7.5.
+SD1_DEFAULTS = {
+    "steps": 50,
+    "guidance": 7.5,
+    "blocks": ["down_blocks.2.attentions.1", "mid_block.attentions.0", "up_blocks.1.attentions.0"],
+}
+SDXL_DEFAULTS = {
+    "steps": 4,
+    "guidance": 0.0,
+    "blocks": [
+        "down_blocks.2.attentions.1",
+        "mid_block.attentions.0",
+        "up_blocks.0.attentions.0",
+        "up_blocks.0.attentions.1",
+    ],
+}
+
+
+class ModelLoadError(UserError):
+    """A model folder that cannot be used, with the folder and the reason in one line."""
+
+
+@dataclass
+class Model:
+    """A loaded diffusion model: the diffusers pipeline plus what the explorer needs to know."""
+
+    folder: Path
+    pipe: Any
+    kind: str  # "sd" or "sdxl"
+    device: torch.device
+    dtype: torch.dtype
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def resolution(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def name(self) -> str:
+        return BUNDLED_NAME if self.folder.resolve() == BUNDLED.resolve() else self.folder.name
+
+    def block_names(self) -> list[str]:
+        """Every cross-attention transformer block of the UNet, in execution order."""
+        from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+        return [n for n, m in self.unet.named_modules() if isinstance(m, Transformer2DModel)]
+
+    def check_blocks(self, blocks) -> list[str]:
+        names = self.block_names()
+        unknown = [b for b in blocks if b not in names]
+        if unknown:
+            raise UserError(
+                f"unknown block(s) {', '.join(unknown)} for model {self.folder}; "
+                f"available: {', '.join(names)}"
+            )
+        if not blocks:
+            raise UserError("no blocks given")
+        return list(blocks)
+
+    def block_geometry(self, block: str) -> tuple[int, int, int]:
+        """(h, w, d) of the block's Δ at the model's native resolution."""
+        self.check_blocks([block])
+        module = self.unet.get_submodule(block)
+        d = int(module.config.in_channels)
+        latent = int(self.unet.config.sample_size)
+        depth = _block_depth(block, len(self.unet.config.block_out_channels))
+        side = latent // (2**depth)
+        return side, side, d
+
+    def fingerprint(self) -> str:
+        """A short hash of the model's weights files (name + size + first MiB), for provenance."""
+        h = hashlib.sha256()
+        for f in sorted(self.folder.rglob("*.safetensors")) + sorted(self.folder.rglob("*.bin")):
+            h.update(str(f.relative_to(self.folder)).encode())
+            h.update(str(f.stat().st_size).encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+        return h.hexdigest()[:16]
+
+
+def _block_depth(block: str, n_levels: int) -> int:
+    """How many times the latent has been halved where `block` runs."""
+    parts = block.split(".")
+    if parts[0] == "mid_block":
+        return n_levels - 1
+    idx = int(parts[1])
+    if parts[0] == "down_blocks":
+        return idx
+    # up_blocks run deepest first.
+    return n_levels - 1 - idx
+
+
+def resolve_folder(path: str | Path) -> Path:
+    if str(path) in ("bundled", "", BUNDLED_NAME):
+        return BUNDLED
+    return Path(path).expanduser()
+
+
+def load_model(
+    path: str | Path = "bundled",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Model:
+    """Load an SD-family pipeline from a local diffusers folder ("bundled" for the shipped one)."""
+    folder = resolve_folder(path)
+    if not folder.exists():
+        raise ModelLoadError(f"model folder {folder} does not exist")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"{folder} is not a diffusers pipeline folder (no model_index.json)")
+    try:
+        class_name = json.loads(index.read_text())["_class_name"]
+    except (ValueError, KeyError) as e:
+        raise ModelLoadError(f"{index} is not a valid model_index.json ({e})") from None
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    kind = "sdxl" if "XL" in class_name else "sd"
+
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    try:
+        if kind == "sdxl":
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(folder, dtype=dtype)
+        else:
+            pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+                folder, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load the pipeline in {folder}: {first}") from None
+    pipe.set_progress_bar_config(disable=True)
+    # The paper samples with DDIM; the bundled model ships a DDIM config already.
+    if not isinstance(pipe.scheduler, DDIMScheduler) and kind == "sd":
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.to(device)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.eval().requires_grad_(False)
+    defaults = dict(SDXL_DEFAULTS if kind == "sdxl" else SD1_DEFAULTS)
+    settings = folder / SETTINGS_FILE
+    if settings.is_file():
+        defaults.update(json.loads(settings.read_text()))
+    model = Model(folder=folder, pipe=pipe, kind=kind, device=device, dtype=dtype, defaults=defaults)
+    # A folder of another SD-family shape may not have the paper's blocks: fall back to every
+    # cross-attention block at the middle of the UNet rather than failing at collection time.
+    names = model.block_names()
+    model.defaults["blocks"] = [b for b in defaults["blocks"] if b in names] or names[:1]
+    return model

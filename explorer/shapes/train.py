@@ -1,0 +1,298 @@
+"""Training the bundled miniature Stable Diffusion on the shapes world.
+
+Three resumable stages, each checkpointed into the output folder:
+
+1. the VAE (64×64 RGB ↔ 16×16×4 latents), reconstruction + a tiny KL term;
+2. a fixed training set of scenes encoded once to latents (the UNet stage then never touches
+   pixels, which is what makes CPU training affordable);
+3. the UNet and the text encoder together, v-prediction with min-SNR weighting, 10% prompt
+   dropout for classifier-free guidance, EMA weights.
+
+Batches are a pure function of (seed, step), so a run killed at any point and resumed gives the
+same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explorer.shapes.model import (
+    make_scheduler,
+    make_text_encoder,
+    make_tokenizer,
+    make_unet,
+    make_vae,
+    save_pipeline,
+)
+from explorer.shapes.world import Scene
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch: int = 16
+    vae_object_weight: float = 8.0
+    vae_lr: float = 1e-3
+    dataset: int = 40_000
+    unet_steps: int = 4000
+    batch: int = 64
+    lr: float = 3e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    prompt_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    checkpoint_every: int = 100
+    threads: int = 0  # 0: torch's default
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.unet_steps <= 0 or self.vae_steps <= 0:
+            raise ValueError("steps must be positive")
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _render(seeds) -> np.ndarray:
+    return np.stack([Scene.from_seed(int(s)).render() for s in seeds])
+
+
+def _render_weighted(seeds, object_weight: float) -> tuple[np.ndarray, torch.Tensor]:
+    """Images and per-pixel loss weights: objects are a small share of the pixels, and a plain
+    MSE lets the VAE trade their colour and shape for background texture."""
+    scenes = [Scene.from_seed(int(s)) for s in seeds]
+    images = np.stack([s.render() for s in scenes])
+    weights = np.stack([1.0 + (object_weight - 1.0) * s.masks().any(0) for s in scenes])
+    return images, torch.from_numpy(weights).float()[:, None]
+
+
+def _log(out: Path, name: str, row: dict) -> None:
+    path = out / f"{name}_log.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _progress(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=5)
+
+
+def train_vae(cfg: TrainConfig):
+    final = cfg.out / "vae_final"
+    if (final / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(final)
+    torch.manual_seed(cfg.seed)
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ckpt = cfg.out / "vae_ckpt.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    bar = _progress(cfg.vae_steps, step, "vae")
+    while step < cfg.vae_steps:
+        # Seeds far above the UNet's training set: the VAE sees other scenes than the UNet.
+        seeds = 10_000_000 + step * cfg.vae_batch + np.arange(cfg.vae_batch)
+        images, weight = _render_weighted(seeds, cfg.vae_object_weight)
+        x = _images_to_tensor(images)
+        lr = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        mse = F.mse_loss(rec, x)
+        err = rec - x
+        loss = (weight * (err.pow(2) + 0.5 * err.abs())).mean() + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(mse=f"{mse.item():.4f}")
+        _log(cfg.out, "vae", {"step": step, "mse": mse.item(), "loss": loss.item()})
+        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+    bar.close()
+    # SD's convention: latents are scaled to unit variance before diffusion.
+    with torch.no_grad():
+        x = _images_to_tensor(_render(20_000_000 + np.arange(256)))
+        std = vae.encode(x).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    vae.save_pretrained(final, safe_serialization=True)
+    return vae
+
+
+def encode_dataset(cfg: TrainConfig, vae, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    lat_path = cfg.out / "latents.npy"
+    ids_path = cfg.out / "input_ids.npy"
+    if lat_path.exists() and ids_path.exists():
+        return np.load(lat_path, mmap_mode="r"), np.load(ids_path)
+    latents = np.empty((cfg.dataset, 4, 16, 16), np.float32)
+    prompts = []
+    bar = _progress(cfg.dataset, 0, "encode")
+    chunk = 256
+    with torch.no_grad():
+        for i in range(0, cfg.dataset, chunk):
+            seeds = np.arange(i, min(i + chunk, cfg.dataset))
+            scenes = [Scene.from_seed(int(s)) for s in seeds]
+            x = _images_to_tensor(np.stack([s.render() for s in scenes]))
+            z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+            latents[seeds] = z.numpy()
+            prompts += [s.prompt for s in scenes]
+            bar.update(len(seeds))
+    bar.close()
+    ids = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="np").input_ids
+    np.save(ids_path, ids.astype(np.int64))
+    np.save(lat_path.with_suffix(".tmp.npy"), latents)
+    lat_path.with_suffix(".tmp.npy").replace(lat_path)
+    return latents, ids
+
+
+def _min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    ac = scheduler.alphas_cumprod[t]
+    snr = ac / (1 - ac)
+    # For v-prediction the min-SNR-γ weight is min(snr, γ) / (snr + 1).
+    return torch.clamp(snr, max=gamma) / (snr + 1)
+
+
+def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
+    latents, ids = encode_dataset(cfg, vae, tokenizer)
+    torch.manual_seed(cfg.seed)
+    unet = make_unet()
+    text_encoder = make_text_encoder(tokenizer)
+    ema_unet = make_unet()
+    ema_te = make_text_encoder(tokenizer)
+    ema_unet.load_state_dict(unet.state_dict())
+    ema_te.load_state_dict(text_encoder.state_dict())
+    for p in [*ema_unet.parameters(), *ema_te.parameters()]:
+        p.requires_grad_(False)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    sched = make_scheduler("ddpm")
+    empty = torch.tensor(tokenizer([""], padding="max_length", return_tensors="np").input_ids)
+    ckpt = cfg.out / "unet_ckpt.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        ema_te.load_state_dict(state["ema_text_encoder"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    bar = _progress(cfg.unet_steps, step, "unet")
+    t_start = time.time()
+    while step < cfg.unet_steps:
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = np.sort(rng.choice(len(latents), size=cfg.batch, replace=False))
+        x0 = torch.from_numpy(np.asarray(latents[idx], np.float32))
+        tok = torch.from_numpy(ids[idx])
+        drop = torch.from_numpy(rng.random(cfg.batch) < cfg.prompt_dropout)
+        tok = torch.where(drop[:, None], empty, tok)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        target = sched.get_velocity(x0, noise, t)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        # Cosine decay over the last half: fast progress early, a clean finish for EMA.
+        half = cfg.unet_steps // 2
+        if step > half:
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - half) / (cfg.unet_steps - half)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        cond = text_encoder(tok).last_hidden_state
+        pred = unet(xt, t, cond).sample
+        per = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        loss = (per * _min_snr_weight(sched, t, cfg.min_snr_gamma)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_te, text_encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
+                    pe.lerp_(pl, 1 - decay)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        _log(
+            cfg.out,
+            "unet",
+            {"step": step, "loss": loss.item(), "mse": per.mean().item(), "lr": lr,
+             "elapsed_s": round(time.time() - t_start, 1)},
+        )
+        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+            _atomic_save(
+                {
+                    "unet": unet.state_dict(),
+                    "text_encoder": text_encoder.state_dict(),
+                    "ema_unet": ema_unet.state_dict(),
+                    "ema_text_encoder": ema_te.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                },
+                ckpt,
+            )
+            export(cfg, ema_unet, vae, ema_te, tokenizer, step)
+    bar.close()
+    return cfg.out / "pipeline"
+
+
+def export(cfg: TrainConfig, unet, vae, text_encoder, tokenizer, step: int) -> Path:
+    """Write the EMA weights as a diffusers pipeline folder, atomically (tmp + rename)."""
+    dest = cfg.out / "pipeline"
+    tmp = cfg.out / "pipeline.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pipeline(tmp, unet, vae, text_encoder, tokenizer)
+    (tmp / "training.json").write_text(json.dumps({"step": step, **asdict(cfg), "out": str(cfg.out)}, indent=1))
+    old = cfg.out / "pipeline.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def train(cfg: TrainConfig) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "config.json").write_text(json.dumps({**asdict(cfg), "out": str(cfg.out)}, indent=1))
+    tokenizer = make_tokenizer()
+    vae = train_vae(cfg)
+    vae.requires_grad_(False)
+    vae.eval()
+    return train_unet(cfg, vae, tokenizer)

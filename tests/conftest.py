@@ -1,0 +1,61 @@
+"""Shared fixtures: a random-weight pipeline of the bundled architecture, built once per session.
+
+Random weights are enough to test loading, hooks, the store and the SAE plumbing; tests that
+need a model that actually draws shapes use the bundled one (resources/mini-sd-shapes).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Two cores in CI: one thread per torch op keeps the suite's timing predictable.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from explorer.shapes.model import (
+        make_text_encoder,
+        make_tokenizer,
+        make_unet,
+        make_vae,
+        save_pipeline,
+    )
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-sd"
+    tok = make_tokenizer()
+    save_pipeline(folder, make_unet((32, 64)), make_vae(), make_text_encoder(tok), tok)
+    (folder / "explorer.json").write_text(
+        '{"steps": 4, "guidance": 3.0, "blocks": '
+        '["down_blocks.0.attentions.0", "mid_block.attentions.0", "up_blocks.1.attentions.0"]}'
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from explorer.engine import load_model
+
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind():
+    """Fail any test that leaves a Python thread running (Qt threads are checked in tests/ui)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.daemon
+    ]
+    for t in leaked:
+        t.join(timeout=5)
+    leaked = [t for t in leaked if t.is_alive()]
+    assert not leaked, f"test left threads running: {leaked}"
