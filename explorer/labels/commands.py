@@ -1,0 +1,60 @@
+"""`explorer labels export|import`: move a workspace's labels to and from files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from explorer.labels.document import LabelDocument
+from explorer.labels.export import FORMATS, export_labels, format_for
+from explorer.labels.importer import import_labels
+from explorer.workspace import Workspace
+
+
+def model_id_of(ws: Workspace) -> str:
+    """The workspace's model as a short id: "bundled", or the model folder's name."""
+    model = ws.model
+    return Path(model).name if ("/" in model or "\\" in model) else model
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ws = Workspace.open(args.workspace)
+    out = Path(args.out)
+    fmt = format_for(out, args.format)  # before loading: a typo should fail fast
+    doc = LabelDocument.load(ws.labels_path)
+    n = export_labels(doc, out, fmt, model_id=model_id_of(ws))
+    print(f"wrote {out} ({n} label{'s' if n != 1 else ''}, {fmt})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    ws = Workspace.open(args.workspace)
+    doc = LabelDocument.load(ws.labels_path)
+    report = import_labels(
+        doc, args.file, "theirs" if args.theirs else "keep", saes=ws.saes()
+    )
+    # Only write when something changed, so a no-op import leaves labels.json untouched.
+    if doc.dirty:
+        doc.save(ws.labels_path)
+    print("\n".join(report.lines()))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `labels export` and `labels import` to the `explorer` parser."""
+    labels = sub.add_parser("labels", help="export and import concept labels")
+    lsub = labels.add_subparsers(dest="labels_command", required=True)
+
+    p = lsub.add_parser("export", help="write the workspace's labels to a file")
+    p.add_argument("--workspace", required=True, help="workspace folder")
+    # No argparse `choices`: an unknown format is reported as one line like every other error.
+    p.add_argument("--format", help=f"{', '.join(FORMATS)} (default: from --out's extension)")
+    p.add_argument("--out", required=True, help="file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = lsub.add_parser("import", help="merge labels from a JSON, CSV or JSONL file")
+    p.add_argument("--workspace", required=True, help="workspace folder")
+    p.add_argument("--file", required=True, help="labels file (.json, .csv, .jsonl, also .gz)")
+    p.add_argument("--theirs", action="store_true",
+                   help="on conflicts take the file's label (default: keep the workspace's)")
+    p.set_defaults(func=cmd_import)

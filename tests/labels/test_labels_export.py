@@ -1,0 +1,155 @@
+"""Export formats (JSON, CSV, Neuronpedia-style JSONL) and reading them back."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import pytest
+from labels_helpers import MID, UP
+
+from explorer.labels import LabelDocument, LabelsError, export_labels, import_labels
+from explorer.labels.export import CSV_COLUMNS, block_of, format_for, read_rows
+
+
+def sample_doc() -> LabelDocument:
+    doc = LabelDocument(author="ana")
+    doc.set(MID, 3, label="red circle", notes='top 5: red, "round"\nsecond line',
+            tags=["color", "shape"])
+    doc.set(MID, 40, notes="only notes, with, commas")
+    doc.set(UP, 12, label="ünïcödé ✓", tags=["a b"])
+    return doc
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "jsonl"])
+def test_export_then_import_into_an_empty_document_reproduces_it(tmp_path, fmt):
+    doc = sample_doc()
+    out = tmp_path / f"labels.{fmt}"
+    assert export_labels(doc, out, model_id="bundled") == 3
+    empty = LabelDocument()
+    report = import_labels(empty, out)
+    assert empty.items() == doc.items()  # every field, including timestamps and authors
+    assert len(report.added) == 3 and not report.conflicts and not report.unchanged
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "jsonl"])
+def test_format_is_sniffed_when_the_extension_says_nothing(tmp_path, fmt):
+    doc = sample_doc()
+    out = tmp_path / "labels.txt"
+    export_labels(doc.items(), out, fmt)
+    empty = LabelDocument()
+    import_labels(empty, out)
+    assert empty.items() == doc.items()
+
+
+def test_csv_columns_and_tag_joining(tmp_path):
+    out = tmp_path / "labels.csv"
+    export_labels(sample_doc().items(), out)
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert rows[0][:6] == ["sae_id", "block", "feature", "label", "notes", "tags"]
+    first = dict(zip(rows[0], rows[1]))
+    assert first["sae_id"] == MID and first["block"] == "mid_block.attentions.0"
+    assert first["feature"] == "3" and first["tags"] == "color;shape"
+    assert first["notes"] == 'top 5: red, "round"\nsecond line'
+    assert len(rows) == 4
+
+
+def test_jsonl_records_are_neuronpedia_style(tmp_path):
+    out = tmp_path / "labels.jsonl"
+    export_labels(sample_doc().items(), out, model_id="mini-sd-shapes")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    rec = json.loads(lines[0])
+    assert rec["modelId"] == "mini-sd-shapes"
+    assert rec["layer"] == "mid_block.attentions.0"
+    assert rec["index"] == "3"  # Neuronpedia stores the index as a string
+    assert rec["description"] == "red circle"
+    assert rec["explanationModelName"] is None and rec["typeName"] is None
+    assert rec["authorName"] == "ana"
+    assert rec["sae_id"] == MID and rec["feature"] == 3 and rec["tags"] == ["color", "shape"]
+
+
+def test_json_export_is_the_document_itself(tmp_path):
+    doc = sample_doc()
+    out = tmp_path / "copy.json"
+    export_labels(doc.items(), out)
+    assert LabelDocument.load(out).items() == doc.items()
+
+
+def test_gzipped_files_are_read(tmp_path):
+    doc = sample_doc()
+    out = tmp_path / "labels.jsonl"
+    export_labels(doc.items(), out)
+    gz = tmp_path / "labels.jsonl.gz"
+    gz.write_bytes(gzip.compress(out.read_bytes()))
+    empty = LabelDocument()
+    import_labels(empty, gz)
+    assert empty.items() == doc.items()
+
+
+def test_neuronpedia_records_without_sae_id_resolve_through_the_workspace(tmp_path, workspace):
+    src = tmp_path / "np.json"  # the shape of Neuronpedia's /api/explanation/export
+    src.write_text(json.dumps([
+        {"modelId": "x", "layer": "mid_block.attentions.0", "index": "5",
+         "description": "stripes", "explanationModelName": "gpt-4o-mini"},
+        {"modelId": "x", "layer": UP, "index": 6, "description": "dots"},
+    ]))
+    doc = LabelDocument()
+    import_labels(doc, src, saes=workspace.saes())
+    assert doc.get(MID, 5).label == "stripes" and doc.get(UP, 6).label == "dots"
+    with pytest.raises(LabelsError, match=r"layer 'mid_block\.attentions\.0' alone is ambiguous"):
+        import_labels(LabelDocument(), src)
+
+
+def test_a_layer_with_two_saes_is_ambiguous(tmp_path, workspace):
+    folder = workspace.sae_dir("mid_block.attentions.0", "k64")
+    folder.mkdir(parents=True)
+    (folder / "cfg.json").write_text('{"block": "mid_block.attentions.0", "k": 64}')
+    src = tmp_path / "np.jsonl"
+    src.write_text('{"layer": "mid_block.attentions.0", "index": "1", "description": "a"}\n')
+    with pytest.raises(LabelsError, match="matches 2 SAEs"):
+        import_labels(LabelDocument(), src, saes=workspace.saes())
+
+
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("bad.jsonl", '{"sae_id": "a/b", "feature": 1, "label": "x"}\n{"sae_id": ', "line 2"),
+    ("bad.json", '{"schema": 1, "labels": [', "not valid JSON"),
+    ("bad.csv", "sae_id,feature,label\na/b,one,x\n", "line 2: feature 'one'"),
+    ("bad.csv", "name,value\na,b\n", "not a labels CSV"),
+    ("neg.jsonl", '{"sae_id": "a/b", "feature": -3, "label": "x"}\n', "feature -3"),
+    ("bad.json", "[1, 2]", "not a JSON object"),
+    ("bad.json", "plain text", "not JSON"),
+])
+def test_unreadable_files_raise_one_line_naming_the_file(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_text(content)
+    doc = sample_doc()
+    before = doc.items()
+    with pytest.raises(LabelsError, match=match) as info:
+        import_labels(doc, path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert doc.items() == before and doc.undo_text != f"Import {name}"
+
+
+def test_missing_file_and_folder_raise(tmp_path):
+    with pytest.raises(LabelsError, match="cannot read"):
+        read_rows(tmp_path / "nope.csv")
+    with pytest.raises(LabelsError, match="is a folder"):
+        read_rows(tmp_path)
+
+
+def test_format_for():
+    assert format_for("a.CSV") == "csv" and format_for("a.ndjson") == "jsonl"
+    assert format_for("whatever.txt", "JSONL") == "jsonl"
+    with pytest.raises(LabelsError, match="unknown labels format 'xml'"):
+        format_for("a.json", "xml")
+    with pytest.raises(LabelsError, match="cannot tell the format"):
+        format_for("a.txt")
+
+
+def test_block_of():
+    assert block_of(MID) == "mid_block.attentions.0"
+    assert block_of("noslash") == "noslash"
