@@ -59,3 +59,18 @@ def no_thread_left_behind():
         t.join(timeout=5)
     leaked = [t for t in leaked if t.is_alive()]
     assert not leaked, f"test left threads running: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tiny_model_dir, tmp_path_factory):
+    """A complete workspace (store, per-step SAEs of two blocks, indexes, report) built by the
+    real demo pipeline on the random-weight model, small enough for a few seconds."""
+    from explorer.analysis.demo import DemoConfig, build_demo
+
+    cfg = DemoConfig(
+        model=str(tiny_model_dir), n_prompts=8, collect_batch=8,
+        blocks=("mid_block.attentions.0", "up_blocks.1.attentions.0"),
+        per_step_t=(1.0, 0.0), expansion=2, k=4, epochs=2, shared_epochs=1, batch_size=64,
+        top_n=4, dead_tokens=1000, shared_mid_block=False,
+    )
+    return build_demo(tmp_path_factory.mktemp("ws") / "tiny-ws", config=cfg)

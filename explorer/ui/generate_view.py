@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder, generate_job
-from explorer.ui.workers import Worker, WorkerPool
+from explorer.ui.service import GenerationService
 
 DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at the right on a striped background"
 
@@ -29,11 +29,11 @@ class GenerateView(QWidget):
 
     status = Signal(str)
 
-    def __init__(self, models: ModelHolder, pool: WorkerPool, parent=None):
+    def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
         super().__init__(parent)
         self.models = models
-        self.pool = pool
-        self.worker: Worker | None = None
+        self.service = service
+        self.request: int | None = None
         self.last_image: np.ndarray | None = None
 
         self.prompt = QLineEdit(DEFAULT_PROMPT)
@@ -72,13 +72,17 @@ class GenerateView(QWidget):
         self.go.clicked.connect(self.start)
         self.prompt.returnPressed.connect(self.start)
         self.cancel.clicked.connect(self.stop)
+        service.progressed.connect(self._on_progress)
+        service.returned.connect(self._on_done)
+        service.errored.connect(self._on_error)
+        service.cancelled.connect(self._on_cancelled)
 
     def apply_defaults(self, steps: int, guidance: float) -> None:
         self.steps.setValue(int(steps))
         self.guidance.setValue(float(guidance))
 
-    def start(self) -> None:
-        worker = Worker(
+    def start(self) -> int:
+        self.request = self.service.submit(
             generate_job,
             self.models,
             self.prompt.text(),
@@ -86,21 +90,19 @@ class GenerateView(QWidget):
             self.steps.value(),
             self.guidance.value(),
         )
-        worker.progressed.connect(self._on_progress)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(self._on_error)
-        worker.cancelled.connect(lambda: self._finish("cancelled"))
-        self.worker = self.pool.start(worker, slot="generate")
         self.progress.setRange(0, self.steps.value())
         self.progress.setValue(0)
         self.cancel.setEnabled(True)
         self.status.emit("generating…")
+        return self.request
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.request is not None:
+            self.service.cancel()
 
-    def _on_progress(self, update) -> None:
+    def _on_progress(self, rid: int, update) -> None:
+        if rid != self.request:
+            return
         if update.get("stage") == "loading":
             self.progress.setFormat("loading model…")
             return
@@ -109,18 +111,24 @@ class GenerateView(QWidget):
         self.canvas.set_image(update["preview"])
         self.caption.setText(f"predicted x₀ at step {update['step'] + 1} (t = {update['t']:.2f})")
 
-    def _on_done(self, image: np.ndarray) -> None:
+    def _on_done(self, rid: int, image) -> None:
+        if rid != self.request:
+            return
         self.last_image = image
         self.canvas.set_image(image)
         self.caption.setText(f"seed {self.seed.value()}, {self.steps.value()} steps")
         self._finish("done")
 
-    def _on_error(self, message: str) -> None:
-        self._finish(f"error: {message}")
+    def _on_error(self, rid: int, message: str) -> None:
+        if rid == self.request:
+            self._finish(f"error: {message}")
+
+    def _on_cancelled(self, rid: int) -> None:
+        if rid == self.request:
+            self._finish("cancelled")
 
     def _finish(self, message: str) -> None:
-        if self.sender() is not self.worker:
-            return  # a replaced request finishing late
+        self.request = None
         self.cancel.setEnabled(False)
         self.progress.setFormat(message)
         self.status.emit(message)

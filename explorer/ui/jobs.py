@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.engine import Model, generate, load_model
+from explorer.errors import UserError
+from explorer.ui.sources import WorkspaceSource
+from explorer.workspace import Workspace
 
 
 class ModelHolder:
@@ -43,3 +47,121 @@ def generate_job(models: ModelHolder, prompt: str, seed: int, steps: int, guidan
 
     res = generate(model, [prompt], [seed], steps, guidance, on_step=on_step, cancel=cancel)
     return res.images[0]
+
+
+@dataclass
+class LoadedWorkspace:
+    workspace: Workspace
+    source: WorkspaceSource
+    saes: list
+    labels: object  # LabelDocument
+    labels_error: str | None
+    default_sae: str | None
+    warnings: list[str]
+
+
+def default_sae_id(saes) -> str | None:
+    """The mid block's SAE at the middle step if there is one (the paper's intervention SAE)."""
+    if not saes:
+        return None
+
+    def score(entry) -> tuple:
+        t = entry.t
+        mid_t = abs(t[0] - 0.5) if len(t) == 1 else 1.0
+        return ("mid_block" not in entry.block, mid_t, entry.id)
+
+    return min(saes, key=score).id
+
+
+def open_workspace_job(path: str, *, cancel, progress) -> LoadedWorkspace:
+    """Open a workspace's store, list its SAEs and read its labels, off the UI thread."""
+    from explorer.labels import LabelDocument
+
+    progress({"stage": "opening"})
+    workspace = Workspace.open(path)
+    if not workspace.store_path.exists():
+        raise UserError(f"workspace {workspace.root} has no store ({workspace.store_path.name} is missing)")
+    saes = workspace.saes()
+    warnings = []
+    if not saes:
+        warnings.append("this workspace has no SAEs yet: train one with `explorer train`")
+    source = WorkspaceSource(workspace)
+    default = default_sae_id(saes)
+    if default is not None:
+        source.set_sae(workspace.sae(default))
+    labels, err = LabelDocument.load_or_empty(workspace.labels_path)
+    return LoadedWorkspace(workspace, source, saes, labels, str(err) if err else None, default, warnings)
+
+
+def demo_workspace_dir():
+    from explorer.analysis.demo import default_workspace_dir
+
+    return default_workspace_dir()
+
+
+def demo_is_built(folder) -> bool:
+    from explorer.analysis.demo import is_built
+
+    return is_built(folder)
+
+
+def build_demo_job(folder, small: bool, *, cancel, progress):
+    """The demo build (collect → train → index), reporting stages; returns the folder."""
+    from explorer.analysis.demo import build_demo, default_workspace_dir
+
+    folder = folder or default_workspace_dir()
+    return build_demo(folder, small=small, progress=progress, cancel=cancel)
+
+
+class SteerCache:
+    """What the model thread keeps between steering requests: loaded SAEs, their feature
+    statistics, and unedited images (the 'original' beside each steered one)."""
+
+    def __init__(self):
+        self.saes: dict[str, object] = {}
+        self.stats: dict[str, object] = {}
+        self.originals: dict[tuple, object] = {}
+
+    def sae(self, entry, device):
+        from explorer.steering.saes import load_entry
+
+        if entry.id not in self.saes:
+            self.saes[entry.id] = load_entry(entry, device=device)
+        return self.saes[entry.id]
+
+    def feature_stats(self, entry):
+        from explorer.steering.steer import index_stats
+
+        if entry.id not in self.stats:
+            self.stats[entry.id] = index_stats(entry)
+        return self.stats[entry.id]
+
+
+def steer_job(models: ModelHolder, cache: SteerCache, entry, prompt: str, seed: int, steps: int,
+              guidance: float, features: list[tuple[int, float]], mode: str, region, window,
+              branches: str, *, cancel, progress):
+    """A steered image (with per-step previews), then the unedited one if not cached yet."""
+    from explorer.steering import FeatureEdit, Intervention, steer, validate
+
+    if not models.loaded:
+        progress({"stage": "loading"})
+    model = models.get()
+    sae = cache.sae(entry, model.device)
+    iv = Intervention(entry.block, tuple(FeatureEdit(int(f), float(s)) for f, s in features),
+                      mode, region, window, branches, sae_id=entry.id)
+    iv = validate(iv, int(sae.cfg.d_sae))
+    stats = cache.feature_stats(entry) if mode == "add" else None
+
+    def on_step(info):
+        progress({"stage": "step", "step": info.step, "n_steps": info.n_steps, "t": info.t,
+                  "preview": info.preview(model)[0]})
+
+    res = steer(model, [prompt], [seed], [iv], sae, stats, steps, guidance, on_step=on_step,
+                cancel=cancel)
+    key = (prompt, int(seed), int(steps), float(guidance))
+    if key not in cache.originals:
+        progress({"stage": "original"})
+        cache.originals[key] = generate(model, [prompt], [seed], steps, guidance,
+                                        cancel=cancel).images[0]
+    return {"original": cache.originals[key], "steered": res.images[0],
+            "warnings": list(iv.warnings) + list(res.warnings), "key": key}

@@ -1,54 +1,415 @@
-"""The main window: docks around a central view, a status bar that says what is loaded."""
+"""The main window: feature browser (left), sample view with the scrubber (centre), feature page
+(right), generation and steering (tabs); a status bar that says what is loaded."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox
+from pathlib import Path
 
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from explorer.ui.feature_page import FeaturePage
+from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import ModelHolder
-from explorer.ui.workers import WorkerPool
+from explorer.ui.jobs import ModelHolder, open_workspace_job
+from explorer.ui.sample_view import SampleView, lookup_table
+from explorer.ui.service import GenerationService
+from explorer.ui.steer_view import SteerView
+from explorer.ui.workers import Worker, WorkerPool
 
 APP_NAME = "Concept Explorer"
+MAX_RECENT = 8
 
 
 class MainWindow(QMainWindow):
     def __init__(self, model_path: str = "bundled", device: str | None = None):
         super().__init__()
         self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
         self.pool = WorkerPool(self)
+        self.service = GenerationService(self)  # the one thread that runs the model
         self.models = ModelHolder(model_path, device)
-        self.generate_view = GenerateView(self.models, self.pool)
-        self.setCentralWidget(self.generate_view)
-        self.model_label = QLabel(f"model: {model_path}")
-        self.statusBar().addPermanentWidget(self.model_label)
-        self.generate_view.status.connect(self.statusBar().showMessage)
-        self._build_menus()
-        self.resize(1100, 760)
+        self.workspace = None
+        self.source = None
+        self.labels = None  # LabelDocument
+        self.autosaver = None
+        self.entry = None  # the SAEEntry shown
         self._settings = QSettings("ConceptExplorer", "ConceptExplorer")
+
+        # Centre: the sample view, generation, steering.
+        self.sample_view = SampleView()
+        self.generate_view = GenerateView(self.models, self.service)
+        self.steer_view = SteerView(self.models, self.service)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.sample_view, "Sample")
+        self.tabs.addTab(self.steer_view, "Steer")
+        self.tabs.addTab(self.generate_view, "Generate")
+        self.setCentralWidget(self.tabs)
+
+        # Left: SAE choice + feature browser.
+        self.sae_combo = QComboBox()
+        self.sae_combo.setToolTip("Which SAE (block and timestep) the browser and overlays use")
+        self.browser = FeatureBrowser()
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(4, 4, 4, 4)
+        ll.addWidget(self.sae_combo)
+        ll.addWidget(self.browser)
+        self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
+
+        # Right: the feature page.
+        self.feature_page = FeaturePage()
+        self.feature_dock = self._dock("Feature", self.feature_page, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self.ws_label = QLabel("no workspace")
+        self.statusBar().addPermanentWidget(self.ws_label)
+        self.generate_view.status.connect(self.statusBar().showMessage)
+        self.steer_view.status.connect(self.statusBar().showMessage)
+        self.sample_view.sample_changed.connect(self._on_sample_changed)
+
+        self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
+        self.browser.feature_selected.connect(self.select_feature)
+        self.sample_view.feature_clicked.connect(self._select_and_show)
+        self.sample_view.step_changed.connect(self.feature_page.set_step)
+        self.feature_page.open_sample.connect(self._open_sample)
+        self.feature_page.open_feature.connect(self._open_matched)
+        self.feature_page.label_edited.connect(self._on_label_edited)
+
+        self._build_menus()
+        self.resize(1400, 860)
         geometry = self._settings.value("main/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+        state = self._settings.value("main/state")
+        if state is not None:
+            self.restoreState(state)
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    # --- menus ----------------------------------------------------------------------------
+    def _action(self, menu, text, slot, shortcut=None, tip=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
 
     def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        file_menu.addAction(quit_action)
-        help_menu = self.menuBar().addMenu("&Help")
-        about = QAction("&About", self)
-        about.triggered.connect(
-            lambda: QMessageBox.about(
-                self,
-                APP_NAME,
-                "Concept Explorer: how interpretable concepts emerge and evolve inside "
-                "text-to-image diffusion models while they denoise.",
-            )
+        m = self.menuBar().addMenu("&File")
+        self._action(m, "&Open Workspace…", self.choose_workspace, QKeySequence.StandardKey.Open,
+                     "Open a workspace folder (store, SAEs, index, labels)")
+        self.recent_menu = m.addMenu("Open &Recent")
+        self._fill_recent()
+        self._action(m, "Build &Demo Workspace…", self.build_demo, None,
+                     "Collect, train and index the bundled model's demo workspace")
+        m.addSeparator()
+        exp = m.addMenu("&Export Labels")
+        for fmt, name in (("json", "JSON"), ("csv", "CSV"), ("jsonl", "Neuronpedia-style JSONL")):
+            self._action(exp, f"{name}…", lambda _=False, f=fmt: self.export_labels(f))
+        self._action(m, "&Import Labels…", self.import_labels)
+        m.addSeparator()
+        self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        e = self.menuBar().addMenu("&Edit")
+        self.undo_action = self._action(e, "&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action(e, "&Redo", self.redo, QKeySequence.StandardKey.Redo)
+        self._update_undo()
+
+        v = self.menuBar().addMenu("&View")
+        v.addAction(self.features_dock.toggleViewAction())
+        v.addAction(self.feature_dock.toggleViewAction())
+        theme = v.addMenu("&Theme")
+        group = QActionGroup(self)
+        for name, dark in (("Follow system", None), ("Light", False), ("Dark", True)):
+            a = QAction(name, self, checkable=True)
+            a.setChecked(dark is None)
+            a.triggered.connect(lambda _=False, d=dark: self._set_theme(d))
+            group.addAction(a)
+            theme.addAction(a)
+
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "&About", lambda: QMessageBox.about(
+            self, APP_NAME,
+            "<b>Concept Explorer</b><p>How interpretable concepts emerge and evolve inside "
+            "text-to-image diffusion models while they denoise: sparse-autoencoder features of "
+            "UNet cross-attention updates, per denoising step.</p>"))
+
+    def _set_theme(self, dark) -> None:
+        from explorer.ui.theme import apply_theme
+
+        apply_theme(QApplication.instance(), dark)
+
+    # --- recent workspaces ------------------------------------------------------------------
+    def _recent(self) -> list[str]:
+        value = self._settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def _remember(self, path: Path) -> None:
+        items = [str(path)] + [p for p in self._recent() if p != str(path)]
+        self._settings.setValue("recent", items[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = self._recent()
+        for p in recent:
+            self._action(self.recent_menu, p, lambda _=False, p=p: self.open_workspace(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # --- drag and drop ------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile() and Path(urls[0].toLocalFile()).is_dir():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_workspace(urls[0].toLocalFile())
+
+    # --- opening a workspace -----------------------------------------------------------------
+    def choose_workspace(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open workspace")
+        if folder:
+            self.open_workspace(folder)
+
+    def open_workspace(self, path) -> Worker:
+        """Open in the background: the window stays live while the store and index load."""
+        self.statusBar().showMessage(f"opening {path}…")
+        worker = Worker(open_workspace_job, str(path))
+        worker.returned.connect(self._on_workspace_loaded)
+        worker.errored.connect(self._on_open_error)
+        return self.pool.start(worker, slot="open")
+
+    def _on_open_error(self, message: str) -> None:
+        self.statusBar().showMessage(message)
+        QMessageBox.warning(self, APP_NAME, message)
+
+    def _on_workspace_loaded(self, loaded) -> None:
+        self._close_workspace()
+        self.workspace = loaded.workspace
+        self.source = loaded.source
+        self.labels = loaded.labels
+        from explorer.labels import Autosaver
+
+        self.autosaver = Autosaver(self.labels, self.workspace.labels_path, delay_s=0.3,
+                                   on_error=lambda e: None)
+        self.labels.changed.append(lambda keys: QTimer.singleShot(0, self._update_undo))
+        if loaded.labels_error:
+            QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
+                                "the damaged file is kept beside the new one.")
+        self._remember(self.workspace.root)
+        self.setWindowTitle(f"{self.workspace.name} — {APP_NAME}")
+        if self.workspace.model != str(self.models.path):
+            self.models = ModelHolder(self.workspace.model, self.models.device)
+            self.generate_view.models = self.models
+            self.steer_view.models = self.models
+        self.sae_combo.blockSignals(True)
+        self.sae_combo.clear()
+        for entry in loaded.saes:
+            self.sae_combo.addItem(entry.label, entry.id)
+        self.sae_combo.blockSignals(False)
+        self.sample_view.set_source(self.source)
+        self.feature_page.set_source(self.source, lookup_table("inferno"))
+        default = loaded.default_sae
+        idx = self.sae_combo.findData(default) if default else 0
+        self.sae_combo.setCurrentIndex(max(0, idx))
+        self._on_sae_changed(self.sae_combo.currentIndex())
+        for message in loaded.warnings:
+            self.statusBar().showMessage(message, 10_000)
+
+    def _close_workspace(self) -> None:
+        if self.autosaver is not None:
+            self.autosaver.flush()
+            self.autosaver.close()
+            self.autosaver = None
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    # --- SAE and feature selection ---------------------------------------------------------------
+    def _on_sae_changed(self, index: int) -> None:
+        if self.workspace is None or index < 0:
+            self._update_status()
+            return
+        sae_id = self.sae_combo.itemData(index)
+        self.entry = self.workspace.sae(sae_id)
+        self.source.set_sae(self.entry)
+        idx = self.source.index
+        labels = self._labels_of_current()
+        if idx is not None:
+            words = {f: " ".join(e.label.lower() for e in idx.dictionary(f)) for f in range(idx.n_features)} \
+                if idx.n_features <= 50_000 else {}
+            self.browser.model.set_features(idx.firing_rate, idx.mean_activation, self.source.t,
+                                            labels, words)
+        else:
+            self.browser.model.clear()
+            self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
+        self.sample_view.set_labels(labels)
+        self.sample_view.refresh()
+        self.steer_view.labels = labels
+        self.steer_view.set_sae(self.entry, self.source.n_steps)
+        self.feature_page.set_source(self.source, lookup_table("inferno"))
+        self.feature_page.set_step(self.sample_view.step)
+        if idx is not None and self.browser.model.rowCount() > 0:
+            self.browser.table.selectRow(0)
+        self._update_status()
+
+    def _labels_of_current(self) -> dict[int, str]:
+        if self.labels is None or self.entry is None:
+            return {}
+        return {f: lab.label for f, lab in self.labels.labels_for(self.entry.id).items() if lab.label}
+
+    def select_feature(self, feature: int) -> None:
+        lab = self.labels.get(self.entry.id, feature) if self.labels and self.entry else None
+        self.feature_page.set_feature(
+            feature,
+            lab.label if lab else "",
+            lab.notes if lab else "",
+            list(lab.tags) if lab else [],
         )
-        help_menu.addAction(about)
+        self.sample_view.set_feature(feature)
+        self.steer_view.set_selected_feature(feature)
+        self._update_status(feature)
+
+    def _select_and_show(self, feature: int) -> None:
+        self.browser.select_feature(feature)
+        self.select_feature(feature)
+
+    def _on_sample_changed(self, sample: int) -> None:
+        if self.source is not None and 0 <= sample < self.source.n_samples:
+            self.steer_view.set_prompt(self.source.prompt(sample), int(self.source.store.seeds[sample]))
+
+    def _open_sample(self, sample: int, step: int) -> None:
+        self.tabs.setCurrentWidget(self.sample_view)
+        self.sample_view.goto(sample, step)
+
+    def _open_matched(self, sae_id: str, feature: int) -> None:
+        idx = self.sae_combo.findData(sae_id)
+        if idx >= 0:
+            self.sae_combo.setCurrentIndex(idx)
+            self._select_and_show(feature)
+
+    # --- labels -----------------------------------------------------------------------------------
+    def _on_label_edited(self, feature: int, label: str, notes: str, tags: list) -> None:
+        if self.labels is None or self.entry is None:
+            return
+        self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
+        self.browser.model.set_label(feature, label)
+        self.sample_view.set_labels(self._labels_of_current())
+
+    def undo(self) -> None:
+        if self.labels is not None and self.labels.undo():
+            self._after_label_history()
+
+    def redo(self) -> None:
+        if self.labels is not None and self.labels.redo():
+            self._after_label_history()
+
+    def _after_label_history(self) -> None:
+        labels = self._labels_of_current()
+        self.browser.model.labels = labels
+        self.browser.model.layoutChanged.emit()
+        self.sample_view.set_labels(labels)
+        if self.feature_page.feature is not None:
+            self.select_feature(self.feature_page.feature)
+        self._update_undo()
+
+    def _update_undo(self) -> None:
+        doc = self.labels
+        self.undo_action.setEnabled(bool(doc and doc.can_undo))
+        self.redo_action.setEnabled(bool(doc and doc.can_redo))
+        self.undo_action.setText(f"&Undo {doc.undo_text}" if doc and doc.can_undo else "&Undo")
+        self.redo_action.setText(f"&Redo {doc.redo_text}" if doc and doc.can_redo else "&Redo")
+
+    def export_labels(self, fmt: str) -> None:
+        if self.labels is None:
+            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
+            return
+        from explorer.errors import UserError
+        from explorer.labels import export_labels
+
+        default = str(self.workspace.root / f"labels.{fmt}")
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", default)
+        if not path:
+            return
+        try:
+            n = export_labels(self.labels.items(), path, fmt, model_id=self.workspace.model)
+        except UserError as e:
+            QMessageBox.warning(self, APP_NAME, str(e))
+            return
+        self.statusBar().showMessage(f"exported {n} labels to {path}", 8000)
+
+    def import_labels(self) -> None:
+        if self.labels is None:
+            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
+            return
+        from explorer.errors import UserError
+        from explorer.labels import import_labels
+
+        path, _ = QFileDialog.getOpenFileName(self, "Import labels", str(self.workspace.root),
+                                              "Labels (*.json *.csv *.jsonl)")
+        if not path:
+            return
+        try:
+            report = import_labels(self.labels, path, saes=self.workspace.saes())
+        except UserError as e:
+            QMessageBox.warning(self, APP_NAME, str(e))
+            return
+        self._after_label_history()
+        QMessageBox.information(self, APP_NAME, report.summary())
+
+    # --- demo -------------------------------------------------------------------------------------
+    def build_demo(self, small: bool = False) -> None:
+        from explorer.ui.build_dialog import BuildDialog
+
+        dialog = BuildDialog(self.pool, small=small, parent=self)
+        dialog.built.connect(self.open_workspace)
+        dialog.start()
+        dialog.show()
+
+    # --- status -----------------------------------------------------------------------------------
+    def _update_status(self, feature: int | None = None) -> None:
+        if self.workspace is None or self.source is None:
+            self.ws_label.setText("no workspace")
+            return
+        parts = [f"workspace {self.workspace.name}",
+                 f"{self.source.n_samples} samples × {self.source.n_steps} steps"]
+        if self.entry is not None:
+            parts.append(self.entry.label)
+            parts.append("index ✓" if self.source.has_index else "no index")
+        if feature is not None:
+            parts.append(f"feature #{feature}")
+        self.ws_label.setText("  ·  ".join(parts))
 
     def closeEvent(self, event) -> None:
         self._settings.setValue("main/geometry", self.saveGeometry())
+        self._settings.setValue("main/state", self.saveState())
         self.pool.shutdown()
+        self.service.shutdown()
+        self._close_workspace()
         super().closeEvent(event)

@@ -2,25 +2,28 @@ import numpy as np
 
 from explorer.ui.generate_view import GenerateView
 from explorer.ui.jobs import ModelHolder
-from explorer.ui.workers import WorkerPool
+from explorer.ui.service import GenerationService
 
 
 def _view(qtbot, folder):
-    pool = WorkerPool()
-    view = GenerateView(ModelHolder(folder, "cpu"), pool)
+    service = GenerationService()
+    view = GenerateView(ModelHolder(folder, "cpu"), service)
     qtbot.addWidget(view)
     view.steps.setValue(3)
-    return view, pool
+    return view, service
+
+
+def _wait_done(qtbot, view):
+    qtbot.waitUntil(lambda: view.request is None, timeout=60_000)
 
 
 def test_generate_shows_previews_then_the_image(qtbot, tiny_model_dir):
-    view, pool = _view(qtbot, tiny_model_dir)
+    view, service = _view(qtbot, tiny_model_dir)
     steps = []
+    service.progressed.connect(lambda rid, u: steps.append(u.get("step")))
     view.start()
-    view.worker.progressed.connect(lambda u: steps.append(u.get("step")))
-    with qtbot.waitSignal(view.worker.returned, timeout=60_000):
-        pass
-    pool.shutdown()
+    _wait_done(qtbot, view)
+    service.shutdown()
     assert view.last_image is not None and view.last_image.shape == (64, 64, 3)
     shot = view.canvas.grab().toImage()
     w, h = shot.width(), shot.height()
@@ -30,27 +33,26 @@ def test_generate_shows_previews_then_the_image(qtbot, tiny_model_dir):
 
 
 def test_newest_request_cancels_the_running_one(qtbot, tiny_model_dir):
-    view, pool = _view(qtbot, tiny_model_dir)
-    view.steps.setValue(40)
-    view.start()
-    first = view.worker
+    view, service = _view(qtbot, tiny_model_dir)
+    cancelled, returned = [], []
+    service.cancelled.connect(cancelled.append)
+    service.returned.connect(lambda rid, v: returned.append(rid))
+    view.steps.setValue(200)
+    first = view.start()
+    qtbot.waitUntil(lambda: service.busy, timeout=5_000)
     view.steps.setValue(2)
-    with qtbot.waitSignal(first.cancelled, timeout=60_000):
-        view.start()
-    second = view.worker
-    with qtbot.waitSignal(second.returned, timeout=60_000):
-        pass
-    pool.shutdown()
+    second = view.start()
+    _wait_done(qtbot, view)
+    service.shutdown()
+    assert first in cancelled and returned == [second]
     assert isinstance(view.last_image, np.ndarray)
 
 
 def test_errors_reach_the_status_not_a_crash(qtbot, tmp_path):
-    view, pool = _view(qtbot, tmp_path / "nowhere")
+    view, service = _view(qtbot, tmp_path / "nowhere")
     messages = []
     view.status.connect(messages.append)
     view.start()
-    with qtbot.waitSignal(view.worker.errored, timeout=30_000):
-        pass
-    qtbot.waitUntil(lambda: any("error" in m for m in messages), timeout=5_000)
-    pool.shutdown()
+    qtbot.waitUntil(lambda: any("error" in m for m in messages), timeout=30_000)
+    service.shutdown()
     assert "does not exist" in messages[-1]

@@ -1,0 +1,111 @@
+"""What one SAE is: its shape, its training knobs and where its activations came from."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+NORMALISATIONS = ("none", "mean_norm")
+BRANCHES = ("cond", "uncond", "")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    # bool is an int subclass; `k=True` is a bug, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class SAEConfig:
+    """Shape, training knobs and provenance of one TopK SAE."""
+
+    d_in: int
+    """Width of the activations (channels of the captured block)."""
+    d_sae: int
+    """Number of latents (dictionary size)."""
+    k: int
+    """Latents kept per token."""
+    batch_topk: bool = False
+    """Train with BatchTopK (k·B latents per batch); inference is plain per-token TopK."""
+    k_aux: int = 256
+    """Dead latents used by AuxK per token (capped at d_sae // 2); 0 disables AuxK."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK term in the loss."""
+    dead_tokens: int = 10_000_000
+    """A latent is dead once it has not fired for this many tokens."""
+    normalisation: str = "none"
+    """"none", or "mean_norm": inputs are multiplied by `input_scale` inside the SAE."""
+    input_scale: float = 1.0
+    """Factor making mean ‖x‖ = sqrt(d_in) on the training data (1.0 for "none")."""
+    block: str = ""
+    """UNet block the activations were captured at, e.g. "mid_block.attentions.0"."""
+    branch: str = "cond"
+    """Guidance half: "cond", "uncond", or "" when unknown (imported SAEs)."""
+    steps: list[int] = field(default_factory=list)
+    """Denoising-step indices the training tokens came from."""
+    t: list[float] = field(default_factory=list)
+    """t ∈ [0, 1] of those steps (1.0 = first step, pure noise)."""
+    store_hash: str = ""
+    """Hash of the activation store the SAE was trained on."""
+    model: str = ""
+    """Diffusion model the activations came from."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Training statistics (tokens, final FVU, dead fraction, ...), JSON-serialisable."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "d_sae", "k", "dead_tokens"):
+            _positive_int(name, getattr(self, name))
+        if self.k > self.d_sae:
+            raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}")
+        if isinstance(self.k_aux, bool) or not isinstance(self.k_aux, int) or self.k_aux < 0:
+            raise ValueError(f"k_aux must be an int >= 0, got {self.k_aux!r}")
+        if not (math.isfinite(self.aux_coef) and self.aux_coef >= 0):
+            raise ValueError(f"aux_coef must be finite and >= 0, got {self.aux_coef!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
+        self.input_scale = float(self.input_scale)
+        if not (math.isfinite(self.input_scale) and self.input_scale > 0):
+            raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale!r}")
+        if self.normalisation == "none" and self.input_scale != 1.0:
+            raise ValueError("input_scale must be 1.0 when normalisation is 'none'")
+        if self.branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {self.branch!r}")
+        self.steps = [int(s) for s in self.steps]
+        self.t = [float(v) for v in self.t]
+        if any(s < 0 for s in self.steps):
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if any(not 0.0 <= v <= 1.0 for v in self.t):
+            raise ValueError(f"t must lie in [0, 1], got {self.t}")
+        if self.steps and self.t and len(self.steps) != len(self.t):
+            raise ValueError(f"steps ({len(self.steps)}) and t ({len(self.t)}) differ in length")
+        if not isinstance(self.stats, dict):
+            raise ValueError(f"stats must be a dict, got {type(self.stats).__name__}")
+
+    @property
+    def num_latents(self) -> int:
+        return self.d_sae
+
+    @property
+    def k_aux_effective(self) -> int:
+        """k_aux after the d_sae // 2 cap of Gao et al. (App. B.1)."""
+        return min(self.k_aux, self.d_sae // 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
+        """Build from a dict, ignoring keys that are not fields (derived or foreign keys)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in d.items() if key in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SAEConfig:
+        return cls.from_dict(json.loads(text))

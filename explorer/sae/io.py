@@ -1,0 +1,269 @@
+"""SAE folders on disk: ours, SAELens's and sparsify's. Safetensors + JSON only; never pickle.
+
+Ours (what `save_sae` writes by default):
+    cfg.json          every SAEConfig field, plus "num_latents" and "architecture": "topk"
+    sae.safetensors   W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_enc (d_sae,), b_dec (d_in,)
+
+SAELens (`format="saelens"`, and read by `load_sae`):
+    cfg.json                  d_in, d_sae, architecture "topk", k (top level or under
+                              activation_fn_kwargs), hook_name (top level or under metadata)
+    sae_weights.safetensors   the same four tensors; unknown extra tensors are ignored
+
+SAELens has no input-scale field, so saving a normalised SAE in its format folds the scale into
+the weights (outputs are unchanged; decoder rows then have norm 1/scale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from explorer.sae.config import SAEConfig
+from explorer.sae.model import TopKSAE
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
+ARCHITECTURE = "topk"
+# Written into SAELens cfg.json so SAELens parses it with its 6.x reader.
+SAELENS_FORMAT_VERSION = "6.0.0"
+# Our own fields ride along in SAELens cfg.json under this key (SAELens ignores unknown keys).
+EXTRA_KEY = "concept_explorer"
+_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
+_BLOCK_RE = re.compile(r"((?:down|up)_blocks\.\d+\.attentions\.\d+|mid_block\.attentions\.\d+)")
+
+
+class SAELoadError(ValueError):
+    """An SAE folder that cannot be loaded; the message names the folder and the problem."""
+
+    def __init__(self, folder: str | Path, problem: str) -> None:
+        super().__init__(f"{folder}: {problem}")
+        self.folder = Path(folder)
+        self.problem = problem
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _tensors_for_save(sae: TopKSAE, fold_scale: bool) -> dict[str, torch.Tensor]:
+    s = sae.cfg.input_scale if fold_scale else 1.0
+    with torch.no_grad():
+        tensors = {
+            "W_enc": sae.W_enc * s,
+            "W_dec": sae.W_dec / s,
+            "b_enc": sae.b_enc,
+            "b_dec": sae.b_dec / s,
+        }
+        # safetensors wants contiguous CPU tensors; W_enc is stored latent-major in memory.
+        return {key: t.detach().to("cpu").contiguous() for key, t in tensors.items()}
+
+
+def save_sae(sae: TopKSAE, folder: str | Path, *, format: str = "native") -> Path:
+    """Write `sae` to `folder` ("native": cfg.json + sae.safetensors, or "saelens")."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = sae.cfg
+    if format == "native":
+        meta = {
+            **cfg.to_dict(),
+            "num_latents": cfg.d_sae,
+            "architecture": ARCHITECTURE,
+        }
+        tensors = _tensors_for_save(sae, fold_scale=False)
+        weights_name = WEIGHTS_FILE
+    elif format == "saelens":
+        extra = cfg.to_dict()
+        extra.update(normalisation="none", input_scale=1.0)  # folded into the weights
+        meta = {
+            "architecture": ARCHITECTURE,
+            "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae,
+            "k": cfg.k,
+            "dtype": str(sae.dtype).removeprefix("torch."),
+            "device": "cpu",
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            "metadata": {
+                "model_name": cfg.model or None,
+                "hook_name": cfg.block or None,
+                "sae_lens_version": SAELENS_FORMAT_VERSION,
+            },
+            EXTRA_KEY: extra,
+        }
+        tensors = _tensors_for_save(sae, fold_scale=True)
+        weights_name = SAELENS_WEIGHTS_FILE
+    else:
+        raise ValueError(f"unknown SAE format {format!r} (use 'native' or 'saelens')")
+    _atomic_write(folder / weights_name, lambda p: save_file(tensors, str(p)))
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    _atomic_write(folder / CFG_FILE, lambda p: p.write_text(text))
+    return folder
+
+
+def load_sae(
+    folder: str | Path,
+    *,
+    expect_block: str | None = None,
+    expect_d_in: int | None = None,
+    device: torch.device | str = "cpu",
+) -> TopKSAE:
+    """Load an SAE folder written by `save_sae`, SAELens or sparsify (TopK architectures).
+
+    Raises SAELoadError for a missing or malformed cfg.json or weights file, weights whose
+    shapes disagree with the config, non-finite weights, or a block / d_in other than expected.
+    """
+    folder = Path(folder)
+    cfg_path = folder / CFG_FILE
+    if not folder.is_dir():
+        raise SAELoadError(folder, "not a folder")
+    if not cfg_path.is_file():
+        raise SAELoadError(folder, f"missing {CFG_FILE}")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SAELoadError(folder, f"unreadable {CFG_FILE} ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SAELoadError(folder, f"{CFG_FILE} is not a JSON object")
+
+    if (folder / WEIGHTS_FILE).is_file():
+        tensors = _read_weights(folder, WEIGHTS_FILE)
+        if "encoder.weight" in tensors:
+            cfg, tensors = _from_sparsify(folder, raw, tensors)
+        else:
+            cfg = _native_config(folder, raw)
+    elif (folder / SAELENS_WEIGHTS_FILE).is_file():
+        tensors = _read_weights(folder, SAELENS_WEIGHTS_FILE)
+        cfg, tensors = _from_saelens(folder, raw, tensors)
+    else:
+        raise SAELoadError(folder, f"missing weights ({WEIGHTS_FILE} or {SAELENS_WEIGHTS_FILE})")
+
+    _check_tensors(folder, cfg, tensors)
+    if expect_d_in is not None and cfg.d_in != expect_d_in:
+        raise SAELoadError(folder, f"d_in is {cfg.d_in}, expected {expect_d_in}")
+    if expect_block is not None and cfg.block != expect_block:
+        raise SAELoadError(folder, f"block is {cfg.block!r}, expected {expect_block!r}")
+
+    sae = TopKSAE(cfg, device=device)
+    with torch.no_grad():
+        for name in _TENSORS:
+            getattr(sae, name).copy_(tensors[name])
+    return sae
+
+
+def _read_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(folder / name))
+    except (OSError, SafetensorError) as exc:
+        raise SAELoadError(folder, f"unreadable {name} ({exc})") from None
+
+
+def _make_config(folder: Path, fields: dict[str, Any]) -> SAEConfig:
+    try:
+        return SAEConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise SAELoadError(folder, f"invalid {CFG_FILE} ({exc})") from None
+
+
+def _native_config(folder: Path, raw: dict[str, Any]) -> SAEConfig:
+    arch = raw.get("architecture", ARCHITECTURE)
+    if arch != ARCHITECTURE:
+        raise SAELoadError(folder, f"architecture {arch!r} is not supported (only 'topk')")
+    return _make_config(folder, raw)
+
+
+def _block_from_hook(hook: Any) -> str:
+    match = _BLOCK_RE.search(hook) if isinstance(hook, str) else None
+    return match.group(1) if match else ""
+
+
+def _from_saelens(
+    folder: Path, raw: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    arch = raw.get("architecture", "standard")
+    act_fn = raw.get("activation_fn", raw.get("activation_fn_str"))
+    # Pre-6.0 SAELens wrote TopK SAEs as architecture "standard" with activation_fn "topk".
+    if arch != ARCHITECTURE and not (arch == "standard" and act_fn == "topk"):
+        raise SAELoadError(folder, f"architecture {arch!r} is not supported (only 'topk')")
+    k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
+    if k is None:
+        raise SAELoadError(folder, f"{CFG_FILE} gives no k (top level or activation_fn_kwargs)")
+    norm = raw.get("normalize_activations", "none")
+    if norm not in ("none", False, None):
+        raise SAELoadError(folder, f"normalize_activations {norm!r} is not supported")
+    if raw.get("rescale_acts_by_decoder_norm"):
+        raise SAELoadError(folder, "rescale_acts_by_decoder_norm is not supported")
+    for key in ("d_in", "d_sae"):
+        if key not in raw:
+            raise SAELoadError(folder, f"{CFG_FILE} has no {key!r}")
+
+    meta = raw.get("metadata") or raw.get("meta") or {}
+    hook = raw.get("hook_name", raw.get("hook_point", meta.get("hook_name")))
+    fields: dict[str, Any] = {"branch": "", "stats": {}}
+    extra = raw.get(EXTRA_KEY)
+    if isinstance(extra, dict):
+        fields.update(extra)
+    else:
+        fields["block"] = _block_from_hook(hook)
+        fields["model"] = raw.get("model_name", meta.get("model_name")) or ""
+        if hook is not None:
+            fields["stats"] = {"hook_name": hook}
+    fields.update(d_in=raw["d_in"], d_sae=raw["d_sae"], k=k)
+    cfg = _make_config(folder, fields)
+
+    missing = [name for name in _TENSORS if name not in tensors]
+    if missing:
+        raise SAELoadError(folder, f"{SAELENS_WEIGHTS_FILE} lacks {', '.join(missing)}")
+    tensors = {name: tensors[name].float() for name in _TENSORS}
+    if not raw.get("apply_b_dec_to_input", True):
+        # Encoder sees x rather than x − b_dec: fold that into b_enc (exact).
+        _check_tensors(folder, cfg, tensors)
+        tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
+    return cfg, tensors
+
+
+def _from_sparsify(
+    folder: Path, raw: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    if raw.get("activation", "topk") != "topk":
+        raise SAELoadError(folder, f"activation {raw.get('activation')!r} is not supported")
+    if "d_in" not in raw or "k" not in raw:
+        raise SAELoadError(folder, f"{CFG_FILE} needs 'd_in' and 'k'")
+    d_sae = raw.get("num_latents") or raw["d_in"] * raw.get("expansion_factor", 0)
+    missing = [n for n in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if n not in tensors]
+    if missing:
+        raise SAELoadError(folder, f"{WEIGHTS_FILE} lacks {', '.join(missing)}")
+    cfg = _make_config(folder, {"d_in": raw["d_in"], "d_sae": d_sae, "k": raw["k"], "branch": ""})
+    return cfg, {
+        "W_enc": tensors["encoder.weight"].float().t(),
+        "b_enc": tensors["encoder.bias"].float(),
+        "W_dec": tensors["W_dec"].float(),
+        "b_dec": tensors["b_dec"].float(),
+    }
+
+
+def _check_tensors(folder: Path, cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> None:
+    expected = {
+        "W_enc": (cfg.d_in, cfg.d_sae),
+        "W_dec": (cfg.d_sae, cfg.d_in),
+        "b_enc": (cfg.d_sae,),
+        "b_dec": (cfg.d_in,),
+    }
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise SAELoadError(folder, f"weights lack {name}")
+        got = tuple(tensors[name].shape)
+        if got != shape:
+            raise SAELoadError(folder, f"{name} has shape {got}, cfg.json implies {shape}")
+        if not bool(torch.isfinite(tensors[name]).all()):
+            raise SAELoadError(folder, f"{name} contains NaN or inf")

@@ -1,0 +1,458 @@
+"""Training loop for TopK SAEs, independent of where the activations come from.
+
+A token source is any iterable of (n, d_in) float arrays or tensors (numpy or torch; n may
+vary). The trainer re-cuts the stream into batches of exactly `batch_size` rows, so batch
+boundaries depend only on the stream, not on how the source chunks it; a final incomplete
+batch is dropped (the FVU of a handful of tokens is meaningless).
+
+Resuming re-iterates the source from its start and skips the tokens already trained on, so a
+source used with `resume=True` must yield the same tokens in the same order every time it is
+iterated (e.g. a store read with a fixed shuffle seed).
+
+Under torch.distributed (e.g. gloo on CPU) every rank iterates the same source, and rank r
+trains on batches r, r + W, r + 2W, ...: the model is wrapped in DDP, dead-latent counters are
+summed over ranks, and only rank 0 writes checkpoints and the final SAE folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from explorer.sae.config import SAEConfig
+from explorer.sae.io import save_sae
+from explorer.sae.model import ForwardOutput, TopKSAE
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+# Trainer fields that must match for a checkpoint to be resumed with a config.
+_RESUME_KEYS = ("d_in", "d_sae", "k", "batch_size", "batch_topk", "normalise", "init_tokens")
+
+
+@dataclass
+class TrainerConfig:
+    """How to train one SAE, plus the provenance recorded in its cfg.json."""
+
+    d_in: int
+    """Width of the activations."""
+    d_sae: int
+    """Number of latents."""
+    k: int
+    """Latents per token."""
+    batch_size: int = 4096
+    """Tokens per optimiser step (per rank under DDP)."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    total_tokens: int | None = None
+    """Stop after this many tokens (None: when the source ends)."""
+    warmup_tokens: int = 0
+    """Linear learning-rate warm-up over the first tokens."""
+    decay_tokens: int = 0
+    """Linear decay to 0 over the last tokens (needs total_tokens)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every this many tokens (0: only at the end)."""
+    dead_tokens: int = 10_000_000
+    """A latent is dead once it has not fired for this many tokens."""
+    batch_topk: bool = False
+    """Train with BatchTopK instead of per-token TopK."""
+    k_aux: int = 256
+    """Dead latents per token in the AuxK loss (0 disables AuxK)."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK loss."""
+    normalise: bool = True
+    """Scale inputs so that mean ‖x‖ = sqrt(d_in); the factor is stored in the SAE."""
+    init_tokens: int = 16384
+    """Tokens (whole batches, at least one) used for the geometric median and the scale."""
+    seed: int = 0
+    """Seed of the weight initialisation."""
+    device: str = "cpu"
+    """Device to train on."""
+    log_every: int = 20
+    """Steps between progress-bar / history updates."""
+    block: str = ""
+    branch: str = "cond"
+    steps: list[int] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    store_hash: str = ""
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "init_tokens", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("warmup_tokens", "decay_tokens", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.total_tokens is not None and self.total_tokens <= 0:
+            raise ValueError(f"total_tokens must be > 0, got {self.total_tokens}")
+        if self.decay_tokens and self.total_tokens is None:
+            raise ValueError("decay_tokens needs total_tokens")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.sae_config()  # validates d_in, d_sae, k, k_aux, branch, steps, t ...
+
+    def sae_config(self, input_scale: float | None = None) -> SAEConfig:
+        """The SAEConfig this run produces (input_scale None: no normalisation)."""
+        return SAEConfig(
+            d_in=self.d_in,
+            d_sae=self.d_sae,
+            k=self.k,
+            batch_topk=self.batch_topk,
+            k_aux=self.k_aux,
+            aux_coef=self.aux_coef,
+            dead_tokens=self.dead_tokens,
+            normalisation="none" if input_scale is None else "mean_norm",
+            input_scale=1.0 if input_scale is None else input_scale,
+            block=self.block,
+            branch=self.branch,
+            steps=list(self.steps),
+            t=list(self.t),
+            store_hash=self.store_hash,
+            model=self.model,
+        )
+
+
+@dataclass
+class TrainResult:
+    sae: TopKSAE
+    folder: Path
+    """The SAE folder (cfg.json + sae.safetensors), also holding checkpoint.pt."""
+    tokens_seen: int
+    steps: int
+    stats: dict[str, Any]
+    """Final running statistics, as stored in sae.cfg.stats."""
+    history: list[dict[str, float]]
+    """One entry per log step: tokens, loss, fvu, explained_variance, l0, dead_fraction, lr."""
+    resumed_from: int = 0
+    """Tokens already trained when this call started (0 for a fresh run)."""
+
+
+def _as_tensor(chunk, d_in: int) -> Tensor:
+    t = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.asarray(chunk))
+    if t.ndim != 2 or t.shape[1] != d_in:
+        raise ValueError(f"token source yielded shape {tuple(t.shape)}, expected (n, {d_in})")
+    return t.to(torch.float32)
+
+
+def rebatch(source: Iterable, batch_size: int, d_in: int, skip: int = 0) -> Iterator[Tensor]:
+    """Cut a stream of (n, d_in) chunks into (batch_size, d_in) float32 batches.
+
+    The first `skip` rows of the stream are dropped (resume); a final partial batch is dropped.
+    """
+    buf: list[Tensor] = []
+    held = 0
+    for chunk in source:
+        rows = int(chunk.shape[0])
+        if skip >= rows:
+            skip -= rows
+            continue
+        t = _as_tensor(chunk, d_in)[skip:]
+        skip = 0
+        buf.append(t)
+        held += t.shape[0]
+        while held >= batch_size:
+            cat = torch.cat(buf) if len(buf) > 1 else buf[0]
+            yield cat[:batch_size]
+            rest = cat[batch_size:]
+            buf = [rest] if rest.shape[0] else []
+            held = rest.shape[0]
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _lr_at(cfg: TrainerConfig, tokens: int, step_tokens: int) -> float:
+    factor = 1.0
+    if cfg.warmup_tokens:
+        factor = min(factor, (tokens + step_tokens) / cfg.warmup_tokens)
+    if cfg.decay_tokens and cfg.total_tokens is not None:
+        factor = min(factor, max(0.0, (cfg.total_tokens - tokens) / cfg.decay_tokens))
+    return cfg.lr * factor
+
+
+def train_step(
+    model: torch.nn.Module,
+    sae: TopKSAE,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    dead_mask: Tensor | None,
+) -> ForwardOutput:
+    """One optimiser step: loss, backward, decoder-gradient projection, Adam, renormalise.
+
+    `model` is `sae` itself or its DDP wrapper.
+    """
+    out = model(x, dead_mask=dead_mask)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    sae.remove_gradient_parallel_to_decoder_directions()
+    optimizer.step()
+    sae.set_decoder_norm_to_unit_norm()
+    return out
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, cfg: TrainerConfig, world: int, device) -> dict[str, Any]:
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unknown checkpoint version {state.get('version')!r}")
+    saved = state["trainer_cfg"]
+    for key in _RESUME_KEYS:
+        if saved[key] != getattr(cfg, key):
+            raise ValueError(
+                f"{path}: checkpoint has {key}={saved[key]!r}, config has {getattr(cfg, key)!r}"
+            )
+    if state["world_size"] != world:
+        raise ValueError(f"{path}: checkpoint used {state['world_size']} ranks, now {world}")
+    return state
+
+
+def _input_scale(sample: Tensor) -> float:
+    # Mean-norm normalisation (as in SAELens's "expected_average_only_in"): one scalar for
+    # the whole run, so the SAE sees every timestep's activations on the same footing.
+    mean_norm = float(sample.norm(dim=1).mean())
+    if not (math.isfinite(mean_norm) and mean_norm > 0):
+        raise ValueError(f"cannot normalise: mean activation norm is {mean_norm}")
+    return math.sqrt(sample.shape[1]) / mean_norm
+
+
+def _initial_sae(
+    batches: Iterator[Tensor], cfg: TrainerConfig, device: torch.device, init: TopKSAE | None
+) -> tuple[TopKSAE, Iterator[Tensor]]:
+    """A fresh SAE, plus the batch stream (the init sample's batches are put back in front)."""
+    if init is not None:
+        if (init.cfg.d_in, init.cfg.d_sae) != (cfg.d_in, cfg.d_sae):
+            raise ValueError(
+                f"init SAE is {init.cfg.d_in}x{init.cfg.d_sae}, config is {cfg.d_in}x{cfg.d_sae}"
+            )
+        scale = init.cfg.input_scale if init.cfg.normalisation != "none" else None
+        sae = TopKSAE(cfg.sae_config(scale), device=device)
+        sae.load_state_dict(init.state_dict())
+        return sae, batches
+
+    held: list[Tensor] = []
+    for batch in batches:
+        held.append(batch)
+        if len(held) * cfg.batch_size >= cfg.init_tokens:
+            break
+    if not held:
+        raise ValueError(f"token source yielded fewer than batch_size={cfg.batch_size} tokens")
+    sample = torch.cat(held).to(device)
+    scale = _input_scale(sample) if cfg.normalise else None
+    # Seeded on CPU without touching the caller's global RNG, then moved.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        sae = TopKSAE(cfg.sae_config(scale)).to(device)
+    sae.initialize_b_dec(sample)
+    return sae, chain(held, batches)
+
+
+def train_sae(
+    source: Iterable,
+    cfg: TrainerConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    init: TopKSAE | None = None,
+) -> TrainResult:
+    """Train a TopK SAE on `source` and write it to `out_dir` (see the module docstring).
+
+    With resume=True and out_dir/checkpoint.pt present, training continues from it and the
+    source's first `tokens_seen` tokens are skipped; without a checkpoint it starts afresh.
+    `init` warm-starts from an existing SAE (e.g. a neighbouring timestep's): its weights and
+    input scale replace the random / geometric-median initialisation.
+    """
+    out_dir = Path(out_dir)
+    rank, world = _dist()
+    device = torch.device(cfg.device)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    state = None
+    if resume and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, cfg, world, device)
+
+    tokens_seen = state["tokens_seen"] if state else 0
+    batches: Iterator[Tensor] = rebatch(source, cfg.batch_size, cfg.d_in, skip=tokens_seen)
+    if state is not None:
+        sae = TopKSAE(SAEConfig.from_dict(state["sae_cfg"]), device=device)
+        sae.load_state_dict(state["model"])
+    else:
+        sae, batches = _initial_sae(batches, cfg, device, init)
+
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
+    if state:
+        optimizer.load_state_dict(state["optim"])
+    since_fired = (
+        state["tokens_since_fired"].to(device)
+        if state
+        else torch.zeros(cfg.d_sae, dtype=torch.int64, device=device)
+    )
+    # Running means as tensors, so logging does not force a device sync on every step.
+    running: dict[str, Tensor] = (
+        {key: v.to(device) for key, v in state["running"].items()} if state else {}
+    )
+    history: list[dict[str, float]] = list(state["history"]) if state else []
+    steps = state["steps"] if state else 0
+    resumed_from = tokens_seen
+
+    model: torch.nn.Module = sae
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(sae)
+
+    def checkpoint() -> None:
+        if rank == 0:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "trainer_cfg": asdict(cfg),
+                    "sae_cfg": sae.cfg.to_dict(),
+                    "world_size": world,
+                    "model": sae.state_dict(),
+                    "optim": optimizer.state_dict(),
+                    "tokens_seen": tokens_seen,
+                    "steps": steps,
+                    "tokens_since_fired": since_fired,
+                    "running": running,
+                    "history": history,
+                },
+            )
+        if world > 1:
+            dist.barrier()
+
+    step_tokens = cfg.batch_size * world
+    bar = tqdm(
+        total=cfg.total_tokens,
+        initial=tokens_seen,
+        unit="tok",
+        unit_scale=True,
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    group: list[Tensor] = []
+    try:
+        for batch in batches:
+            if cfg.total_tokens is not None and tokens_seen >= cfg.total_tokens:
+                break
+            group.append(batch)
+            if len(group) < world:
+                continue
+            x = group[rank].to(device, non_blocking=True)
+            group = []
+
+            dead = since_fired >= cfg.dead_tokens
+            for group_ in optimizer.param_groups:
+                group_["lr"] = _lr_at(cfg, tokens_seen, step_tokens)
+            out = train_step(model, sae, optimizer, x, dead)
+
+            with torch.no_grad():
+                live = out.latent_acts > 0
+                fired = torch.bincount(out.latent_indices[live], minlength=cfg.d_sae)
+                if world > 1:
+                    dist.all_reduce(fired)
+                since_fired += step_tokens
+                since_fired[fired > 0] = 0
+                _update_running(running, out, live, cfg.batch_topk)
+            tokens_seen += step_tokens
+            steps += 1
+            bar.update(step_tokens)
+
+            if steps % cfg.log_every == 0:
+                entry = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
+                history.append(entry)
+                bar.set_postfix(
+                    loss=f"{entry['loss']:.4f}",
+                    ev=f"{entry['explained_variance']:.3f}",
+                    l0=f"{entry['l0']:.1f}",
+                    dead=f"{entry['dead_fraction']:.3f}",
+                )
+            if cfg.checkpoint_every and (
+                tokens_seen // cfg.checkpoint_every
+                > (tokens_seen - step_tokens) // cfg.checkpoint_every
+            ):
+                checkpoint()
+    finally:
+        bar.close()
+
+    if steps == 0:
+        raise ValueError("no training step was taken (token source too short?)")
+    stats = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
+    stats.pop("lr")
+    stats.update(
+        batch_size=cfg.batch_size,
+        world_size=world,
+        lr=cfg.lr,
+        seconds_this_run=time.perf_counter() - started,
+    )
+    if cfg.batch_topk and "threshold" in running:
+        stats["batch_topk_threshold"] = float(running["threshold"])
+    sae.cfg.stats = stats
+    checkpoint()
+    if rank == 0:
+        save_sae(sae, out_dir)
+    if world > 1:
+        dist.barrier()
+    return TrainResult(sae, out_dir, tokens_seen, steps, stats, history, resumed_from)
+
+
+_EMA = 0.95
+
+
+def _update_running(running: dict[str, Tensor], out, live: Tensor, batch_topk: bool) -> None:
+    values = {
+        "loss": out.loss.detach(),
+        "fvu": out.fvu.detach(),
+        "auxk_loss": out.auxk_loss.detach(),
+        "l0": live.sum(dim=1).float().mean(),
+    }
+    if batch_topk:
+        # Smallest activation BatchTopK kept: the threshold a JumpReLU-style inference would use.
+        kept = out.latent_acts[live]
+        if kept.numel():
+            values["threshold"] = kept.min()
+    for key, value in values.items():
+        value = value.float()
+        running[key] = (
+            value.clone() if key not in running else _EMA * running[key] + (1 - _EMA) * value
+        )
+
+
+def _log_entry(
+    running: dict[str, Tensor],
+    since_fired: Tensor,
+    cfg: TrainerConfig,
+    tokens: int,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, float]:
+    """Running means of the batch statistics, plus the current dead fraction."""
+    entry = {key: float(v) for key, v in running.items() if key != "threshold"}
+    entry["explained_variance"] = 1.0 - entry["fvu"]
+    entry["dead_fraction"] = float((since_fired >= cfg.dead_tokens).float().mean())
+    entry.update(tokens=tokens, steps=steps, lr=optimizer.param_groups[0]["lr"])
+    return entry

@@ -1,0 +1,200 @@
+"""`explorer steer` and `explorer evaluate-interventions`.
+
+The intervention evaluation is its own subcommand (not a flag of `explorer evaluate`, which the
+analysis package owns) so the two can be run, and fail, independently.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from explorer.errors import UserError
+
+DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
+
+
+def cmd_steer(args) -> int:
+    from explorer.cli import device_arg, save_png
+    from explorer.engine import load_model
+    from explorer.steering.interventions import MODES, Intervention, check_strength, validate
+    from explorer.steering.regions import parse_rect
+    from explorer.steering.saes import choose_sae, load_entry
+    from explorer.steering.steer import parse_feature, steer
+    from explorer.steering.windows import parse_window
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    if not args.prompt.strip():
+        raise UserError("the prompt is empty")
+    if args.mode not in MODES:
+        raise UserError(f"unknown mode {args.mode!r}; expected one of {', '.join(MODES)}")
+    feats = tuple(parse_feature(f) for f in args.feature or ())
+    for f in feats:
+        check_strength(f.strength, args.mode)  # NaN/inf refused before the model loads
+    window = parse_window(args.window)
+    model = load_model(args.model or ws.model, device=device_arg(args))
+    steps = int(model.defaults.get("steps", 25) if args.steps is None else args.steps)
+    block = args.block or _default_block(ws, model)
+    if args.sae:
+        entry = ws.sae(args.sae)
+        block = entry.block
+    else:
+        entry, note = choose_sae(ws.saes(), block, window, steps)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    region = parse_rect(args.region, model.resolution) if args.region else None
+    iv = Intervention(block, feats, args.mode, region, window, args.branches, sae_id=entry.id)
+    sae = load_entry(entry, device=model.device)
+    iv = validate(iv, int(sae.cfg.d_sae))
+    stats = None
+    if args.mode == "add" and iv.active:
+        stats = _add_stats(ws, entry, sae, model, args, block, steps)
+    res = steer(model, [args.prompt], [args.seed], [iv], sae, stats, steps, args.guidance)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    out = Path(args.out)
+    save_png(res.images[0], out)
+    what = ", ".join(f"{f.feature}={f.strength:g}" for f in iv.active) if iv.active else "no edit"
+    print(
+        f"wrote {out} ({args.mode} on {block} with SAE {entry.id}, {window.describe()}, "
+        f"{args.branches}: {what})"
+    )
+    return 0
+
+
+def _default_block(ws, model) -> str:
+    blocks = sorted({e.block for e in ws.saes()})
+    if DEFAULT_BLOCK in blocks:
+        return DEFAULT_BLOCK
+    if blocks:
+        return blocks[0]
+    raise UserError(f"workspace {ws.root} has no SAEs to steer with (train one first)")
+
+
+def _add_stats(ws, entry, sae, model, args, block, steps):
+    """Mean activations for additive steering: the index, else the store, else this prompt."""
+    from explorer.steering.features import stats_from_store
+    from explorer.steering.interventions import FeatureStats
+    from explorer.steering.steer import index_stats
+
+    stats = index_stats(entry)
+    if stats is not None:
+        return stats
+    if ws.store_path.is_file():
+        try:
+            with ws.store() as store:
+                if block in store.blocks:
+                    return stats_from_store(store, entry, sae)
+        except UserError:
+            pass
+    # Last resort: the codes of this very prompt, unedited, at the SAE's own step(s).
+    import torch
+
+    from explorer.engine import generate
+
+    print(
+        "note: no index or store to read mean activations from; using this prompt's own",
+        file=sys.stderr,
+    )
+    vals, idx = [], []
+    want = set(entry.steps) or {round((1.0 - t) * (steps - 1)) for t in entry.t} or {0}
+
+    def on_step(info):
+        if info.step in want:
+            with torch.no_grad():
+                v, i = sae.encode(info.captures[block]["cond"].to(sae.device, sae.dtype))
+            vals.append(v.cpu())
+            idx.append(i.cpu())
+
+    generate(
+        model, [args.prompt], [args.seed], steps, args.guidance, capture=[block], on_step=on_step
+    )
+    stats = FeatureStats.from_codes(torch.cat(vals), torch.cat(idx), int(sae.cfg.d_sae), "prompt")
+    # A feature that did not fire on this prompt gets the typical activation of all features.
+    m = stats.mean_activation
+    fired = m > 0
+    typical = float(m[fired].mean()) if fired.any() else 1.0
+    return FeatureStats(torch.where(fired, m, torch.full_like(m, typical)), "prompt")
+
+
+def cmd_evaluate_interventions(args) -> int:
+    from explorer.cli import device_arg
+    from explorer.steering.evaluate import evaluate_interventions
+
+    report = evaluate_interventions(
+        args.workspace,
+        n=args.n,
+        n_label=args.n_label,
+        block=args.block,
+        steps=args.steps,
+        guidance=args.guidance,
+        device=device_arg(args),
+        batch_size=args.batch_size,
+        model_path=args.model,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(report.markdown())
+    print(f"wrote {report.json_path} and {report.md_path}")
+    return 0
+
+
+def register(sub) -> None:
+    from explorer.cli import add_model_flags
+
+    p = sub.add_parser(
+        "steer",
+        help="generate one image with SAE feature interventions",
+        description="Generate one image with SAE feature interventions on a block's update Δ.",
+    )
+    p.add_argument("--workspace", required=True, help="workspace folder (for its SAEs)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--feature",
+        action="append",
+        metavar="ID=STRENGTH",
+        help="a feature and its strength (repeatable): β for spatial/global, a multiple of the "
+        "mean activation for add, the fraction removed for ablate; 0 leaves it alone",
+    )
+    p.add_argument("--mode", default="spatial", choices=["spatial", "global", "add", "ablate"])
+    p.add_argument(
+        "--region",
+        metavar="x0,y0,x1,y1",
+        help="rectangle, in fractions of the image (or pixels if any number > 1); default: all",
+    )
+    p.add_argument(
+        "--window",
+        default="all",
+        help="early, middle, final, all, a t range like 0.6:1.0, or steps like 0:9",
+    )
+    p.add_argument(
+        "--branches",
+        default="cond",
+        choices=["cond", "cond+uncond-"],
+        help="edit cond only, or add to cond and subtract from uncond",
+    )
+    p.add_argument("--block", help=f"block to edit (default {DEFAULT_BLOCK} if it has an SAE)")
+    p.add_argument("--sae", help="SAE id <block>/<name> (default: the window's own SAE)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    add_model_flags(p)
+    p.set_defaults(func=cmd_steer, model=None)
+
+    p = sub.add_parser(
+        "evaluate-interventions",
+        help="score spatial and global interventions per stage on the shapes world",
+        description="The paper's Table 4/5 analogues on the bundled shapes world, with exact "
+        "truth from the checker; writes interventions.json and interventions.md.",
+    )
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--n", type=int, default=48, help="test prompts (one object each)")
+    p.add_argument(
+        "--n-label",
+        type=int,
+        default=64,
+        help="images for the on-the-fly dictionary when the SAE has no index",
+    )
+    p.add_argument("--block", default=DEFAULT_BLOCK)
+    p.add_argument("--batch-size", type=int, default=16)
+    add_model_flags(p)
+    p.set_defaults(func=cmd_evaluate_interventions, model=None)

@@ -1,0 +1,441 @@
+"""Intervention evaluation with exact truth: the paper's Tables 4 and 5 on the shapes world.
+
+Protocol (per stage early / middle / final, mid block, cond branch, the stage's own SAE):
+
+- Test prompts: held-in (train split) scenes with one object standing at one of the four
+  corner places, from seeds far from the training set's. Each prompt gets, from a generator
+  seeded by its own seed, a target quadrant other than its object's and a target background
+  style other than its own.
+- Features: the stage SAE's dictionary (the workspace index if it has one, else built on the
+  fly from a separate labelling set with the paper's rule, see `features`). Spatial: the
+  features holding the object's colour or shape word. Global: the one feature holding the
+  target background style.
+- Spatial success: the object's centre of mass (all regions of its colour the checker finds,
+  weighted by area) lies in the target quadrant (chance 0.25; no region = failure).
+- Global success: the checker reads the target background style.
+- Change: mean absolute pixel difference to the unedited image, in [0, 1]. LPIPS is not
+  computed: its networks come as pretrained weights fetched at run time (the `lpips` package
+  pulls AlexNet/VGG through torchvision), which this offline setup cannot do.
+- Strengths: `calibration.calibrated_beta` (the paper's SD 1.4 β mapped to this model's code
+  scale by a rule that never looks at success); plus a spatial control with the early β in every
+  stage, so that a stage effect cannot be a β effect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from explorer.errors import UserError
+from explorer.steering.calibration import PAPER_BETA, PAPER_RESULTS, calibrated_beta
+from explorer.steering.windows import PRESETS, STAGES
+
+TEST_SEED_OFFSET = 3_000_000
+LABEL_SEED_OFFSET = 4_000_000
+# "Clearly above": the early spatial success must beat the other stages by this much.
+CLEAR_MARGIN = 0.15
+SPATIAL_BAR = 0.7
+LPIPS_NOTE = (
+    "not computed: LPIPS needs pretrained AlexNet/VGG weights that the `lpips` package fetches "
+    "at run time (through torchvision); nothing offline here provides them"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    scene: object  # explorer.shapes.world.Scene with one object
+    target_quadrant: str
+    target_background: str
+
+
+def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET) -> list[Case]:
+    """`n` held-in one-object scenes at corner places, with their targets."""
+    from explorer.shapes.world import BACKGROUNDS, QUADRANTS, Scene
+
+    out: list[Case] = []
+    seed = seed_offset
+    while len(out) < n:
+        scene = Scene.from_seed(seed, "train")
+        seed += 1
+        if len(scene.objects) != 1 or scene.objects[0].place not in QUADRANTS:
+            continue
+        rng = np.random.default_rng([scene.seed, 7])
+        quadrant = str(rng.choice([q for q in QUADRANTS if q != scene.objects[0].place]))
+        background = str(rng.choice([b for b in BACKGROUNDS if b != scene.background]))
+        out.append(Case(scene, quadrant, background))
+    return out
+
+
+def quadrant_of(y: float, x: float, size: int) -> str:
+    half = size / 2
+    return f"{'top' if y < half else 'bottom'} {'left' if x < half else 'right'}"
+
+
+def object_quadrant(image: np.ndarray, colour: str) -> str | None:
+    """The quadrant of the centre of mass of every `colour` region the checker finds, or None."""
+    from explorer.shapes.checker import find_object
+
+    comps = find_object(image, colour)
+    if not comps:
+        return None
+    area = np.array([c.area for c in comps], np.float64)
+    cy = float(np.dot(area, [c.centroid[0] for c in comps]) / area.sum())
+    cx = float(np.dot(area, [c.centroid[1] for c in comps]) / area.sum())
+    return quadrant_of(cy, cx, image.shape[0])
+
+
+@dataclass
+class InterventionReport:
+    model: str
+    block: str
+    steps: int
+    guidance: float
+    n: int
+    n_label: int
+    seconds: float
+    stages: dict[str, dict] = field(default_factory=dict)  # SAE, β, features per stage
+    spatial: dict[str, dict] = field(default_factory=dict)
+    spatial_control: dict[str, dict] = field(default_factory=dict)
+    global_: dict[str, dict] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    json_path: Path | None = None
+    md_path: Path | None = None
+
+    def bars(self) -> dict[str, bool]:
+        sp = {s: self.spatial[s]["success"] for s in STAGES}
+        gl = {s: self.global_[s]["success"] for s in STAGES}
+        return {
+            "spatial_early_at_least_0.7": sp["early"] >= SPATIAL_BAR,
+            "spatial_early_clearly_above_middle_and_final": sp["early"]
+            >= max(sp["middle"], sp["final"]) + CLEAR_MARGIN,
+            "global_highest_in_middle": gl["middle"] > max(gl["early"], gl["final"]),
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": __doc__.strip().splitlines()[0],
+            "model": self.model,
+            "block": self.block,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "n": self.n,
+            "n_label": self.n_label,
+            "seconds": round(self.seconds, 1),
+            "stages": self.stages,
+            "spatial": self.spatial,
+            "spatial_control_equal_beta": self.spatial_control,
+            "global": self.global_,
+            "baseline_unedited": self.baseline,
+            "lpips": LPIPS_NOTE,
+            "paper": {"beta_sd14": PAPER_BETA, "results_sd14": PAPER_RESULTS},
+            "bars": self.bars(),
+            "clear_margin": CLEAR_MARGIN,
+            "notes": self.notes,
+        }
+
+    def markdown(self) -> str:
+        def row(name: str, table: dict, key: str, paper: str | None = None, fmt=".2f") -> str:
+            cells = []
+            for s in STAGES:
+                ours = table[s][key]
+                ref = PAPER_RESULTS[paper][s].get(key) if paper else None
+                cells.append(f"{ours:{fmt}}" + (f" ({ref:.2f})" if ref is not None else ""))
+            return f"| {name} | " + " | ".join(cells) + " |"
+
+        lines = [
+            "## Interventions",
+            "",
+            f"{self.model}, {self.block}, {self.steps} steps, guidance {self.guidance:g}; "
+            f"{self.n} one-object test prompts (held-in). "
+            "Ours, with the paper's SD 1.4 number in parentheses.",
+            "",
+            "| result | early | middle | final |",
+            "|---|---|---|---|",
+            row("spatial success (Table 4; chance 0.25)", self.spatial, "success", "spatial"),
+            row("spatial, early β in every stage (control)", self.spatial_control, "success"),
+            row("spatial pixel change", self.spatial, "pixel_distance", fmt=".3f"),
+            row("global success (Table 5; checker's style)", self.global_, "success", "global"),
+            row("global pixel change", self.global_, "pixel_distance", fmt=".3f"),
+            "| global LPIPS (paper: 0.653 / 0.385 / 0.114) | n/a | n/a | n/a |",
+            "",
+            "| stage | SAE | dictionary | β spatial | β global | mean features (spatial) | "
+            "prompts without features (spatial / global) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for s in STAGES:
+            st = self.stages[s]
+            lines.append(
+                f"| {s} | {st['sae']} | {st['dictionary_source']} | {st['beta_spatial']:.3g} | "
+                f"{st['beta_global']:.3g} | "
+                f"{self.spatial[s]['mean_features']:.1f} | "
+                f"{self.spatial[s]['no_features']} / {self.global_[s]['no_features']} |"
+            )
+        b = self.baseline
+        lines += [
+            "",
+            f"Unedited: object found {b['object_found']:.2f}, already in the target quadrant "
+            f"{b['object_in_target']:.2f}, in its prompted quadrant {b['object_in_own']:.2f}; "
+            f"background read as prompted {b['background_as_prompted']:.2f}, "
+            f"as the target {b['background_is_target']:.2f}.",
+            "",
+            "Bars: "
+            + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in self.bars().items())
+            + f" (clearly = by ≥ {CLEAR_MARGIN}).",
+            "",
+            f"LPIPS: {LPIPS_NOTE}.",
+        ]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=16, base=None):
+    """Images of `cases`, with per-sample `edits` on `block`. A batch without any edit is the
+    unedited batch bit for bit (idle hooks change nothing), so `base` is reused for it."""
+    from explorer.engine import generate
+    from explorer.steering.interventions import PerSample
+
+    images = []
+    for i in range(0, len(cases), batch_size):
+        chunk = cases[i : i + batch_size]
+        hooks = None
+        if edits is not None:
+            part = edits[i : i + batch_size]
+            if any(e is not None for e in part):
+                hooks = {block: [PerSample(part)]}
+            elif base is not None:
+                images.append(base[i : i + batch_size])
+                continue
+        res = generate(
+            model,
+            [c.scene.prompt for c in chunk],
+            [c.scene.seed for c in chunk],
+            steps,
+            guidance,
+            edits=hooks,
+        )
+        images.append(res.images)
+    return np.concatenate(images)
+
+
+def _score_spatial(images, base, cases, n_feats) -> dict:
+    hits, found = [], []
+    for img, c in zip(images, cases, strict=True):
+        q = object_quadrant(img, c.scene.objects[0].colour)
+        found.append(q is not None)
+        hits.append(q == c.target_quadrant)
+    return {
+        "success": float(np.mean(hits)),
+        "object_found": float(np.mean(found)),
+        "pixel_distance": _pixel_distance(images, base),
+        "mean_features": float(np.mean(n_feats)),
+        "no_features": int(sum(k == 0 for k in n_feats)),
+        "n": len(cases),
+    }
+
+
+def _score_global(images, base, cases, n_feats) -> dict:
+    from explorer.shapes.checker import classify_background
+
+    hits = [
+        classify_background(img) == c.target_background
+        for img, c in zip(images, cases, strict=True)
+    ]
+    return {
+        "success": float(np.mean(hits)),
+        "pixel_distance": _pixel_distance(images, base),
+        "no_features": int(sum(k == 0 for k in n_feats)),
+        "n": len(cases),
+    }
+
+
+def _pixel_distance(images: np.ndarray, base: np.ndarray) -> float:
+    return float(np.abs(images.astype(np.float32) - base.astype(np.float32)).mean() / 255.0)
+
+
+def evaluate_interventions(
+    workspace,
+    *,
+    n: int = 48,
+    n_label: int = 64,
+    block: str = "mid_block.attentions.0",
+    steps: int | None = None,
+    guidance: float | None = None,
+    device: str | None = None,
+    batch_size: int = 16,
+    model_path: str | None = None,
+    write: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> InterventionReport:
+    """Run the protocol of the module docstring on a workspace of the shapes world.
+
+    Writes `interventions.json` and `interventions.md` into the workspace (when `write`).
+    """
+    from explorer.engine import load_model
+    from explorer.shapes.checker import classify_background
+    from explorer.shapes.world import BACKGROUNDS, COLOURS, SHAPES, Scene
+    from explorer.steering.features import label_stages, labels_from_index
+    from explorer.steering.interventions import FeatureEdit, Intervention, make_edit
+    from explorer.steering.regions import QUADRANT_RECTS
+    from explorer.steering.saes import choose_sae, load_entry
+    from explorer.workspace import Workspace
+
+    say = progress or (lambda msg: None)
+    if n <= 0 or n_label <= 0:
+        raise UserError("n and n_label must be positive")
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+    t0 = time.time()
+    model = load_model(model_path or ws.model, device=device)
+    steps = int(model.defaults.get("steps", 25) if steps is None else steps)
+    guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
+    model.check_blocks([block])
+    h, w, _ = model.block_geometry(block)
+    notes: list[str] = []
+
+    stage_saes, loaded = {}, {}
+    for stage in STAGES:
+        entry, note = choose_sae(ws.saes(), block, PRESETS[stage], steps)
+        if note:
+            notes.append(note)
+        if entry.id not in loaded:
+            loaded[entry.id] = load_entry(entry, device=model.device)
+        stage_saes[stage] = (entry, loaded[entry.id])
+
+    labels = {}
+    for stage, (entry, _) in stage_saes.items():
+        found = labels_from_index(entry, stage)
+        if found is not None:
+            labels[stage] = found
+    missing = {s: v for s, v in stage_saes.items() if s not in labels}
+    if missing:
+        label_scenes = [Scene.from_seed(LABEL_SEED_OFFSET + i, "train") for i in range(n_label)]
+        say(
+            f"no index with a dictionary for {', '.join(missing)}: building it on {n_label} "
+            "labelling images"
+        )
+        labels.update(
+            label_stages(model, block, missing, label_scenes, steps, guidance, batch_size, say)
+        )
+
+    cases = make_cases(n)
+    say(f"generating {n} unedited test images")
+    base = _generate(model, cases, steps, guidance, batch_size=batch_size)
+    own = [
+        object_quadrant(img, c.scene.objects[0].colour) for img, c in zip(base, cases, strict=True)
+    ]
+    bgs = [classify_background(img) for img in base]
+    baseline = {
+        "object_found": float(np.mean([q is not None for q in own])),
+        "object_in_target": float(
+            np.mean([q == c.target_quadrant for q, c in zip(own, cases, strict=True)])
+        ),
+        "object_in_own": float(
+            np.mean([q == c.scene.objects[0].place for q, c in zip(own, cases, strict=True)])
+        ),
+        "background_as_prompted": float(
+            np.mean([b == c.scene.background for b, c in zip(bgs, cases, strict=True)])
+        ),
+        "background_is_target": float(
+            np.mean([b == c.target_background for b, c in zip(bgs, cases, strict=True)])
+        ),
+    }
+
+    report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes)
+    report.baseline = baseline
+    early_beta = calibrated_beta("spatial", "early")
+    for stage in STAGES:
+        entry, sae = stage_saes[stage]
+        lab = labels[stage]
+        beta_s = calibrated_beta("spatial", stage)
+        beta_g = calibrated_beta("global", stage, h * w, lab.mean_code_norm)
+        report.stages[stage] = {
+            "sae": entry.id,
+            "sae_t": entry.t,
+            "dictionary_source": f"{lab.source} ({lab.n_images} images, step {lab.step})",
+            "mean_code_norm": lab.mean_code_norm,
+            "beta_spatial": beta_s,
+            "beta_global": beta_g,
+            "window": PRESETS[stage].describe(),
+            "features_by_word": {
+                word: lab.features_for_words([word]) for word in (*COLOURS, *SHAPES)
+            }
+            | {style: _as_list(lab.feature_for_label(style)) for style in BACKGROUNDS},
+        }
+
+        def spatial_edits(beta, stage=stage, entry=entry, sae=sae, lab=lab):
+            edits, counts = [], []
+            for c in cases:
+                obj = c.scene.objects[0]
+                feats = lab.features_for_words([obj.colour, obj.shape])
+                counts.append(len(feats))
+                iv = Intervention(
+                    block,
+                    tuple(FeatureEdit(f, beta) for f in feats),
+                    "spatial",
+                    QUADRANT_RECTS[c.target_quadrant],
+                    PRESETS[stage],
+                    "cond",
+                    entry.id,
+                )
+                edits.append(make_edit(iv, sae))
+            return edits, counts
+
+        say(f"{stage}: spatial (β {beta_s:.3g})")
+        edits, counts = spatial_edits(beta_s)
+        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+        report.spatial[stage] = _score_spatial(imgs, base, cases, counts)
+        if stage == "early":
+            report.spatial_control[stage] = dict(report.spatial[stage])
+        else:
+            say(f"{stage}: spatial control (β {early_beta:.3g})")
+            edits, counts = spatial_edits(early_beta)
+            imgs_c = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            report.spatial_control[stage] = _score_spatial(imgs_c, base, cases, counts)
+        report.spatial_control[stage]["beta"] = early_beta
+        if stage == "early":
+            _save_examples(ws, "spatial", base, imgs, cases)
+
+        say(f"{stage}: global (β {beta_g:.3g})")
+        edits, counts = [], []
+        for c in cases:
+            f = lab.feature_for_label(c.target_background)
+            counts.append(0 if f is None else 1)
+            feats = () if f is None else (FeatureEdit(f, beta_g),)
+            iv = Intervention(block, feats, "global", None, PRESETS[stage], "cond", entry.id)
+            edits.append(make_edit(iv, sae))
+        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+        report.global_[stage] = _score_global(imgs, base, cases, counts)
+        if stage == "middle":
+            _save_examples(ws, "global", base, imgs, cases)
+
+    report.seconds = time.time() - t0
+    if write:
+        from explorer.workspace import atomic_write_text
+
+        report.json_path = ws.root / "interventions.json"
+        report.md_path = ws.root / "interventions.md"
+        atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
+        atomic_write_text(report.md_path, report.markdown())
+    return report
+
+
+def _as_list(feature: int | None) -> list[int]:
+    return [] if feature is None else [feature]
+
+
+def _save_examples(ws, name: str, base: np.ndarray, edited: np.ndarray, cases, k: int = 8) -> None:
+    """A two-row figure (unedited above, edited below) of the first `k` test prompts."""
+    from PIL import Image
+
+    from explorer.shapes.evaluate import image_grid
+
+    k = min(k, len(cases))
+    grid = image_grid(np.concatenate([base[:k], edited[:k]]), cols=k)
+    folder = ws.root / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(folder / f"interventions_{name}.png")

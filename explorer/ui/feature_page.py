@@ -1,0 +1,244 @@
+"""Everything about one feature: label, top patches, histogram, firing across steps, dictionary,
+label suggestions, and the matched features of the block's other SAEs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+THUMB = 96
+
+
+def heat_thumbnail(image: np.ndarray, grid: np.ndarray, yx: tuple[int, int], lut: np.ndarray,
+                   size: int = THUMB) -> QPixmap:
+    """The image with the feature's map blended over it and the top position boxed."""
+    h, w = image.shape[:2]
+    gh, gw = grid.shape
+    vmax = float(grid.max())
+    heat = np.clip(grid / vmax, 0, 1) if vmax > 0 else np.zeros_like(grid)
+    # Nearest-neighbour upsampling keeps the token grid visible, which is what the map means.
+    up = np.repeat(np.repeat(heat, h // gh, axis=0), w // gw, axis=1)[:h, :w]
+    colours = lut[(up * 255).astype(np.int64)][..., :3].astype(np.float32)
+    alpha = (0.65 * up)[..., None]
+    out = (image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
+    y, x = yx
+    cy, cx = int((y + 0.5) * h / gh), int((x + 0.5) * w / gw)
+    # Crop around the top position for large images; small ones are shown whole.
+    half = max(h, w) // 4 if max(h, w) > 128 else max(h, w)
+    y0, x0 = max(0, min(h - 2 * half, cy - half)), max(0, min(w - 2 * half, cx - half))
+    crop = np.ascontiguousarray(out[y0 : y0 + 2 * half, x0 : x0 + 2 * half]) if half < max(h, w) else out
+    qimg = QImage(crop.data, crop.shape[1], crop.shape[0], crop.strides[0], QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy()).scaled(
+        size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
+    )
+
+
+class FeaturePage(QWidget):
+    """Shows one feature of the current SAE; emits `open_sample(sample, step)` from the gallery."""
+
+    open_sample = Signal(int, int)
+    open_feature = Signal(str, int)  # (sae id, feature) from the matches list
+    label_edited = Signal(int, str, str, list)  # feature, label, notes, tags
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.source = None
+        self.feature: int | None = None
+        self.step = 0
+        self._lut = None
+
+        self.title = QLabel("No feature selected")
+        self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
+        self.label = QLineEdit()
+        self.label.setPlaceholderText("Name this concept…")
+        self.tags = QLineEdit()
+        self.tags.setPlaceholderText("tags, comma separated")
+        self.notes = QPlainTextEdit()
+        self.notes.setPlaceholderText("Notes")
+        self.notes.setMaximumHeight(60)
+        form = QFormLayout()
+        form.addRow("Label", self.label)
+        form.addRow("Tags", self.tags)
+        form.addRow("Notes", self.notes)
+
+        self.scope = QComboBox()
+        self.scope.addItem("at the current step", "step")
+        self.scope.addItem("over all steps", "all")
+        self.scope.setToolTip("Top-activating patches at the scrubber's step, or over every step")
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListView.ViewMode.IconMode)
+        self.gallery.setIconSize(QSize(THUMB, THUMB))
+        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
+        self.gallery.setMovement(QListView.Movement.Static)
+        self.gallery.setSpacing(4)
+        self.gallery.setToolTip("Top-activating patches; click one to open that sample at that step")
+        gal = QWidget()
+        gl = QVBoxLayout(gal)
+        gl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Top patches"))
+        row.addWidget(self.scope)
+        row.addStretch(1)
+        gl.addLayout(row)
+        gl.addWidget(self.gallery)
+
+        self.firing = pg.PlotWidget()
+        self.firing.setLabel("bottom", "t (1.0 = first step)")
+        self.firing.setLabel("left", "firing rate")
+        self.firing.getViewBox().invertX(True)
+        self.firing.setMouseEnabled(False, False)
+        self.firing_curve = self.firing.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=4)
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#e67e22", width=1))
+        self.firing.addItem(self.step_line)
+        self.hist = pg.PlotWidget()
+        self.hist.setLabel("bottom", "activation")
+        self.hist.setLabel("left", "count")
+        self.hist.setMouseEnabled(False, False)
+        self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0, brush=(80, 140, 220, 120))
+        self.dictionary = QListWidget()
+        self.dictionary.setToolTip("Labels from the concept dictionary: IoU > 0.5 of the thresholded map with an object's mask")
+        self.suggestions = QListWidget()
+        self.suggestions.setToolTip("Prompt words most associated with the feature firing (lift), with counts")
+        self.matches = QListWidget()
+        self.matches.setToolTip("The same concept in the block's other SAEs (decoder cosine, optimal assignment); double-click to open")
+
+        tabs = QTabWidget()
+        tabs.addTab(self.firing, "Across steps")
+        tabs.addTab(self.hist, "Histogram")
+        tabs.addTab(self.dictionary, "Dictionary")
+        tabs.addTab(self.suggestions, "Suggestions")
+        tabs.addTab(self.matches, "Matches")
+        self.tabs = tabs
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(gal)
+        split.addWidget(tabs)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addLayout(form)
+        layout.addWidget(split, 1)
+
+        self.scope.currentIndexChanged.connect(self._fill_gallery)
+        self.gallery.itemClicked.connect(self._on_patch)
+        self.matches.itemDoubleClicked.connect(self._on_match)
+        self.label.editingFinished.connect(self._emit_label)
+        self.tags.editingFinished.connect(self._emit_label)
+        self.notes.textChanged.connect(self._notes_changed)
+        self._loading = False
+
+    # --- inputs ---------------------------------------------------------------------------
+    def set_source(self, source, lut: np.ndarray) -> None:
+        self.source = source
+        self._lut = lut
+        self.set_feature(None)
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+        if self.source is not None and self.source.t:
+            self.step_line.setValue(self.source.t[min(step, len(self.source.t) - 1)])
+        if self.scope.currentData() == "step":
+            self._fill_gallery()
+
+    def set_feature(self, feature: int | None, label: str = "", notes: str = "",
+                    tags: list[str] | None = None) -> None:
+        self.feature = feature
+        self._loading = True
+        self.label.setText(label)
+        self.notes.setPlainText(notes)
+        self.tags.setText(", ".join(tags or []))
+        self._loading = False
+        for w in (self.label, self.notes, self.tags):
+            w.setEnabled(feature is not None)
+        idx = self.source.index if self.source is not None else None
+        if feature is None or idx is None:
+            self.title.setText("No feature selected" if idx is not None or self.source is None
+                               else f"No index: {self.source.index_error}")
+            self.gallery.clear()
+            self.firing_curve.setData([], [])
+            self.hist_curve.setData([], [])
+            for w in (self.dictionary, self.suggestions, self.matches):
+                w.clear()
+            return
+        rate = idx.firing_rate[feature]
+        peak = int(rate.argmax())
+        self.title.setText(
+            f"Feature #{feature} · fires on {rate.mean():.2%} of tokens · peaks at step {peak + 1} "
+            f"(t = {self.source.t[peak]:.2f})"
+        )
+        self.firing_curve.setData(np.asarray(self.source.t, float), rate.astype(float))
+        edges, counts = idx.histogram(feature)
+        if len(counts):
+            self.hist_curve.setData(np.asarray(edges, float), np.asarray(counts, float))
+        self.dictionary.clear()
+        for e in idx.dictionary(feature):
+            self.dictionary.addItem(f"{e.label}  ({e.kind}) · IoU {e.iou:.2f} · {e.count}×")
+        if self.dictionary.count() == 0:
+            self.dictionary.addItem("(no dictionary entry: no object mask overlaps the map with IoU > 0.5)")
+        self.suggestions.clear()
+        for word, lift, count in idx.suggestions(feature):
+            self.suggestions.addItem(f"{word}  · lift {lift:.2f} · {count} samples")
+        self.matches.clear()
+        for sae_id, other, cos in idx.matches(feature):
+            item = QListWidgetItem(f"{sae_id}  #{other}  · cosine {cos:.2f}")
+            item.setData(Qt.ItemDataRole.UserRole, (sae_id, int(other)))
+            self.matches.addItem(item)
+        self._fill_gallery()
+
+    # --- gallery ----------------------------------------------------------------------------
+    def _fill_gallery(self) -> None:
+        self.gallery.clear()
+        if self.feature is None or self.source is None or self.source.index is None:
+            return
+        step = self.step if self.scope.currentData() == "step" else None
+        for p in self.source.index.top_patches(self.feature, step=step):
+            if p.sample < 0 or not np.isfinite(p.value) or p.value <= 0:
+                continue
+            image = self.source.preview(p.sample, p.step)
+            if image is None:
+                image = self.source.image(p.sample)
+            grid = self.source.feature_map(p.sample, p.step, self.feature)
+            pix = heat_thumbnail(image, grid, (p.y, p.x), self._lut)
+            item = QListWidgetItem(QIcon(pix), f"{p.value:.3g} · s{p.step + 1}")
+            item.setToolTip(f"sample {p.sample}, step {p.step + 1}, position ({p.y}, {p.x})\n"
+                            f"{self.source.prompt(p.sample)}")
+            item.setData(Qt.ItemDataRole.UserRole, (p.sample, p.step))
+            self.gallery.addItem(item)
+
+    def _on_patch(self, item: QListWidgetItem) -> None:
+        sample, step = item.data(Qt.ItemDataRole.UserRole)
+        self.open_sample.emit(int(sample), int(step))
+
+    def _on_match(self, item: QListWidgetItem) -> None:
+        sae_id, feature = item.data(Qt.ItemDataRole.UserRole)
+        self.open_feature.emit(sae_id, feature)
+
+    # --- labels -----------------------------------------------------------------------------
+    def _notes_changed(self) -> None:
+        if not self._loading:
+            self._emit_label()
+
+    def _emit_label(self) -> None:
+        if self._loading or self.feature is None:
+            return
+        tags = [t.strip() for t in self.tags.text().split(",") if t.strip()]
+        self.label_edited.emit(self.feature, self.label.text().strip(),
+                               self.notes.toPlainText().strip(), tags)

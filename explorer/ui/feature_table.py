@@ -1,0 +1,246 @@
+"""The feature browser: every feature of one SAE in a sortable, filterable table.
+
+Sorting and filtering happen in numpy on an internal row order, not in a QSortFilterProxyModel:
+a proxy compares rows through Python `data()` calls, O(n log n) of them, which is seconds at
+20,000 features; an argsort is milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLineEdit,
+    QStyledItemDelegate,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+COLUMNS = ("id", "label", "firing rate", "mean act.", "peak step", "firing across steps")
+COL_ID, COL_LABEL, COL_RATE, COL_MEAN, COL_PEAK, COL_SPARK = range(len(COLUMNS))
+_ROOT = QModelIndex()  # the invalid index Qt passes for "the table itself"
+
+
+class FeatureTableModel(QAbstractTableModel):
+    """Rows are features; `order` maps a row to a feature id after sorting and filtering."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rate = np.zeros((0, 1), np.float32)  # (F, S) firing rate per step
+        self.mean = np.zeros((0, 1), np.float32)
+        self.t: list[float] = []
+        self.labels: dict[int, str] = {}
+        self.search_text: dict[int, str] = {}  # feature → lowercase words to filter on
+        self.order = np.zeros(0, np.int64)
+        self._sort = (COL_RATE, Qt.SortOrder.DescendingOrder)
+        self._filter = ""
+        self._overall_rate = np.zeros(0)
+        self._overall_mean = np.zeros(0)
+        self._peak = np.zeros(0, np.int64)
+        self._spark = np.zeros((0, 1), np.float32)
+
+    # --- data in --------------------------------------------------------------------------
+    def set_features(self, rate: np.ndarray, mean: np.ndarray, t: list[float],
+                     labels: dict[int, str] | None = None,
+                     search_text: dict[int, str] | None = None) -> None:
+        self.beginResetModel()
+        self.rate = np.asarray(rate, np.float32)
+        self.mean = np.asarray(mean, np.float32)
+        self.t = list(t)
+        self.labels = dict(labels or {})
+        self.search_text = dict(search_text or {})
+        self._overall_rate = self.rate.mean(axis=1)
+        fired = np.maximum(self.rate, 1e-12)
+        self._overall_mean = (self.mean * fired).sum(axis=1) / fired.sum(axis=1)
+        self._peak = self.rate.argmax(axis=1) if self.rate.size else np.zeros(0, np.int64)
+        top = self.rate.max(axis=1, keepdims=True)
+        self._spark = np.where(top > 0, self.rate / np.maximum(top, 1e-12), 0.0)
+        self._apply()
+        self.endResetModel()
+
+    def clear(self) -> None:
+        """No SAE (or no index): an empty table."""
+        empty = np.zeros((0, 1), np.float32)
+        self.set_features(empty, empty, [], {}, {})
+
+    def set_label(self, feature: int, label: str) -> None:
+        if label:
+            self.labels[feature] = label
+        else:
+            self.labels.pop(feature, None)
+        rows = np.flatnonzero(self.order == feature)
+        if rows.size:
+            idx = self.index(int(rows[0]), COL_LABEL)
+            self.dataChanged.emit(idx, idx)
+
+    def set_filter(self, text: str) -> None:
+        self.beginResetModel()
+        self._filter = text.strip().lower()
+        self._apply()
+        self.endResetModel()
+
+    def feature_at(self, row: int) -> int:
+        return int(self.order[row])
+
+    def row_of(self, feature: int) -> int:
+        rows = np.flatnonzero(self.order == feature)
+        return int(rows[0]) if rows.size else -1
+
+    # --- sorting and filtering ------------------------------------------------------------
+    def _keys(self, column: int) -> np.ndarray:
+        n = len(self.rate)
+        if column == COL_ID:
+            return np.arange(n)
+        if column == COL_LABEL:
+            # Labelled features first, alphabetically; numpy sorts strings fine.
+            return np.array([self.labels.get(i, "\uffff") for i in range(n)])
+        if column == COL_MEAN:
+            return self._overall_mean
+        if column == COL_PEAK:
+            return self._peak
+        return self._overall_rate
+
+    def _apply(self) -> None:
+        n = len(self.rate)
+        column, order = self._sort
+        keys = self._keys(column)
+        idx = np.argsort(keys, kind="stable")
+        if order == Qt.SortOrder.DescendingOrder:
+            idx = idx[::-1]
+        if self._filter:
+            words = self._filter.split()
+
+            def match(i: int) -> bool:
+                hay = f"{i} {self.labels.get(i, '').lower()} {self.search_text.get(i, '')}"
+                return all(w in hay for w in words)
+
+            keep = np.fromiter((match(int(i)) for i in range(n)), bool, count=n)
+            idx = idx[keep[idx]]
+        self.order = idx.astype(np.int64)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        if column == COL_SPARK:
+            column = COL_PEAK
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (column, order)
+        self._apply()
+        self.layoutChanged.emit()
+
+    # --- Qt model API -----------------------------------------------------------------------
+    def rowCount(self, parent=_ROOT) -> int:
+        return 0 if parent.isValid() else len(self.order)
+
+    def columnCount(self, parent=_ROOT) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return {
+                COL_RATE: "share of tokens where the feature fires, averaged over steps",
+                COL_MEAN: "mean activation when it fires",
+                COL_PEAK: "the step where it fires most often",
+                COL_SPARK: "firing rate at each step, t = 1.0 (left) to 0.0 (right)",
+            }.get(section)
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        f = int(self.order[index.row()])
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_ID:
+                return str(f)
+            if col == COL_LABEL:
+                return self.labels.get(f, "")
+            if col == COL_RATE:
+                return f"{self._overall_rate[f]:.2%}"
+            if col == COL_MEAN:
+                return f"{self._overall_mean[f]:.3g}"
+            if col == COL_PEAK:
+                s = int(self._peak[f])
+                return f"{s} (t={self.t[s]:.2f})" if s < len(self.t) else str(s)
+            return None
+        if role == Qt.ItemDataRole.UserRole and col == COL_SPARK:
+            return self._spark[f]
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_RATE, COL_MEAN):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_LABEL and f not in self.labels:
+            return QColor(140, 140, 140)
+        return None
+
+
+class SparklineDelegate(QStyledItemDelegate):
+    """Draws a feature's firing across steps as a small line."""
+
+    def paint(self, painter: QPainter, option, index) -> None:
+        super().paint(painter, option, index)
+        values = index.data(Qt.ItemDataRole.UserRole)
+        if values is None or len(values) < 2:
+            return
+        r = QRectF(option.rect).adjusted(3, 3, -3, -3)
+        n = len(values)
+        pts = QPolygonF(
+            [QPointF(r.left() + r.width() * i / (n - 1), r.bottom() - r.height() * float(v))
+             for i, v in enumerate(values)]
+        )
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(option.palette.highlight().color(), 1.4))
+        painter.drawPolyline(pts)
+        painter.restore()
+
+
+class FeatureBrowser(QWidget):
+    """Filter box + feature table; emits `feature_selected(feature)`."""
+
+    feature_selected = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter by id, label, dictionary words…")
+        self.filter.setClearButtonEnabled(True)
+        self.model = FeatureTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setItemDelegateForColumn(COL_SPARK, SparklineDelegate(self.table))
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COL_RATE, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(COL_LABEL, QHeaderView.ResizeMode.Stretch)
+        for col in (COL_ID, COL_RATE, COL_MEAN, COL_PEAK):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.resizeSection(COL_SPARK, 120)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.table)
+        self.filter.textChanged.connect(self.model.set_filter)
+        self.table.selectionModel().currentRowChanged.connect(self._on_row)
+
+    def _on_row(self, current, _previous) -> None:
+        if current.isValid():
+            self.feature_selected.emit(self.model.feature_at(current.row()))
+
+    def select_feature(self, feature: int) -> None:
+        row = self.model.row_of(feature)
+        if row >= 0:
+            self.table.selectRow(row)
+            self.table.scrollTo(self.model.index(row, 0))
+
+    def on_filter(self, callback: Callable[[str], None]) -> None:
+        self.filter.textChanged.connect(callback)

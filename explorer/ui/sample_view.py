@@ -1,0 +1,314 @@
+"""A sample scrubbed through its denoising steps, with a concept overlay.
+
+The overlay is either one feature's activation map (colormap, opacity, threshold) or the
+*concept map*: the top-activating feature at every position in categorical colours with a legend.
+All reads are one (sample, step) chunk of the index or store, a millisecond each, so scrubbing
+stays on the UI thread without a stall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from explorer.ui.image_view import ImageCanvas
+
+OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS = "none", "feature", "concepts"
+COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L17")
+# 20 well-separated categorical colours (Tableau 20 order), for concept maps.
+CATEGORICAL = np.array(
+    [
+        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+        (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+    ],
+    np.uint8,
+)
+
+
+def lookup_table(name: str) -> np.ndarray:
+    """(256, 4) RGBA; entry 0 is transparent so values under the threshold vanish."""
+    lut = pg.colormap.get(name).getLookupTable(nPts=256, alpha=True)
+    lut = np.asarray(lut, np.uint8).copy()
+    lut[0, 3] = 0
+    return lut
+
+
+def concept_rgba(top_feature: np.ndarray, top_value: np.ndarray,
+                 colours: dict[int, int]) -> np.ndarray:
+    """(h, w, 4) uint8: each position coloured by its top feature; silent positions clear."""
+    h, w = top_feature.shape
+    out = np.zeros((h, w, 4), np.uint8)
+    live = top_value > 0
+    if live.any():
+        idx = np.array([colours[int(f)] for f in top_feature[live]])
+        out[live, :3] = CATEGORICAL[idx % len(CATEGORICAL)]
+        out[live, 3] = 255
+    return out
+
+
+class SampleView(QWidget):
+    """Image + overlay + scrubber; `source` is a SampleSource (see explorer.ui.sources)."""
+
+    feature_clicked = Signal(int)  # a feature chosen from the list under the image
+    step_changed = Signal(int)
+    sample_changed = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.source = None
+        self.feature: int | None = None
+        self.labels: dict[int, str] = {}
+        self._concept_colours: dict[int, int] = {}
+        self._lut = lookup_table(COLORMAPS[0])
+
+        # Top bar: sample and prompt.
+        self.sample = QSpinBox()
+        self.sample.setToolTip("Sample index in the store")
+        self.sample.setKeyboardTracking(False)
+        self.prompt = QLabel("")
+        self.prompt.setWordWrap(True)
+        self.prompt.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.show_final = QCheckBox("final image")
+        self.show_final.setToolTip(
+            "Show the final image at every step instead of that step's predicted x₀"
+        )
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Sample"))
+        top.addWidget(self.sample)
+        top.addWidget(self.prompt, 1)
+        top.addWidget(self.show_final)
+
+        # Overlay controls.
+        self.mode = QComboBox()
+        self.mode.addItem("Feature map", OVERLAY_FEATURE)
+        self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
+        self.mode.addItem("No overlay", OVERLAY_NONE)
+        self.mode.setToolTip("What to draw over the image")
+        self.cmap = QComboBox()
+        self.cmap.addItems(COLORMAPS)
+        self.opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=65)
+        self.opacity.setToolTip("Overlay opacity")
+        self.threshold = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=10)
+        self.threshold.setToolTip("Hide activations below this share of the map's maximum (the paper uses 10%)")
+        ctl = QHBoxLayout()
+        ctl.addWidget(QLabel("Overlay"))
+        ctl.addWidget(self.mode)
+        ctl.addWidget(self.cmap)
+        ctl.addWidget(QLabel("opacity"))
+        ctl.addWidget(self.opacity)
+        ctl.addWidget(QLabel("threshold"))
+        ctl.addWidget(self.threshold)
+
+        # Canvas, and beside it the legend / the features active at a clicked position.
+        self.canvas = ImageCanvas()
+        self.canvas.setMinimumSize(320, 320)
+        self.side = QListWidget()
+        self.side.setToolTip("Concept-map legend, or the features active where you clicked; double-click to open one")
+        self.side_title = QLabel("Click the image to list the features active there")
+        self.side_title.setWordWrap(True)
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.side_title)
+        sl.addWidget(self.side)
+        split = QSplitter()
+        split.addWidget(self.canvas)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+
+        # The scrubber.
+        self.play = QToolButton()
+        self.play.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+        self.play.setCheckable(True)
+        self.play.setToolTip("Play through the denoising steps (space)")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setToolTip("Denoising step: t = 1.0 (pure noise) on the left, 0.0 on the right (← →)")
+        self.step_label = QLabel("")
+        self.step_label.setMinimumWidth(150)
+        scrub = QHBoxLayout()
+        scrub.addWidget(self.play)
+        scrub.addWidget(self.slider, 1)
+        scrub.addWidget(self.step_label)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(ctl)
+        layout.addWidget(split, 1)
+        layout.addLayout(scrub)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(120)
+        self.timer.timeout.connect(self._advance)
+        self.play.toggled.connect(self._toggle_play)
+        self.slider.valueChanged.connect(self._on_step)
+        self.sample.valueChanged.connect(self._on_sample)
+        self.show_final.toggled.connect(self.refresh)
+        self.mode.currentIndexChanged.connect(self.refresh)
+        self.cmap.currentTextChanged.connect(self._on_cmap)
+        self.opacity.valueChanged.connect(self.refresh_overlay)
+        self.threshold.valueChanged.connect(self.refresh_overlay)
+        self.canvas.clicked.connect(self._on_click)
+        self.side.itemDoubleClicked.connect(self._on_side_item)
+        for key, delta in ((Qt.Key.Key_Left, -1), (Qt.Key.Key_Right, 1)):
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(lambda d=delta: self.slider.setValue(self.slider.value() + d))
+        sc = QShortcut(QKeySequence(Qt.Key.Key_Space), self)
+        sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        sc.activated.connect(self.play.toggle)
+
+    # --- inputs ---------------------------------------------------------------------------
+    def set_source(self, source) -> None:
+        self.source = source
+        self._concept_colours = {}
+        self.sample.blockSignals(True)
+        self.sample.setRange(0, max(0, source.n_samples - 1))
+        self.sample.blockSignals(False)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(0, source.n_steps - 1))
+        self.slider.blockSignals(False)
+        self.show_final.setEnabled(source.has_previews)
+        if not source.has_previews:
+            self.show_final.setChecked(True)
+        self._on_sample(self.sample.value())
+
+    def set_feature(self, feature: int | None) -> None:
+        self.feature = feature
+        if feature is not None and self.mode.currentData() == OVERLAY_NONE:
+            self.mode.setCurrentIndex(0)
+        self.refresh_overlay()
+
+    def set_labels(self, labels: dict[int, str]) -> None:
+        self.labels = labels
+        if self.mode.currentData() == OVERLAY_CONCEPTS:
+            self.refresh_overlay()
+
+    def goto(self, sample: int, step: int) -> None:
+        self.sample.setValue(sample)
+        self.slider.setValue(step)
+
+    @property
+    def step(self) -> int:
+        return self.slider.value()
+
+    # --- drawing --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self.source is None:
+            return
+        i, s = self.sample.value(), self.step
+        image = None
+        if not self.show_final.isChecked():
+            image = self.source.preview(i, s)
+        if image is None:
+            image = self.source.image(i)
+        self.canvas.set_image(image)
+        t = self.source.t[s] if s < len(self.source.t) else float("nan")
+        self.step_label.setText(f"step {s + 1}/{self.source.n_steps} · t = {t:.2f}")
+        self.refresh_overlay()
+
+    def refresh_overlay(self) -> None:
+        if self.source is None:
+            return
+        mode = self.mode.currentData()
+        i, s = self.sample.value(), self.step
+        self.cmap.setEnabled(mode == OVERLAY_FEATURE)
+        self.threshold.setEnabled(mode == OVERLAY_FEATURE)
+        opacity = self.opacity.value() / 100
+        if mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
+            grid = self.source.feature_map(i, s, self.feature)
+            vmax = float(grid.max()) if grid.size else 0.0
+            if vmax <= 0:
+                self.canvas.set_overlay(None)
+                return
+            lo = vmax * self.threshold.value() / 100
+            self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+        elif mode == OVERLAY_CONCEPTS and self.source.has_index:
+            top_f, top_v = self.source.concept_map(i, s)
+            for f in np.unique(top_f[top_v > 0]):
+                self._concept_colours.setdefault(int(f), len(self._concept_colours))
+            self.canvas.set_overlay(concept_rgba(top_f, top_v, self._concept_colours), opacity=opacity)
+            self._show_legend(top_f, top_v)
+        else:
+            self.canvas.set_overlay(None)
+
+    def _show_legend(self, top_f: np.ndarray, top_v: np.ndarray) -> None:
+        self.side_title.setText("Concept map: the top feature at each position")
+        self.side.clear()
+        feats, counts = np.unique(top_f[top_v > 0], return_counts=True)
+        for f, c in sorted(zip(feats.tolist(), counts.tolist()), key=lambda p: -p[1]):
+            colour = CATEGORICAL[self._concept_colours[f] % len(CATEGORICAL)]
+            pix = QPixmap(12, 12)
+            pix.fill(QColor(*colour.tolist()))
+            label = self.labels.get(f, "")
+            item = QListWidgetItem(QIcon(pix), f"#{f}  {label}  ({c} positions)")
+            item.setData(Qt.ItemDataRole.UserRole, f)
+            self.side.addItem(item)
+
+    # --- events ---------------------------------------------------------------------------
+    def _on_sample(self, i: int) -> None:
+        if self.source is None:
+            return
+        self.prompt.setText(self.source.prompt(i))
+        self.refresh()
+        self.sample_changed.emit(i)
+
+    def _on_step(self, s: int) -> None:
+        self.refresh()
+        self.step_changed.emit(s)
+
+    def _on_cmap(self, name: str) -> None:
+        self._lut = lookup_table(name)
+        self.refresh_overlay()
+
+    def _toggle_play(self, on: bool) -> None:
+        icon = QStyle.StandardPixmap.SP_MediaPause if on else QStyle.StandardPixmap.SP_MediaPlay
+        self.play.setIcon(self.style().standardIcon(icon))
+        if on:
+            if self.slider.value() == self.slider.maximum():
+                self.slider.setValue(0)
+            self.timer.start()
+        else:
+            self.timer.stop()
+
+    def _advance(self) -> None:
+        if self.slider.value() >= self.slider.maximum():
+            self.play.setChecked(False)
+            return
+        self.slider.setValue(self.slider.value() + 1)
+
+    def _on_click(self, y: int, x: int) -> None:
+        if self.source is None or not self.source.has_index:
+            return
+        active = self.source.active_at(self.sample.value(), self.step, y, x)
+        self.side_title.setText(f"Features active at ({y}, {x}), step {self.step + 1}")
+        self.side.clear()
+        for f, v in active:
+            label = self.labels.get(f, "")
+            item = QListWidgetItem(f"#{f}  {v:.3g}  {label}")
+            item.setData(Qt.ItemDataRole.UserRole, f)
+            self.side.addItem(item)
+
+    def _on_side_item(self, item: QListWidgetItem) -> None:
+        f = item.data(Qt.ItemDataRole.UserRole)
+        if f is not None:
+            self.feature_clicked.emit(int(f))

@@ -1,0 +1,95 @@
+"""What the views read: one object over a workspace's store and one SAE's feature index.
+
+Thin on purpose: every number comes from `explorer.store` or `explorer.analysis`; this class only
+picks the calls and keeps the open files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from explorer.workspace import SAEEntry, Workspace
+
+
+class WorkspaceSource:
+    """A workspace's store plus (optionally) one SAE's index, opened lazily and read per chunk."""
+
+    def __init__(self, workspace: Workspace, entry: SAEEntry | None = None):
+        self.workspace = workspace
+        self.entry = entry
+        self.store = workspace.store()
+        self.index = None
+        self.index_error: str | None = None
+        if entry is not None:
+            self.set_sae(entry)
+        self._prompts = self.store.prompts
+
+    def set_sae(self, entry: SAEEntry | None) -> None:
+        from explorer.analysis.reader import FeatureIndex
+        from explorer.errors import UserError
+
+        self.entry = entry
+        self.index = None
+        self.index_error = None
+        if entry is None:
+            return
+        if not Path(entry.index_path).exists():
+            self.index_error = f"{entry.id} has no index yet (run `explorer index`)"
+            return
+        try:
+            self.index = FeatureIndex.open(entry.index_path)
+        except UserError as e:
+            self.index_error = str(e)
+
+    def close(self) -> None:
+        for obj in (self.index, self.store):
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()
+
+    # --- store ------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return self.store.n_samples
+
+    @property
+    def n_steps(self) -> int:
+        return self.store.n_steps
+
+    @property
+    def t(self) -> list[float]:
+        return self.store.t
+
+    @property
+    def has_previews(self) -> bool:
+        return bool(self.store.has_previews)
+
+    def prompt(self, i: int) -> str:
+        return self._prompts[i] if 0 <= i < len(self._prompts) else ""
+
+    def image(self, i: int) -> np.ndarray:
+        return self.store.image(i)
+
+    def preview(self, i: int, step: int) -> np.ndarray | None:
+        if not self.has_previews:
+            return None
+        return self.store.preview(i, step)
+
+    # --- index ------------------------------------------------------------------------------
+    @property
+    def has_index(self) -> bool:
+        return self.index is not None
+
+    def feature_map(self, i: int, step: int, feature: int) -> np.ndarray:
+        return self.index.feature_map(i, step, feature)
+
+    def concept_map(self, i: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.concept_map(i, step)
+
+    def active_at(self, i: int, step: int, y: int, x: int) -> list[tuple[int, float]]:
+        """Features active at one position, strongest first."""
+        idx, val = self.index.codes(i, step)
+        pairs = [(int(f), float(v)) for f, v in zip(idx[y, x], val[y, x]) if v > 0]
+        return sorted(pairs, key=lambda p: -p[1])

@@ -1,0 +1,439 @@
+"""Steering: edit feature strengths and regenerate in the background.
+
+Original, steered and difference side by side; a region painted on the original (rectangle or
+brush); a step window as a two-handle slider; regeneration when a slider is released. All model
+work goes through the GenerationService, so a new request cancels a running one at its next
+step and the UI never blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QToolButton,
+    QWidget,
+)
+
+from explorer.ui.image_view import ImageCanvas
+from explorer.ui.jobs import ModelHolder, SteerCache, steer_job
+from explorer.ui.range_slider import RangeSlider
+from explorer.ui.service import GenerationService
+
+MODES = (
+    ("spatial", "Spatial (paper): set z = β·‖z‖ inside the region, 0 outside"),
+    ("global", "Global (paper): add β·‖z_ij‖/Σ‖z‖ · f at every position"),
+    ("add", "Add (Surkov et al.): strength × mean activation × f inside the region"),
+    ("ablate", "Ablate: remove a fraction of the feature"),
+)
+# The strength a slider's end stands for, per mode (the spin box takes any value up to the
+# package's own caps; these are the useful ranges on the bundled model).
+SLIDER_SPAN = {"spatial": 5.0, "global": 20.0, "add": 40.0, "ablate": 1.0}
+WINDOW_PRESETS = (("all", "All steps"), ("early", "Early (t ≥ 0.6)"),
+                  ("middle", "Middle (0.2 ≤ t < 0.6)"), ("final", "Final (t < 0.2)"),
+                  ("custom", "Custom"))
+
+
+class FeatureRow:
+    """One feature being steered: its slider and exact value."""
+
+    def __init__(self, view: SteerView, feature: int, label: str, strength: float):
+        self.feature = feature
+        self.slider = QSlider(Qt.Orientation.Horizontal, minimum=-100, maximum=100)
+        self.spin = QDoubleSpinBox(decimals=3, minimum=-1e6, maximum=1e6, singleStep=0.1)
+        self.spin.setValue(strength)
+        self.remove = QToolButton(text="✕")
+        self.remove.setToolTip("Stop steering this feature")
+        self.name = QLabel(f"#{feature} {label}".strip())
+        self.view = view
+        self._sync_slider()
+        self.slider.valueChanged.connect(self._from_slider)
+        self.slider.sliderReleased.connect(view.on_released)
+        self.spin.editingFinished.connect(self._from_spin)
+
+    @property
+    def strength(self) -> float:
+        return float(self.spin.value())
+
+    def _span(self) -> float:
+        return SLIDER_SPAN.get(self.view.mode.currentData(), 5.0)
+
+    def _sync_slider(self) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(float(np.clip(self.strength / self._span(), -1, 1)) * 100))
+        self.slider.blockSignals(False)
+
+    def _from_slider(self, v: int) -> None:
+        self.spin.setValue(v / 100 * self._span())
+
+    def _from_spin(self) -> None:
+        self._sync_slider()
+        self.view.on_released()
+
+
+class SteerView(QWidget):
+    status = Signal(str)
+
+    def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
+        super().__init__(parent)
+        self.models = models
+        self.service = service
+        self.cache = SteerCache()
+        self.entry = None  # the SAEEntry whose features are steered
+        self.n_steps = 25
+        self.request: int | None = None
+        self.rows: list[FeatureRow] = []
+        self.last: dict | None = None
+
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("Prompt to steer")
+        self.seed = QSpinBox(maximum=2**31 - 1)
+        self.steps = QSpinBox(minimum=1, maximum=200, value=25)
+        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=30.0, value=4.0, singleStep=0.5)
+        self.sae_label = QLabel("no SAE")
+        self.sae_label.setWordWrap(True)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["feature", "strength", "", ""])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.setColumnWidth(0, 150)
+        self.table.setColumnWidth(1, 150)
+        self.table.setColumnWidth(2, 80)
+        self.table.setColumnWidth(3, 28)
+        self.table.setMinimumHeight(120)
+        self.add_feature = QPushButton("Add selected feature")
+        self.add_feature.setToolTip("Steer the feature selected in the browser")
+
+        self.mode = QComboBox()
+        for key, tip in MODES:
+            self.mode.addItem(key, key)
+            self.mode.setItemData(self.mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.branches = QComboBox()
+        self.branches.addItem("cond only", "cond")
+        self.branches.addItem("cond +, uncond −", "cond+uncond-")
+        self.window = QComboBox()
+        for key, text in WINDOW_PRESETS:
+            self.window.addItem(text, key)
+        self.range = RangeSlider(0, 24)
+        self.range.setToolTip("Steps in which the edit acts (first step = t 1.0 on the left)")
+        self.range_label = QLabel("")
+        self.region_tool = QComboBox()
+        self.region_tool.addItems(["Everywhere", "Rectangle", "Brush"])
+        self.brush_size = QSpinBox(minimum=1, maximum=64, value=6)
+        self.brush_size.setToolTip("Brush radius in pixels")
+        self.clear_region = QPushButton("Clear")
+
+        self.live = QCheckBox("Regenerate when a slider is released")
+        self.live.setChecked(True)
+        self.go = QPushButton("Generate")
+        self.go.setDefault(True)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.icon = QPushButton("Feature icon")
+        self.icon.setToolTip("The selected feature alone, added on an empty prompt")
+        self.progress = QProgressBar()
+        self.warnings = QLabel("")
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #d35400;")
+
+        form = QFormLayout()
+        form.addRow("Prompt", self.prompt)
+        row = QHBoxLayout()
+        for label, w in (("Seed", self.seed), ("Steps", self.steps), ("Guidance", self.guidance)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+        form.addRow(row)
+        form.addRow("SAE", self.sae_label)
+        form.addRow(self.table)
+        form.addRow(self.add_feature)
+        form.addRow("Mode", self.mode)
+        form.addRow("Branches", self.branches)
+        form.addRow("Window", self.window)
+        form.addRow(self.range)
+        form.addRow("", self.range_label)
+        rrow = QHBoxLayout()
+        rrow.addWidget(self.region_tool)
+        rrow.addWidget(QLabel("brush"))
+        rrow.addWidget(self.brush_size)
+        rrow.addWidget(self.clear_region)
+        form.addRow("Region", rrow)
+        form.addRow(self.live)
+        brow = QHBoxLayout()
+        brow.addWidget(self.go)
+        brow.addWidget(self.cancel)
+        brow.addWidget(self.icon)
+        form.addRow(brow)
+        form.addRow(self.progress)
+        form.addRow(self.warnings)
+        controls = QWidget()
+        controls.setLayout(form)
+        controls.setMaximumWidth(470)
+
+        self.original = ImageCanvas()
+        self.steered = ImageCanvas()
+        self.diff = ImageCanvas()
+        grid = QGridLayout()
+        for col, (title, canvas) in enumerate(
+            (("Original (paint the region here)", self.original), ("Steered", self.steered),
+             ("Difference ×4", self.diff))
+        ):
+            t = QLabel(title)
+            t.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            grid.addWidget(t, 0, col)
+            grid.addWidget(canvas, 1, col)
+        grid.setRowStretch(1, 1)
+        images = QWidget()
+        images.setLayout(grid)
+        layout = QHBoxLayout(self)
+        layout.addWidget(controls)
+        layout.addWidget(images, 1)
+
+        # Region drawing on the original: a rectangle ROI, or a brush mask ImageItem.
+        self.roi = pg.RectROI([16, 16], [32, 32], pen=pg.mkPen("#f1c40f", width=2))
+        self.roi.setVisible(False)
+        self.original.view.addItem(self.roi)
+        self.mask_item = pg.ImageItem(axisOrder="row-major")
+        self.mask_item.setZValue(20)
+        lut = np.zeros((256, 4), np.uint8)
+        lut[:, 0] = 241
+        lut[:, 1] = 196
+        lut[:, 2] = 15
+        lut[:, 3] = np.linspace(0, 150, 256).astype(np.uint8)
+        self.mask_item.setLookupTable(lut)
+        self.mask_item.setVisible(False)
+        self.original.view.addItem(self.mask_item)
+        self._mask = np.zeros((64, 64), np.float32)
+
+        self.add_feature.clicked.connect(self._add_selected)
+        self.go.clicked.connect(self.start)
+        self.cancel.clicked.connect(self.service.cancel)
+        self.icon.clicked.connect(self.feature_icon)
+        self.mode.currentIndexChanged.connect(self._on_mode)
+        self.window.currentIndexChanged.connect(self._on_window_preset)
+        self.range.rangeChanged.connect(self._on_range)
+        self.range.released.connect(lambda *_: self.on_released())
+        self.region_tool.currentIndexChanged.connect(self._on_region_tool)
+        self.brush_size.valueChanged.connect(self._set_kernel)
+        self.clear_region.clicked.connect(self._clear_region)
+        self.roi.sigRegionChangeFinished.connect(lambda *_: self.on_released())
+        service.progressed.connect(self._on_progress)
+        service.returned.connect(self._on_done)
+        service.errored.connect(self._on_error)
+        service.cancelled.connect(self._on_cancelled)
+        self.selected_feature: int | None = None
+        self.labels: dict[int, str] = {}
+        self._on_window_preset()
+
+    # --- inputs from the main window ------------------------------------------------------------
+    def set_sae(self, entry, n_steps: int) -> None:
+        changed = self.entry is None or entry is None or entry.block != self.entry.block
+        self.entry = entry
+        self.n_steps = n_steps
+        self.steps.setValue(n_steps)
+        self.range.setRange(0, max(0, n_steps - 1))
+        self._on_window_preset()
+        self.sae_label.setText(entry.label if entry else "no SAE")
+        if changed:
+            self.table.setRowCount(0)
+            self.rows = []
+
+    def set_selected_feature(self, feature: int | None, label: str = "") -> None:
+        self.selected_feature = feature
+        self.add_feature.setEnabled(feature is not None)
+        self.icon.setEnabled(feature is not None)
+
+    def set_prompt(self, prompt: str, seed: int) -> None:
+        self.prompt.setText(prompt)
+        self.seed.setValue(int(seed))
+
+    def add(self, feature: int, label: str = "", strength: float | None = None) -> FeatureRow:
+        for row in self.rows:
+            if row.feature == feature:
+                return row
+        if strength is None:
+            strength = SLIDER_SPAN.get(self.mode.currentData(), 1.0) / 2
+        row = FeatureRow(self, feature, label, strength)
+        r = self.table.rowCount()
+        self.table.insertRow(r)
+        self.table.setCellWidget(r, 0, row.name)
+        self.table.setCellWidget(r, 1, row.slider)
+        self.table.setCellWidget(r, 2, row.spin)
+        self.table.setCellWidget(r, 3, row.remove)
+        row.remove.clicked.connect(lambda _=False, rw=row: self._remove(rw))
+        self.rows.append(row)
+        return row
+
+    def _remove(self, row: FeatureRow) -> None:
+        r = self.rows.index(row)
+        self.rows.pop(r)
+        self.table.removeRow(r)
+        self.on_released()
+
+    def _add_selected(self) -> None:
+        if self.selected_feature is not None:
+            self.add(self.selected_feature, self.labels.get(self.selected_feature, ""))
+            self.on_released()
+
+    # --- window and region ------------------------------------------------------------------
+    def window_spec(self) -> str:
+        key = self.window.currentData()
+        if key == "custom":
+            lo, hi = self.range.values()
+            return f"{lo}:{hi}"
+        return key
+
+    def _on_window_preset(self) -> None:
+        from explorer.steering import parse_window
+
+        key = self.window.currentData()
+        if key != "custom":
+            steps = parse_window(key).steps(self.n_steps) or [0]
+            self.range.blockSignals(True)
+            self.range.setValues(steps[0], steps[-1])
+            self.range.blockSignals(False)
+        self._on_range(*self.range.values(), from_preset=True)
+
+    def _on_range(self, lo: int, hi: int, from_preset: bool = False) -> None:
+        from explorer.engine import step_t
+
+        if not from_preset and self.window.currentData() != "custom":
+            self.window.blockSignals(True)
+            self.window.setCurrentIndex(self.window.findData("custom"))
+            self.window.blockSignals(False)
+        n = self.n_steps
+        self.range_label.setText(
+            f"steps {lo + 1}–{hi + 1} of {n} (t {step_t(lo, n):.2f} → {step_t(hi, n):.2f})"
+        )
+
+    def _on_region_tool(self) -> None:
+        tool = self.region_tool.currentText()
+        self.roi.setVisible(tool == "Rectangle")
+        self.mask_item.setVisible(tool == "Brush")
+        if tool == "Brush":
+            self._set_kernel()
+        else:
+            self.mask_item.setDrawKernel(None)
+        self.on_released()
+
+    def _set_kernel(self) -> None:
+        r = self.brush_size.value()
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        kernel = ((yy**2 + xx**2) <= r * r).astype(np.float32)
+        self.mask_item.setDrawKernel(kernel, mask=kernel, center=(r, r), mode="set")
+
+    def _clear_region(self) -> None:
+        self._mask[:] = 0
+        self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
+        self.on_released()
+
+    def region(self):
+        """None (everywhere), a Rect in image fractions, or a brush mask."""
+        from explorer.steering import Rect
+
+        tool = self.region_tool.currentText()
+        h, w = self._mask.shape
+        if tool == "Rectangle":
+            x, y = self.roi.pos()
+            sw, sh = self.roi.size()
+            x0, y0 = max(0.0, x / w), max(0.0, y / h)
+            x1, y1 = min(1.0, (x + sw) / w), min(1.0, (y + sh) / h)
+            if x1 <= x0 or y1 <= y0:
+                return None
+            return Rect(x0, y0, x1, y1)
+        if tool == "Brush":
+            mask = np.asarray(self.mask_item.image if self.mask_item.image is not None else self._mask)
+            return mask.astype(np.float32).clip(0, 1) if mask.any() else None
+        return None
+
+    # --- running ------------------------------------------------------------------------------
+    def _on_mode(self) -> None:
+        for row in self.rows:
+            row._sync_slider()
+        self.on_released()
+
+    def on_released(self) -> None:
+        if self.live.isChecked() and self.rows and self.prompt.text().strip():
+            self.start()
+
+    def start(self, prompt: str | None = None, features=None, mode: str | None = None) -> int | None:
+        if self.entry is None:
+            self.status.emit("open a workspace with an SAE to steer")
+            return None
+        features = features if features is not None else [(r.feature, r.strength) for r in self.rows]
+        self.request = self.service.submit(
+            steer_job, self.models, self.cache, self.entry,
+            self.prompt.text() if prompt is None else prompt,
+            self.seed.value(), self.steps.value(), self.guidance.value(), features,
+            mode or self.mode.currentData(), self.region(), self.window_spec(),
+            self.branches.currentData(), kind="steer",
+        )
+        self.progress.setRange(0, self.steps.value())
+        self.progress.setValue(0)
+        self.cancel.setEnabled(True)
+        self.warnings.setText("")
+        return self.request
+
+    def feature_icon(self) -> None:
+        if self.selected_feature is None:
+            return
+        span = SLIDER_SPAN["add"] / 2
+        self.start(prompt="", features=[(self.selected_feature, span)], mode="add")
+
+    def _on_progress(self, rid: int, update) -> None:
+        if rid != self.request:
+            return
+        stage = update.get("stage")
+        if stage == "loading":
+            self.progress.setFormat("loading model…")
+        elif stage == "original":
+            self.progress.setFormat("unedited image…")
+        elif stage == "step":
+            self.progress.setValue(update["step"] + 1)
+            self.progress.setFormat(f"step {update['step'] + 1}/{update['n_steps']}")
+            self.steered.set_image(update["preview"])
+
+    def _on_done(self, rid: int, result) -> None:
+        if rid != self.request:
+            return
+        self.last = result
+        original, steered = result["original"], result["steered"]
+        self.original.set_image(original)
+        if self._mask.shape != original.shape[:2]:
+            self._mask = np.zeros(original.shape[:2], np.float32)
+            self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
+        self.steered.set_image(steered)
+        diff = np.abs(steered.astype(np.int16) - original.astype(np.int16))
+        self.diff.set_image(np.clip(diff * 4, 0, 255).astype(np.uint8))
+        self.warnings.setText("\n".join(result.get("warnings", [])))
+        change = diff.mean() / 255
+        self._finish(f"done · mean pixel change {change:.3f}")
+
+    def _on_error(self, rid: int, message: str) -> None:
+        if rid == self.request:
+            self.warnings.setText(message)
+            self._finish("error")
+
+    def _on_cancelled(self, rid: int) -> None:
+        if rid == self.request:
+            self._finish("cancelled")
+
+    def _finish(self, message: str) -> None:
+        self.request = None
+        self.cancel.setEnabled(False)
+        self.progress.setFormat(message)
+        self.status.emit(message)

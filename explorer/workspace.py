@@ -1,0 +1,193 @@
+"""A workspace: one folder that holds one study.
+
+```
+W/
+  workspace.json        {"schema": 1, "name", "model", "store", "created", "settings": {...}}
+  store.h5              the activation store (explorer.store)
+  saes/<block>/<name>/  one SAE per folder: cfg.json + sae.safetensors (explorer.sae.io)
+  saes/<block>/<name>/index.h5   its feature index (explorer.analysis), beside the SAE
+  labels.json           concept labels (explorer.labels), autosaved atomically
+  report.json, report.md, figures/   what `explorer evaluate` wrote
+```
+
+Paths inside workspace.json are relative to the folder, so a workspace can be moved or copied
+from a GPU box as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from explorer.errors import UserError
+
+SCHEMA = 1
+MANIFEST = "workspace.json"
+
+
+class WorkspaceError(UserError):
+    """A folder that is not a usable workspace; the message names the folder and the problem."""
+
+
+@dataclass(frozen=True)
+class SAEEntry:
+    """One SAE of the workspace, as the app lists it."""
+
+    id: str  # "<block>/<name>", unique within the workspace
+    block: str
+    name: str
+    path: Path  # the SAE folder
+    cfg: dict
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.h5"
+
+    @property
+    def branch(self) -> str:
+        return self.cfg.get("branch", "cond")
+
+    @property
+    def steps(self) -> list[int]:
+        return list(self.cfg.get("steps", []))
+
+    @property
+    def t(self) -> list[float]:
+        return list(self.cfg.get("t", []))
+
+    @property
+    def k(self) -> int:
+        return int(self.cfg["k"])
+
+    @property
+    def n_latents(self) -> int:
+        return int(self.cfg.get("d_sae") or self.cfg.get("num_latents"))
+
+    @property
+    def label(self) -> str:
+        steps = self.t
+        if len(steps) == 1:
+            when = f"t = {steps[0]:.2f}"
+        elif steps:
+            when = f"{len(steps)} steps (shared)"
+        else:
+            when = "?"
+        return f"{self.block} · {when} · {self.n_latents} latents, k = {self.k}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write-then-rename, fsynced, so a crash leaves the old or the new file, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class Workspace:
+    def __init__(self, root: Path, manifest: dict):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # --- opening and creating ---------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> Workspace:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise WorkspaceError(f"{root} is not a folder")
+        man = root / MANIFEST
+        if not man.is_file():
+            raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST})")
+        try:
+            manifest = json.loads(man.read_text())
+        except ValueError as e:
+            raise WorkspaceError(f"{man} is not valid JSON ({e})") from None
+        if manifest.get("schema") != SCHEMA:
+            raise WorkspaceError(
+                f"{man} has workspace schema {manifest.get('schema')!r}; this version reads {SCHEMA}"
+            )
+        return cls(root, manifest)
+
+    @classmethod
+    def create(cls, path: str | Path, model: str = "bundled", name: str | None = None,
+               settings: dict | None = None) -> Workspace:
+        root = Path(path).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        if (root / MANIFEST).exists():
+            return cls.open(root)
+        manifest = {
+            "schema": SCHEMA,
+            "name": name or root.name,
+            "model": str(model),
+            "store": "store.h5",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": settings or {},
+        }
+        atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+        return cls(root, manifest)
+
+    def save(self) -> None:
+        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=1))
+
+    # --- contents -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.root.name)
+
+    @property
+    def model(self) -> str:
+        return self.manifest.get("model", "bundled")
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest.setdefault("settings", {})
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / self.manifest.get("store", "store.h5")
+
+    @property
+    def sae_root(self) -> Path:
+        return self.root / "saes"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.json"
+
+    def sae_dir(self, block: str, name: str) -> Path:
+        return self.sae_root / block / name
+
+    def saes(self) -> list[SAEEntry]:
+        """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped."""
+        out = []
+        if not self.sae_root.is_dir():
+            return out
+        for cfg_path in sorted(self.sae_root.glob("*/*/cfg.json")):
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except ValueError:
+                continue
+            folder = cfg_path.parent
+            block = cfg.get("block") or folder.parent.name
+            out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
+        return out
+
+    def sae(self, sae_id: str) -> SAEEntry:
+        for entry in self.saes():
+            if entry.id == sae_id:
+                return entry
+        raise WorkspaceError(f"workspace {self.root} has no SAE {sae_id!r}")
+
+    def store(self):
+        from explorer.store.reader import Store
+
+        return Store.open(self.store_path)

@@ -1,0 +1,127 @@
+"""The trainer: learning a known dictionary, resume after a crash, AuxK, DDP."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from sae_helpers import CrashingSource, SparseSource, ddp_worker, recovered_fraction
+from safetensors.torch import load_file
+from torch.testing import assert_close
+
+from explorer.sae import TopKSAE, TrainerConfig, evaluate_sae, load_sae, train_sae
+from explorer.sae.train import CHECKPOINT_FILE, rebatch
+
+
+def _cfg(**kw) -> TrainerConfig:
+    base = dict(d_in=32, d_sae=128, k=3, batch_size=64, lr=1e-2, dead_tokens=2000, init_tokens=1024)
+    return TrainerConfig(**{**base, **kw})
+
+
+def test_learns_the_true_dictionary(tmp_path):
+    source = SparseSource(24_000)
+    cfg = _cfg(total_tokens=24_000, decay_tokens=7_200, block="mid_block.attentions.0")
+    result = train_sae(source, cfg, tmp_path, progress=False)
+
+    metrics = evaluate_sae(result.sae, [source.held_out(4000)])
+    assert metrics.explained_variance > 0.9
+    assert recovered_fraction(source.features, result.sae.W_dec) >= 0.8
+    assert metrics.l0 == pytest.approx(3.0)
+    # Decoder rows stay unit-norm through the optimiser steps.
+    assert_close(result.sae.W_dec.norm(dim=1), torch.ones(128))
+    # Normalisation: the scale is recorded and makes mean ‖x·s‖ = sqrt(d_in) on the data.
+    sae_cfg = result.sae.cfg
+    sample = torch.from_numpy(source.held_out(4000))
+    assert sae_cfg.normalisation == "mean_norm"
+    assert float((sample * sae_cfg.input_scale).norm(dim=1).mean()) == pytest.approx(
+        math.sqrt(32), rel=0.05
+    )
+    # The folder written at the end is the trained SAE, stats included.
+    loaded = load_sae(tmp_path, expect_block="mid_block.attentions.0", expect_d_in=32)
+    assert_close(
+        loaded.decode(*loaded.encode(sample)), result.sae.decode(*result.sae.encode(sample))
+    )
+    assert loaded.cfg.stats["tokens"] == result.tokens_seen == 24_000 - 24_000 % 64
+    assert len(result.history) == result.steps // cfg.log_every
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    source = SparseSource(4000)  # 62 batches of 64; AuxK is active (dead_tokens=500)
+    cfg = _cfg(d_sae=64, checkpoint_every=2048, dead_tokens=500, init_tokens=256)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sae(CrashingSource(source, after=30), cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / CHECKPOINT_FILE).is_file()
+    resumed = train_sae(source, cfg, tmp_path / "run", resume=True, progress=False)
+    straight = train_sae(source, cfg, tmp_path / "straight", progress=False)
+
+    assert resumed.resumed_from == 2048
+    assert resumed.tokens_seen == straight.tokens_seen == 3968
+    assert resumed.steps == straight.steps
+    for name, value in straight.sae.state_dict().items():
+        assert_close(resumed.sae.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_resume_rejects_a_different_config(tmp_path):
+    source = SparseSource(1000)
+    train_sae(source, _cfg(d_sae=64, init_tokens=64), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_sae(source, _cfg(d_sae=64, init_tokens=64, batch_size=32), tmp_path, resume=True)
+
+
+def test_auxk_revives_dead_latents(tmp_path):
+    # Half the latents start with a bias that keeps them out of every top-k: without AuxK
+    # they never get a gradient and stay dead; AuxK trains them on the residual.
+    source = SparseSource(6000)
+    dead_fraction = {}
+    for k_aux in (0, 32):
+        cfg = _cfg(d_sae=64, k_aux=k_aux, dead_tokens=500, normalise=False)
+        torch.manual_seed(0)
+        init = TopKSAE(cfg.sae_config())
+        with torch.no_grad():
+            init.b_enc[32:] = -1.0
+        result = train_sae(source, cfg, tmp_path / str(k_aux), progress=False, init=init)
+        dead_fraction[k_aux] = evaluate_sae(result.sae, [source.held_out(4000)]).dead_fraction
+    assert dead_fraction[0] >= 0.45
+    assert dead_fraction[32] < dead_fraction[0] - 0.2
+
+
+def test_rebatch_ignores_chunking_and_skips():
+    rows = np.arange(50 * 4, dtype=np.float32).reshape(50, 4)
+    ragged = [rows[:7], rows[7:8], torch.from_numpy(rows[8:31]), rows[31:]]
+    batches = list(rebatch(ragged, 16, 4))
+    assert [b.shape[0] for b in batches] == [16, 16, 16]  # the last 2 rows are dropped
+    assert_close(torch.cat(batches), torch.from_numpy(rows[:48]))
+    skipped = list(rebatch(ragged, 16, 4, skip=16))
+    assert_close(torch.cat(skipped), torch.from_numpy(rows[16:48]))
+    with pytest.raises(ValueError, match="expected"):
+        list(rebatch([rows[:, :3]], 16, 4))
+
+
+def test_trainer_config_validation():
+    with pytest.raises(ValueError, match="k=9"):
+        TrainerConfig(d_in=4, d_sae=8, k=9)
+    with pytest.raises(ValueError, match="decay_tokens"):
+        TrainerConfig(d_in=4, d_sae=8, k=2, decay_tokens=10)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainerConfig(d_in=4, d_sae=8, k=2, batch_size=0)
+
+
+def test_ddp_two_ranks_end_identical(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    args = (2, str(tmp_path / "rendezvous"), str(tmp_path / "sae"), str(results))
+    mp.spawn(ddp_worker, args=args, nprocs=2, join=True)
+
+    rank0 = load_file(results / "rank0.safetensors")
+    rank1 = load_file(results / "rank1.safetensors")
+    for name in rank0:
+        assert_close(rank0[name], rank1[name], rtol=0, atol=0)
+    # Only rank 0 wrote the folder; it holds the common weights; both ranks' tokens count.
+    saved = load_sae(tmp_path / "sae")
+    assert_close(saved.W_dec, rank0["W_dec"])
+    assert saved.cfg.stats["world_size"] == 2
+    assert saved.cfg.stats["tokens"] == 2 * 64 * saved.cfg.stats["steps"]

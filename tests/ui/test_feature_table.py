@@ -1,0 +1,48 @@
+import numpy as np
+from PySide6.QtCore import Qt
+
+from explorer.ui.feature_table import COL_ID, COL_LABEL, COL_RATE, FeatureBrowser
+
+
+def _features(n=20_000, s=25, seed=0):
+    rng = np.random.default_rng(seed)
+    rate = rng.random((n, s)).astype(np.float32) ** 4
+    mean = rng.random((n, s)).astype(np.float32)
+    return rate, mean, [1 - i / (s - 1) for i in range(s)]
+
+
+def test_sort_matches_numpy_and_filter_matches_labels(qtbot):
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    rate, mean, t = _features()
+    labels = {5: "red circle", 17: "striped background", 123: "red square"}
+    browser.model.set_features(rate, mean, t, labels, {9: "blue dictionary-word"})
+    m = browser.model
+    assert m.rowCount() == 20_000
+    m.sort(COL_RATE, Qt.SortOrder.DescendingOrder)
+    expect = np.argsort(rate.mean(axis=1), kind="stable")[::-1]
+    np.testing.assert_array_equal(m.order, expect)
+    m.sort(COL_ID, Qt.SortOrder.AscendingOrder)
+    np.testing.assert_array_equal(m.order[:5], np.arange(5))
+    m.sort(COL_LABEL, Qt.SortOrder.AscendingOrder)
+    assert [m.feature_at(i) for i in range(3)] == [5, 123, 17]
+    browser.filter.setText("red")
+    assert sorted(m.order.tolist()) == [5, 123]
+    browser.filter.setText("dictionary-word")
+    assert m.order.tolist() == [9]
+    browser.filter.setText("")
+    assert m.rowCount() == 20_000
+
+
+def test_selecting_a_row_emits_its_feature_and_keys_move(qtbot):
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    rate, mean, t = _features(200)
+    browser.model.set_features(rate, mean, t)
+    got = []
+    browser.feature_selected.connect(got.append)
+    browser.table.selectRow(3)
+    assert got[-1] == browser.model.feature_at(3)
+    browser.table.setFocus()
+    qtbot.keyClick(browser.table, Qt.Key.Key_Down)
+    assert got[-1] == browser.model.feature_at(4)
