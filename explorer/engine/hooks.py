@@ -69,6 +69,7 @@ class BlockHooks:
         self.context: StepContext | None = None
         self._handles: list = []
         self._captured: dict[str, torch.Tensor] = {}
+        self._async_copies = False
 
     def __enter__(self) -> BlockHooks:
         for name in self.blocks:
@@ -90,6 +91,11 @@ class BlockHooks:
     def pop(self) -> dict[str, dict[str, torch.Tensor]]:
         """This step's captures: block → branch → (B, h, w, d) tensor on the CPU."""
         assert self.context is not None
+        if self._async_copies:
+            # Device→host copies were issued non-blocking so they overlap the rest of the
+            # step; wait once for all of them before anyone reads the host tensors.
+            torch.cuda.synchronize()
+            self._async_copies = False
         out = {
             block: split_branches(delta, self.context.branches)
             for block, delta in self._captured.items()
@@ -109,9 +115,11 @@ class BlockHooks:
             if capture:
                 delta = y - x
                 # Channels last and half precision on the device, then one copy to the host.
+                on_gpu = delta.is_cuda
                 self._captured[name] = (
-                    delta.detach().permute(0, 2, 3, 1).to(self.capture_dtype).to("cpu", non_blocking=True)
+                    delta.detach().permute(0, 2, 3, 1).to(self.capture_dtype).to("cpu", non_blocking=on_gpu)
                 )
+                self._async_copies |= on_gpu
             if not edits or self.context is None:
                 return None
             new = None

@@ -69,6 +69,7 @@ class MainWindow(QMainWindow):
         ll.setContentsMargins(4, 4, 4, 4)
         ll.addWidget(self.sae_combo)
         ll.addWidget(self.browser)
+        left.setMinimumWidth(380)  # id, label, rate, mean, peak and the sparkline all visible
         self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         # Right: the feature page.
@@ -91,6 +92,7 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self.resize(1400, 860)
+        self.resizeDocks([self.features_dock, self.feature_dock], [440, 500], Qt.Orientation.Horizontal)
         geometry = self._settings.value("main/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -223,6 +225,7 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
                                 "the damaged file is kept beside the new one.")
         self._remember(self.workspace.root)
+        self.statusBar().showMessage(f"opened {self.workspace.root}", 5000)
         self.setWindowTitle(f"{self.workspace.name} — {APP_NAME}")
         if self.workspace.model != str(self.models.path):
             self.models = ModelHolder(self.workspace.model, self.models.device)

@@ -130,6 +130,7 @@ class SampleView(QWidget):
         sl.setContentsMargins(0, 0, 0, 0)
         sl.addWidget(self.side_title)
         sl.addWidget(self.side)
+        side.setMinimumWidth(230)
         split = QSplitter()
         split.addWidget(self.canvas)
         split.addWidget(side)

@@ -1,0 +1,209 @@
+"""`explorer collect`: build an activation store from the command line (also under torchrun)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _int_csv(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from None
+
+
+def register(sub) -> None:
+    from explorer.cli import add_model_flags
+
+    p = sub.add_parser(
+        "collect",
+        help="generate images and store every chosen block's Δ at every step (resumable)",
+        description=(
+            "Generate one image per prompt and write Δ of the chosen blocks at every denoising "
+            "step and both guidance branches to an HDF5 store. Defaults come from the model "
+            "(its explorer.json; SD 1.x: the paper's three blocks, 50 DDIM steps, guidance 7.5). "
+            "Under torchrun each rank writes one shard and rank 0 joins them into --out."
+        ),
+    )
+    add_model_flags(p)
+    # None, not "bundled": a resumed store knows its own model folder.
+    p.set_defaults(model=None)
+    p.add_argument("--out", required=True, help="the store file to write (e.g. store.h5)")
+    p.add_argument("--prompts", help="text file with one prompt per line")
+    p.add_argument(
+        "--num-prompts",
+        type=int,
+        help="number of prompts: scenes of the shapes world, or the first N of --prompts",
+    )
+    p.add_argument(
+        "--split", default="train", choices=["train", "held_out"], help="shapes-world split"
+    )
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seed of the first prompt (then +1 each)"
+    )
+    p.add_argument("--blocks", type=_csv, help="comma-separated block names (model default)")
+    p.add_argument(
+        "--batch-size", type=int, help="prompts per batch (default 8, or the store's on --resume)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a store after its last complete sample"
+    )
+    p.add_argument("--dtype", default="float16", choices=["float16"], help="stored Δ precision")
+    p.add_argument(
+        "--previews", action="store_true", help="also store pred_x0 decoded to pixels at every step"
+    )
+    p.add_argument(
+        "--keep-steps", type=_int_csv, help="store only these step indices (default: all)"
+    )
+    p.add_argument(
+        "--branches", type=_csv, help="store only these branches: cond, uncond (default: both)"
+    )
+    p.add_argument(
+        "--fsync", action="store_true", help="fsync after every batch (survive power loss)"
+    )
+    p.add_argument(
+        "--join", action="store_true", help="only join existing shards <out>.rank*.h5 into --out"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_collect)
+
+
+def cmd_collect(args) -> int:
+    from explorer.store.shards import dist_env, join_shards
+
+    out = Path(args.out)
+    if args.join:
+        n = join_shards(out)
+        print(f"joined the shards of {out}: {n} complete samples")
+        return 0
+    env = dist_env()
+    if env is None and out.exists() and not args.resume:
+        from explorer.store.schema import StoreError
+
+        # Before loading the model: a mistake should cost a second, not a model load.
+        raise StoreError(f"{out} already exists; pass --resume to continue it, or remove it")
+    model = _load_model(args, out, env)
+    pset = _prompt_set(args, model)
+    settings = dict(
+        blocks=args.blocks,
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        dtype=args.dtype,
+        previews=args.previews,
+        keep_steps=args.keep_steps,
+        branches=args.branches,
+        fsync=args.fsync,
+    )
+    if env is None:
+        return _collect_one(model, pset, out, settings, progress=not args.quiet)
+    return _collect_sharded(model, pset, out, settings, env, progress=not args.quiet)
+
+
+def _collect_one(model, pset, out: Path, settings: dict, progress: bool) -> int:
+    from explorer.store.collect import collect, describe
+
+    _announce(model, settings, pset, out)
+    res = collect(model, pset, None, out, progress=progress, **settings)
+    print(describe(res))
+    return 0
+
+
+def _collect_sharded(model, pset, out: Path, settings: dict, env, progress: bool) -> int:
+    from explorer.errors import UserError
+    from explorer.store.collect import collect, describe
+    from explorer.store.shards import run_sharded
+
+    rank, world, _ = env
+    if pset is None:
+        raise UserError("under torchrun pass the prompts again (--prompts FILE or --num-prompts N)")
+    if rank == 0:
+        _announce(model, settings, pset, out, world)
+
+    def job(start: int, stop: int, path: Path) -> None:
+        shard = {"rank": rank, "world": world, "start": start, "stop": stop, "total": len(pset)}
+        res = collect(
+            model,
+            pset.part(start, stop),
+            None,
+            path,
+            progress=progress and rank == 0,
+            extra_meta={"shard": json.dumps(shard)},
+            **settings,
+        )
+        print(f"rank {rank}: {describe(res)}")
+
+    total = run_sharded(out, len(pset), settings["resume"], job)
+    if rank == 0:
+        print(f"{out}: joins {world} shards, {total} of {len(pset)} samples complete")
+    return 0
+
+
+def _load_model(args, out: Path, env):
+    import torch
+
+    from explorer.cli import device_arg
+    from explorer.engine import load_model
+
+    folder = args.model
+    if folder is None and args.resume:
+        folder = _stored_model_folder(out, env)
+    device = device_arg(args)
+    if device is None and env is not None and torch.cuda.is_available():
+        device = f"cuda:{env[2]}"  # one GPU per local rank
+    return load_model(folder or "bundled", device=device)
+
+
+def _stored_model_folder(out: Path, env) -> str | None:
+    from explorer.store.reader import Store
+    from explorer.store.shards import shard_path
+
+    path = out if env is None else shard_path(out, env[0])
+    if not path.is_file():
+        return None
+    with Store.open(path) as store:
+        return store.meta.get("model_folder")
+
+
+def _prompt_set(args, model):
+    from explorer.errors import UserError
+    from explorer.store import sources
+
+    if args.prompts:
+        return sources.from_file(args.prompts, args.first_seed, args.num_prompts)
+    if args.num_prompts is not None:
+        return sources.shapes_world(args.num_prompts, args.split, args.first_seed)
+    if args.resume and Path(args.out).exists():
+        return None  # the store holds its prompts
+    hint = (
+        " (the shapes world's scenes suit the bundled model)"
+        if model.name == "mini-sd-shapes"
+        else ""
+    )
+    raise UserError(f"no prompts: pass --prompts FILE or --num-prompts N{hint}")
+
+
+def _announce(model, settings: dict, pset, out: Path, world: int = 1) -> None:
+    ranks = f" on {world} ranks" if world > 1 else ""
+    if settings["resume"] and out.exists():
+        print(f"resume {out}{ranks} with {model.name}")
+        return
+    blocks = settings["blocks"] or model.defaults["blocks"]
+    steps = settings["steps"] or model.defaults.get("steps")
+    guidance = (
+        settings["guidance"] if settings["guidance"] is not None else model.defaults.get("guidance")
+    )
+    print(
+        f"collect {len(pset)} prompts{ranks} with {model.name} → {out}: "
+        f"blocks {', '.join(blocks)}; {steps} steps; guidance {guidance}"
+    )

@@ -1,0 +1,191 @@
+"""Reading maps fast, and streaming Δ rows in a shuffled, reproducible order with bounded memory.
+
+The order is a pure function of the seed: map order from `rng([seed, 0])`, the row shuffle of
+buffer g from `rng([seed, 1, g])`. Because each buffer's shuffle has its own generator, a reader
+that resumes after `skip` rows jumps over whole buffers without reading them.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from threading import Thread
+
+import h5py
+import numpy as np
+
+ReadMap = Callable[[int, int, np.ndarray], None]
+
+
+def _direct_ok(ds: h5py.Dataset) -> bool:
+    """Whether a chunk of `ds` is exactly one map's bytes (unfiltered, one (sample, step))."""
+    return (
+        not ds.is_virtual
+        and ds.chunks == (1, 1, *ds.shape[2:])
+        and ds.id.get_create_plist().get_nfilters() == 0
+        and ds.dtype.byteorder in "=<|"
+    )
+
+
+class MapReader:
+    """Reads (sample, step) maps of one block/branch from the files that physically hold them.
+
+    A joined store's rows live in its shards; reading them there (rather than through the
+    virtual dataset) lets every read be one direct chunk read: HDF5's selection machinery costs
+    more than the bytes for maps this small, and grows worse than linearly with many chunks in
+    one call.
+    """
+
+    def __init__(self, parts: list[tuple[h5py.Dataset, int]]):
+        self.parts = parts  # (dataset, global row of its first sample), in row order
+        self._starts = [start for _, start in parts]
+        self._direct = [_direct_ok(ds) for ds, _ in parts]
+        self.map_shape = tuple(parts[0][0].shape[2:])
+        self.dtype = parts[0][0].dtype
+
+    def read(self, sample: int, step: int, out: np.ndarray) -> None:
+        """Fill `out` (contiguous, map-shaped) with the map of (sample, step)."""
+        k = bisect_right(self._starts, sample) - 1
+        ds, start = self.parts[k]
+        local = sample - start
+        if self._direct[k]:
+            ds.id.read_direct_chunk(
+                (local, step) + (0,) * len(self.map_shape), out=out.reshape(-1).view(np.uint8)
+            )
+        else:
+            out[...] = ds[local, step]
+
+
+class _Fill(Thread):
+    """Reads one buffer in the background. A daemon thread of its own per buffer: when a
+    consumer abandons the stream, nothing outlives the one read in flight."""
+
+    def __init__(self, fill: Callable[[int, np.ndarray], int], k: int, ids: np.ndarray):
+        super().__init__(name="store-tokens", daemon=True)
+        self._args = (fill, k, ids)
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        fill, k, ids = self._args
+        try:
+            fill(k, ids)
+        except BaseException as e:  # re-raised in the consumer by result()
+            self._error = e
+
+    def result(self) -> int:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._args[1]
+
+
+def _torch_cast(dtype: np.dtype):
+    """torch, when it is already loaded and the cast is float16 → float32; else None.
+
+    numpy casts float16 with scalar code (several times slower than torch's vectorised cast
+    here); the SAE trainer has torch loaded anyway, while a plain reader should not import it.
+    """
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and dtype == np.float32 else None
+
+
+def _cast(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    torch = _torch_cast(dtype)
+    if torch is not None:
+        return torch.from_numpy(rows).to(torch.float32).numpy()
+    return rows.astype(dtype, copy=False)  # rows is always a fresh array here
+
+
+class _Rows:
+    """The rows of a buffer in shuffled order, gathered batch by batch and cast."""
+
+    def __init__(self, rows: np.ndarray, perm: np.ndarray, dtype: np.dtype):
+        self.rows, self.perm, self.dtype = rows, perm, dtype
+        self._torch = _torch_cast(dtype)
+        if self._torch is not None:
+            self._rows_t = self._torch.from_numpy(rows)
+            self._perm_t = self._torch.from_numpy(perm)
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """Rows perm[a:b] in the stored dtype (for the carry)."""
+        return np.take(self.rows, self.perm[a:b], axis=0)
+
+    def batch(self, a: int, b: int) -> np.ndarray:
+        """Rows perm[a:b], cast: gathered while small enough to sit in cache, then cast."""
+        if self._torch is not None:
+            t = self._rows_t.index_select(0, self._perm_t[a:b])
+            return t.to(self._torch.float32).numpy()
+        return self.take(a, b).astype(self.dtype, copy=False)
+
+
+def token_stream(
+    read_map: ReadMap,
+    map_shape: tuple[int, int, int],
+    map_dtype: np.dtype,
+    samples: np.ndarray,
+    steps: np.ndarray,
+    batch_size: int,
+    seed: int,
+    buffer_maps: int,
+    *,
+    skip: int = 0,
+    dtype: np.dtype | type = np.float32,
+    drop_last: bool = False,
+) -> Iterator[np.ndarray]:
+    """See `Store.tokens`. Reads buffer g + 1 in a thread while buffer g is being consumed."""
+    dtype = np.dtype(dtype)
+    h, w, d = map_shape
+    hw = h * w
+    n_steps = len(steps)
+    n_maps = len(samples) * n_steps
+    order = np.random.default_rng([seed, 0]).permutation(n_maps)
+    plan = []  # (buffer index g, its map ids in file order, rows to skip in it)
+    for g, a in enumerate(range(0, n_maps, buffer_maps)):
+        ids = order[a : a + buffer_maps]
+        if skip >= len(ids) * hw:
+            skip -= len(ids) * hw
+            continue
+        plan.append((g, np.sort(ids), skip))
+        skip = 0
+    if not plan:
+        return
+    bufs = [
+        np.empty((min(buffer_maps, n_maps), h, w, d), map_dtype) for _ in range(min(2, len(plan)))
+    ]
+
+    def fill(k: int, ids: np.ndarray) -> int:
+        for j, (i, s) in enumerate(
+            zip(samples[ids // n_steps].tolist(), steps[ids % n_steps].tolist())
+        ):
+            read_map(i, s, bufs[k][j])
+        return k
+
+    carry = np.empty((0, d), map_dtype)
+    pending = _Fill(fill, 0, plan[0][1])
+    try:
+        for n, (g, ids, skip) in enumerate(plan):
+            k = pending.result()
+            if n + 1 < len(plan):
+                pending = _Fill(fill, 1 - k, plan[n + 1][1])
+            n_rows = len(ids) * hw
+            perm = np.random.default_rng([seed, 1, g]).permutation(n_rows)[skip:]
+            rows = _Rows(bufs[k][: len(ids)].reshape(n_rows, d), perm, dtype)
+            # Batches are gathered straight from the buffer, never the shuffled buffer whole.
+            pos = 0
+            if len(carry):
+                need = batch_size - len(carry)
+                if len(perm) < need:
+                    carry = np.concatenate([carry, rows.take(0, len(perm))])
+                    continue
+                yield _cast(np.concatenate([carry, rows.take(0, need)]), dtype)
+                pos = need
+            n_full = pos + (len(perm) - pos) // batch_size * batch_size
+            for b in range(pos, n_full, batch_size):
+                yield rows.batch(b, b + batch_size)
+            carry = rows.take(n_full, len(perm))
+    finally:
+        pending.join()  # never leave a read running into a buffer that is being dropped
+    if len(carry) and not drop_last:
+        yield _cast(carry, dtype)

@@ -1,0 +1,101 @@
+"""Take a screenshot of each view of the app on a workspace, for the README.
+
+Run under a real X server (`xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
+WORKSPACE`) or offscreen (QT_QPA_PLATFORM=offscreen). Writes PNGs to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("workspace")
+    p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    p.add_argument("--sample", type=int, default=1)
+    p.add_argument("--feature", type=int, default=None, help="feature to show (default: first row)")
+    p.add_argument("--steer", action="store_true", help="also run a steering edit (needs the model)")
+    p.add_argument("--dark", action="store_true")
+    args = p.parse_args()
+
+    import os
+    import tempfile
+
+    # Fresh settings: the screenshots show the default layout, not this machine's last one.
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="explorer-shots-")
+    from explorer.cli import quiet_libraries
+
+    quiet_libraries()
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from explorer.ui.main_window import MainWindow
+    from explorer.ui.theme import apply_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_theme(app, dark=args.dark)
+    window = MainWindow(device="cpu")
+    window.resize(1560, 940)
+    window.show()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def settle(ms: int = 300) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def wait(cond, timeout_s: float = 600) -> None:
+        import time
+
+        t0 = time.time()
+        while not cond():
+            settle(100)
+            if time.time() - t0 > timeout_s:
+                raise SystemExit("timed out waiting for the app")
+
+    def shot(name: str, widget=None) -> None:
+        settle()
+        (widget or window).grab().save(str(out / f"{name}.png"))
+        print(f"wrote {out / name}.png")
+
+    window.open_workspace(args.workspace)
+    wait(lambda: window.source is not None)
+    settle(800)
+    if args.feature is not None:
+        window._select_and_show(args.feature)
+    view = window.sample_view
+    view.sample.setValue(args.sample)
+    view.slider.setValue(view.slider.maximum() // 2)
+    view.mode.setCurrentIndex(view.mode.findData("feature"))
+    shot("explorer-feature-overlay")
+    view.mode.setCurrentIndex(view.mode.findData("concepts"))
+    shot("explorer-concept-map")
+    view.slider.setValue(0)
+    shot("explorer-concept-map-first-step")
+    page = window.feature_page
+    page.scope.setCurrentIndex(page.scope.findData("all"))
+    page.tabs.setCurrentIndex(0)
+    shot("feature-page", window.feature_dock)
+    shot("feature-browser", window.features_dock)
+    if args.steer:
+        window.tabs.setCurrentWidget(window.steer_view)
+        steer = window.steer_view
+        steer.live.setChecked(False)
+        steer.set_prompt(window.source.prompt(args.sample), int(window.source.store.seeds[args.sample]))
+        steer.add(window.feature_page.feature, strength=None)
+        steer.mode.setCurrentIndex(steer.mode.findData("add"))
+        steer.start()
+        wait(lambda: steer.request is None)
+        shot("steering")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

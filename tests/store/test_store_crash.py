@@ -1,0 +1,150 @@
+"""kill -9 at random moments: the store opens, shows only complete samples, and resumes exactly.
+
+Children are forked from the test process (which has torch and the model imported already), so
+each kill costs a fraction of a second instead of a fresh interpreter's imports.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import store_helpers as H
+
+from explorer.store import Store, StoreWriter
+
+KILL_RNG = random.Random()  # unseeded: every run kills at other moments; delays are reported
+
+
+def _fork(work) -> int:
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            code = work() or 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _kill_after(pid: int, delay: float, after=None, timeout: float = 120) -> str:
+    """SIGKILL the child `delay` s after it starts (or after file `after` appears) unless it
+    exits first; returns 'killed' or 'exited <code>'."""
+    while after is not None and not after.exists():
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return f"exited {os.waitstatus_to_exitcode(status)}"
+        time.sleep(0.002)
+    end = time.monotonic() + delay
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return f"exited {os.waitstatus_to_exitcode(status)}"
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return (
+                "killed"
+                if os.WIFSIGNALED(status)
+                else f"exited {os.waitstatus_to_exitcode(status)}"
+            )
+        assert time.monotonic() < deadline, "child did not die"
+        time.sleep(0.01)
+
+
+def _wait(pid: int, timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("child hung")
+        time.sleep(0.01)
+
+
+def test_writer_survives_many_kills(tmp_path):
+    """Dense kills on the writer alone (no model): creation, mid-batch, mid-flush, mid-commit."""
+    lay = H.layout(n=160, steps=3)
+    path = tmp_path / "s.h5"
+    meta = {"model_hash": "synthetic", "guidance": 3.0, "batch_size": 4}
+
+    def work():
+        w = StoreWriter.resume(path, lay, meta) if path.exists() else H.create(path, lay)
+        with w:
+            while w.n_complete < lay.n_samples:
+                H.write_batch(w, 4)
+
+    history = []
+    for _ in range(10):
+        delay = KILL_RNG.uniform(0, 0.2)
+        outcome = _kill_after(_fork(work), delay)
+        n = None
+        if path.exists():
+            with Store.open(path) as store:
+                n = store.n_samples
+                assert n % 4 == 0, history
+                # The last batches committed are the ones a kill could have hurt.
+                H.check_synthetic(store, range(max(0, n - 8), n))
+        history.append((round(delay, 3), outcome, n))
+    assert _wait(_fork(work)) == 0, history
+    print("kills (delay s, outcome, complete samples):", history)
+    reference = H.write_store(tmp_path / "ref.h5", lay)
+    H.assert_same_files(path, reference)
+    assert any(o == "killed" and n for _, o, n in history), history  # some kill landed mid-run
+
+
+def test_collect_killed_then_resumed_equals_uninterrupted(
+    tiny_model_dir, reference_store, tmp_path
+):
+    """The real `explorer collect` on the tiny model, SIGKILLed at random points, then resumed."""
+    from explorer.cli import main
+
+    out = tmp_path / "store.h5"
+    n, batch = H.REFERENCE["n"], H.REFERENCE["batch_size"]
+    args = [
+        "collect",
+        "--model",
+        str(tiny_model_dir),
+        "--num-prompts",
+        str(n),
+        "--batch-size",
+        str(batch),
+        "--out",
+        str(out),
+        "--quiet",
+        "--resume",
+    ]
+
+    def work():
+        import torch
+
+        torch.set_num_threads(1)  # as the reference; also what makes OpenMP safe after fork
+        return main(args)
+
+    reference = Store.open(reference_store)
+    history = []
+    # First while the model loads or the store is being created, then twice while it is
+    # being written (a batch takes about a second here).
+    kills = [(KILL_RNG.uniform(0.0, 1.5), None)]
+    kills += [(KILL_RNG.uniform(0.0, 2.0), out) for _ in range(2)]
+    for delay, after in kills:
+        outcome = _kill_after(_fork(work), delay, after)
+        done = None
+        if out.exists():
+            with Store.open(out) as store:
+                done = store.n_samples
+                assert done % batch == 0 or done == n
+                H.assert_same_samples(store, reference, done)
+        history.append((round(delay, 2), outcome, done))
+    assert _wait(_fork(work)) == 0, history
+    print("kills (delay s, outcome, complete samples):", history)
+    reference.close()
+    H.assert_same_files(out, reference_store)
+    assert not (tmp_path / "store.h5.tmp").exists()

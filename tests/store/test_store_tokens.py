@@ -1,0 +1,152 @@
+"""Token streams: every row once, shuffled, reproducible, resumable, bounded; fast reads = slow."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+import store_helpers as H
+
+from explorer.store import Store
+from explorer.store import tokens as T
+
+BLOCK = "mid_block.attentions.0"
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A store whose every row says where it came from: (sample, step, position, branch)."""
+    lay = H.layout(n=12, steps=5, blocks={BLOCK: (4, 4, 8)})
+    path = tmp_path_factory.mktemp("tokens") / "s.h5"
+    with H.create(path, lay) as w:
+        while w.n_complete < 12:
+            start = w.begin_batch(4)
+            for s in range(5):
+                x = np.random.default_rng(s).standard_normal((4, 4, 4, 8)).astype(np.float16)
+                x[..., 0] = np.arange(start, start + 4)[:, None, None]
+                x[..., 1] = s
+                x[..., 2] = np.arange(16).reshape(4, 4)
+                deltas = {BLOCK: {"cond": x.copy(), "uncond": x.copy()}}
+                deltas[BLOCK]["uncond"][..., 3] = -1
+                w.write_step(s, deltas, np.zeros((4, 4, 2, 2), np.float16))
+            w.finish_batch(np.zeros((4, 8, 8, 3), np.uint8))
+    return path
+
+
+def _ids(batches) -> list[tuple[int, int, int]]:
+    rows = np.concatenate(list(batches))
+    return [tuple(int(v) for v in r[:3]) for r in rows]
+
+
+def test_every_row_once_shuffled_and_reproducible(labelled):
+    with Store.open(labelled) as store:
+        batches = list(store.tokens(BLOCK, "cond", batch_size=50, seed=3, buffer_samples=7))
+        assert all(b.dtype == np.float32 and b.shape[1] == 8 for b in batches)
+        assert [len(b) for b in batches[:-1]] == [50] * (len(batches) - 1)
+        ids = _ids(batches)
+        everything = [(i, s, p) for i in range(12) for s in range(5) for p in range(16)]
+        assert sorted(ids) == everything and len(ids) == store.n_tokens(BLOCK)
+        assert ids != everything  # shuffled
+        # A batch mixes rows of several maps.
+        assert len({(i, s) for i, s, _ in _ids(batches[:1])}) > 3
+        again = list(store.tokens(BLOCK, "cond", batch_size=50, seed=3, buffer_samples=7))
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+        other = _ids(store.tokens(BLOCK, "cond", batch_size=50, seed=4, buffer_samples=7))
+        assert other != ids and sorted(other) == everything
+        assert np.all(
+            np.concatenate(list(store.tokens(BLOCK, "uncond", batch_size=64)))[:, 3] == -1
+        )
+
+
+def test_steps_samples_and_dtype(labelled):
+    with Store.open(labelled) as store:
+        ids = _ids(store.tokens(BLOCK, "cond", steps=[0, 4], samples=[1, 5], batch_size=10))
+        assert sorted(ids) == [(i, s, p) for i in (1, 5) for s in (0, 4) for p in range(16)]
+        assert store.n_tokens(BLOCK, steps=[0, 4], samples=[1, 5]) == len(ids)
+        a = list(store.tokens(BLOCK, "cond", batch_size=32, seed=1))
+        b = list(store.tokens(BLOCK, "cond", batch_size=32, seed=1, dtype=np.float16))
+        assert b[0].dtype == np.float16
+        assert all(np.array_equal(x, y.astype(np.float32)) for x, y in zip(a, b))
+        drop = list(store.tokens(BLOCK, "cond", batch_size=64, drop_last=True))
+        assert all(len(x) == 64 for x in drop) and len(drop) == store.n_tokens(BLOCK) // 64
+        with pytest.raises(IndexError):
+            store.tokens(BLOCK, "cond", steps=[5])
+        with pytest.raises(IndexError):
+            store.tokens(BLOCK, "cond", samples=[12])
+
+
+def test_torch_cast_equals_numpy_cast(labelled, monkeypatch):
+    with Store.open(labelled) as store:
+        fast = list(store.tokens(BLOCK, "cond", batch_size=48, seed=2))
+        monkeypatch.setattr(T, "_torch_cast", lambda dtype: None)  # as without torch loaded
+        slow = list(store.tokens(BLOCK, "cond", batch_size=48, seed=2))
+    assert len(fast) == len(slow)
+    assert all(
+        a.dtype == b.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(fast, slow)
+    )
+
+
+@pytest.mark.parametrize("skip", [0, 96, 250, 959, 960])
+def test_skip_equals_dropping_rows(labelled, skip):
+    with Store.open(labelled) as store:
+        kw = dict(batch_size=32, seed=9, buffer_samples=5)
+        full = np.concatenate(list(store.tokens(BLOCK, "cond", **kw)))
+        skipped = list(store.tokens(BLOCK, "cond", skip=skip, **kw))
+        rest = np.concatenate(skipped) if skipped else np.empty((0, 8), np.float32)
+        assert np.array_equal(rest, full[skip:])
+        if skip % 32 == 0:  # the trainer resumes at batch boundaries: same batches
+            assert all(len(b) == 32 for b in skipped[:-1])
+
+
+def test_skip_does_not_read_skipped_buffers(labelled, monkeypatch):
+    reads = []
+    real = T.MapReader.read
+
+    def counting(self, sample, step, out):
+        reads.append((sample, step))
+        real(self, sample, step, out)
+
+    monkeypatch.setattr(T.MapReader, "read", counting)
+    with Store.open(labelled) as store:
+        list(store.tokens(BLOCK, "cond", batch_size=16, buffer_samples=6, skip=16 * 6 * 8))
+    assert len(reads) == 60 - 8 * 6  # 8 of 10 buffers (96 rows each) skipped unread
+
+
+def test_memory_is_bounded_by_the_buffers(tmp_path):
+    lay = H.layout(n=40, steps=10, blocks={BLOCK: (8, 8, 64)}, branches=("cond",))
+    path = H.write_store(tmp_path / "s.h5", lay, batch=8)
+    map_bytes = 8 * 8 * 64 * 2
+    with Store.open(path) as store:
+        tracemalloc.start()
+        n = 0
+        for batch in store.tokens(
+            BLOCK, "cond", batch_size=256, buffer_samples=10, dtype=np.float16
+        ):
+            n += len(batch)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert n == 400 * 64
+    # Two buffers of 10 maps, a batch and the shuffle indices; the store holds 400 maps.
+    assert peak < 2 * 10 * map_bytes + 4 * 256 * 64 * 2 + 64 * 1024, peak
+
+
+def test_fast_map_reads_equal_h5py_slices(labelled, tmp_path):
+    with h5py.File(labelled, "r", locking=False) as f:
+        ds = f[f"blocks/{BLOCK}/cond"]
+        fast = T.MapReader([(ds, 0)])
+        assert fast._direct == [True]
+        out = np.empty((4, 4, 8), np.float16)
+        for i in range(12):
+            for s in range(5):
+                fast.read(i, s, out)
+                assert np.array_equal(out, ds[i, s])
+        # The slow path (any dataset not chunked one map per chunk) reads the same.
+        f2 = h5py.File(tmp_path / "plain.h5", "w")
+        plain = f2.create_dataset("x", data=ds[()])
+        slow = T.MapReader([(plain, 0)])
+        assert slow._direct == [False]
+        slow.read(7, 3, out)
+        assert np.array_equal(out, ds[7, 3])
+        f2.close()
