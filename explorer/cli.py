@@ -106,6 +106,15 @@ def cmd_shapes_check(args) -> int:
     return 0
 
 
+def cmd_shapes_card(args) -> int:
+    from explorer.shapes.card import write_card
+
+    out = write_card(Path(args.model_dir), Path(args.train_dir), [Path(c) for c in args.check],
+                     Path(args.grid) if args.grid else None)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_shapes_render(args) -> int:
     from explorer.shapes.world import Scene
 
@@ -164,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help="write a PNG grid of the first 64 images here")
     add_model_flags(p)
     p.set_defaults(func=cmd_shapes_check)
+
+    p = ssub.add_parser("card", help="write MODEL.md for a trained model folder")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--train-dir", required=True, help="the folder `shapes train` wrote")
+    p.add_argument("--check", action="append", default=[], help="JSON from `shapes check` (repeat)")
+    p.add_argument("--grid", help="a sample grid PNG already in the model folder")
+    p.set_defaults(func=cmd_shapes_card)
 
     p = ssub.add_parser("render", help="print prompts of the shapes world (and render PNGs)")
     p.add_argument("--n", type=int, default=10)

@@ -1,0 +1,280 @@
+"""`explorer train` and `explorer evaluate-sae`: SAEs from a store, and their metrics.
+
+train: one SAE per chosen step by default (the paper's design: t = 1.0, 0.5, 0.0), or one SAE
+shared by all chosen steps (`--shared`, SAeUron's design). Tokens stream from the store through
+its shuffled, bounded-memory reader; the stream is deterministic, so `--resume` continues a
+killed run where it stopped.
+
+evaluate-sae: reconstruction metrics of every SAE on the store's held-out samples, printed in the
+form of the paper's Table 1, and model fidelity: images regenerated with the block's Δ replaced
+by the SAE's reconstruction at the SAE's steps, compared with the unspliced images.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from explorer.errors import UserError
+
+HOLDOUT_EVERY = 4  # every 4th sample is held out of SAE training (the analysis uses the same rule)
+
+
+def parse_steps(spec: str, store) -> list[int]:
+    """'all' | 't=1.0,0.5,0.0' | '0,12,24' (indices of the store's steps) → store step indices."""
+    spec = (spec or "").strip()
+    if spec in ("", "all"):
+        return list(range(store.n_steps))
+    if spec.startswith("t="):
+        try:
+            ts = [float(x) for x in spec[2:].split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--steps {spec!r}: expected t=1.0,0.5,0.0") from None
+        if not ts or any(not 0.0 <= t <= 1.0 for t in ts):
+            raise UserError(f"--steps {spec!r}: every t must lie in [0, 1]")
+        return list(dict.fromkeys(store.step_for_t(t) for t in ts))
+    try:
+        steps = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--steps {spec!r}: expected all, t=…, or step indices") from None
+    bad = [s for s in steps if not 0 <= s < store.n_steps]
+    if bad or not steps:
+        raise UserError(f"--steps {spec!r}: the store has steps 0…{store.n_steps - 1}")
+    return steps
+
+
+def train_samples(n: int) -> list[int]:
+    return [i for i in range(n) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+
+
+def held_out_samples(n: int) -> list[int]:
+    return [i for i in range(n) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+
+
+def token_source(store, block: str, branch: str, steps: list[int], samples: list[int],
+                 batch_size: int, total: int, seed: int) -> Iterator:
+    """Shuffled passes over the store until `total` tokens; the same stream on every call."""
+    seen, epoch = 0, 0
+    while seen < total:
+        for batch in store.tokens(block, branch, steps=steps, samples=samples,
+                                  batch_size=batch_size, seed=seed * 1000 + epoch):
+            yield batch
+            seen += len(batch)
+            if seen >= total:
+                return
+        epoch += 1
+
+
+def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
+                     steps: str = "t=1.0,0.5,0.0", shared: bool = False, latents: int = 0,
+                     k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
+                     resume: bool = False, seed: int = 0, device: str | None = None,
+                     batch_topk: bool = False, dead_tokens: int = 1_000_000,
+                     progress: bool = True) -> list[Path]:
+    """Train the SAE(s) of one block; returns their folders."""
+    from explorer.sae import TrainerConfig, train_sae
+    from explorer.store import Store
+
+    out = Path(out)
+    with Store.open(store_path) as store:
+        if block not in store.blocks:
+            raise UserError(f"store {store_path} has no block {block!r}; it has {', '.join(store.blocks)}")
+        if branch not in store.branches:
+            raise UserError(f"store {store_path} has no {branch!r} branch; it has {', '.join(store.branches)}")
+        chosen = parse_steps(steps, store)
+        groups = [chosen] if shared else [[s] for s in chosen]
+        d_in = store.geometry(block)[2]
+        samples = train_samples(store.n_samples) or list(range(store.n_samples))
+        folders = []
+        for group in groups:
+            name = "shared" if shared else f"t{store.t[group[0]]:.2f}"
+            folder = out / name
+            available = store.n_tokens(block, group, samples)
+            total = int(tokens) if tokens else available
+            if (folder / "cfg.json").is_file() and not resume:
+                raise UserError(f"{folder} already holds an SAE; pass --resume or choose another --out")
+            cfg = TrainerConfig(
+                d_in=d_in, d_sae=int(latents) or 4 * d_in, k=k, batch_size=batch_size, lr=lr,
+                total_tokens=total, decay_tokens=total // 5, dead_tokens=dead_tokens,
+                init_tokens=min(16384, max(batch_size, total // 4)), batch_topk=batch_topk,
+                seed=seed, device=device or "cpu", block=block, branch=branch,
+                steps=[int(store.layout.step_index[s]) for s in group],
+                t=[float(store.t[s]) for s in group], store_hash=store.fingerprint,
+                model=str(store.meta.get("model_name", "")),
+            )
+            if progress:
+                print(f"{block}/{name}: {total:,} tokens ({available:,} in the store's training "
+                      f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
+            source = token_source(store, block, branch, group, samples, batch_size, total, seed)
+            train_sae(source, cfg, folder, resume=resume and (folder / "checkpoint.pt").is_file(),
+                      progress=progress)
+            folders.append(folder)
+    return folders
+
+
+def cmd_train(args) -> int:
+    from explorer.workspace import Workspace
+
+    store = args.store
+    out = args.out
+    if args.workspace:
+        ws = Workspace.open(args.workspace)
+        store = store or ws.store_path
+        out = out or ws.sae_dir(args.block, "x").parent
+    if not store or not out:
+        raise UserError("give --store and --out, or --workspace")
+    folders = train_from_store(
+        store, args.block, Path(out), branch=args.branch, steps=args.steps, shared=args.shared,
+        latents=args.latents, k=args.k, batch_size=args.batch_size, lr=args.lr,
+        tokens=args.tokens, resume=args.resume, seed=args.seed, device=args.device,
+        batch_topk=args.batch_topk, dead_tokens=args.dead_tokens,
+    )
+    for f in folders:
+        print(f"wrote {f}")
+    return 0
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
+    """The field's reconstruction metrics on the store's held-out samples at the SAE's steps."""
+    from explorer.sae import evaluate_sae
+
+    cfg = sae.cfg
+    stored = [int(s) for s in store.layout.step_index]  # stored step → scheduler step
+    missing = [s for s in cfg.steps if s not in stored]
+    if missing:
+        raise UserError(f"SAE {cfg.block} was trained on steps {missing} that the store lacks")
+    steps = [stored.index(s) for s in cfg.steps]
+    batches = store.tokens(cfg.block, cfg.branch or "cond", steps=steps, samples=held_out,
+                           batch_size=batch_size, seed=0)
+    return evaluate_sae(sae, batches)
+
+
+def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, steps=None,
+             guidance=None) -> dict:
+    """Regenerate with Δ of the SAE's block replaced by its reconstruction at its steps."""
+    import numpy as np
+    import torch
+
+    from explorer.engine import generate
+
+    cfg = sae.cfg
+    block, branch = cfg.block, cfg.branch or "cond"
+    want = set(cfg.steps)
+
+    def splice(delta, ctx):
+        if ctx.step not in want:
+            return None
+        halves = dict(zip(ctx.branches, delta.chunk(len(ctx.branches)), strict=True))
+        if branch not in halves:
+            return None
+        x = halves[branch]
+        n, c, h, w = x.shape
+        flat = x.permute(0, 2, 3, 1).reshape(-1, c).to(sae.W_dec.dtype)
+        with torch.no_grad():
+            vals, idx = sae.encode(flat)
+            rec = sae.decode(vals, idx)
+        halves[branch] = rec.reshape(n, h, w, c).permute(0, 3, 1, 2).to(delta.dtype)
+        return torch.cat([halves[b] for b in ctx.branches])
+
+    plain = generate(model, prompts, seeds, steps, guidance).images
+    spliced = generate(model, prompts, seeds, steps, guidance, edits={block: [splice]}).images
+    out = {"pixel_mse": float(((plain.astype(np.float64) - spliced) / 255.0).__pow__(2).mean()),
+           "pixel_mad": float(np.abs(plain.astype(np.float64) - spliced).mean() / 255.0)}
+    if scenes is not None:
+        from explorer.shapes.checker import check_image, summarise
+
+        a = summarise([check_image(i, s) for i, s in zip(plain, scenes, strict=True)])
+        b = summarise([check_image(i, s) for i, s in zip(spliced, scenes, strict=True)])
+        out["adherence_plain"] = a["all_objects"]
+        out["adherence_spliced"] = b["all_objects"]
+    return out
+
+
+def table1(rows: list[dict]) -> str:
+    """The paper's Table 1 layout: block × k rows, one column per t, 'scaled MSE / EV %'."""
+    ts = sorted({r["t"] for r in rows}, reverse=False)
+    lines = ["| block | k | " + " | ".join(f"t = {t:.2f}" for t in ts) + " |",
+             "|---|---|" + "---|" * len(ts)]
+    keys = sorted({(r["block"], r["k"]) for r in rows})
+    for block, k in keys:
+        cells = []
+        for t in ts:
+            hit = [r for r in rows if r["block"] == block and r["k"] == k and r["t"] == t]
+            cells.append(f"{hit[0]['fvu']:.3f} / {100 * hit[0]['explained_variance']:.1f}" if hit else "–")
+        lines.append(f"| `{block}` | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_evaluate_sae(args) -> int:
+    from explorer.sae import load_sae
+    from explorer.store import Store
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    entries = [e for e in ws.saes() if len(e.t) == 1]
+    if not entries:
+        raise UserError(f"workspace {ws.root} has no per-step SAEs to evaluate")
+    rows = []
+    model = None
+    with Store.open(ws.store_path) as store:
+        held = held_out_samples(store.n_samples) or list(range(store.n_samples))
+        for e in entries:
+            sae = load_sae(e.path, expect_block=e.block, expect_d_in=store.geometry(e.block)[2])
+            m = sae_metrics(store, sae, held)
+            row = {"sae": e.id, "block": e.block, "k": sae.cfg.k, "t": e.t[0],
+                   "latents": sae.cfg.d_sae, "fvu": m.fvu, "explained_variance": m.explained_variance,
+                   "cosine": m.cosine_similarity, "l0": m.l0, "dead_fraction": m.dead_fraction}
+            if args.fidelity:
+                from explorer.engine import load_model
+                from explorer.shapes.world import Scene
+
+                model = model or load_model(ws.model, device=None if args.device == "auto" else args.device)
+                scenes = [Scene.from_seed(2_000_000 + i) for i in range(args.fidelity)]
+                row.update(fidelity(model, sae, [s.prompt for s in scenes], [s.seed for s in scenes],
+                                    scenes))
+            rows.append(row)
+            print(f"{e.id}: FVU {m.fvu:.3f}, EV {m.explained_variance:.3f}, cos {m.cosine_similarity:.3f}, "
+                  f"L0 {m.l0:.1f}, dead {m.dead_fraction:.3f}"
+                  + (f", fidelity Δadherence {row['adherence_spliced'] - row['adherence_plain']:+.3f}, "
+                     f"pixel MSE {row['pixel_mse']:.5f}" if args.fidelity else ""), file=sys.stderr)
+    print(table1(rows))
+    out = ws.root / "sae_metrics.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train TopK SAEs of one block from a store (resumable)")
+    p.add_argument("--store", help="the activation store (default: the workspace's)")
+    p.add_argument("--workspace", help="a workspace: store and SAE folder default to its own")
+    p.add_argument("--block", required=True)
+    p.add_argument("--branch", default="cond", choices=["cond", "uncond"])
+    p.add_argument("--steps", default="t=1.0,0.5,0.0",
+                   help="all | t=1.0,0.5,0.0 | store step indices (default: the paper's three t)")
+    p.add_argument("--shared", action="store_true", help="one SAE across all chosen steps")
+    p.add_argument("--latents", type=int, default=0, help="number of latents (default 4·d_in)")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--tokens", type=int, default=0, help="tokens per SAE (default: one epoch)")
+    p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
+    p.add_argument("--dead-tokens", type=int, default=1_000_000,
+                   help="a latent not fired for this many tokens counts as dead (AuxK)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", help="folder for the SAE folders (one per step, or 'shared')")
+    p.add_argument("--resume", action="store_true", help="continue a killed run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate-sae", help="SAE metrics (Table 1 form) and model fidelity")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--fidelity", type=int, default=0,
+                   help="also regenerate N shapes-world prompts with the SAE spliced in")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate_sae)
