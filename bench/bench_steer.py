@@ -19,7 +19,6 @@ Usage: python bench/bench_steer.py [--quick] [--workspace W] [--steps 25] [--rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,21 +40,9 @@ def _bundled_or_random(tmp: Path) -> tuple[str, str]:
 
     if (BUNDLED / "model_index.json").is_file():
         return "bundled", "bundled model (resources/mini-sd-shapes)"
-    from explorer.shapes.model import (
-        DEFAULT_BLOCKS,
-        make_text_encoder,
-        make_tokenizer,
-        make_unet,
-        make_vae,
-        save_pipeline,
-    )
+    from explorer.shapes.model import random_pipeline
 
-    torch.manual_seed(0)
-    folder = tmp / "random-bundled-architecture"
-    tok = make_tokenizer()
-    save_pipeline(folder, make_unet(), make_vae(), make_text_encoder(tok), tok)
-    settings = {"steps": 25, "guidance": 7.5, "blocks": list(DEFAULT_BLOCKS)}
-    (folder / "explorer.json").write_text(json.dumps(settings))
+    folder = random_pipeline(tmp / "random-bundled-architecture", guidance=7.5)
     return str(folder), "NOTE: no bundled model yet; random weights of the bundled architecture"
 
 

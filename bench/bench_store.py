@@ -51,26 +51,9 @@ def _bench_model(tmp: Path):
 
     if (BUNDLED / "model_index.json").is_file():
         return load_model("bundled", device="cpu"), "bundled"
-    import torch
+    from explorer.shapes.model import random_pipeline
 
-    from explorer.shapes.model import (
-        DEFAULT_BLOCKS,
-        make_text_encoder,
-        make_tokenizer,
-        make_unet,
-        make_vae,
-        save_pipeline,
-    )
-
-    torch.manual_seed(0)
-    folder = tmp / "random-bundled"
-    tok = make_tokenizer()
-    save_pipeline(folder, make_unet(), make_vae(), make_text_encoder(tok), tok)
-    (folder / "explorer.json").write_text(
-        '{"steps": 25, "guidance": 4.0, "blocks": '
-        + str(list(DEFAULT_BLOCKS)).replace("'", '"')
-        + "}"
-    )
+    folder = random_pipeline(tmp / "random-bundled")
     return load_model(folder, device="cpu"), "random weights, bundled architecture"
 
 

@@ -20,22 +20,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from explorer.shapes.model import (
-        make_text_encoder,
-        make_tokenizer,
-        make_unet,
-        make_vae,
-        save_pipeline,
-    )
+    from explorer.shapes.model import random_pipeline
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-sd"
-    tok = make_tokenizer()
-    save_pipeline(folder, make_unet((32, 64)), make_vae(), make_text_encoder(tok), tok)
-    (folder / "explorer.json").write_text(
-        '{"steps": 4, "guidance": 3.0, "blocks": '
-        '["down_blocks.0.attentions.0", "mid_block.attentions.0", "up_blocks.1.attentions.0"]}'
-    )
+    folder = random_pipeline(tmp_path_factory.mktemp("tiny") / "tiny-sd", channels=(32, 64),
+                             steps=4, guidance=3.0)
     return folder
 
 

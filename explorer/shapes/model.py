@@ -130,3 +130,21 @@ def save_pipeline(folder: Path, unet, vae, text_encoder, tokenizer) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def random_pipeline(folder: Path, channels: tuple[int, int] = (64, 128), steps: int = 25,
+                    guidance: float = 4.0, seed: int = 0) -> Path:
+    """A randomly initialised pipeline of the bundled architecture, written to `folder`.
+
+    For tests and benchmarks that need the real code path but not a trained model.
+    """
+    import json
+
+    import torch
+
+    torch.manual_seed(seed)
+    tok = make_tokenizer()
+    save_pipeline(folder, make_unet(channels), make_vae(), make_text_encoder(tok), tok)
+    settings = {"steps": steps, "guidance": guidance, "blocks": list(DEFAULT_BLOCKS)}
+    (Path(folder) / "explorer.json").write_text(json.dumps(settings))
+    return Path(folder)
