@@ -72,7 +72,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
                      resume: bool = False, seed: int = 0, device: str | None = None,
                      batch_topk: bool = False, dead_tokens: int = 1_000_000,
-                     progress: bool = True) -> list[Path]:
+                     tag: str = "", progress: bool = True) -> list[Path]:
     """Train the SAE(s) of one block; returns their folders."""
     from explorer.sae import TrainerConfig, train_sae
     from explorer.store import Store
@@ -89,7 +89,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         samples = train_samples(store.n_samples) or list(range(store.n_samples))
         folders = []
         for group in groups:
-            name = "shared" if shared else f"t{store.t[group[0]]:.2f}"
+            name = ("shared" if shared else f"t{store.t[group[0]]:.2f}") + tag
             folder = out / name
             available = store.n_tokens(block, group, samples)
             total = int(tokens) if tokens else available
@@ -129,7 +129,7 @@ def cmd_train(args) -> int:
         store, args.block, Path(out), branch=args.branch, steps=args.steps, shared=args.shared,
         latents=args.latents, k=args.k, batch_size=args.batch_size, lr=args.lr,
         tokens=args.tokens, resume=args.resume, seed=args.seed, device=args.device,
-        batch_topk=args.batch_topk, dead_tokens=args.dead_tokens,
+        batch_topk=args.batch_topk, dead_tokens=args.dead_tokens, tag=args.tag,
     )
     for f in folders:
         print(f"wrote {f}")
@@ -269,6 +269,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", help="folder for the SAE folders (one per step, or 'shared')")
+    p.add_argument("--tag", default="", help="suffix for the SAE folder names, e.g. -k20")
     p.add_argument("--resume", action="store_true", help="continue a killed run")
     p.set_defaults(func=cmd_train)
 

@@ -1,0 +1,167 @@
+"""`explorer index`, `explorer evaluate`, `explorer demo`: the analysis stages on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "index",
+        help="index an SAE over a store: codes, top patches and statistics per step, dictionary",
+        description=(
+            "One streaming pass of the SAE over every step of its block in the store: sparse "
+            "codes of every token, top-N patches per feature per step, firing rate/mean/max, "
+            "histograms, concept dictionary (with masks) and label suggestions. Written to "
+            "index.h5 beside the SAE; re-running on an unchanged store and SAE does nothing."
+        ),
+    )
+    p.add_argument("--store", help="the activation store (default with --workspace: its store)")
+    p.add_argument("--sae", help="an SAE folder (with --workspace: an SAE id or folder; default all)")
+    p.add_argument("--workspace", help="index the SAEs of this workspace")
+    p.add_argument("--top-n", type=int, default=16, help="patches kept per feature and step")
+    p.add_argument("--masks", help="user masks for the dictionary: PNG folder or HDF5 (docs/analysis.md)")
+    p.add_argument("--label-step", type=int, help="store step whose maps label the dictionary (default: the SAE's)")
+    p.add_argument("--no-checker", action="store_true",
+                   help="shapes world: label against the scene's masks instead of the generated image's")
+    p.add_argument("--holdout-every", type=int, default=4,
+                   help="keep every N-th sample out of the dictionary (0: use all)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the index is current")
+    p.add_argument("--device", default="cpu", help="device for encoding (cpu, cuda, …)")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="run every analysis on a workspace and write report.json + report.md",
+        description=(
+            "Per block and step: SAE metrics, dictionary coverage and purity, composition mIoU "
+            "against its baseline, decoder matching between the block's SAEs. Builds missing "
+            "indexes first. Writes report.json, report.md and figures/ into the workspace."
+        ),
+    )
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--masks", help="user masks (PNG folder or HDF5); default: the workspace's or the shapes world's")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "demo",
+        help="build the bundled demo workspace: collect → train → index → evaluate",
+        description="Builds (or finishes) the demo workspace; ≤ 10 min on a 2-core CPU, --small ≈ 3 min.",
+    )
+    p.add_argument("--workspace", help="folder (default: the demo folder in your data folder)")
+    p.add_argument("--small", action="store_true", help="fewer prompts and smaller SAEs (what the app builds first)")
+    p.add_argument("--model", help="model folder (default: the bundled one)")
+    p.add_argument("--num-prompts", type=int, help="prompts of the shapes world to collect")
+    p.add_argument("--device", default="auto", help="device for generation (auto, cpu, cuda, …)")
+    p.set_defaults(func=cmd_demo)
+
+
+def _settings(args):
+    from explorer.analysis.index import IndexSettings
+
+    return IndexSettings(
+        top_n=args.top_n,
+        label_step=args.label_step,
+        masks=str(Path(args.masks).resolve()) if args.masks else None,
+        use_checker=not args.no_checker,
+        holdout_every=args.holdout_every,
+    )
+
+
+def _report_build(res, name: str) -> None:
+    if res.built:
+        rate = res.tokens / res.seconds if res.seconds else 0.0
+        print(f"indexed {name}: {res.tokens} tokens in {res.seconds:.1f} s ({rate:,.0f} tokens/s) → {res.path}")
+    else:
+        print(f"{res.path} is current (store and SAE unchanged); nothing to do")
+
+
+def cmd_index(args) -> int:
+    from dataclasses import asdict
+
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.index import build_index
+    from explorer.analysis.progress import ConsoleProgress
+    from explorer.analysis.truth import open_truth
+    from explorer.store import Store
+
+    settings = _settings(args)
+    if args.workspace:
+        from explorer.workspace import Workspace
+
+        ws = Workspace.open(args.workspace)
+        entries = ws.saes()
+        if args.sae:
+            entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
+                ws.sae(args.sae)
+            ]
+        if not entries:
+            raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
+        targets = [(e.path, e.id) for e in entries]
+        store_path = Path(args.store) if args.store else ws.store_path
+        ws.settings["index"] = asdict(settings)
+        ws.save()
+    else:
+        if not args.store or not args.sae:
+            raise AnalysisError("give --store and --sae (or --workspace)")
+        store_path = Path(args.store)
+        targets = [(Path(args.sae), args.sae)]
+    with Store.open(store_path) as store:
+        truth = open_truth(store, settings.masks, settings.use_checker)
+        try:
+            for folder, name in targets:
+                bar = ConsoleProgress()
+                try:
+                    res = build_index(store, folder, settings, force=args.force, progress=bar,
+                                      device=args.device, truth=truth)
+                finally:
+                    bar.close()
+                _report_build(res, name)
+        finally:
+            if truth is not None and hasattr(truth, "close"):
+                truth.close()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from explorer.analysis.evaluate import evaluate_workspace
+    from explorer.analysis.progress import ConsoleProgress
+    from explorer.analysis.report import write_report
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    bar = ConsoleProgress()
+    try:
+        report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device)
+    finally:
+        bar.close()
+    json_path, md_path = write_report(report, ws.root)
+    for block, rep in report["blocks"].items():
+        if "composition_miou" in rep:
+            m, b = rep["composition_miou"], rep["baseline_miou"]
+            print(f"{block}: composition mIoU first step {m[0]:.3f} (baseline {b[0]:.3f}), "
+                  f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from explorer.analysis.demo import build_demo
+    from explorer.cli import device_arg
+
+    def show(update: dict) -> None:
+        bar(update["fraction"], f"{update['stage']}: {update['message']}")
+
+    from explorer.analysis.progress import ConsoleProgress
+
+    bar = ConsoleProgress()
+    try:
+        folder = build_demo(
+            args.workspace, small=args.small, model=args.model, n_prompts=args.num_prompts,
+            device=device_arg(args), progress=show,
+        )
+    finally:
+        bar.close()
+    print(f"demo workspace ready: {folder} (open it with `python main.py {folder}`)")
+    return 0

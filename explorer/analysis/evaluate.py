@@ -1,0 +1,381 @@
+"""`explorer evaluate`: every analysis of a workspace, as one JSON-able dict (see report.py).
+
+Per block and SAE: SAE metrics at every step on held-out samples, dictionary coverage and
+purity with the best feature per label, feature evolution (where features peak, how many fire
+at each step), composition mIoU by step against its baseline, and decoder matching between the
+block's SAEs (written into their indexes for the app). Nothing is estimated or copied: every
+number comes from this run's store, SAEs and indexes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from explorer.analysis.composition import block_composition
+from explorer.analysis.index import IndexSettings, build_index, split_samples
+from explorer.analysis.matching import (
+    Matching,
+    follow,
+    match_decoders,
+    matching_stats,
+    random_baseline,
+)
+from explorer.analysis.progress import Cancel, Progress, check, scaled
+from explorer.analysis.reader import FeatureIndex, write_matches
+from explorer.analysis.truth import ShapesTruth, open_truth
+
+REPORT_SCHEMA = "concept-explorer/report"
+REPORT_VERSION = 1
+# SAE metrics read at most this many held-out samples per step (bounded cost on big stores).
+METRIC_SAMPLES = 64
+BEST_KINDS = ("colour", "shape", "background", "place", "object")
+# A feature "fires at a step" when it fires on at least this share of the step's tokens.
+FIRING_FLOOR = 1e-3
+
+
+def _sae_groups(saes) -> dict[str, list]:
+    groups: dict[str, list] = defaultdict(list)
+    for entry in saes:
+        groups[entry.block].append(entry)
+    return dict(groups)
+
+
+def _per_step(entries) -> list:
+    """The block's per-timestep SAEs (one t each), first step (t = 1.0) first."""
+    single = [e for e in entries if len(e.t) == 1]
+    return sorted(single, key=lambda e: -e.t[0])
+
+
+def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[dict]:
+    """SAE metrics of one SAE at every stored step, on `samples`."""
+    from explorer.sae import evaluate_sae, load_sae
+
+    sae = load_sae(entry.path, device=device)
+    out = []
+    for s in range(store.n_steps):
+        batches = store.tokens(
+            entry.block, entry.branch or "cond", steps=[s], samples=samples, batch_size=4096, seed=0
+        )
+        m = evaluate_sae(sae, batches)
+        out.append(
+            {
+                "step": s,
+                "t": float(store.t[s]),
+                "trained_here": any(abs(float(store.t[s]) - t) < 1e-6 for t in entry.t),
+                "explained_variance": m.explained_variance,
+                "fvu": m.fvu,
+                "mse": m.mse,
+                "cosine_similarity": m.cosine_similarity,
+                "l0": m.l0,
+                "dead_fraction": m.dead_fraction,
+                "n_tokens": m.n_tokens,
+            }
+        )
+    return out
+
+
+def dictionary_summary(index: FeatureIndex) -> dict:
+    table = index.dictionary_table
+    if table is None:
+        return {"available": False}
+    live = table.n_fired > 0
+    labelled = table.labelled() & live
+    return {
+        "available": True,
+        "label_step": index.label_step,
+        "label_t": float(index.t[index.label_step]),
+        "n_features": index.n_features,
+        "n_live": int(live.sum()),
+        "n_labelled": int(labelled.sum()),
+        "coverage": table.coverage(),
+        "purity": table.purity(),
+        "n_pure": int((table.pure() & labelled).sum()),
+        "features_with_concept_of_kind": table.concept_kind_counts(),
+        "n_label_samples": table.n_samples,
+        "best": table.best_features(BEST_KINDS),
+    }
+
+
+def evolution_summary(index: FeatureIndex) -> dict:
+    rate = index.firing_rate
+    live = index.live
+    peaks = np.bincount(index.peak_step[live], minlength=index.n_steps)
+    return {
+        "n_live": int(live.sum()),
+        "peak_step_counts": peaks.tolist(),
+        "share_firing_by_step": ((rate >= FIRING_FLOOR).sum(0) / max(index.n_features, 1)).tolist(),
+        "mean_firing_rate_by_step": rate.mean(0).tolist(),
+        "l0_by_step": rate.sum(0).tolist(),
+    }
+
+
+def match_block(entries, cancel: Cancel | None = None) -> tuple[list[dict], list[Matching]]:
+    """Decoder matching between the block's SAEs: consecutive per-step pairs, first↔last, and a
+    shared SAE against each per-step one. Matches are written into both indexes.
+
+    Returns the statistics per pair and the consecutive per-step matchings (for `chains`)."""
+    from explorer.sae import load_sae
+
+    per_step = _per_step(entries)
+    shared = [e for e in entries if len(e.t) != 1]
+    pairs = list(itertools.pairwise(per_step))
+    if len(per_step) > 2:
+        pairs.append((per_step[0], per_step[-1]))
+    pairs += [(s, p) for s in shared for p in per_step]
+    decoders = {e.id: load_sae(e.path).W_dec.detach().cpu().numpy() for e in entries}
+    rows: dict[str, list] = defaultdict(list)
+    out = []
+    consecutive = []
+    for j, (a, b) in enumerate(pairs):
+        check(cancel)
+        m = match_decoders(decoders[a.id], decoders[b.id])
+        if j < len(per_step) - 1:
+            consecutive.append(m)
+        base = random_baseline(decoders[a.id])
+        out.append(
+            {
+                "a": a.id,
+                "b": b.id,
+                "t_a": a.t,
+                "t_b": b.t,
+                "stats": matching_stats(m.cosine),
+                "random_baseline": matching_stats(base),
+            }
+        )
+        rows[a.id].append((b.id, m.a, m.b, m.cosine))
+        rows[b.id].append((a.id, m.b, m.a, m.cosine))
+    for e in entries:
+        if e.index_path.is_file():
+            try:
+                write_matches(e.index_path, rows.get(e.id, []))
+            except OSError as err:
+                # Another reader in this process (the app showing this SAE) keeps HDF5 from
+                # opening the index for writing: the numbers still go into the report.
+                for item in out:
+                    if e.id in (item["a"], item["b"]):
+                        item.setdefault("not_written", []).append(f"{e.id}: {err}")
+    return out, consecutive
+
+
+def chains(per_step_indexes: list[FeatureIndex], consecutive: list[Matching], n: int = 8) -> list[list[dict]]:
+    """Concepts followed from the first step's SAE to the last one's, through the matchings.
+
+    Starts from the first SAE's labelled features with the most dictionary matches (or, without
+    a dictionary, the most frequent): each link gives the partner, the decoder cosine, the
+    partner's top dictionary label and its firing rate at its own labelling step.
+    """
+    first = per_step_indexes[0]
+    table = first.dictionary_table
+    if table is not None and table.labelled().any():
+        order = np.argsort(-table.n_matches)
+        starts = [int(f) for f in order[: n] if table.n_matches[f] > 0]
+    else:
+        starts = [int(f) for f in np.argsort(-first.firing_rate[:, first.label_step])[:n]]
+
+    def link(ix: FeatureIndex, f: int, cosine: float | None) -> dict:
+        entry = ix.dictionary(f)
+        return {
+            "sae": ix.sae_id,
+            "feature": f,
+            "cosine": cosine,
+            "label": entry[0].label if entry else None,
+            "firing_rate": float(ix.firing_rate[f, ix.label_step]),
+        }
+
+    out = []
+    for f in starts:
+        chain = [link(first, f, None)]
+        for ix, (g, cos) in zip(per_step_indexes[1:], follow(f, consecutive), strict=False):
+            chain.append(link(ix, g, cos))
+        out.append(chain)
+    return out
+
+
+def evaluate_workspace(
+    workspace,
+    *,
+    masks: str | Path | None = None,
+    settings: IndexSettings | None = None,
+    store=None,
+    truth=None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    device: str = "cpu",
+    build_missing: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Run every analysis on a workspace and return the report dict (report.py writes it).
+
+    Index settings default to the workspace's ("index" in its settings) so that indexes built
+    by `explorer demo` or `explorer index` stay current; masks default to its "masks" entry.
+    `store`/`truth` may be passed in to share an open store and its cached ground truth.
+    """
+    from explorer.analysis.errors import AnalysisError
+
+    t0 = time.perf_counter()
+    own_store = store is None
+    if own_store:
+        store = workspace.store()
+    try:
+        saes = workspace.saes()
+        if not saes:
+            raise AnalysisError(f"workspace {workspace.root} has no SAEs (train one first)")
+        if masks is None and workspace.settings.get("masks"):
+            masks = workspace.root / workspace.settings["masks"]
+        if settings is None:
+            settings = workspace_index_settings(workspace, masks)
+        if truth is None:
+            truth = open_truth(store, settings.masks, settings.use_checker)
+        step = scaled(progress, 0.0, 0.45)
+        for k, entry in enumerate(saes):
+            check(cancel)
+            if build_missing:
+                build_index(
+                    store, entry.path, settings, truth=truth, cancel=cancel, device=device,
+                    progress=scaled(step, k / len(saes), (k + 1) / len(saes), f"[{entry.id}] "),
+                )
+            elif not entry.index_path.is_file():
+                raise AnalysisError(f"{entry.id} has no index; run `explorer index` first")
+        _, held = split_samples(store.n_samples, settings.holdout_every)
+        metric_samples = held[:METRIC_SAMPLES]
+        blocks = {}
+        groups = _sae_groups(saes)
+        n_groups = len(groups)
+        for g, (block, entries) in enumerate(groups.items()):
+            base = 0.45 + 0.55 * g / n_groups
+            width = 0.55 / n_groups
+            report = {"saes": {}, "matching": []}
+            consecutive: list[Matching] = []
+            if len(entries) > 1:
+                # Before the indexes are opened for reading: HDF5 will not open a file for
+                # writing while this process holds it open read-only.
+                if progress is not None:
+                    progress(base, f"matching {block}")
+                report["matching"], consecutive = match_block(entries, cancel)
+            indexes = {e.id: FeatureIndex.open(e.index_path) for e in entries}
+            try:
+                for k, entry in enumerate(entries):
+                    check(cancel)
+                    if progress is not None:
+                        progress(base + width * 0.4 * k / len(entries), f"metrics {entry.id}")
+                    ix = indexes[entry.id]
+                    report["saes"][entry.id] = {
+                        "t": entry.t,
+                        "k": entry.k,
+                        "d_sae": entry.n_latents,
+                        "metrics_by_step": sae_metrics(store, entry, metric_samples, device),
+                        "metrics_samples": len(metric_samples),
+                        "dictionary": dictionary_summary(ix),
+                        "evolution": evolution_summary(ix),
+                    }
+                if consecutive:
+                    report["chains"] = chains([indexes[e.id] for e in _per_step(entries)], consecutive)
+                if truth is not None:
+                    per_step = _per_step(entries) or entries
+                    eval_samples = indexes[per_step[0].id].held_out_samples()
+                    if progress is not None:
+                        progress(base + width * 0.6, f"composition {block}")
+                    curve = block_composition(
+                        [indexes[e.id] for e in per_step], truth, eval_samples, seed=seed,
+                        cancel=cancel,
+                    )
+                    report["composition"] = curve.to_json()
+                    report["composition_miou"] = curve.miou
+                    report["baseline_miou"] = curve.baseline
+                    for entry in entries:
+                        check(cancel)
+                        alone = block_composition([indexes[entry.id]], truth, eval_samples, seed=seed)
+                        report["saes"][entry.id]["composition"] = alone.to_json()
+            finally:
+                for ix in indexes.values():
+                    ix.close()
+            blocks[block] = report
+        out = {
+            "schema": REPORT_SCHEMA,
+            "version": REPORT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "workspace": workspace.name,
+            "store": {
+                "path": str(store.path),
+                "n_samples": store.n_samples,
+                "n_steps": store.n_steps,
+                "t": store.t,
+                "blocks": store.blocks,
+                "fingerprint": getattr(store, "fingerprint", ""),
+                "model": store.meta.get("model_name", "") if hasattr(store, "meta") else "",
+            },
+            "ground_truth": _truth_name(truth),
+            "held_out_samples": len(held),
+            "blocks": blocks,
+        }
+        if isinstance(truth, ShapesTruth):
+            out["bars"] = shapes_bars(blocks)
+        out["seconds"] = time.perf_counter() - t0
+        if progress is not None:
+            progress(1.0, "evaluation done")
+        return out
+    finally:
+        if own_store:
+            store.close()
+
+
+def workspace_index_settings(workspace, masks: str | Path | None = None) -> IndexSettings:
+    """The index settings a workspace records (its "index" entry), with `masks` if given."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(IndexSettings)}
+    saved = {k: v for k, v in (workspace.settings.get("index") or {}).items() if k in known}
+    if masks is not None:
+        saved["masks"] = str(masks)
+    return IndexSettings(**saved)
+
+
+def _truth_name(truth) -> str:
+    if truth is None:
+        return "none (no masks: dictionary and composition skipped)"
+    if isinstance(truth, ShapesTruth):
+        return "shapes world, objects found by the checker in the generated images"
+    return f"user masks ({getattr(truth, 'path', '?')})"
+
+
+def _mid_step_sae(saes: dict) -> str | None:
+    single = [(sid, s["t"][0]) for sid, s in saes.items() if len(s["t"]) == 1]
+    return min(single, key=lambda p: abs(p[1] - 0.5))[0] if single else None
+
+
+def shapes_bars(blocks: dict) -> dict:
+    """The issue's acceptance bars on the bundled world, evaluated on this run's numbers."""
+    bars = {}
+    for block, rep in blocks.items():
+        if "composition_miou" not in rep:
+            continue
+        miou, base = rep["composition_miou"], rep["baseline_miou"]
+        mid = len(miou) // 2
+        top = max(miou)
+        bars[block] = {
+            "first_step_miou": miou[0],
+            "first_step_baseline": base[0],
+            "first_step_clearly_above_baseline": bool(miou[0] >= base[0] + 0.05 and miou[0] >= 1.25 * base[0]),
+            "middle_step_miou": miou[mid],
+            "max_miou": top,
+            "saturated_by_middle": bool(top > 0 and max(miou[: mid + 1]) >= 0.9 * top),
+        }
+    mid_block = next((b for b in blocks if "mid_block" in b), None)
+    if mid_block is not None:
+        sid = _mid_step_sae(blocks[mid_block]["saes"])
+        if sid is not None:
+            d = blocks[mid_block]["saes"][sid]["dictionary"]
+            if d.get("available"):
+                kinds = {"colour", "shape", "background"}
+                bars["mid_block_dictionary"] = {
+                    "sae": sid,
+                    "coverage": d["coverage"],
+                    "coverage_at_least_half": bool(d["coverage"] >= 0.5),
+                    "best_features": [b for b in d["best"] if b["kind"] in kinds],
+                }
+    return bars

@@ -1,0 +1,181 @@
+"""Writing the evaluation: report.json (every number), report.md (readable), figures/*.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from explorer.analysis.plot import Series, line_plot
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
+    """One PNG per block for composition, explained variance and features firing per step."""
+    figures: dict[str, list[str]] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for block, rep in report["blocks"].items():
+        paths = []
+        if "composition" in rep:
+            c = rep["composition"]
+            series = [Series("mIoU (own maps)", c["t"], c["miou"]),
+                      Series("baseline (other sample)", c["t"], c["baseline_miou"], dashed=True)]
+            p = line_plot(series, folder / f"composition_{_safe(block)}.png",
+                          title=f"Composition predicted early · {block}", xlabel="t (1.0 = first step)",
+                          ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True)
+            paths.append(p.name)
+        ev = [Series(sid.split("/", 1)[1], [m["t"] for m in s["metrics_by_step"]],
+                     [m["explained_variance"] for m in s["metrics_by_step"]])
+              for sid, s in rep["saes"].items()]
+        if ev:
+            p = line_plot(ev, folder / f"explained_variance_{_safe(block)}.png",
+                          title=f"Explained variance at every step · {block}", xlabel="t",
+                          ylabel="explained variance", x_reversed=True)
+            paths.append(p.name)
+        firing = [Series(sid.split("/", 1)[1], report["store"]["t"],
+                         s["evolution"]["share_firing_by_step"]) for sid, s in rep["saes"].items()]
+        if firing:
+            p = line_plot(firing, folder / f"firing_{_safe(block)}.png",
+                          title=f"Share of features firing at each step · {block}", xlabel="t",
+                          ylabel="share of features", ylim=(0.0, 1.0), x_reversed=True)
+            paths.append(p.name)
+        figures[block] = paths
+    return figures
+
+
+def markdown(report: dict, figures: dict[str, list[str]]) -> str:
+    st = report["store"]
+    lines = [
+        f"# Evaluation of workspace “{report['workspace']}”",
+        "",
+        f"Store: {st['n_samples']} samples × {st['n_steps']} steps, blocks {', '.join(st['blocks'])}"
+        f" (model {st.get('model') or '?'}, fingerprint {st.get('fingerprint') or '?'}).",
+        f"Ground truth: {report['ground_truth']}. Held-out samples (not used for the dictionary; "
+        f"used for SAE metrics and composition): {report['held_out_samples']}.",
+        f"Written {report['created']} in {report.get('seconds', 0):.1f} s. All numbers are from this run.",
+        "",
+    ]
+    if report.get("bars"):
+        lines += ["## Bars (bundled shapes world)", ""]
+        for name, bar in report["bars"].items():
+            if name == "mid_block_dictionary":
+                lines.append(
+                    f"- mid-block SAE `{bar['sae']}`: dictionary coverage of live features "
+                    f"{_f(bar['coverage'])} (bar ≥ 0.5: {'met' if bar['coverage_at_least_half'] else 'NOT met'})"
+                )
+                for b in bar["best_features"]:
+                    lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
+                                 f"(mean IoU {_f(b['iou'])} over {b['samples']} samples)")
+            else:
+                lines.append(
+                    f"- {name}: first-step mIoU {_f(bar['first_step_miou'])} vs baseline "
+                    f"{_f(bar['first_step_baseline'])} "
+                    f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
+                    f"middle step {_f(bar['middle_step_miou'])}, max {_f(bar['max_miou'])} "
+                    f"({'saturated by the middle' if bar['saturated_by_middle'] else 'NOT saturated by the middle'})"
+                )
+        lines.append("")
+    for block, rep in report["blocks"].items():
+        lines += [f"## {block}", ""]
+        for fig in figures.get(block, []):
+            lines.append(f"![{fig}](figures/{fig})")
+        lines.append("")
+        if "composition" in rep:
+            c = rep["composition"]
+            lines += [
+                f"### Composition (Figure 3a): {c['n_objects']} objects in {c['n_samples']} held-out samples",
+                "",
+                "Baseline: the same prediction from a random other sample's concept maps. The other "
+                f"sample's final object masks score {_f(c.get('other_masks_baseline_miou'))} mIoU.",
+                "",
+                "| step | t | mIoU | baseline | SAE used |",
+                "|---|---|---|---|---|",
+            ]
+            for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
+                lines.append(f"| {s} | {t:.2f} | {_f(m)} | {_f(b)} | {c['sae_at_step'][s]} |")
+            lines.append("")
+        lines += [
+            "### SAEs",
+            "",
+            "| SAE | trained t | EV at own step | L0 | dead | live | labelled | coverage | purity |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for sid, s in rep["saes"].items():
+            own = [m for m in s["metrics_by_step"] if m["trained_here"]]
+            ev = sum(m["explained_variance"] for m in own) / len(own) if own else float("nan")
+            l0 = sum(m["l0"] for m in own) / len(own) if own else float("nan")
+            dead = sum(m["dead_fraction"] for m in own) / len(own) if own else float("nan")
+            d = s["dictionary"]
+            t = ", ".join(f"{x:.2f}" for x in s["t"]) if len(s["t"]) <= 3 else f"{len(s['t'])} steps"
+            if d.get("available"):
+                lines.append(f"| {sid} | {t} | {_f(ev)} | {_f(l0, 1)} | {_f(dead)} | {d['n_live']} | "
+                             f"{d['n_labelled']} | {_f(d['coverage'])} | {_f(d['purity'])} |")
+            else:
+                lines.append(f"| {sid} | {t} | {_f(ev)} | {_f(l0, 1)} | {_f(dead)} | – | – | – | – |")
+        lines.append("")
+        for sid, s in rep["saes"].items():
+            d = s["dictionary"]
+            if not d.get("available") or not d["best"]:
+                continue
+            lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}):", "",
+                      "| kind | label | feature | mean IoU | samples |", "|---|---|---|---|---|"]
+            for b in d["best"]:
+                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {_f(b['iou'])} | {b['samples']} |")
+            lines.append("")
+        if rep.get("chains"):
+            lines += ["### Concepts followed across steps (t = 1.0 → 0.0)", "",
+                      "Each row: a feature of the first step's SAE and its matched partners "
+                      "(decoder cosine, top dictionary label, firing rate at the SAE's step).", ""]
+            for chain in rep["chains"]:
+                parts = []
+                for link in chain:
+                    cos = "" if link["cosine"] is None else f" cos {link['cosine']:.2f}"
+                    parts.append(f"#{link['feature']} ({link['label'] or '–'}{cos}, "
+                                 f"fires {link['firing_rate']:.3f})")
+                lines.append("- " + " → ".join(parts))
+            lines.append("")
+        if rep.get("matching"):
+            lines += ["### Matching (decoder cosine, optimal one-to-one assignment)", "",
+                      "| SAE a | SAE b | mean cos | share > 0.5 | share > 0.9 | random mean cos |",
+                      "|---|---|---|---|---|---|"]
+            for m in rep["matching"]:
+                s, r = m["stats"], m["random_baseline"]
+                lines.append(f"| {m['a']} | {m['b']} | {_f(s['mean_cosine'])} | {_f(s['share_above_0.5'])} | "
+                             f"{_f(s['share_above_0.9'])} | {_f(r['mean_cosine'])} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
+    """report.json, report.md and figures/ into `folder` (each file written whole, then renamed)."""
+    from explorer.workspace import atomic_write_text
+
+    folder = Path(folder)
+    figures = write_figures(report, folder / "figures")
+    report = {**report, "figures": {b: [f"figures/{p}" for p in ps] for b, ps in figures.items()}}
+    json_path = folder / "report.json"
+    md_path = folder / "report.md"
+    atomic_write_text(json_path, json.dumps(report, indent=1, default=_json_default))
+    atomic_write_text(md_path, markdown(report, figures))
+    return json_path, md_path
