@@ -109,7 +109,12 @@ def build_demo_job(folder, small: bool, *, cancel, progress):
     """The demo build (collect → train → index), reporting stages; returns the folder."""
     from explorer.analysis.demo import build_demo, default_workspace_dir
 
-    folder = folder or default_workspace_dir()
+    if folder is None:
+        # The small first-launch build and the full one live side by side: a finished small
+        # workspace in the folder would otherwise make the full build return at once.
+        folder = default_workspace_dir()
+        if not small:
+            folder = folder.parent / "demo-full"
     return build_demo(folder, small=small, progress=progress, cancel=cancel)
 
 
