@@ -155,8 +155,11 @@ def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
 
 
 def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, steps=None,
-             guidance=None) -> dict:
-    """Regenerate with Δ of the SAE's block replaced by its reconstruction at its steps."""
+             guidance=None, plain=None) -> dict:
+    """Regenerate with Δ of the SAE's block replaced by its reconstruction at its steps.
+
+    plain: the unspliced images of the same prompts and seeds, if already made (they do not
+    depend on the SAE, so one set serves every SAE of a run)."""
     import numpy as np
     import torch
 
@@ -181,7 +184,8 @@ def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, step
         halves[branch] = rec.reshape(n, h, w, c).permute(0, 3, 1, 2).to(delta.dtype)
         return torch.cat([halves[b] for b in ctx.branches])
 
-    plain = generate(model, prompts, seeds, steps, guidance).images
+    if plain is None:
+        plain = generate(model, prompts, seeds, steps, guidance).images
     spliced = generate(model, prompts, seeds, steps, guidance, edits={block: [splice]}).images
     out = {"pixel_mse": float(((plain.astype(np.float64) - spliced) / 255.0).__pow__(2).mean()),
            "pixel_mad": float(np.abs(plain.astype(np.float64) - spliced).mean() / 255.0)}
@@ -220,7 +224,14 @@ def cmd_evaluate_sae(args) -> int:
     if not entries:
         raise UserError(f"workspace {ws.root} has no per-step SAEs to evaluate")
     rows = []
-    model = None
+    model = scenes = plain = None
+    if args.fidelity:
+        from explorer.engine import generate, load_model
+        from explorer.shapes.world import Scene
+
+        model = load_model(ws.model, device=None if args.device == "auto" else args.device)
+        scenes = [Scene.from_seed(2_000_000 + i) for i in range(args.fidelity)]
+        plain = generate(model, [s.prompt for s in scenes], [s.seed for s in scenes]).images
     with Store.open(ws.store_path) as store:
         held = held_out_samples(store.n_samples) or list(range(store.n_samples))
         for e in entries:
@@ -229,19 +240,15 @@ def cmd_evaluate_sae(args) -> int:
             row = {"sae": e.id, "block": e.block, "k": sae.cfg.k, "t": e.t[0],
                    "latents": sae.cfg.d_sae, "fvu": m.fvu, "explained_variance": m.explained_variance,
                    "cosine": m.cosine_similarity, "l0": m.l0, "dead_fraction": m.dead_fraction}
-            if args.fidelity:
-                from explorer.engine import load_model
-                from explorer.shapes.world import Scene
-
-                model = model or load_model(ws.model, device=None if args.device == "auto" else args.device)
-                scenes = [Scene.from_seed(2_000_000 + i) for i in range(args.fidelity)]
+            spliced = args.fidelity and (not args.fidelity_block or e.block == args.fidelity_block)
+            if spliced:
                 row.update(fidelity(model, sae, [s.prompt for s in scenes], [s.seed for s in scenes],
-                                    scenes))
+                                    scenes, plain=plain))
             rows.append(row)
             print(f"{e.id}: FVU {m.fvu:.3f}, EV {m.explained_variance:.3f}, cos {m.cosine_similarity:.3f}, "
                   f"L0 {m.l0:.1f}, dead {m.dead_fraction:.3f}"
                   + (f", fidelity Δadherence {row['adherence_spliced'] - row['adherence_plain']:+.3f}, "
-                     f"pixel MSE {row['pixel_mse']:.5f}" if args.fidelity else ""), file=sys.stderr)
+                     f"pixel MSE {row['pixel_mse']:.5f}" if spliced else ""), file=sys.stderr)
     print(table1(rows))
     out = ws.root / "sae_metrics.json"
     out.write_text(json.dumps(rows, indent=1))
@@ -277,5 +284,6 @@ def register(sub) -> None:
     p.add_argument("--workspace", required=True)
     p.add_argument("--fidelity", type=int, default=0,
                    help="also regenerate N shapes-world prompts with the SAE spliced in")
+    p.add_argument("--fidelity-block", help="only measure fidelity for the SAEs of this block")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate_sae)
