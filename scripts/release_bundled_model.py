@@ -30,6 +30,8 @@ def main() -> int:
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--guidance", type=float, nargs="*", default=[2.0, 3.0, 4.5, 6.0])
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--rescore", action="store_true",
+                   help="keep the bundled folder as it is; redo the measurements and the card")
     args = p.parse_args()
 
     from explorer.cli import quiet_libraries
@@ -42,19 +44,22 @@ def main() -> int:
     src = train / "pipeline"
     if not (src / "model_index.json").is_file():
         raise SystemExit(f"{src} is not a pipeline folder")
-    if DEST.exists():
-        shutil.rmtree(DEST)
-    shutil.copytree(src, DEST)
-    (DEST / "training.json").unlink(missing_ok=True)  # provenance goes into MODEL.md instead
 
     def settings(guidance: float) -> None:
         (DEST / "explorer.json").write_text(json.dumps(
             {"steps": args.steps, "guidance": guidance, "blocks": BLOCKS}, indent=1) + "\n")
 
+    if not args.rescore:
+        if DEST.exists():
+            shutil.rmtree(DEST)
+        shutil.copytree(src, DEST)
+        (DEST / "training.json").unlink(missing_ok=True)  # provenance goes into MODEL.md instead
+        settings(args.guidance[0])
+
     sweep = {}
     for g in args.guidance:
-        settings(g)
-        r = check_model(str(DEST), n=args.n_val, seed_offset=3_000_000, batch_size=64, progress=False)
+        r = check_model(str(DEST), n=args.n_val, seed_offset=3_000_000, batch_size=64,
+                        guidance=g, progress=False)
         sweep[g] = r.scores
         print(f"validation guidance {g:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.scores.items()
                                                           if isinstance(v, float)), flush=True)
@@ -65,7 +70,8 @@ def main() -> int:
     checks = []
     for split, n in (("train", args.n), ("held_out", args.n_held_out)):
         grid = train / f"grid_{split}.png"
-        r = check_model(str(DEST), n=n, split=split, batch_size=50, grid=grid, progress=False)
+        r = check_model(str(DEST), n=n, split=split, batch_size=50, grid=grid, guidance=best,
+                        progress=False)
         print(r.table(), flush=True)
         out = train / f"adherence_{split}.json"
         out.write_text(json.dumps({**r.to_json(), "validation_sweep": sweep}, indent=1))

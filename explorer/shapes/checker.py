@@ -102,6 +102,10 @@ _OBJECT_HALO = 2
 # Plain backgrounds put about 2% of their (noise) power near the period-8 peaks, true renders of
 # textures 60-80%, textures blurred with sigma 1.5 under heavy noise still 8% or more.
 _MIN_PERIODIC_FRACTION = 0.05
+# A texture must also be *visible*: the world's stripes and dots have an RMS amplitude of about
+# 50 grey levels. Without a floor, the faint period-8 ghosts a model leaves on a plain background
+# carry most of the (tiny) energy of an otherwise flat image and read as a texture.
+_MIN_TEXTURE_RMS = 15.0
 # Measured on renders: stripes >= 0.7, dots <= 0.1, also under heavy blur and noise.
 _MIN_STRIPE_ASYMMETRY = 0.4
 
@@ -364,7 +368,9 @@ def _classify_background(rgb: np.ndarray, fields: _ColourFields) -> str:
         diagonal = peak((k, k), (-k, -k))
         anti = peak((k, -k), (-k, k))
         periodic = axis + diagonal + anti
-        if periodic / total >= _MIN_PERIODIC_FRACTION:
+        # Parseval for numpy's unnormalised FFT: the periodic part's RMS in grey levels.
+        rms = np.sqrt(periodic) / grey.size
+        if periodic / total >= _MIN_PERIODIC_FRACTION and rms >= _MIN_TEXTURE_RMS:
             # Stripes (in either orientation) load one diagonal only; a dot lattice is symmetric.
             asymmetry = abs(diagonal - anti) / periodic
             return "striped" if asymmetry >= _MIN_STRIPE_ASYMMETRY else "dotted"

@@ -311,3 +311,20 @@ def test_summarise_counts_objects_and_scenes() -> None:
     }
     empty = summarise([])
     assert empty["n_objects"] == 0 and np.isnan(empty["colour"])
+
+
+def test_faint_texture_ghosts_on_a_plain_background_stay_plain():
+    """Models leave faint period-8 ghosts on plain backgrounds; only a visible texture counts."""
+    from explorer.shapes.checker import classify_background
+    from explorer.shapes.world import background_image
+
+    for plain in ("white", "gray", "black"):
+        base = background_image(plain).astype(np.float64)
+        stripes = background_image("striped").astype(np.float64)
+        dots = background_image("dotted").astype(np.float64)
+        for texture in (stripes, dots):
+            ghost = base + 0.06 * (texture - texture.mean())  # ~3 grey levels RMS
+            img = np.clip(ghost, 0, 255).astype(np.uint8)
+            assert classify_background(img) == plain
+        faded = np.clip(base.mean() + 0.5 * (stripes - stripes.mean()), 0, 255).astype(np.uint8)
+        assert classify_background(faded) == "striped"
