@@ -31,6 +31,9 @@ def main() -> int:
     from explorer.cli import quiet_libraries
 
     quiet_libraries()
+    from explorer.ui.app import preload_model_libraries
+
+    preload_model_libraries()
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -88,8 +91,8 @@ def main() -> int:
         steer = window.steer_view
         steer.live.setChecked(False)
         steer.set_prompt(window.source.prompt(args.sample), int(window.source.store.seeds[args.sample]))
-        steer.add(window.feature_page.feature, strength=None)
         steer.mode.setCurrentIndex(steer.mode.findData("add"))
+        steer.add(window.feature_page.feature, strength=None)
         steer.start()
         wait(lambda: steer.request is None)
         shot("steering")

@@ -7,6 +7,12 @@ from PySide6.QtGui import QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
+def _round_pen(colour, width: int) -> QPen:
+    pen = QPen(colour, width)
+    pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+    return pen
+
+
 class RangeSlider(QWidget):
     """Integer range [low, high] within [minimum, maximum]; emits `rangeChanged(low, high)`
     while dragging and `released(low, high)` when the mouse lets go."""
@@ -52,17 +58,20 @@ class RangeSlider(QWidget):
 
     def paintEvent(self, _event) -> None:
         p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        pal = self.palette()
-        mid = self.height() / 2
-        p.setPen(QPen(pal.mid().color(), 4, cap=Qt.PenCapStyle.RoundCap))
-        p.drawLine(8, int(mid), self.width() - 8, int(mid))
-        p.setPen(QPen(pal.highlight().color(), 4, cap=Qt.PenCapStyle.RoundCap))
-        p.drawLine(int(self._x(self._low)), int(mid), int(self._x(self._high)), int(mid))
-        p.setPen(QPen(pal.dark().color(), 1))
-        p.setBrush(pal.button())
-        for v in (self._low, self._high):
-            p.drawEllipse(QRectF(self._x(v) - 7, mid - 7, 14, 14))
+        try:  # an exception with the painter still active would crash the next paint
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            pal = self.palette()
+            mid = int(self.height() / 2)
+            p.setPen(_round_pen(pal.mid().color(), 4))
+            p.drawLine(8, mid, self.width() - 8, mid)
+            p.setPen(_round_pen(pal.highlight().color(), 4))
+            p.drawLine(int(self._x(self._low)), mid, int(self._x(self._high)), mid)
+            p.setPen(QPen(pal.dark().color(), 1))
+            p.setBrush(pal.button())
+            for v in (self._low, self._high):
+                p.drawEllipse(QRectF(self._x(v) - 7, mid - 7, 14, 14))
+        finally:
+            p.end()
 
     def mousePressEvent(self, event) -> None:
         x = event.position().x()

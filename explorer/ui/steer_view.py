@@ -115,7 +115,8 @@ class SteerView(QWidget):
         self.table.setColumnWidth(1, 150)
         self.table.setColumnWidth(2, 80)
         self.table.setColumnWidth(3, 28)
-        self.table.setMinimumHeight(120)
+        self.table.setMinimumHeight(90)
+        self.table.setMaximumHeight(170)
         self.add_feature = QPushButton("Add selected feature")
         self.add_feature.setToolTip("Steer the feature selected in the browser")
 
@@ -197,6 +198,10 @@ class SteerView(QWidget):
             grid.addWidget(t, 0, col)
             grid.addWidget(canvas, 1, col)
         grid.setRowStretch(1, 1)
+        for col in range(3):  # three equal images, whatever their content
+            grid.setColumnStretch(col, 1)
+        for canvas in (self.original, self.steered, self.diff):
+            canvas.setMinimumSize(220, 220)
         images = QWidget()
         images.setLayout(grid)
         layout = QHBoxLayout(self)
