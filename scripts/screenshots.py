@@ -31,9 +31,6 @@ def main() -> int:
     from explorer.cli import quiet_libraries
 
     quiet_libraries()
-    from explorer.ui.app import preload_model_libraries
-
-    preload_model_libraries()
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 

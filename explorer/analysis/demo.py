@@ -44,10 +44,17 @@ class DemoConfig:
     blocks: tuple[str, ...] | None = None  # model default blocks
     per_step_t: tuple[float, ...] = (1.0, 0.5, 0.0)
     shared_mid_block: bool = True  # also one SAE over every step of the mid block
-    expansion: int = 8  # d_sae = expansion · d_in
+    # Latents per SAE. The shapes world has ~30 attribute values (6 colours, 4 shapes, 9 places,
+    # 2 sizes, 5 backgrounds); 128 latents is ~4× that, for every block. Wider SAEs split it
+    # into many narrow, rarely firing features that the paper's rule seldom labels on an 8×8
+    # grid (mid block, bundled model: 512 latents label ~20% of live features, 128 ~55%); a
+    # larger k smears the first step's maps (k = 12 lost the t = 1.0 composition signal,
+    # k = 6–8 kept it). Sweep in docs/analysis.md. `n_latents=None`: `expansion · d_in`.
+    n_latents: int | None = 128
+    expansion: int = 4
     k: int = 8
-    epochs: int = 12  # passes over the training tokens of a per-step SAE
-    shared_epochs: int = 2
+    epochs: int = 24  # passes over the training tokens of a per-step SAE
+    shared_epochs: int = 3
     batch_size: int = 512
     lr: float = 1e-3
     dead_tokens: int = 50_000
@@ -61,7 +68,10 @@ class DemoConfig:
 
     @classmethod
     def small(cls, **kw) -> DemoConfig:
-        return replace(cls(n_prompts=48, expansion=4, epochs=8, shared_mid_block=False), **kw)
+        return replace(cls(n_prompts=48, epochs=12, shared_mid_block=False), **kw)
+
+    def latents(self, d_in: int) -> int:
+        return self.n_latents if self.n_latents is not None else self.expansion * d_in
 
 
 def default_workspace_dir() -> Path:
@@ -205,9 +215,11 @@ def _train(ws, cfg: DemoConfig, report, cancel) -> None:
             d_in = store.geometry(plan["block"])[2]
             total = store.n_tokens(plan["block"], plan["steps"], train_samples) * plan["epochs"]
             tcfg = TrainerConfig(
-                d_in=d_in, d_sae=cfg.expansion * d_in, k=cfg.k, batch_size=cfg.batch_size, lr=cfg.lr,
+                d_in=d_in, d_sae=cfg.latents(d_in), k=cfg.k, batch_size=cfg.batch_size, lr=cfg.lr,
                 dead_tokens=cfg.dead_tokens, init_tokens=min(8192, max(cfg.batch_size, total // 4)),
-                seed=cfg.seed, block=plan["block"], branch="cond",
+                # A seed of its own per SAE: with one shared initialisation, per-step SAEs keep
+                # their features in the same order and the matching would only measure drift.
+                seed=cfg.seed + k, block=plan["block"], branch="cond",
                 steps=[int(store.layout.step_index[s]) for s in plan["steps"]],
                 t=[float(store.t[s]) for s in plan["steps"]],
                 store_hash=store.fingerprint, model=str(store.meta.get("model_name", "")),

@@ -92,7 +92,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     f"- {name}: first-step mIoU {_f(bar['first_step_miou'])} vs baseline "
                     f"{_f(bar['first_step_baseline'])} "
                     f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
-                    f"middle step {_f(bar['middle_step_miou'])}, max {_f(bar['max_miou'])} "
+                    f"middle steps {_f(bar['middle_steps_miou'])}, last steps {_f(bar['last_steps_miou'])} "
                     f"({'saturated by the middle' if bar['saturated_by_middle'] else 'NOT saturated by the middle'})"
                 )
         lines.append("")

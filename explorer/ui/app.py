@@ -19,24 +19,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def preload_model_libraries() -> None:
-    """Import the pipeline classes on the main thread, before Qt starts.
-
-    transformers and diffusers import their model modules lazily, on first attribute access. If
-    that first access happens in the model thread while the main thread paints, the process has
-    been seen to crash (a segfault under xcb, reproducible with scripts/screenshots.py --steer).
-    Importing them here costs a few seconds at start-up and removes the race.
-    """
-    import diffusers
-    import transformers
-
-    for name in ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "AutoencoderKL",
-                 "UNet2DConditionModel", "DDIMScheduler"):
-        getattr(diffusers, name)
-    for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "PreTrainedTokenizerFast"):
-        getattr(transformers, name)
-
-
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -44,7 +26,6 @@ def run(argv: list[str] | None = None) -> int:
     from explorer.cli import quiet_libraries
 
     quiet_libraries()
-    preload_model_libraries()
     from PySide6.QtWidgets import QApplication
 
     from explorer.ui.main_window import APP_NAME, MainWindow

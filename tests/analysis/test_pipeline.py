@@ -25,7 +25,7 @@ BLOCK = "mid_block.attentions.0"
 def workspace(tiny_model_dir, tmp_path_factory):
     cfg = DemoConfig(
         model=str(tiny_model_dir), n_prompts=8, collect_batch=8, blocks=(BLOCK,),
-        per_step_t=(1.0, 0.0), expansion=2, k=4, epochs=2, shared_epochs=1, batch_size=64,
+        per_step_t=(1.0, 0.0), n_latents=None, expansion=2, k=4, epochs=2, shared_epochs=1, batch_size=64,
         top_n=4, dead_tokens=1000,
     )
     folder = tmp_path_factory.mktemp("demo") / "ws"
