@@ -195,7 +195,8 @@ CRASH_CHILD = textwrap.dedent(
     w.feature_page._emit_label()
     import time
     deadline = time.time() + 20
-    while w.autosaver.pending and time.time() < deadline:
+    # The timer clears `pending` before it writes; the save is done when the doc is clean.
+    while (w.autosaver.pending or w.labels.dirty) and time.time() < deadline:
         time.sleep(0.05)
     print("edited", f, flush=True)
     time.sleep(60)  # killed here
