@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
 
         # Right: the feature page.
         self.feature_page = FeaturePage()
+        self.feature_page.setMinimumWidth(360)  # never squeezed out by the centre
         self.feature_dock = self._dock("Feature", self.feature_page, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.ws_label = QLabel("no workspace")
@@ -91,7 +92,7 @@ class MainWindow(QMainWindow):
         self.feature_page.label_edited.connect(self._on_label_edited)
 
         self._build_menus()
-        self.resize(1400, 860)
+        self.resize(1560, 920)
         self.resizeDocks([self.features_dock, self.feature_dock], [440, 500], Qt.Orientation.Horizontal)
         geometry = self._settings.value("main/geometry")
         if geometry is not None:
