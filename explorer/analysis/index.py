@@ -276,7 +276,8 @@ def _build(store, sae, sae_dir, tmp, identity, settings, label_step, truth, prog
     prompts = list(store.prompts)
     label_set = set(split_samples(n, settings.holdout_every)[0])
     sugg = SuggestionBuilder(F, build_vocabulary(prompts))
-    index_dtype = np.int32 if cfg.d_sae > np.iinfo(np.int16).max else np.int16
+    # The narrowest integer that holds every latent id: codes are most of the file.
+    index_dtype = next(t for t in (np.uint8, np.int16, np.int32) if cfg.d_sae - 1 <= np.iinfo(t).max)
 
     with h5py.File(tmp, "w") as f:
         codes_i = f.create_dataset(

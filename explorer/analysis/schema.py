@@ -9,7 +9,8 @@
                    step (value −inf, sample −1 where fewer than N fired)
     /top_all/{sample,step,y,x,value}                 (F, N): the same across all steps
     /hist/edges (B+1,), /hist/counts (F, B)          log-spaced histogram of non-zero activations
-    /codes/indices (N, S, h, w, k) int16 (int32 beyond 32767 features), /codes/values float16:
+    /codes/indices (N, S, h, w, k) uint8 / int16 / int32 (the narrowest that holds d_sae),
+                   /codes/values float16:
                    every token's sparse code, one chunk per (sample, step), largest first
     /dictionary/...   (when ground truth was available) see dictionary.Dictionary.from_arrays
     /suggestions/{feature,word,lift,count}, /suggestions/vocabulary
