@@ -96,6 +96,10 @@ class WorkerPool(QObject):
                 del self._slots[key]
         worker.deleteLater()
 
+    def holds(self, worker: Worker) -> bool:
+        """True until `worker` has finished and its `finished` has been handled on this thread."""
+        return worker in self._workers
+
     def running(self) -> list[Worker]:
         return [w for w in self._workers if w.isRunning()]
 

@@ -31,8 +31,10 @@ def window(qtbot, tmp_path, monkeypatch):
 
 def _open(qtbot, window, path):
     worker = window.open_workspace(path)
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    # Not waitSignal(worker.finished): a job that fails at once (not a workspace) can finish before
+    # the spy connects, and the signal is then never seen (a CI flake). The pool lets go of a
+    # worker only after its finished signal reached the UI thread, so wait for that instead.
+    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
     qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
 
 
