@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder, generate_job
+from explorer.ui.requests import RequestView
 from explorer.ui.service import GenerationService
 
 DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at the right on a striped background"
 
 
-class GenerateView(QWidget):
+class GenerateView(RequestView):
     """Prompt, seed, steps, guidance → an image, previewed at every denoising step."""
 
-    status = Signal(str)
-
     def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
-        super().__init__(parent)
-        self.models = models
-        self.service = service
-        self.request: int | None = None
+        super().__init__(models, service, parent)
         self.last_image: np.ndarray | None = None
 
         self.prompt = QLineEdit(DEFAULT_PROMPT)
@@ -45,9 +39,6 @@ class GenerateView(QWidget):
         self.guidance.setToolTip("Classifier-free guidance scale")
         self.go = QPushButton("Generate")
         self.go.setDefault(True)
-        self.cancel = QPushButton("Cancel")
-        self.cancel.setEnabled(False)
-        self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.canvas = ImageCanvas()
         self.caption = QLabel("")
@@ -71,38 +62,25 @@ class GenerateView(QWidget):
 
         self.go.clicked.connect(self.start)
         self.prompt.returnPressed.connect(self.start)
-        self.cancel.clicked.connect(self.stop)
-        service.progressed.connect(self._on_progress)
-        service.returned.connect(self._on_done)
-        service.errored.connect(self._on_error)
-        service.cancelled.connect(self._on_cancelled)
 
     def apply_defaults(self, steps: int, guidance: float) -> None:
         self.steps.setValue(int(steps))
         self.guidance.setValue(float(guidance))
 
     def start(self) -> int:
-        self.request = self.service.submit(
+        self._submit(
             generate_job,
             self.models,
             self.prompt.text(),
             self.seed.value(),
             self.steps.value(),
             self.guidance.value(),
+            n_steps=self.steps.value(),
         )
-        self.progress.setRange(0, self.steps.value())
-        self.progress.setValue(0)
-        self.cancel.setEnabled(True)
         self.status.emit("generating…")
         return self.request
 
-    def stop(self) -> None:
-        if self.request is not None:
-            self.service.cancel()
-
-    def _on_progress(self, rid: int, update) -> None:
-        if rid != self.request:
-            return
+    def _on_request_progress(self, update) -> None:
         if update.get("stage") == "loading":
             self.progress.setFormat("loading model…")
             return
@@ -111,24 +89,8 @@ class GenerateView(QWidget):
         self.canvas.set_image(update["preview"])
         self.caption.setText(f"predicted x₀ at step {update['step'] + 1} (t = {update['t']:.2f})")
 
-    def _on_done(self, rid: int, image) -> None:
-        if rid != self.request:
-            return
+    def _on_request_done(self, image) -> None:
         self.last_image = image
         self.canvas.set_image(image)
         self.caption.setText(f"seed {self.seed.value()}, {self.steps.value()} steps")
         self._finish("done")
-
-    def _on_error(self, rid: int, message: str) -> None:
-        if rid == self.request:
-            self._finish(f"error: {message}")
-
-    def _on_cancelled(self, rid: int) -> None:
-        if rid == self.request:
-            self._finish("cancelled")
-
-    def _finish(self, message: str) -> None:
-        self.request = None
-        self.cancel.setEnabled(False)
-        self.progress.setFormat(message)
-        self.status.emit(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder, SteerCache, steer_job
 from explorer.ui.range_slider import RangeSlider
+from explorer.ui.requests import RequestView
 from explorer.ui.service import GenerationService
 
 MODES = (
@@ -85,17 +85,12 @@ class FeatureRow:
         self.view.on_released()
 
 
-class SteerView(QWidget):
-    status = Signal(str)
-
+class SteerView(RequestView):
     def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
-        super().__init__(parent)
-        self.models = models
-        self.service = service
+        super().__init__(models, service, parent)
         self.cache = SteerCache()
         self.entry = None  # the SAEEntry whose features are steered
         self.n_steps = 25
-        self.request: int | None = None
         self.rows: list[FeatureRow] = []
         self.last: dict | None = None
 
@@ -143,11 +138,8 @@ class SteerView(QWidget):
         self.live.setChecked(True)
         self.go = QPushButton("Generate")
         self.go.setDefault(True)
-        self.cancel = QPushButton("Cancel")
-        self.cancel.setEnabled(False)
         self.icon = QPushButton("Feature icon")
         self.icon.setToolTip("The selected feature alone, added on an empty prompt")
-        self.progress = QProgressBar()
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #d35400;")
@@ -226,7 +218,6 @@ class SteerView(QWidget):
 
         self.add_feature.clicked.connect(self._add_selected)
         self.go.clicked.connect(self.start)
-        self.cancel.clicked.connect(self.service.cancel)
         self.icon.clicked.connect(self.feature_icon)
         self.mode.currentIndexChanged.connect(self._on_mode)
         self.window.currentIndexChanged.connect(self._on_window_preset)
@@ -236,10 +227,6 @@ class SteerView(QWidget):
         self.brush_size.valueChanged.connect(self._set_kernel)
         self.clear_region.clicked.connect(self._clear_region)
         self.roi.sigRegionChangeFinished.connect(lambda *_: self.on_released())
-        service.progressed.connect(self._on_progress)
-        service.returned.connect(self._on_done)
-        service.errored.connect(self._on_error)
-        service.cancelled.connect(self._on_cancelled)
         self.selected_feature: int | None = None
         self.labels: dict[int, str] = {}
         self._on_window_preset()
@@ -380,16 +367,13 @@ class SteerView(QWidget):
             self.status.emit("open a workspace with an SAE to steer")
             return None
         features = features if features is not None else [(r.feature, r.strength) for r in self.rows]
-        self.request = self.service.submit(
+        self._submit(
             steer_job, self.models, self.cache, self.entry,
             self.prompt.text() if prompt is None else prompt,
             self.seed.value(), self.steps.value(), self.guidance.value(), features,
             mode or self.mode.currentData(), self.region(), self.window_spec(),
-            self.branches.currentData(), kind="steer",
+            self.branches.currentData(), kind="steer", n_steps=self.steps.value(),
         )
-        self.progress.setRange(0, self.steps.value())
-        self.progress.setValue(0)
-        self.cancel.setEnabled(True)
         self.warnings.setText("")
         return self.request
 
@@ -399,9 +383,7 @@ class SteerView(QWidget):
         span = SLIDER_SPAN["add"] / 2
         self.start(prompt="", features=[(self.selected_feature, span)], mode="add")
 
-    def _on_progress(self, rid: int, update) -> None:
-        if rid != self.request:
-            return
+    def _on_request_progress(self, update) -> None:
         stage = update.get("stage")
         if stage == "loading":
             self.progress.setFormat("loading model…")
@@ -412,9 +394,7 @@ class SteerView(QWidget):
             self.progress.setFormat(f"step {update['step'] + 1}/{update['n_steps']}")
             self.steered.set_image(update["preview"])
 
-    def _on_done(self, rid: int, result) -> None:
-        if rid != self.request:
-            return
+    def _on_request_done(self, result) -> None:
         self.last = result
         original, steered = result["original"], result["steered"]
         self.original.set_image(original)
@@ -428,17 +408,6 @@ class SteerView(QWidget):
         change = diff.mean() / 255
         self._finish(f"done · mean pixel change {change:.3f}")
 
-    def _on_error(self, rid: int, message: str) -> None:
-        if rid == self.request:
-            self.warnings.setText(message)
-            self._finish("error")
-
-    def _on_cancelled(self, rid: int) -> None:
-        if rid == self.request:
-            self._finish("cancelled")
-
-    def _finish(self, message: str) -> None:
-        self.request = None
-        self.cancel.setEnabled(False)
-        self.progress.setFormat(message)
-        self.status.emit(message)
+    def _on_request_error(self, message: str) -> None:
+        self.warnings.setText(message)
+        self._finish("error")
