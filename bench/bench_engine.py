@@ -18,14 +18,18 @@ import time
 import torch
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, first-call dispatch)
-    times = []
+def _time_interleaved(fns, repeats: int) -> list[float]:
+    """Median seconds per function, running them in turn (A B C A B C …) so that any load from
+    elsewhere on a shared machine falls on all of them alike, not on whichever ran last."""
+    for fn in fns:
+        fn()  # warm-up (allocations, first-call dispatch)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def main() -> None:
@@ -75,9 +79,9 @@ def main() -> None:
             output_type="np",
         )
 
-    t_diff = _time(diffusers_plain, args.repeats)
-    t_plain = _time(ours_plain, args.repeats)
-    t_cap = _time(ours_capture, args.repeats)
+    t_diff, t_plain, t_cap = _time_interleaved(
+        [diffusers_plain, ours_plain, ours_capture], args.repeats
+    )
     print(
         f"model {model.name} ({model.device}), {args.n} images × {args.steps} steps, "
         f"guidance {guidance:g}, threads {torch.get_num_threads()}, median of {args.repeats}"
