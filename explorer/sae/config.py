@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -17,8 +18,46 @@ def _positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+@dataclass(kw_only=True)
+class SAEProvenance:
+    """Where an SAE's activations came from: the fields SAEConfig and TrainerConfig share.
+
+    Keyword-only, so the configs that inherit it keep their own required fields first; a config
+    stays flat (these are top-level keys of cfg.json, as before).
+    """
+
+    block: str = ""
+    """UNet block the activations were captured at, e.g. "mid_block.attentions.0"."""
+    branch: str = "cond"
+    """Guidance half: "cond", "uncond", or "" when unknown (imported SAEs)."""
+    steps: list[int] = field(default_factory=list)
+    """Denoising-step indices the training tokens came from."""
+    t: list[float] = field(default_factory=list)
+    """t ∈ [0, 1] of those steps (1.0 = first step, pure noise)."""
+    store_hash: str = ""
+    """Hash of the activation store the SAE was trained on."""
+    model: str = ""
+    """Diffusion model the activations came from."""
+
+    def __post_init__(self) -> None:
+        if self.branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {self.branch!r}")
+        self.steps = [int(s) for s in self.steps]
+        self.t = [float(v) for v in self.t]
+        if any(s < 0 for s in self.steps):
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if any(not 0.0 <= v <= 1.0 for v in self.t):
+            raise ValueError(f"t must lie in [0, 1], got {self.t}")
+        if self.steps and self.t and len(self.steps) != len(self.t):
+            raise ValueError(f"steps ({len(self.steps)}) and t ({len(self.t)}) differ in length")
+
+    def provenance(self) -> dict[str, Any]:
+        """These fields by name, lists copied (what a TrainerConfig hands to its SAEConfig)."""
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(SAEProvenance)}
+
+
 @dataclass
-class SAEConfig:
+class SAEConfig(SAEProvenance):
     """Shape, training knobs and provenance of one TopK SAE."""
 
     d_in: int
@@ -39,18 +78,6 @@ class SAEConfig:
     """"none", or "mean_norm": inputs are multiplied by `input_scale` inside the SAE."""
     input_scale: float = 1.0
     """Factor making mean ‖x‖ = sqrt(d_in) on the training data (1.0 for "none")."""
-    block: str = ""
-    """UNet block the activations were captured at, e.g. "mid_block.attentions.0"."""
-    branch: str = "cond"
-    """Guidance half: "cond", "uncond", or "" when unknown (imported SAEs)."""
-    steps: list[int] = field(default_factory=list)
-    """Denoising-step indices the training tokens came from."""
-    t: list[float] = field(default_factory=list)
-    """t ∈ [0, 1] of those steps (1.0 = first step, pure noise)."""
-    store_hash: str = ""
-    """Hash of the activation store the SAE was trained on."""
-    model: str = ""
-    """Diffusion model the activations came from."""
     stats: dict[str, Any] = field(default_factory=dict)
     """Training statistics (tokens, final FVU, dead fraction, ...), JSON-serialisable."""
 
@@ -72,16 +99,7 @@ class SAEConfig:
             raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale!r}")
         if self.normalisation == "none" and self.input_scale != 1.0:
             raise ValueError("input_scale must be 1.0 when normalisation is 'none'")
-        if self.branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {BRANCHES}, got {self.branch!r}")
-        self.steps = [int(s) for s in self.steps]
-        self.t = [float(v) for v in self.t]
-        if any(s < 0 for s in self.steps):
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if any(not 0.0 <= v <= 1.0 for v in self.t):
-            raise ValueError(f"t must lie in [0, 1], got {self.t}")
-        if self.steps and self.t and len(self.steps) != len(self.t):
-            raise ValueError(f"steps ({len(self.steps)}) and t ({len(self.t)}) differ in length")
+        super().__post_init__()  # branch, steps, t
         if not isinstance(self.stats, dict):
             raise ValueError(f"stats must be a dict, got {type(self.stats).__name__}")
 

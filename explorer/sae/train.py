@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from explorer.sae.config import SAEConfig
+from explorer.sae.config import SAEConfig, SAEProvenance
 from explorer.sae.io import save_sae
 from explorer.sae.model import ForwardOutput, TopKSAE
 
@@ -42,7 +42,7 @@ _RESUME_KEYS = ("d_in", "d_sae", "k", "batch_size", "batch_topk", "normalise", "
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(SAEProvenance):
     """How to train one SAE, plus the provenance recorded in its cfg.json."""
 
     d_in: int
@@ -83,12 +83,6 @@ class TrainerConfig:
     """Device to train on."""
     log_every: int = 20
     """Steps between progress-bar / history updates."""
-    block: str = ""
-    branch: str = "cond"
-    steps: list[int] = field(default_factory=list)
-    t: list[float] = field(default_factory=list)
-    store_hash: str = ""
-    model: str = ""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "init_tokens", "log_every"):
@@ -106,6 +100,7 @@ class TrainerConfig:
             raise ValueError("decay_tokens needs total_tokens")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.sae_config()  # validates d_in, d_sae, k, k_aux, branch, steps, t ...
+        super().__post_init__()  # and makes steps and t int and float lists, as in SAEConfig
 
     def sae_config(self, input_scale: float | None = None) -> SAEConfig:
         """The SAEConfig this run produces (input_scale None: no normalisation)."""
@@ -119,12 +114,7 @@ class TrainerConfig:
             dead_tokens=self.dead_tokens,
             normalisation="none" if input_scale is None else "mean_norm",
             input_scale=1.0 if input_scale is None else input_scale,
-            block=self.block,
-            branch=self.branch,
-            steps=list(self.steps),
-            t=list(self.t),
-            store_hash=self.store_hash,
-            model=self.model,
+            **self.provenance(),
         )
 
 
