@@ -16,6 +16,23 @@ from explorer.store import schema as S
 # cancel or shard a collection must end with exactly this store.
 REFERENCE = {"n": 8, "batch_size": 2}
 
+
+def collect_args(model_dir: Path, out: Path, *extra: str) -> list[str]:
+    """`explorer collect` arguments (after the program) for the reference collection into `out`."""
+    return [
+        "collect",
+        "--model",
+        str(model_dir),
+        "--num-prompts",
+        str(REFERENCE["n"]),
+        "--batch-size",
+        str(REFERENCE["batch_size"]),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
 BLOCKS = {"mid_block.attentions.0": (4, 4, 8), "up_blocks.1.attentions.0": (8, 8, 4)}
 
 

@@ -108,19 +108,7 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
 
     out = tmp_path / "store.h5"
     n, batch = H.REFERENCE["n"], H.REFERENCE["batch_size"]
-    args = [
-        "collect",
-        "--model",
-        str(tiny_model_dir),
-        "--num-prompts",
-        str(n),
-        "--batch-size",
-        str(batch),
-        "--out",
-        str(out),
-        "--quiet",
-        "--resume",
-    ]
+    args = H.collect_args(tiny_model_dir, out, "--resume")
 
     def work():
         import torch

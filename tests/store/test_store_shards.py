@@ -102,28 +102,10 @@ def test_join_refuses_mismatched_shards(tmp_path):
 
 def test_torchrun_two_ranks_equal_one_process(tiny_model_dir, reference_store, tmp_path):
     out = tmp_path / "store.h5"
-    n, batch = H.REFERENCE["n"], H.REFERENCE["batch_size"]
+    n = H.REFERENCE["n"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "explorer",
-        "collect",
-        "--model",
-        str(tiny_model_dir),
-        "--num-prompts",
-        str(n),
-        "--batch-size",
-        str(batch),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*torchrun, "-m", "explorer", *H.collect_args(tiny_model_dir, out)]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert f"joins 2 shards, {n} of {n} samples complete" in res.stdout
