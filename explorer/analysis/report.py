@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from explorer.analysis.plot import Series, line_plot
+from explorer.plot import Series, line_plot
 
 
 def _json_default(o):

@@ -1,4 +1,5 @@
-"""Small line plots as PNG, drawn with Pillow (no plotting library needed for the report)."""
+"""Small line plots as PNG, drawn with Pillow (no plotting library needed; used by the evaluation
+report and the shapes model card)."""
 
 from __future__ import annotations
 
