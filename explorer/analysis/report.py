@@ -177,5 +177,22 @@ def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     json_path = folder / "report.json"
     md_path = folder / "report.md"
     atomic_write_text(json_path, json.dumps(report, indent=1, default=_json_default))
-    atomic_write_text(md_path, markdown(report, figures))
+    atomic_write_text(md_path, markdown(report, figures) + _other_evaluations(folder))
     return json_path, md_path
+
+
+# Written by `explorer evaluate-sae` and `explorer evaluate-interventions`; the report takes them
+# in as they are (with the date of each file), so that one document holds every number.
+OTHER_EVALUATIONS = ("sae_metrics.md", "interventions.md")
+
+
+def _other_evaluations(folder: Path) -> str:
+    import datetime
+
+    parts = []
+    for name in OTHER_EVALUATIONS:
+        path = folder / name
+        if path.is_file():
+            when = datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+            parts.append(f"\n<!-- from {name}, written {when} -->\n" + path.read_text())
+    return "".join(parts)

@@ -214,6 +214,26 @@ def table1(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sae_metrics_markdown(rows: list[dict], table: str, args) -> str:
+    """Table 1 and the per-SAE metrics (with fidelity where measured) as a report section."""
+    lines = ["## SAE metrics (the paper's Table 1 form)", "",
+             "Cells are scaled MSE (fraction of variance unexplained) / explained variance %, on the "
+             "store's held-out samples.", "", table, "",
+             "| SAE | k | latents | FVU | EV | cosine | L0 | dead | Δ adherence (spliced − plain) | pixel MSE |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fid = ("–", "–")
+        if "adherence_spliced" in r:
+            fid = (f"{r['adherence_spliced'] - r['adherence_plain']:+.3f}", f"{r['pixel_mse']:.2e}")
+        lines.append(f"| {r['sae']} | {r['k']} | {r['latents']} | {r['fvu']:.3f} | "
+                     f"{r['explained_variance']:.3f} | {r['cosine']:.3f} | {r['l0']:.1f} | "
+                     f"{r['dead_fraction']:.3f} | {fid[0]} | {fid[1]} |")
+    if args.fidelity:
+        lines += ["", f"Fidelity: {args.fidelity} prompts regenerated with the SAE's reconstruction "
+                  "spliced in at its own step (cond branch); adherence by the shapes checker."]
+    return "\n".join(lines) + "\n"
+
+
 def cmd_evaluate_sae(args) -> int:
     from explorer.sae import load_sae
     from explorer.store import Store
@@ -249,10 +269,14 @@ def cmd_evaluate_sae(args) -> int:
                   f"L0 {m.l0:.1f}, dead {m.dead_fraction:.3f}"
                   + (f", fidelity Δadherence {row['adherence_spliced'] - row['adherence_plain']:+.3f}, "
                      f"pixel MSE {row['pixel_mse']:.5f}" if spliced else ""), file=sys.stderr)
-    print(table1(rows))
+    table = table1(rows)
+    print(table)
+    from explorer.workspace import atomic_write_text
+
     out = ws.root / "sae_metrics.json"
-    out.write_text(json.dumps(rows, indent=1))
-    print(f"wrote {out}")
+    atomic_write_text(out, json.dumps(rows, indent=1))
+    atomic_write_text(ws.root / "sae_metrics.md", sae_metrics_markdown(rows, table, args))
+    print(f"wrote {out} and sae_metrics.md")
     return 0
 
 

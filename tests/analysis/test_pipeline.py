@@ -178,5 +178,14 @@ def test_cli_index_and_evaluate(workspace, capsys):
     ws.report_path.unlink()
     assert main(["evaluate", "--workspace", str(ws.root)]) == 0
     assert ws.report_path.is_file()
+    md = ws.root / "report.md"
+    assert "## Interventions" not in md.read_text()
+    # What evaluate-interventions / evaluate-sae wrote is taken into the one report.
+    (ws.root / "interventions.md").write_text("## Interventions\n\n| result | early |\n")
+    try:
+        assert main(["evaluate", "--workspace", str(ws.root)]) == 0
+        assert "## Interventions\n\n| result | early |" in md.read_text()
+    finally:
+        (ws.root / "interventions.md").unlink()
     assert main(["index", "--store", str(ws.store_path)]) == 2
     assert "--sae" in capsys.readouterr().err

@@ -55,3 +55,6 @@ def test_evaluate_sae_table_and_fidelity(tiny_workspace, capsys):
     assert rows and all(0.0 <= r["dead_fraction"] <= 1.0 for r in rows)
     assert all("pixel_mse" in r and r["pixel_mse"] >= 0 for r in rows)
     assert all(r["explained_variance"] <= 1.0 for r in rows)
+    md = (tiny_workspace / "sae_metrics.md").read_text()
+    assert "| block | k |" in md and md.count("| mid_block.attentions.0/") == sum(
+        r["block"] == "mid_block.attentions.0" for r in rows)
