@@ -34,7 +34,8 @@ chain0() {
   timed release python scripts/release_bundled_model.py "$TRAIN"
   rm -rf "$WS"
   timed demo python -m explorer demo --workspace "$WS"
-  timed interventions python -m explorer evaluate-interventions --workspace "$WS" --device cpu
+  timed interventions python -m explorer evaluate-interventions --workspace "$WS" --device cpu \
+    --beta-scales 3 10 30
   wait_for evaluate-sae
   # The report gathers the SAE metrics, so it is written again once they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"

@@ -132,6 +132,7 @@ def cmd_evaluate_interventions(args) -> int:
         device=device_arg(args),
         batch_size=args.batch_size,
         model_path=args.model,
+        beta_scales=tuple(args.beta_scales),
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(report.markdown())
@@ -196,5 +197,14 @@ def register(sub) -> None:
     )
     p.add_argument("--block", default=DEFAULT_BLOCK)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--beta-scales",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        metavar="X",
+        help="also run the edits at these multiples of the calibrated β (a dose-response; "
+        "the bars are read at 1)",
+    )
     add_model_flags(p)
     p.set_defaults(func=cmd_evaluate_interventions, model=None)

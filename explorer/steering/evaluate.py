@@ -19,6 +19,10 @@ Protocol (per stage early / middle / final, mid block, cond branch, the stage's 
 - Strengths: `calibration.calibrated_beta` (the paper's SD 1.4 β mapped to this model's code
   scale by a rule that never looks at success); plus a spatial control with the early β in every
   stage, so that a stage effect cannot be a β effect.
+- Dose-response (`beta_scales`): the calibration is a rule, not a measurement, so the spatial and
+  global edits are also run at multiples of the calibrated β (the same multiples in every
+  stage). The bars are read at scale 1; the sweep shows whether the stage pattern depends on
+  the strength, which a single β cannot.
 """
 
 from __future__ import annotations
@@ -102,14 +106,16 @@ class InterventionReport:
     spatial: dict[str, dict] = field(default_factory=dict)
     spatial_control: dict[str, dict] = field(default_factory=dict)
     global_: dict[str, dict] = field(default_factory=dict)
+    # β multiple → {"spatial"|"global": stage → scores}; 1.0 is the same run as the tables above.
+    sweep: dict[float, dict[str, dict[str, dict]]] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     json_path: Path | None = None
     md_path: Path | None = None
 
-    def bars(self) -> dict[str, bool]:
-        sp = {s: self.spatial[s]["success"] for s in STAGES}
-        gl = {s: self.global_[s]["success"] for s in STAGES}
+    def bars(self, spatial: dict | None = None, global_: dict | None = None) -> dict[str, bool]:
+        sp = {s: (spatial or self.spatial)[s]["success"] for s in STAGES}
+        gl = {s: (global_ or self.global_)[s]["success"] for s in STAGES}
         return {
             "spatial_early_at_least_0.7": sp["early"] >= SPATIAL_BAR,
             "spatial_early_clearly_above_middle_and_final": sp["early"]
@@ -131,6 +137,10 @@ class InterventionReport:
             "spatial": self.spatial,
             "spatial_control_equal_beta": self.spatial_control,
             "global": self.global_,
+            "beta_sweep": {
+                str(k): {**v, "bars": self.bars(v["spatial"], v["global"])}
+                for k, v in self.sweep.items()
+            },
             "baseline_unedited": self.baseline,
             "lpips": LPIPS_NOTE,
             "paper": {"beta_sd14": PAPER_BETA, "results_sd14": PAPER_RESULTS},
@@ -176,6 +186,26 @@ class InterventionReport:
                 f"{self.spatial[s]['mean_features']:.1f} | "
                 f"{self.spatial[s]['no_features']} / {self.global_[s]['no_features']} |"
             )
+        if len(self.sweep) > 1:
+            lines += [
+                "",
+                "Dose-response: success at multiples of the calibrated β (same multiple in every "
+                "stage; pixel change in parentheses).",
+                "",
+                "| edit | β × | early | middle | final | pattern |",
+                "|---|---|---|---|---|---|",
+            ]
+            for mode, key in (("spatial", "spatial_early_clearly_above_middle_and_final"),
+                              ("global", "global_highest_in_middle")):
+                for scale in sorted(self.sweep):
+                    sc = self.sweep[scale]
+                    cells = " | ".join(
+                        f"{sc[mode][s]['success']:.2f} ({sc[mode][s]['pixel_distance']:.3f})"
+                        for s in STAGES
+                    )
+                    ok = self.bars(sc["spatial"], sc["global"])[key]
+                    lines.append(f"| {mode} | {scale:g} | {cells} | "
+                                 f"{key.replace('_', ' ')}: {'yes' if ok else 'no'} |")
         b = self.baseline
         lines += [
             "",
@@ -269,6 +299,7 @@ def evaluate_interventions(
     device: str | None = None,
     batch_size: int = 16,
     model_path: str | None = None,
+    beta_scales: tuple[float, ...] = (1.0,),
     write: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> InterventionReport:
@@ -288,6 +319,9 @@ def evaluate_interventions(
     say = progress or (lambda msg: None)
     if n <= 0 or n_label <= 0:
         raise UserError("n and n_label must be positive")
+    scales = sorted({1.0, *(float(x) for x in beta_scales)})
+    if not all(np.isfinite(x) and x > 0 for x in scales):
+        raise UserError(f"β scales must be positive and finite, got {list(beta_scales)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     t0 = time.time()
     model = load_model(model_path or ws.model, device=device)
@@ -385,6 +419,28 @@ def evaluate_interventions(
                 edits.append(make_edit(iv, sae))
             return edits, counts
 
+        def global_edits(beta, stage=stage, entry=entry, sae=sae, lab=lab):
+            edits, counts = [], []
+            for c in cases:
+                f = lab.feature_for_label(c.target_background)
+                counts.append(0 if f is None else 1)
+                feats = () if f is None else (FeatureEdit(f, beta),)
+                iv = Intervention(block, feats, "global", None, PRESETS[stage], "cond", entry.id)
+                edits.append(make_edit(iv, sae))
+            return edits, counts
+
+        for scale in scales:
+            if scale == 1.0:
+                continue  # the main run below
+            say(f"{stage}: spatial and global at {scale:g}× the calibrated β")
+            edits, counts = spatial_edits(beta_s * scale)
+            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
+            row["spatial"][stage] = _score_spatial(imgs, base, cases, counts)
+            edits, counts = global_edits(beta_g * scale)
+            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            row["global"][stage] = _score_global(imgs, base, cases, counts)
+
         say(f"{stage}: spatial (β {beta_s:.3g})")
         edits, counts = spatial_edits(beta_s)
         imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
@@ -401,15 +457,12 @@ def evaluate_interventions(
             _save_examples(ws, "spatial", base, imgs, cases)
 
         say(f"{stage}: global (β {beta_g:.3g})")
-        edits, counts = [], []
-        for c in cases:
-            f = lab.feature_for_label(c.target_background)
-            counts.append(0 if f is None else 1)
-            feats = () if f is None else (FeatureEdit(f, beta_g),)
-            iv = Intervention(block, feats, "global", None, PRESETS[stage], "cond", entry.id)
-            edits.append(make_edit(iv, sae))
+        edits, counts = global_edits(beta_g)
         imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
         report.global_[stage] = _score_global(imgs, base, cases, counts)
+        report.sweep.setdefault(1.0, {"spatial": {}, "global": {}})
+        report.sweep[1.0]["spatial"][stage] = report.spatial[stage]
+        report.sweep[1.0]["global"][stage] = report.global_[stage]
         if stage == "middle":
             _save_examples(ws, "global", base, imgs, cases)
 

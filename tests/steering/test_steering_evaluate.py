@@ -53,7 +53,8 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
     monkeypatch.setattr(StageLabels, "features_for_words", lambda self, words, **kw: [1, 2])
     monkeypatch.setattr(StageLabels, "feature_for_label", lambda self, label: 3)
     report = evaluate_interventions(
-        ws.root, n=2, n_label=2, steps=3, guidance=3.0, device="cpu", batch_size=2
+        ws.root, n=2, n_label=2, steps=3, guidance=3.0, device="cpu", batch_size=2,
+        beta_scales=(10.0,),
     )
     data = json.loads((ws.root / "interventions.json").read_text())
     assert (ws.root / "interventions.md").read_text().startswith("## Interventions")
@@ -67,4 +68,11 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
             assert 0.0 <= row["success"] <= 1.0 and row["n"] == 2
             assert 0.0 < row["pixel_distance"] <= 1.0  # every edit changed something
     assert set(data["bars"]) == set(report.bars())
+    # The sweep holds scale 1 (the main tables) and 10; a stronger edit changes more pixels.
+    assert set(data["beta_sweep"]) == {"1.0", "10.0"}
+    assert data["beta_sweep"]["1.0"]["global"] == data["global"]
+    for stage in ("early", "middle", "final"):
+        assert (data["beta_sweep"]["10.0"]["global"][stage]["pixel_distance"]
+                > data["global"][stage]["pixel_distance"])
+    assert "Dose-response" in report.markdown()
     assert "LPIPS" in report.markdown() and np.isfinite(data["stages"]["early"]["mean_code_norm"])
