@@ -1,6 +1,13 @@
 """Everything that runs a diffusion model: loading, the denoising loop, Δ hooks."""
 
-from explorer.engine.generate import GenerationResult, StepInfo, decode_latents, generate
+from explorer.engine.generate import (
+    GenerationResult,
+    StepInfo,
+    Trajectory,
+    decode_latents,
+    generate,
+    resumable,
+)
 from explorer.engine.hooks import BRANCHES, BlockHooks, Edit, StepContext, step_t
 from explorer.engine.loading import BUNDLED, Model, ModelLoadError, load_model
 
@@ -14,8 +21,10 @@ __all__ = [
     "ModelLoadError",
     "StepContext",
     "StepInfo",
+    "Trajectory",
     "decode_latents",
     "generate",
     "load_model",
+    "resumable",
     "step_t",
 ]

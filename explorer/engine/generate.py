@@ -46,6 +46,39 @@ class GenerationResult:
     t: list[float]
 
 
+class Trajectory:
+    """The latents entering each step of one generation, kept so a later run that differs only
+    from step i on (a steering window that opens at i) can start there instead of at step 0.
+
+    Only for schedulers whose step is a pure function of (model output, timestep, latents): then
+    starting at step i from the recorded latents is bit-identical to running steps 0…i−1 again.
+    """
+
+    def __init__(self, key: tuple = ()):
+        self.key = key  # what the generation depended on (prompt, seed, steps, guidance, …)
+        self.latents: dict[int, torch.Tensor] = {}  # step → latents entering it, on the CPU
+
+    def record(self, step: int, latents: torch.Tensor) -> None:
+        self.latents[step] = latents.detach().to("cpu", copy=True)
+
+    def start(self, step: int) -> tuple[int, torch.Tensor] | None:
+        """The latest recorded (step, latents) at or before `step`, or None."""
+        have = [i for i in self.latents if i <= step]
+        return (max(have), self.latents[max(have)]) if have else None
+
+
+def resumable(scheduler) -> bool:
+    """Whether a generation can start at a later step from recorded latents, exactly.
+
+    DDIM with η = 0 (what the engine runs for SD) keeps no state between steps and draws no
+    noise. Multistep solvers keep past outputs and ancestral samplers draw noise, so they are
+    always run from step 0.
+    """
+    from diffusers import DDIMScheduler
+
+    return type(scheduler) is DDIMScheduler
+
+
 def check_settings(prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float):
     if len(prompts) == 0:
         raise UserError("the prompt list is empty")
@@ -115,12 +148,18 @@ def generate(
     on_step: Callable[[StepInfo], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     negative_prompt: str = "",
+    start: tuple[int, torch.Tensor] | None = None,
+    record: Trajectory | None = None,
 ) -> GenerationResult:
     """Generate one image per (prompt, seed); same seed and settings ⇒ identical image.
 
     capture: blocks whose Δ is handed to `on_step` (StepInfo.captures) at every step.
     edits: block → edits applied to Δ (they decide themselves in which steps to act).
     cancel: polled between steps; when it returns True, `Cancelled` is raised.
+    start: (i, latents) to begin at step i from the latents entering it (from a `Trajectory` of
+      a run with the same prompts, seeds and settings that did not differ before step i);
+      `on_step` is then called from step i on. Only where `resumable(scheduler)`.
+    record: a `Trajectory` that receives the latents entering every step this call runs.
     """
     steps = int(model.defaults.get("steps", 25) if steps is None else steps)
     guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
@@ -139,12 +178,28 @@ def generate(
         text = text.chunk(2)[1]
         added = {k: v.chunk(2)[1] for k, v in added.items()} if added else None
         branches = ("cond",)
-    latents = initial_noise(model, seeds) * scheduler.init_noise_sigma
     n_steps = len(timesteps)
+    first = 0
+    if start is not None:
+        first, begin = start
+        if not resumable(scheduler):
+            raise ValueError(f"{type(scheduler).__name__} cannot start at a later step exactly")
+        if not 0 <= first < n_steps:
+            raise ValueError(f"start step {first} outside the {n_steps}-step schedule")
+        expect = (len(prompts), model.unet.config.in_channels)
+        if tuple(begin.shape[:2]) != expect:
+            raise ValueError(f"start latents of shape {tuple(begin.shape)} for a batch {expect}")
+        latents = begin.to(model.device, model.dtype)
+    else:
+        latents = initial_noise(model, seeds) * scheduler.init_noise_sigma
     with BlockHooks(model.unet, capture, capture=bool(capture), edits=edits) as hooks:
         for i, t in enumerate(scheduler.timesteps):
+            if i < first:
+                continue
             if cancel is not None and cancel():
                 raise Cancelled()
+            if record is not None:
+                record.record(i, latents)
             hooks.begin_step(StepContext(i, n_steps, step_t(i, n_steps), branches))
             inp = torch.cat([latents] * len(branches))
             inp = scheduler.scale_model_input(inp, t)

@@ -48,16 +48,30 @@ def steer(
     on_step: Callable | None = None,
     cancel: Callable[[], bool] | None = None,
     capture: Sequence[str] = (),
+    trajectory=None,
 ) -> SteerResult:
     """Generate with `interventions` applied (see `explorer.steering.interventions`).
 
     saes/stats: one for all interventions, or mappings keyed by `Intervention.sae_id` or block.
     The SAEs must live on the model's device. Absurd strengths are clamped (warnings say so);
     NaN/inf strengths raise UserError before anything runs.
+
+    trajectory: an `explorer.engine.Trajectory` of the *unedited* generation of the same prompts,
+    seeds, steps and guidance (the caller keys it). Steps before the first one any edit acts in
+    are the unedited run's, so they are taken from it where recorded (a final-stage edit then
+    costs a fifth of a generation) and recorded into it where not. Bit-identical either way.
+    Ignored when capturing (captures of the skipped steps would be missing) or when the
+    scheduler cannot resume exactly.
     """
-    from explorer.engine import generate
+    from explorer.engine import Trajectory, generate, resumable
 
     edits, warnings = build_edits(interventions, saes, stats)
+    n_steps = int(model.defaults.get("steps", 25) if steps is None else steps)
+    first = first_edited_step(interventions, n_steps) if edits else n_steps
+    start = record = None
+    if trajectory is not None and not capture and resumable(model.pipe.scheduler):
+        start = trajectory.start(min(first, n_steps - 1))
+        record = Trajectory()
     res = generate(
         model,
         prompts,
@@ -68,8 +82,24 @@ def steer(
         edits=edits or None,
         on_step=on_step,
         cancel=cancel,
+        start=start,
+        record=record,
     )
+    if record is not None:
+        for i, latents in record.latents.items():
+            if i <= first:  # the latents entering the first edited step are still unedited
+                trajectory.latents.setdefault(i, latents)
     return SteerResult(res.images, res.t, warnings, sorted(edits))
+
+
+def first_edited_step(interventions: Sequence[Intervention], n_steps: int) -> int:
+    """The first step of an `n_steps` schedule in which any active edit acts (n_steps if none)."""
+    firsts = [
+        iv.window.steps(n_steps)[0]
+        for iv in interventions
+        if iv.active and iv.window.steps(n_steps)
+    ]
+    return min(firsts, default=n_steps)
 
 
 def parse_feature(text: str) -> FeatureEdit:

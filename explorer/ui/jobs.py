@@ -120,12 +120,25 @@ def build_demo_job(folder, small: bool, *, cancel, progress):
 
 class SteerCache:
     """What the model thread keeps between steering requests: loaded SAEs, their feature
-    statistics, and unedited images (the 'original' beside each steered one)."""
+    statistics, unedited images (the 'original' beside each steered one) and the unedited
+    runs' trajectories, from which a steered run whose window opens late starts late."""
+
+    MAX_TRAJECTORIES = 32  # a few MB even at SD 1.4's 64×64×4 latents × 50 steps
 
     def __init__(self):
         self.saes: dict[str, object] = {}
         self.stats: dict[str, object] = {}
         self.originals: dict[tuple, object] = {}
+        self.trajectories: dict[tuple, object] = {}
+
+    def trajectory(self, key: tuple):
+        from explorer.engine import Trajectory
+
+        if key not in self.trajectories:
+            if len(self.trajectories) >= self.MAX_TRAJECTORIES:
+                self.trajectories.pop(next(iter(self.trajectories)))  # the oldest
+            self.trajectories[key] = Trajectory(key)
+        return self.trajectories[key]
 
     def sae(self, entry, device):
         from explorer.steering.saes import load_entry
@@ -161,12 +174,17 @@ def steer_job(models: ModelHolder, cache: SteerCache, entry, prompt: str, seed: 
         progress({"stage": "step", "step": info.step, "n_steps": info.n_steps, "t": info.t,
                   "preview": info.preview(model)[0]})
 
+    key = (str(models.path), prompt, int(seed), int(steps), float(guidance))
+    trajectory = cache.trajectory(key)
     res = steer(model, [prompt], [seed], [iv], sae, stats, steps, guidance, on_step=on_step,
-                cancel=cancel)
-    key = (prompt, int(seed), int(steps), float(guidance))
+                cancel=cancel, trajectory=trajectory)
     if key not in cache.originals:
+        from explorer.engine import resumable
+
         progress({"stage": "original"})
-        cache.originals[key] = generate(model, [prompt], [seed], steps, guidance,
-                                        cancel=cancel).images[0]
+        # The steered run recorded the unedited steps before its window; go on from there.
+        start = trajectory.start(int(steps) - 1) if resumable(model.pipe.scheduler) else None
+        cache.originals[key] = generate(model, [prompt], [seed], steps, guidance, cancel=cancel,
+                                        start=start, record=trajectory).images[0]
     return {"original": cache.originals[key], "steered": res.images[0],
             "warnings": list(iv.warnings) + list(res.warnings), "key": key}

@@ -132,3 +132,61 @@ def test_cond_only_edit_leaves_the_uncond_update_alone(tiny_model, workspace):
     # is identical (same inputs); the edit at step 0 reaches step 1 through the latents.
     assert torch.equal(plain[0], seen[0])
     assert not torch.equal(plain[1], seen[1])
+
+
+def test_a_late_window_starts_from_the_unedited_trajectory_bit_identically(tiny_model):
+    """The prefix reuse (a fast path) against the obvious slow one: every step run again."""
+    from steer_helpers import make_sae
+
+    from explorer.engine import Trajectory, resumable
+
+    assert resumable(tiny_model.pipe.scheduler)
+    _, _, d = tiny_model.block_geometry(BLOCK)
+    sae = make_sae(d_in=d, d_sae=64, k=4, input_scale=0.5)
+    steps = 8
+    calls = []
+    handle = tiny_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        # 8 steps: t = 1 − i/7, so the final stage [0, 0.2) opens at step 6, the middle at 3.
+        for window, first in (("final", 6), ("middle", 3), ("early", 0)):
+            ivs = [Intervention(BLOCK, (FeatureEdit(5, 4.0),), "spatial", Rect(0, 0, 0.5, 0.5),
+                                window)]
+            slow = steer(tiny_model, [PROMPT], [4], ivs, sae, steps=steps)
+            traj = Trajectory()
+            cold = steer(tiny_model, [PROMPT], [4], ivs, sae, steps=steps, trajectory=traj)
+            assert sorted(traj.latents) == list(range(first + 1))  # only unedited steps kept
+            # The original, continued from what the steered run recorded, is the plain image.
+            plain = generate(tiny_model, [PROMPT], [4], steps)
+            cont = generate(tiny_model, [PROMPT], [4], steps, start=traj.start(steps - 1),
+                            record=traj)
+            assert np.array_equal(plain.images, cont.images)
+            assert sorted(traj.latents) == list(range(steps))
+            calls.clear()
+            warm = steer(tiny_model, [PROMPT], [4], ivs, sae, steps=steps, trajectory=traj)
+            assert len(calls) == steps - first  # the steps before the window were not run
+            assert np.array_equal(slow.images, cold.images)
+            assert np.array_equal(slow.images, warm.images), window
+            assert not np.array_equal(slow.images, plain.images)
+    finally:
+        handle.remove()
+
+
+def test_start_is_refused_where_it_would_not_be_exact(tiny_model):
+    import copy
+
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from explorer.engine import Trajectory
+
+    traj = Trajectory()
+    generate(tiny_model, [PROMPT], [4], 4, record=traj)
+    with pytest.raises(ValueError, match="outside"):
+        generate(tiny_model, [PROMPT], [4], 4, start=(4, traj.latents[3]))
+    with pytest.raises(ValueError, match="shape"):
+        generate(tiny_model, [PROMPT, PROMPT], [4, 5], 4, start=(2, traj.latents[2]))
+    model = copy.copy(tiny_model)
+    model.pipe = copy.copy(tiny_model.pipe)
+    model.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(
+        tiny_model.pipe.scheduler.config)
+    with pytest.raises(ValueError, match="cannot start"):
+        generate(model, [PROMPT], [4], 4, start=(2, traj.latents[2]))
