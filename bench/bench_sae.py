@@ -16,19 +16,34 @@ Shapes: "paper" (d_in 1280, 5120 latents, k 10, batch 4096 — SD 1.4 blocks) an
 (d_in 128, 512 latents, k 8, batch 4096 — the shipped miniature model's blocks); change them with
 --shape NAME=D_IN,LATENTS,K,BATCH. --quick runs 1 warm-up + 2 timed steps at batch ≤ 1024.
 
-A third column, SAELens's TopKTrainingSAE step, is added with --saelens when `sae_lens` can be
-imported; SAELens pins its own torch/transformer-lens stack, so install it in a separate
-virtual environment and run this script from there. Without it the column is skipped with a
-message.
+A third column, SAELens's TopKTrainingSAE forward pass under this file's step (our decoder
+projection, no SAETrainer bookkeeping), is added with --saelens when `sae_lens` can be imported;
+SAELens pins its own torch/transformer-lens stack, so install it in a separate virtual
+environment and run this script from there. Without it the column is skipped with a message.
+bench/bench_saelens.py times SAELens's own SAETrainer step against our trainer's.
 
     python bench/bench_sae.py --quick
     python bench/bench_sae.py --shape bundled=128,512,8,4096 --iters 20 --device cuda
+
+--memory replaces the table with the out-of-core check: a synthetic store of --memory-gb GB
+(SD 1.4's map geometry, 16×16×1280 float16, 3 steps, written with our StoreWriter; or an
+existing one with --memory-store) is dropped from the page cache, then `explorer train` trains
+the paper-shape SAE (5120 latents, k 10, batch 4096, one shared SAE over all steps) on
+--memory-tokens tokens streamed from it, in a child process whose peak RSS is read with wait4.
+It prints the store size, peak RSS and tokens trained; a store it made is deleted afterwards.
+
+    python bench/bench_sae.py --memory --memory-gb 10 --memory-tokens 1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,14 +138,19 @@ def saelens_step(shape: Shape, device: torch.device) -> Callable[[Tensor, Tensor
     )
     sae = TopKTrainingSAE(cfg)
     opt = torch.optim.Adam(sae.parameters(), lr=LR, betas=BETAS)
+    # Later 6.x releases added required fields to TrainStepInput.
+    fields = {f.name for f in dataclasses.fields(TrainStepInput)}
+    step_input = {"coefficients": {}, "n_training_steps": 0, "is_logging_step": False}
+    step_input = {key: value for key, value in step_input.items() if key in fields}
+    project = getattr(sae, "remove_gradient_parallel_to_decoder_directions", None)
 
     def step(x: Tensor, dead: Tensor) -> None:
-        out = sae.training_forward_pass(
-            TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead)
-        )
+        inp = TrainStepInput(**step_input, sae_in=x, dead_neuron_mask=dead)
+        out = sae.training_forward_pass(inp)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
-        sae.remove_gradient_parallel_to_decoder_directions()
+        if project is not None:  # gone from later 6.x releases (SAETrainer never called it)
+            project()
         opt.step()
 
     return step
@@ -162,6 +182,124 @@ def tokens_per_second(
     return shape.batch / best
 
 
+# --- memory: training from a store larger than the RAM a dense copy would need ---------------
+
+MEMORY_GEOMETRY = (16, 16, 1280)  # SD 1.4's down/up block maps
+MEMORY_STEPS = 3
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def write_synthetic_store(path: Path, gigabytes: float) -> None:
+    """A store of about `gigabytes` GB of float16 maps, written with our StoreWriter."""
+    import numpy as np
+
+    from explorer.store import Layout, StoreWriter
+
+    per_sample = MEMORY_STEPS * int(np.prod(MEMORY_GEOMETRY)) * 2
+    n = max(4, int(gigabytes * 1e9 // per_sample))
+    layout = Layout(
+        n_samples=n,
+        blocks={"block": MEMORY_GEOMETRY},
+        branches=("cond",),
+        timesteps=tuple(range(MEMORY_STEPS)),
+        t=tuple(np.linspace(1, 0, MEMORY_STEPS)),
+        step_index=tuple(range(MEMORY_STEPS)),
+        sampling_steps=MEMORY_STEPS,
+        image_shape=(64, 64, 3),
+        latent_shape=(4, 16, 16),
+    )
+    rng = np.random.default_rng(0)
+    batch = 4
+    # A pool of random maps, cycled: content does not matter for memory, writing speed does.
+    pool = [rng.standard_normal((batch, *MEMORY_GEOMETRY), np.float32).astype(np.float16)
+            for _ in range(7)]
+    pred_x0 = np.zeros((batch, 4, 16, 16), np.float16)
+    images = np.zeros((batch, 64, 64, 3), np.uint8)
+    w = StoreWriter.create(path, layout, {}, [f"p{i}" for i in range(n)], list(range(n)))
+    k = 0
+    with w:
+        while w.n_complete < n:
+            size = min(batch, n - w.n_complete)
+            w.begin_batch(size)
+            for s in range(MEMORY_STEPS):
+                k += 1
+                w.write_step(s, {"block": {"cond": pool[k % len(pool)][:size]}}, pred_x0[:size])
+            w.finish_batch(images[:size])
+
+
+def _drop_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def memory_check(args) -> None:
+    from explorer.sae.commands import train_samples
+    from explorer.store import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sae-memory-", dir=args.memory_dir))
+    made = args.memory_store is None
+    store_path = tmp / "store.h5" if made else Path(args.memory_store)
+    try:
+        if made:
+            free = shutil.disk_usage(tmp).free
+            if args.memory_gb * 1e9 > free - 2e9:
+                raise SystemExit(f"--memory-gb {args.memory_gb}: only {_gb(free)} free in {tmp}")
+            t0 = time.perf_counter()
+            write_synthetic_store(store_path, args.memory_gb)
+            print(f"wrote {store_path} in {time.perf_counter() - t0:.0f} s")
+        size = store_path.stat().st_size
+        with Store.open(store_path) as store:
+            block = store.blocks[0]
+            d_in = store.geometry(block)[2]
+            n_tokens = store.n_tokens(block)
+            held_in = store.n_tokens(block, samples=train_samples(store.n_samples))
+        _drop_from_page_cache(store_path)
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cmd = [
+            sys.executable, "-m", "explorer", "train", "--store", str(store_path),
+            "--block", block, "--steps", "all", "--shared", "--out", str(tmp / "sae"),
+            "--latents", str(4 * d_in), "--k", "10", "--batch-size", "4096",
+            "--tokens", str(args.memory_tokens),
+        ]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads or os.cpu_count()))
+        root = Path(__file__).resolve().parent.parent
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        print("running:", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        if child.returncode:
+            raise SystemExit(f"explorer train failed with exit code {child.returncode}")
+        peak = usage.ru_maxrss * 1024  # KiB on Linux
+        trained = args.memory_tokens
+        print(
+            f"store {_gb(size)} on disk ({n_tokens:,} tokens of d_in {d_in}, float16, "
+            f"{held_in:,} in its training samples; a float32 copy of those in RAM would need "
+            f"{_gb(held_in * d_in * 4)}; machine RAM {_gb(ram)})"
+        )
+        print(
+            f"explorer train: {trained:,} tokens ({_gb(trained * d_in * 2)} of the store "
+            f"streamed) in {seconds:.0f} s ({trained / seconds:,.0f} tokens/s incl. start-up), "
+            f"SAE {d_in}x{4 * d_in} k 10 batch 4096, threads {env['OMP_NUM_THREADS']}"
+        )
+        print(f"peak RSS of the training process: {peak / 2**20:,.0f} MiB")
+    finally:
+        if made:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(tmp / "sae", ignore_errors=True)
+            tmp.rmdir()
+
+
 def _parse_shape(text: str) -> tuple[str, Shape]:
     name, _, dims = text.partition("=")
     if not dims:
@@ -179,7 +317,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--saelens", action="store_true", help="also time SAELens (own venv)")
+    p.add_argument("--memory", action="store_true", help="peak RSS training from a large store")
+    p.add_argument("--memory-gb", type=float, default=10.0, help="synthetic store size (GB)")
+    p.add_argument("--memory-tokens", type=int, default=1_000_000, help="tokens to train")
+    p.add_argument("--memory-store", help="use this store instead of writing a synthetic one")
+    p.add_argument("--memory-dir", default=None, help="where the synthetic store goes (tmp)")
     args = p.parse_args(argv)
+
+    if args.memory:
+        memory_check(args)
+        return
 
     if args.threads:
         torch.set_num_threads(args.threads)
