@@ -224,14 +224,19 @@ class InterventionReport:
         return "\n".join(lines) + "\n"
 
 
-def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=16, base=None):
+def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=16, base=None,
+              trajectories=None, first=0):
     """Images of `cases`, with per-sample `edits` on `block`. A batch without any edit is the
-    unedited batch bit for bit (idle hooks change nothing), so `base` is reused for it."""
-    from explorer.engine import generate
+    unedited batch bit for bit (idle hooks change nothing), so `base` is reused for it.
+
+    trajectories: one `Trajectory` per batch; for the unedited run they are recorded, for an
+    edited run whose edits act from step `first` on, the run starts there (bit-identical)."""
+    from explorer.engine import generate, resumable
     from explorer.steering.interventions import PerSample
 
     images = []
-    for i in range(0, len(cases), batch_size):
+    resume = trajectories is not None and resumable(model.pipe.scheduler)
+    for b, i in enumerate(range(0, len(cases), batch_size)):
         chunk = cases[i : i + batch_size]
         hooks = None
         if edits is not None:
@@ -241,6 +246,11 @@ def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=
             elif base is not None:
                 images.append(base[i : i + batch_size])
                 continue
+        start = record = None
+        if resume and hooks is None:
+            record = trajectories[b]
+        elif resume and first > 0:
+            start = trajectories[b].start(first)
         res = generate(
             model,
             [c.scene.prompt for c in chunk],
@@ -248,6 +258,8 @@ def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=
             steps,
             guidance,
             edits=hooks,
+            start=start,
+            record=record,
         )
         images.append(res.images)
     return np.concatenate(images)
@@ -358,7 +370,12 @@ def evaluate_interventions(
 
     cases = make_cases(n)
     say(f"generating {n} unedited test images")
-    base = _generate(model, cases, steps, guidance, batch_size=batch_size)
+    from explorer.engine import Trajectory
+
+    # The unedited runs' latents at every step: an edit in the middle or final stage starts from
+    # them where its window opens instead of rerunning the steps before it.
+    trajs = [Trajectory() for _ in range(0, len(cases), batch_size)]
+    base = _generate(model, cases, steps, guidance, batch_size=batch_size, trajectories=trajs)
     own = [
         object_quadrant(img, c.scene.objects[0].colour) for img, c in zip(base, cases, strict=True)
     ]
@@ -385,6 +402,7 @@ def evaluate_interventions(
     for stage in STAGES:
         entry, sae = stage_saes[stage]
         lab = labels[stage]
+        resume = (trajs, (PRESETS[stage].steps(steps) or [0])[0])
         beta_s = calibrated_beta("spatial", stage)
         beta_g = calibrated_beta("global", stage, h * w, lab.mean_code_norm)
         report.stages[stage] = {
@@ -434,23 +452,24 @@ def evaluate_interventions(
                 continue  # the main run below
             say(f"{stage}: spatial and global at {scale:g}× the calibrated β")
             edits, counts = spatial_edits(beta_s * scale)
-            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
             row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
             row["spatial"][stage] = _score_spatial(imgs, base, cases, counts)
             edits, counts = global_edits(beta_g * scale)
-            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
             row["global"][stage] = _score_global(imgs, base, cases, counts)
 
         say(f"{stage}: spatial (β {beta_s:.3g})")
         edits, counts = spatial_edits(beta_s)
-        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
         report.spatial[stage] = _score_spatial(imgs, base, cases, counts)
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
         else:
             say(f"{stage}: spatial control (β {early_beta:.3g})")
             edits, counts = spatial_edits(early_beta)
-            imgs_c = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+            imgs_c = _generate(model, cases, steps, guidance, block, edits, batch_size, base,
+                               *resume)
             report.spatial_control[stage] = _score_spatial(imgs_c, base, cases, counts)
         report.spatial_control[stage]["beta"] = early_beta
         if stage == "early":
@@ -458,7 +477,7 @@ def evaluate_interventions(
 
         say(f"{stage}: global (β {beta_g:.3g})")
         edits, counts = global_edits(beta_g)
-        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base)
+        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
         report.global_[stage] = _score_global(imgs, base, cases, counts)
         report.sweep.setdefault(1.0, {"spatial": {}, "global": {}})
         report.sweep[1.0]["spatial"][stage] = report.spatial[stage]

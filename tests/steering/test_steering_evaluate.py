@@ -75,4 +75,14 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
         assert (data["beta_sweep"]["10.0"]["global"][stage]["pixel_distance"]
                 > data["global"][stage]["pixel_distance"])
     assert "Dose-response" in report.markdown()
+    # Edits in the middle and final stages start from the unedited runs' trajectories; the
+    # obvious slow path (every step run again) gives the same images, so the same numbers.
+    import explorer.engine
+
+    monkeypatch.setattr(explorer.engine, "resumable", lambda scheduler: False)
+    slow = evaluate_interventions(
+        ws.root, n=2, n_label=2, steps=3, guidance=3.0, device="cpu", batch_size=2,
+        beta_scales=(10.0,), write=False,
+    )
+    assert slow.to_json()["beta_sweep"] == data["beta_sweep"]
     assert "LPIPS" in report.markdown() and np.isfinite(data["stages"]["early"]["mean_code_norm"])
