@@ -109,7 +109,9 @@ class FusedEncoder(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, k: int, batch_topk: bool = False):
+    def forward(
+        ctx, x, W_enc, b_enc, b_dec, k: int, batch_topk: bool = False, dense: bool = False
+    ):
         xc = x - b_dec
         pre_acts = F.relu(torch.addmm(b_enc, xc, W_enc))
         if batch_topk:
@@ -118,11 +120,12 @@ class FusedEncoder(torch.autograd.Function):
             values, indices = pre_acts.topk(k, dim=1, sorted=False)
         ctx.save_for_backward(xc, W_enc, values, indices)
         ctx.mark_non_differentiable(indices, pre_acts)
+        ctx.dense = dense
         return values, indices, pre_acts
 
     @staticmethod
     def backward(ctx, grad_values, _grad_indices, _grad_pre_acts):
-        return *_encoder_backward(ctx, grad_values, dense=False), None, None
+        return *_encoder_backward(ctx, grad_values, ctx.dense), None, None, None
 
 
 class _GatherEncoder(torch.autograd.Function):
@@ -139,10 +142,19 @@ class _GatherEncoder(torch.autograd.Function):
 
 
 def fused_encoder(
-    x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, k: int, batch_topk: bool = False
+    x: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    b_dec: Tensor,
+    k: int,
+    batch_topk: bool = False,
+    dense: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(values, indices, pre_acts) of TopK(ReLU((x − b_dec) @ W_enc + b_enc)), x of shape (N, d_in)."""
-    return FusedEncoder.apply(x, W_enc, b_enc, b_dec, k, batch_topk)
+    """(values, indices, pre_acts) of TopK(ReLU((x − b_dec) @ W_enc + b_enc)), x of shape (N, d_in).
+
+    `dense` selects a matmul backward, faster when k is a sizeable fraction of d_sae.
+    """
+    return FusedEncoder.apply(x, W_enc, b_enc, b_dec, k, batch_topk, dense)
 
 
 def gather_encoder(
@@ -161,6 +173,65 @@ def gather_encoder(
     selects a matmul backward, faster when the picks are a sizeable fraction of d_sae.
     """
     return _GatherEncoder.apply(x, W_enc, b_enc, b_dec, pre_acts, indices, dense)
+
+
+class _SubsetEncoder(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, b_dec, pre_acts, latents, k: int):
+        if latents.numel() < W_enc.shape[1]:
+            pre_acts = pre_acts.index_select(1, latents)
+        if k < pre_acts.shape[1]:
+            values, picks = pre_acts.topk(k, dim=1, sorted=False)
+            codes = torch.zeros_like(pre_acts).scatter_(1, picks, values)
+        else:  # every candidate is picked
+            codes = pre_acts.clone() if latents.numel() == W_enc.shape[1] else pre_acts
+        ctx.save_for_backward(x - b_dec, W_enc, codes, latents)
+        return codes
+
+    @staticmethod
+    def backward(ctx, grad_codes):
+        xc, W_enc, codes, latents = ctx.saved_tensors
+        need_w, need_b, need_b_dec = ctx.needs_input_grad[1:4]
+        # Zero codes are ReLU-clamped or not among the picks: both pass no gradient.
+        g = torch.where(codes > 0, grad_codes, 0.0).to(W_enc.dtype)
+        d_sae = W_enc.shape[1]
+        subset = latents.numel() < d_sae
+        grad_w = grad_b = None
+        grad_b_sub = g.sum(0)
+        if need_w:
+            grad_w_sub = g.t() @ xc  # (n, d_in): latent-major, like W_enc's storage
+            if subset:
+                grad_w = grad_w_sub.new_zeros(d_sae, xc.shape[1])
+                grad_w.index_copy_(0, latents, grad_w_sub)
+                grad_w = grad_w.t()
+            else:
+                grad_w = grad_w_sub.t()
+        if need_b or need_b_dec:
+            grad_b = grad_b_sub
+            if subset:
+                grad_b = grad_b_sub.new_zeros(d_sae).index_copy_(0, latents, grad_b_sub)
+        grad_b_dec = -(W_enc @ grad_b) if need_b_dec else None
+        return None, grad_w, grad_b if need_b else None, grad_b_dec, None, None, None
+
+
+def subset_encoder(
+    x: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    b_dec: Tensor,
+    pre_acts: Tensor,
+    latents: Tensor,
+    k: int,
+) -> Tensor:
+    """Dense (N, n) codes of the n `latents`: each token's k largest of their pre_acts, 0 elsewhere.
+
+    pre_acts (N, d_sae) are `fused_encoder`'s (not differentiable); the codes are
+    differentiable w.r.t. W_enc, b_enc and b_dec (not x), exactly as
+    relu((x − b_dec) @ W_enc[:, latents] + b_enc[latents]) masked to the picks would be.
+    AuxK's dense path: with `latents` the dead ones, the backward is one (n × N × d_in)
+    matmul and the decoder one more, whatever d_sae is.
+    """
+    return _SubsetEncoder.apply(x, W_enc, b_enc, b_dec, pre_acts, latents, k)
 
 
 def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:

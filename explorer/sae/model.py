@@ -22,11 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from explorer.sae.config import SAEConfig
-from explorer.sae.kernels import fused_encoder, gather_encoder, sparse_decode
+from explorer.sae.kernels import fused_encoder, gather_encoder, sparse_decode, subset_encoder
 
-# AuxK switches to dense matmuls when k_aux ≥ d_sae / AUX_DENSE_FRACTION; measured on CPU, a
-# gather-based product costs about as much as a dense one at ~1/10 density.
+# AuxK switches to dense matmuls (over the dead latents only) when k_aux ≥ num_dead /
+# AUX_DENSE_FRACTION; measured on CPU, a gather-based product costs about as much as a dense
+# one at ~1/10 density.
 AUX_DENSE_FRACTION = 16
+# Likewise the main path: with k ≥ d_sae / MAIN_DENSE_FRACTION (e.g. the demo's 8 of 128) the
+# sparse encoder backward and embedding-bag decoder cost more than dense matmuls.
+MAIN_DENSE_FRACTION = 16
 
 
 class EncoderOutput(NamedTuple):
@@ -191,10 +195,15 @@ class TopKSAE(nn.Module):
         """
         cfg = self.cfg
         xs = self._scaled(x)
+        dense = cfg.k * MAIN_DENSE_FRACTION >= cfg.d_sae
         values, indices, pre = fused_encoder(
-            xs, self.W_enc, self.b_enc, self.b_dec, cfg.k, cfg.batch_topk and self.training
+            xs, self.W_enc, self.b_enc, self.b_dec, cfg.k, cfg.batch_topk and self.training, dense
         )
-        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        if dense:
+            z = torch.zeros_like(pre).scatter(1, indices, values)
+            recon = torch.addmm(self.b_dec, z, self.W_dec)
+        else:
+            recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
         residual = xs - recon
         # The variance denominator puts every layer and timestep on the same scale.
         total_variance = (xs - xs.mean(0)).pow(2).sum().clamp_min(torch.finfo(xs.dtype).tiny)
@@ -203,24 +212,34 @@ class TopKSAE(nn.Module):
         auxk_loss = fvu.new_zeros(())
         k_aux = cfg.k_aux_effective
         if dead_mask is not None and k_aux > 0 and cfg.aux_coef > 0:
-            num_dead = int(dead_mask.sum())
-            if num_dead > 0:
-                k_aux = min(k_aux, num_dead)
-                candidates = pre.masked_fill(~dead_mask.to(pre.device), float("-inf"))
-                aux_indices = candidates.topk(k_aux, dim=1, sorted=False).indices
-                # With k_aux a sizeable fraction of d_sae (e.g. 256 of 512) the "sparse" codes
-                # are not sparse: dense matmuls are then several times faster than gathers.
-                dense = k_aux * AUX_DENSE_FRACTION >= cfg.d_sae
-                aux_values = gather_encoder(
-                    xs, self.W_enc, self.b_enc, self.b_dec, pre, aux_indices, dense
-                )
-                if dense:
-                    z_aux = torch.zeros_like(pre).scatter(1, aux_indices, aux_values)
-                    e_hat = z_aux @ self.W_dec
-                else:
-                    e_hat = sparse_decode(aux_values, aux_indices, self.W_dec)
+            dead = dead_mask.to(pre.device).nonzero().squeeze(1)
+            if dead.numel() > 0:
+                e_hat = self._auxk_reconstruction(xs, pre, dead, min(k_aux, dead.numel()))
                 auxk_loss = (e_hat - residual.detach()).pow(2).sum() / total_variance
 
         sae_out = recon / cfg.input_scale if cfg.input_scale != 1.0 else recon
         loss = fvu + cfg.aux_coef * auxk_loss
         return ForwardOutput(sae_out, values, indices, fvu, auxk_loss, loss)
+
+    def _auxk_reconstruction(self, xs: Tensor, pre: Tensor, dead: Tensor, k_aux: int) -> Tensor:
+        """ê = Σ over each token's top-k_aux dead latents of pre-activation × decoder row.
+
+        Only the dead latents are visited, so the cost scales with their number, not with
+        d_sae: the top-k_aux is taken over pre_acts restricted to them, and the dense path's
+        matmuls (ê, and the gradients of W_dec's and W_enc's dead rows) are (N × num_dead)
+        ones. Same loss and gradients as the dense formula over all latents with the live
+        ones masked to −inf (tests/sae/test_sae_kernels.py).
+        """
+        num_dead = dead.numel()
+        everyone = num_dead == self.cfg.d_sae
+        if k_aux * AUX_DENSE_FRACTION >= num_dead:
+            # k_aux is a sizeable fraction of the candidates (e.g. all of them when fewer are
+            # dead than k_aux): dense matmuls over the dead latents beat gathers.
+            z_aux = subset_encoder(xs, self.W_enc, self.b_enc, self.b_dec, pre, dead, k_aux)
+            w_dec = self.W_dec if everyone else self.W_dec.index_select(0, dead)
+            return z_aux @ w_dec
+        candidates = pre if everyone else pre.index_select(1, dead)
+        picks = candidates.topk(k_aux, dim=1, sorted=False).indices
+        aux_indices = picks if everyone else dead[picks]
+        aux_values = gather_encoder(xs, self.W_enc, self.b_enc, self.b_dec, pre, aux_indices)
+        return sparse_decode(aux_values, aux_indices, self.W_dec)

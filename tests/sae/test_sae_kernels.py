@@ -7,6 +7,7 @@ import torch
 from sae_helpers import dense_forward, small_sae
 from torch.testing import assert_close
 
+from explorer.sae import model as sae_model
 from explorer.sae.kernels import (
     batch_topk_select,
     codes_t_matmul,
@@ -15,6 +16,7 @@ from explorer.sae.kernels import (
     fused_encoder,
     gather_encoder,
     sparse_decode,
+    subset_encoder,
 )
 
 N, D_IN, D_SAE, K = 64, 16, 48, 5
@@ -32,19 +34,20 @@ def _leaves(seed: int, bias: float = 0.0, contiguous_w: bool = False):
     return [t.clone().requires_grad_() for t in (x, w, b, b_dec)]
 
 
-def _grads(loss, tensors):
-    return torch.autograd.grad(loss, tensors)
+def _grads(loss, tensors, retain_graph=False):
+    return torch.autograd.grad(loss, tensors, retain_graph=retain_graph)
 
 
 @pytest.mark.parametrize("batch_topk", [False, True])
 @pytest.mark.parametrize("bias", [0.0, -3.0])  # -3: many tokens have fewer than k positive
 @pytest.mark.parametrize("contiguous_w", [False, True])
-def test_fused_encoder_matches_dense(batch_topk, bias, contiguous_w):
+@pytest.mark.parametrize("dense", [False, True])  # the backward: gathers or matmuls
+def test_fused_encoder_matches_dense(batch_topk, bias, contiguous_w, dense):
     leaves = _leaves(0, bias, contiguous_w)
     x, w, b, b_dec = leaves
     weight = torch.randn(N, D_SAE, dtype=torch.float64)  # a generic loss on the codes
 
-    values, indices, pre = fused_encoder(x, w, b, b_dec, K, batch_topk)
+    values, indices, pre = fused_encoder(x, w, b, b_dec, K, batch_topk, dense)
     z_fast = torch.zeros(N, D_SAE, dtype=torch.float64).scatter(1, indices, values)
     z_ref = dense_encode(x, w, b, b_dec, K, batch_topk)
     assert_close(z_fast, z_ref)
@@ -101,6 +104,31 @@ def test_gather_encoder_matches_dense(dense):
         assert_close(g_fast, g_ref)
 
 
+@pytest.mark.parametrize("n_latents, k", [(D_SAE, 12), (20, 5), (20, 20), (20, 30), (1, 4)])
+def test_subset_encoder_matches_dense(n_latents, k):
+    """Codes over a subset of latents (AuxK's dead ones): top-k of their pre-activations."""
+    leaves = _leaves(4, bias=-0.5)
+    x, w, b, b_dec = leaves
+    latents = torch.randperm(D_SAE, generator=torch.Generator().manual_seed(5))[:n_latents]
+    latents = latents.sort().values
+    pre = torch.relu((x - b_dec) @ w + b)
+    fast = subset_encoder(x, w, b, b_dec, pre.detach(), latents, k)
+
+    sub = pre[:, latents]
+    picks = sub.detach().topk(min(k, n_latents), dim=1).indices
+    ref = torch.zeros_like(sub).scatter(1, picks, sub.gather(1, picks))
+    assert_close(fast, ref)
+    weight = torch.randn(N, n_latents, dtype=torch.float64)
+    params = leaves[1:]  # x is data: subset_encoder gives it no gradient
+    g_fast = _grads((fast * weight).sum(), params)
+    g_ref = _grads((ref * weight).sum(), params)
+    for a, b_ in zip(g_fast, g_ref):
+        assert_close(a, b_)
+    outside = torch.ones(D_SAE, dtype=torch.bool)
+    outside[latents] = False
+    assert not g_fast[0][:, outside].any() and not g_fast[1][outside].any()
+
+
 def test_codes_t_matmul():
     indices = torch.rand(N, D_SAE).topk(K, dim=1).indices
     values, rhs = torch.randn(N, K), torch.randn(N, D_IN)
@@ -109,8 +137,15 @@ def test_codes_t_matmul():
 
 
 @pytest.mark.parametrize("batch_topk", [False, True])
-@pytest.mark.parametrize("dead, k_aux", [(False, 8), (True, 2), (True, 8)])  # sparse/dense AuxK
-def test_sae_forward_and_grads_match_dense(batch_topk, dead, k_aux):
+@pytest.mark.parametrize("dead, k_aux", [(False, 8), (True, 2), (True, 8)])
+@pytest.mark.parametrize("main_dense", [False, True])  # main path: sparse or dense matmuls
+@pytest.mark.parametrize("aux_dense", [False, True])  # AuxK: gathers or dense over the dead
+def test_sae_forward_and_grads_match_dense(
+    batch_topk, dead, k_aux, main_dense, aux_dense, monkeypatch
+):
+    # The fraction rules pick the path from the shapes; force each one here.
+    monkeypatch.setattr(sae_model, "MAIN_DENSE_FRACTION", 10**6 if main_dense else 1)
+    monkeypatch.setattr(sae_model, "AUX_DENSE_FRACTION", 10**6 if aux_dense else 1)
     sae = small_sae(k_aux=k_aux, batch_topk=batch_topk, normalisation="mean_norm", input_scale=1.7)
     x = torch.randn(N, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     dead_mask = (torch.arange(D_SAE) % 3 == 0) if dead else None
@@ -125,3 +160,49 @@ def test_sae_forward_and_grads_match_dense(batch_topk, dead, k_aux):
         assert float(auxk.detach()) > 0
     for g_fast, g_ref in zip(_grads(out.loss, params), _grads(loss, params)):
         assert_close(g_fast, g_ref)
+
+
+def _dead_mask(kind: str) -> torch.Tensor:
+    """Dead-latent masks for the AuxK edge cases (D_SAE = 48 latents, k_aux = 8)."""
+    idx = torch.arange(D_SAE)
+    return {
+        "none": torch.zeros(D_SAE, dtype=torch.bool),
+        "all": torch.ones(D_SAE, dtype=torch.bool),
+        "one": idx == 7,
+        "fewer_than_k_aux": idx % 10 == 3,  # 5 dead < k_aux
+        "exactly_k_aux": idx % 6 == 0,  # 8 dead
+        "many": idx % 3 != 0,  # 32 dead
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["none", "all", "one", "fewer_than_k_aux", "exactly_k_aux", "many"])
+@pytest.mark.parametrize("aux_dense", [False, True, None])  # None: the shape rule decides
+def test_auxk_over_dead_latents_matches_dense_reference(kind, aux_dense, monkeypatch):
+    """AuxK computed over the dead latents only equals the dense all-latent formula."""
+    if aux_dense is not None:
+        monkeypatch.setattr(sae_model, "AUX_DENSE_FRACTION", 10**6 if aux_dense else 1)
+    # aux_coef 1: the AuxK gradients weigh as much as the main ones in the comparison.
+    sae = small_sae(k_aux=8, aux_coef=1.0, normalisation="mean_norm", input_scale=0.6, seed=2)
+    with torch.no_grad():
+        sae.b_enc.sub_(0.3)  # some dead latents' pre-activations are ReLU-clamped
+    x = torch.randn(N, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    dead_mask = _dead_mask(kind)
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+
+    out = sae(x, dead_mask=dead_mask)
+    _, fvu, auxk, loss = dense_forward(sae, x, dead_mask)
+    assert_close(out.fvu, fvu)
+    assert_close(out.auxk_loss, auxk)
+    assert_close(out.loss, loss)
+    assert (float(auxk.detach()) > 0) == (kind != "none")
+    keep = kind != "none"
+    for g_fast, g_ref in zip(_grads(out.loss, params, keep), _grads(loss, params, keep)):
+        assert_close(g_fast, g_ref)
+    if kind != "none":
+        g_aux = _grads(out.auxk_loss, params)
+        for g_fast, g_ref in zip(g_aux, _grads(auxk, params)):
+            assert_close(g_fast, g_ref)
+        # Only dead latents get an AuxK gradient in the encoder and decoder.
+        g_w_enc, g_b_enc, g_w_dec, _ = g_aux
+        assert not g_w_enc[:, ~dead_mask].any() and not g_b_enc[~dead_mask].any()
+        assert not g_w_dec[~dead_mask].any()
