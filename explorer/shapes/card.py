@@ -7,6 +7,7 @@ checker's JSON output; nothing is typed in by hand.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -38,6 +39,35 @@ def _loss_curve(train_dir: Path, out: Path) -> tuple[int, float, float] | None:
         out, title="UNet + text encoder training loss", xlabel="step", ylabel="loss",
     )
     return int(steps[-1]), float(smooth[0]), float(smooth[-1])
+
+
+def training_history(log: Path) -> dict | None:
+    """What unet_log.csv says about how the run went: wall time summed over its sessions (each
+    resume restarts the logged clock), the sessions' step ranges, and the steps where the
+    learning rate went back up (the run was resumed with a larger --steps, which re-plans the
+    cosine decay)."""
+    if not log.is_file():
+        return None
+    with log.open() as f:
+        rows = [(int(r["step"]), float(r["lr"]), float(r.get("elapsed_s") or "nan"))
+                for r in csv.DictReader(f)]
+    if not rows:
+        return None
+    sessions, restarts = [[rows[0][0], rows[0][0], rows[0][2]]], []
+    for (_, lr0, e0), (s1, lr1, e1) in itertools.pairwise(rows):
+        if e1 < e0:  # the clock restarted: a resumed session
+            sessions.append([s1, s1, e1])
+        sessions[-1][1:] = [s1, e1]
+        # Warm-up raises the lr too, but by at most 2× a step (at its first step); a re-planned
+        # schedule jumps from the decayed lr back to the peak.
+        if lr0 > 0 and lr1 / lr0 > 3:
+            restarts.append(s1)
+    return {
+        "hours": sum(e for _, _, e in sessions if e == e) / 3600,
+        "sessions": [(a, b) for a, b, _ in sessions],
+        "restarts": restarts,
+        "last_step": rows[-1][0],
+    }
 
 
 def _adherence_table(reports: list[dict]) -> str:
@@ -77,12 +107,16 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
         for b in sorted(model.block_names())
     )
     reports = [json.loads(Path(c).read_text()) for c in checks]
-    elapsed = None
-    log = train_dir / "unet_log.csv"
-    if log.is_file():
-        with log.open() as f:
-            last = list(csv.DictReader(f))[-1]
-            elapsed = float(last.get("elapsed_s", "nan"))
+    history = training_history(train_dir / "unet_log.csv")
+    ran = ""
+    if history:
+        ran = (f"UNet stage: {history['last_step']:,} steps in {history['hours']:.2f} h of logged "
+               f"wall time over {len(history['sessions'])} session(s) (each resume continues "
+               "from the last checkpoint).")
+        for step in history["restarts"]:
+            ran += (f" At step {step:,} the run was extended (resumed with a larger `--steps`): "
+                    "the learning rate went back up and the cosine decay was re-planned over "
+                    "the new total, so the schedule above describes the final plan only.")
     text = f"""# mini-sd-shapes: the bundled miniature Stable Diffusion
 
 A text-to-image latent diffusion model in the standard diffusers `StableDiffusionPipeline`
@@ -127,7 +161,7 @@ seed and step, so a killed run resumes to the same weights):
    prompt dropout (for classifier-free guidance), EMA {cfg["ema_decay"]} (the shipped weights).
 
 Trained on this project's 2-core CPU (no GPU was available to the session).
-{f"UNet stage wall time as logged: {elapsed / 3600:.2f} h." if elapsed else ""}
+{ran}
 {f"Final logged step {curve[0]}; smoothed loss {curve[1]:.4f} → {curve[2]:.4f}." if curve else ""}
 
 ![loss](loss.png)
