@@ -105,13 +105,19 @@ class Model:
 
     def fingerprint(self) -> str:
         """A short hash of the model's weights files (name + size + first MiB), for provenance."""
-        h = hashlib.sha256()
-        for f in sorted(self.folder.rglob("*.safetensors")) + sorted(self.folder.rglob("*.bin")):
-            h.update(str(f.relative_to(self.folder)).encode())
-            h.update(str(f.stat().st_size).encode())
-            with f.open("rb") as fh:
-                h.update(fh.read(1 << 20))
-        return h.hexdigest()[:16]
+        return folder_fingerprint(self.folder)
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """`Model.fingerprint` of a model folder without loading it (reads at most 1 MiB a file)."""
+    folder = resolve_folder(folder)
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*.safetensors")) + sorted(folder.rglob("*.bin")):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(str(f.stat().st_size).encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 def _block_depth(block: str, n_levels: int) -> int:

@@ -208,6 +208,14 @@ class MainWindow(QMainWindow):
         worker.errored.connect(self._on_open_error)
         return self.pool.start(worker, slot="open")
 
+    def notice(self, message: str) -> None:
+        """Tell the user something worth knowing without blocking the window (non-modal)."""
+        box = QMessageBox(QMessageBox.Icon.Information, APP_NAME, message, parent=self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setModal(False)
+        box.show()
+        self._notice = box
+
     def _on_open_error(self, message: str) -> None:
         self.statusBar().showMessage(message)
         QMessageBox.warning(self, APP_NAME, message)

@@ -189,3 +189,16 @@ def test_cli_index_and_evaluate(workspace, capsys):
         (ws.root / "interventions.md").unlink()
     assert main(["index", "--store", str(ws.store_path)]) == 2
     assert "--sae" in capsys.readouterr().err
+
+
+def test_a_demo_built_from_other_weights_is_reported_stale(workspace, monkeypatch, tmp_path):
+    import explorer.engine.loading as loading
+    from explorer.analysis.demo import stale_model
+
+    ws, _, _ = workspace
+    assert stale_model(ws.root) is None  # built from the weights its model folder holds
+    # The model folder's weights change after the build (a retrained bundled model).
+    monkeypatch.setattr(loading, "folder_fingerprint", lambda folder: "0123456789abcdef")
+    notice = stale_model(ws.root)
+    assert notice is not None and str(ws.root) in notice and "\n" not in notice
+    assert stale_model(tmp_path) is None  # not a workspace: nothing to say here

@@ -225,3 +225,11 @@ def test_label_autosave_survives_a_kill(tiny_workspace, tmp_path):
 
     doc = LabelDocument.load(ws / "labels.json")
     assert any(lab.feature == feature and lab.label == "survives a crash" for lab in doc.items())
+
+
+def test_a_notice_does_not_block_the_window(qtbot, window):
+    window.notice("the demo workspace was built with other weights")
+    box = window._notice
+    assert box.isVisible() and not box.isModal()
+    assert "other weights" in box.text()
+    box.close()
