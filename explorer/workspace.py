@@ -191,3 +191,20 @@ class Workspace:
         from explorer.store.reader import Store
 
         return Store.open(self.store_path)
+
+    def stale_model(self, model_hash) -> str | None:
+        """A one-line notice when the store was collected from other weights (`model_hash`, from
+        its metadata) than the workspace's model folder now holds, e.g. a demo built before the
+        bundled model was retrained; None when they match or cannot be compared."""
+        from explorer.engine.loading import folder_fingerprint, resolve_folder
+
+        try:
+            if model_hash is None or not resolve_folder(self.model).is_dir():
+                return None  # a missing model folder is reported where the model is loaded
+            if str(model_hash) == folder_fingerprint(self.model):
+                return None
+        except Exception:
+            return None
+        return (f"{self.root} was built with other weights of {self.model} than it holds now; "
+                "its numbers describe the old weights (rebuild it: File → Build Demo Workspace "
+                "for the demo)")

@@ -97,26 +97,6 @@ def is_built(folder: str | Path) -> bool:
     return bool(demo.get("complete")) and ws.report_path.is_file() and ws.store_path.is_file()
 
 
-def stale_model(folder: str | Path) -> str | None:
-    """A one-line notice when `folder`'s store was collected from other weights than its model
-    folder now holds (e.g. a demo built before the bundled model was retrained), else None."""
-    from explorer.engine.loading import folder_fingerprint
-    from explorer.store import Store
-    from explorer.workspace import Workspace
-
-    try:
-        ws = Workspace.open(folder)
-        with Store.open(ws.store_path) as store:
-            built = store.meta.get("model_hash")
-        now = folder_fingerprint(ws.model)
-    except Exception:  # a broken workspace is reported when it is opened, not here
-        return None
-    if built is None or str(built) == now:
-        return None
-    return (f"{ws.root} was built with other weights of {ws.model} than it holds now; "
-            "its numbers describe the old model (File → Build Demo Workspace builds a new one)")
-
-
 class _Reporter:
     def __init__(self, progress: Callable[[dict], None] | None):
         self.progress = progress

@@ -44,12 +44,7 @@ def run(argv: list[str] | None = None) -> int:
 
         folder = demo_workspace_dir()
         if demo_is_built(folder):
-            from explorer.analysis.demo import stale_model
-
             window.open_workspace(folder)
-            notice = stale_model(folder)
-            if notice:
-                window.notice(notice)
         else:
             window.build_demo(small=True)
     return app.exec()

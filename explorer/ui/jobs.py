@@ -58,6 +58,7 @@ class LoadedWorkspace:
     labels_error: str | None
     default_sae: str | None
     warnings: list[str]
+    stale_model: str | None = None  # see Workspace.stale_model
 
 
 def default_sae_id(saes) -> str | None:
@@ -90,7 +91,10 @@ def open_workspace_job(path: str, *, cancel, progress) -> LoadedWorkspace:
     if default is not None:
         source.set_sae(workspace.sae(default))
     labels, err = LabelDocument.load_or_empty(workspace.labels_path)
-    return LoadedWorkspace(workspace, source, saes, labels, str(err) if err else None, default, warnings)
+    # Off the UI thread: it hashes the start of every weights file of the model folder.
+    stale = workspace.stale_model(source.store.meta.get("model_hash"))
+    return LoadedWorkspace(workspace, source, saes, labels, str(err) if err else None, default,
+                           warnings, stale)
 
 
 def demo_workspace_dir():

@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
         self.source = None
         self.labels = None  # LabelDocument
         self.autosaver = None
+        self._notice = None  # the last non-modal notice box, kept alive while it shows
         self.entry = None  # the SAEEntry shown
         self._settings = QSettings("ConceptExplorer", "ConceptExplorer")
 
@@ -253,6 +254,8 @@ class MainWindow(QMainWindow):
         self._on_sae_changed(self.sae_combo.currentIndex())
         for message in loaded.warnings:
             self.statusBar().showMessage(message, 10_000)
+        if loaded.stale_model:
+            self.notice(loaded.stale_model)
 
     def _close_workspace(self) -> None:
         if self.autosaver is not None:

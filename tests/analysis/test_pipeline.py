@@ -191,14 +191,19 @@ def test_cli_index_and_evaluate(workspace, capsys):
     assert "--sae" in capsys.readouterr().err
 
 
-def test_a_demo_built_from_other_weights_is_reported_stale(workspace, monkeypatch, tmp_path):
+def test_a_workspace_built_from_other_weights_is_reported_stale(workspace, monkeypatch, tmp_path):
     import explorer.engine.loading as loading
-    from explorer.analysis.demo import stale_model
+    from explorer.workspace import Workspace
 
     ws, _, _ = workspace
-    assert stale_model(ws.root) is None  # built from the weights its model folder holds
+    with ws.store() as store:
+        built = store.meta.get("model_hash")
+    assert built and ws.stale_model(built) is None  # built from the weights its folder holds
+    assert ws.stale_model(None) is None  # an old store without the hash: nothing to compare
     # The model folder's weights change after the build (a retrained bundled model).
     monkeypatch.setattr(loading, "folder_fingerprint", lambda folder: "0123456789abcdef")
-    notice = stale_model(ws.root)
+    notice = ws.stale_model(built)
     assert notice is not None and str(ws.root) in notice and "\n" not in notice
-    assert stale_model(tmp_path) is None  # not a workspace: nothing to say here
+    # A model folder that is gone is reported where the model is loaded, not as stale.
+    gone = Workspace.create(tmp_path / "W", model=str(tmp_path / "no-such-model"))
+    assert gone.stale_model(built) is None

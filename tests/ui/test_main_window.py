@@ -227,6 +227,20 @@ def test_label_autosave_survives_a_kill(tiny_workspace, tmp_path):
     assert any(lab.feature == feature and lab.label == "survives a crash" for lab in doc.items())
 
 
+def test_a_workspace_built_from_other_weights_opens_with_a_notice(
+    qtbot, window, tiny_workspace, monkeypatch
+):
+    import explorer.engine.loading as loading
+
+    _open(qtbot, window, tiny_workspace)
+    assert window._notice is None  # built from the weights it holds
+    monkeypatch.setattr(loading, "folder_fingerprint", lambda folder: "0123456789abcdef")
+    _open(qtbot, window, tiny_workspace)
+    assert window.source is not None  # it still opens
+    assert "other weights" in window._notice.text()
+    window._notice.close()
+
+
 def test_a_notice_does_not_block_the_window(qtbot, window):
     window.notice("the demo workspace was built with other weights")
     box = window._notice
