@@ -54,12 +54,13 @@ class Trajectory:
     starting at step i from the recorded latents is bit-identical to running steps 0…i−1 again.
     """
 
-    def __init__(self, key: tuple = ()):
-        self.key = key  # what the generation depended on (prompt, seed, steps, guidance, …)
+    def __init__(self, until: int | None = None):
+        self.until = until  # record no step after this one (None: every step)
         self.latents: dict[int, torch.Tensor] = {}  # step → latents entering it, on the CPU
 
     def record(self, step: int, latents: torch.Tensor) -> None:
-        self.latents[step] = latents.detach().to("cpu", copy=True)
+        if self.until is None or step <= self.until:
+            self.latents[step] = latents.detach().to("cpu", copy=True)
 
     def start(self, step: int) -> tuple[int, torch.Tensor] | None:
         """The latest recorded (step, latents) at or before `step`, or None."""

@@ -71,7 +71,9 @@ def steer(
     start = record = None
     if trajectory is not None and not capture and resumable(model.pipe.scheduler):
         start = trajectory.start(min(first, n_steps - 1))
-        record = Trajectory()
+        # The latents entering the first edited step are still the unedited run's; later ones
+        # are not, so they are not copied at all.
+        record = Trajectory(until=first)
     res = generate(
         model,
         prompts,
@@ -87,18 +89,13 @@ def steer(
     )
     if record is not None:
         for i, latents in record.latents.items():
-            if i <= first:  # the latents entering the first edited step are still unedited
-                trajectory.latents.setdefault(i, latents)
+            trajectory.latents.setdefault(i, latents)
     return SteerResult(res.images, res.t, warnings, sorted(edits))
 
 
 def first_edited_step(interventions: Sequence[Intervention], n_steps: int) -> int:
     """The first step of an `n_steps` schedule in which any active edit acts (n_steps if none)."""
-    firsts = [
-        iv.window.steps(n_steps)[0]
-        for iv in interventions
-        if iv.active and iv.window.steps(n_steps)
-    ]
+    firsts = [steps[0] for iv in interventions if iv.active and (steps := iv.window.steps(n_steps))]
     return min(firsts, default=n_steps)
 
 

@@ -141,7 +141,7 @@ class SteerCache:
         if key not in self.trajectories:
             if len(self.trajectories) >= self.MAX_TRAJECTORIES:
                 self.trajectories.pop(next(iter(self.trajectories)))  # the oldest
-            self.trajectories[key] = Trajectory(key)
+            self.trajectories[key] = Trajectory()
         return self.trajectories[key]
 
     def sae(self, entry, device):
