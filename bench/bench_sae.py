@@ -195,48 +195,12 @@ def _gb(n: float) -> str:
 def write_synthetic_store(path: Path, gigabytes: float) -> None:
     """A store of about `gigabytes` GB of float16 maps, written with our StoreWriter."""
     import numpy as np
-
-    from explorer.store import Layout, StoreWriter
+    from bench_store import synthetic_store
 
     per_sample = MEMORY_STEPS * int(np.prod(MEMORY_GEOMETRY)) * 2
     n = max(4, int(gigabytes * 1e9 // per_sample))
-    layout = Layout(
-        n_samples=n,
-        blocks={"block": MEMORY_GEOMETRY},
-        branches=("cond",),
-        timesteps=tuple(range(MEMORY_STEPS)),
-        t=tuple(np.linspace(1, 0, MEMORY_STEPS)),
-        step_index=tuple(range(MEMORY_STEPS)),
-        sampling_steps=MEMORY_STEPS,
-        image_shape=(64, 64, 3),
-        latent_shape=(4, 16, 16),
-    )
-    rng = np.random.default_rng(0)
-    batch = 4
     # A pool of random maps, cycled: content does not matter for memory, writing speed does.
-    pool = [rng.standard_normal((batch, *MEMORY_GEOMETRY), np.float32).astype(np.float16)
-            for _ in range(7)]
-    pred_x0 = np.zeros((batch, 4, 16, 16), np.float16)
-    images = np.zeros((batch, 64, 64, 3), np.uint8)
-    w = StoreWriter.create(path, layout, {}, [f"p{i}" for i in range(n)], list(range(n)))
-    k = 0
-    with w:
-        while w.n_complete < n:
-            size = min(batch, n - w.n_complete)
-            w.begin_batch(size)
-            for s in range(MEMORY_STEPS):
-                k += 1
-                w.write_step(s, {"block": {"cond": pool[k % len(pool)][:size]}}, pred_x0[:size])
-            w.finish_batch(images[:size])
-
-
-def _drop_from_page_cache(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    synthetic_store(path, n, MEMORY_STEPS, MEMORY_GEOMETRY, pool=7)
 
 
 def memory_check(args) -> None:
@@ -260,7 +224,9 @@ def memory_check(args) -> None:
             d_in = store.geometry(block)[2]
             n_tokens = store.n_tokens(block)
             held_in = store.n_tokens(block, samples=train_samples(store.n_samples))
-        _drop_from_page_cache(store_path)
+        from bench_store import evict
+
+        evict(store_path)
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         cmd = [
             sys.executable, "-m", "explorer", "train", "--store", str(store_path),

@@ -113,8 +113,14 @@ def bench_collect(tmp: Path, n: int, steps: int, batch: int, repeats: int):
 # --- P3 -------------------------------------------------------------------------------------
 
 
-def _synthetic_store(path: Path, n: int, steps: int, geometry: tuple[int, int, int]):
-    # One branch only: the other would double the disk written without changing what is read.
+def synthetic_store(path: Path, n: int, steps: int, geometry: tuple[int, int, int],
+                    pool: int | None = None) -> None:
+    """`n` samples × `steps` random float16 maps of one block, cond only, written by StoreWriter.
+
+    One branch only: the other would double the disk written without changing what is read.
+    pool: cycle that many random batches instead of drawing every map (for stores of many GB,
+    where drawing the numbers would cost more than writing them; content does not matter).
+    """
     from explorer.store import Layout, StoreWriter
 
     layout = Layout(
@@ -128,15 +134,22 @@ def _synthetic_store(path: Path, n: int, steps: int, geometry: tuple[int, int, i
         image_shape=(64, 64, 3),
         latent_shape=(4, 16, 16),
     )
-    w = StoreWriter.create(path, layout, {}, [f"p{i}" for i in range(n)], list(range(n)))
     rng = np.random.default_rng(0)
     batch = 4
+
+    def draw(size: int) -> np.ndarray:
+        return rng.standard_normal((size, *geometry), dtype=np.float32).astype(np.float16)
+
+    maps = [draw(batch) for _ in range(pool)] if pool else None
+    w = StoreWriter.create(path, layout, {}, [f"p{i}" for i in range(n)], list(range(n)))
+    k = 0
     with w:
         while w.n_complete < n:
             size = min(batch, n - w.n_complete)
             w.begin_batch(size)
             for s in range(steps):
-                x = rng.standard_normal((size, *geometry), dtype=np.float32).astype(np.float16)
+                k += 1
+                x = maps[k % pool][:size] if maps else draw(size)
                 w.write_step(s, {"block": {"cond": x}}, np.zeros((size, 4, 16, 16), np.float16))
             w.finish_batch(np.zeros((size, 64, 64, 3), np.uint8))
 
@@ -163,7 +176,7 @@ def _raw_read(path: Path, n: int, steps: int, geometry) -> tuple[float, float]:
         return t_h5py, time.perf_counter() - t0
 
 
-def _evict(path: Path) -> None:
+def evict(path: Path) -> None:
     """Drop this file (only) from the page cache, so the next read comes from the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -186,7 +199,7 @@ def bench_read(tmp: Path, name: str, n: int, steps: int, geometry, repeats: int)
     from explorer.store import Store
 
     path = tmp / f"p3-{name}.h5"
-    _synthetic_store(path, n, steps, geometry)
+    synthetic_store(path, n, steps, geometry)
     nbytes = n * steps * int(np.prod(geometry)) * FP16
     rng = np.random.default_rng(1)
     with Store.open(path) as store:
@@ -206,9 +219,9 @@ def bench_read(tmp: Path, name: str, n: int, steps: int, geometry, repeats: int)
             t_half.append(_stream(store, r, np.float16))
         cold = None
         if hasattr(os, "posix_fadvise"):
-            _evict(path)
+            evict(path)
             cold_raw = _raw_read(path, n, steps, geometry)[0]
-            _evict(path)
+            evict(path)
             cold = (cold_raw, _stream(store, 0))
     frac = min(t_h5py) / min(t_stream)
     frac_direct = min(t_direct) / min(t_stream)
