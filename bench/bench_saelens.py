@@ -236,6 +236,26 @@ def _best(rates: dict[str, float]) -> float:
     return max(ran) if ran else float("nan")
 
 
+def _rates(impls: list[str], batch: int, times_of: Callable[[str], list[float]], what: str):
+    """tokens/s per implementation from its step times; a failure is NaN and a printed line."""
+    rates = {}
+    for impl in impls:
+        torch.manual_seed(0)
+        try:
+            rates[impl] = batch / statistics.median(times_of(impl))
+        except Exception as exc:  # a foreign library's failure must not hide the rest
+            print(f"  {impl} {what}: {type(exc).__name__}: {str(exc)[:200]}")
+            rates[impl] = float("nan")
+    return rates
+
+
+def _row(name: str, shape: Shape, regime: str, k_aux: str, impls, rates) -> str:
+    row = f"{name:<14}{shape.d_in:>5}{shape.latents:>6}{shape.k:>4}{shape.batch:>6}"
+    row += f"{regime:>5}{k_aux:>10}"
+    row += "".join(f"{rates[i]:>16,.0f}" for i in impls)
+    return row + f"{rates['ours'] / _best(rates):>13.2f}x"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shape", action="append", choices=list(SHAPES), help="default: all")
@@ -279,42 +299,24 @@ def main(argv: list[str] | None = None) -> None:
             theirs_k_aux = min(saelens_k_aux(shape), n_dead)
             ours_k_aux = saelens_k_aux(shape) if args.ours_k_aux == "match" else 256
             ours_eff = min(ours_k_aux, shape.latents // 2, n_dead)
-            rates = {}
-            for impl in impls:
-                torch.manual_seed(0)
+
+            def step_times(impl, shape=shape, batches=batches, dead=dead, ours_k_aux=ours_k_aux):
                 if impl == "ours":
                     step = ours_step(shape, dead, ours_k_aux)
                 else:
                     step = saelens_step(shape, dead, impl == "saelens-sparse")
-                try:
-                    times = time_steps(step, batches, args.warmup, args.iters)
-                    rates[impl] = shape.batch / statistics.median(times)
-                except Exception as exc:  # a foreign library's failure must not hide the rest
-                    print(f"  {impl} failed on {name}: {type(exc).__name__}: {str(exc)[:200]}")
-                    rates[impl] = float("nan")
-                del step
-            best_theirs = _best(rates)
-            row = f"{name:<14}{shape.d_in:>5}{shape.latents:>6}{shape.k:>4}{shape.batch:>6}"
-            row += f"{regime:>5}{f'{ours_eff}/{theirs_k_aux}':>10}"
-            row += "".join(f"{rates[i]:>16,.0f}" for i in impls)
-            row += f"{rates['ours'] / best_theirs:>13.2f}x"
-            print(row, flush=True)
+                return time_steps(step, batches, args.warmup, args.iters)
+
+            rates = _rates(impls, shape.batch, step_times, f"failed on {name}")
+            print(_row(name, shape, regime, f"{ours_eff}/{theirs_k_aux}", impls, rates), flush=True)
         if args.fit:
-            rates = {}
-            for impl in impls:
-                torch.manual_seed(0)
-                try:
-                    times = fit_times(impl, shape, batches, args.warmup, args.iters)
-                    rates[impl] = shape.batch / statistics.median(times)
-                except Exception as exc:
-                    print(f"  {impl} fit failed on {name}: {type(exc).__name__}: {str(exc)[:200]}")
-                    rates[impl] = float("nan")
-            best_theirs = _best(rates)
-            row = f"{name + '/fit':<14}{shape.d_in:>5}{shape.latents:>6}{shape.k:>4}"
-            row += f"{shape.batch:>6}{'off':>5}{'0/0':>10}"
-            row += "".join(f"{rates[i]:>16,.0f}" for i in impls)
-            row += f"{rates['ours'] / best_theirs:>13.2f}x"
-            print(row, flush=True)
+            rates = _rates(
+                impls, shape.batch,
+                lambda impl, shape=shape, batches=batches: fit_times(
+                    impl, shape, batches, args.warmup, args.iters),
+                f"fit failed on {name}",
+            )
+            print(_row(name + "/fit", shape, "off", "0/0", impls, rates), flush=True)
     print(
         "k_aux: effective dead latents per token in AuxK, ours/SAELens. 'fit' rows: complete "
         "train_sae / SAETrainer.fit loops, gaps between batch pulls."
