@@ -447,43 +447,32 @@ def evaluate_interventions(
                 edits.append(make_edit(iv, sae))
             return edits, counts
 
-        for scale in scales:
-            if scale == 1.0:
-                continue  # the main run below
-            say(f"{stage}: spatial and global at {scale:g}× the calibrated β")
-            edits, counts = spatial_edits(beta_s * scale)
+        def run(edits_counts, score, resume=resume):
+            edits, counts = edits_counts
             imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
-            row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
-            row["spatial"][stage] = _score_spatial(imgs, base, cases, counts)
-            edits, counts = global_edits(beta_g * scale)
-            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
-            row["global"][stage] = _score_global(imgs, base, cases, counts)
+            return imgs, score(imgs, base, cases, counts)
 
-        say(f"{stage}: spatial (β {beta_s:.3g})")
-        edits, counts = spatial_edits(beta_s)
-        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
-        report.spatial[stage] = _score_spatial(imgs, base, cases, counts)
+        # Scale 1 is the calibrated β: the main tables and the example figures come from it.
+        for scale in scales:
+            say(f"{stage}: spatial (β {beta_s * scale:.3g}) and global (β {beta_g * scale:.3g})"
+                + ("" if scale == 1.0 else f", {scale:g}× the calibrated β"))
+            row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
+            imgs_s, row["spatial"][stage] = run(spatial_edits(beta_s * scale), _score_spatial)
+            imgs_g, row["global"][stage] = run(global_edits(beta_g * scale), _score_global)
+            if scale == 1.0:
+                report.spatial[stage] = row["spatial"][stage]
+                report.global_[stage] = row["global"][stage]
+                if stage == "early":
+                    _save_examples(ws, "spatial", base, imgs_s, cases)
+                if stage == "middle":
+                    _save_examples(ws, "global", base, imgs_g, cases)
+
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
         else:
             say(f"{stage}: spatial control (β {early_beta:.3g})")
-            edits, counts = spatial_edits(early_beta)
-            imgs_c = _generate(model, cases, steps, guidance, block, edits, batch_size, base,
-                               *resume)
-            report.spatial_control[stage] = _score_spatial(imgs_c, base, cases, counts)
+            _, report.spatial_control[stage] = run(spatial_edits(early_beta), _score_spatial)
         report.spatial_control[stage]["beta"] = early_beta
-        if stage == "early":
-            _save_examples(ws, "spatial", base, imgs, cases)
-
-        say(f"{stage}: global (β {beta_g:.3g})")
-        edits, counts = global_edits(beta_g)
-        imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
-        report.global_[stage] = _score_global(imgs, base, cases, counts)
-        report.sweep.setdefault(1.0, {"spatial": {}, "global": {}})
-        report.sweep[1.0]["spatial"][stage] = report.spatial[stage]
-        report.sweep[1.0]["global"][stage] = report.global_[stage]
-        if stage == "middle":
-            _save_examples(ws, "global", base, imgs, cases)
 
     report.seconds = time.time() - t0
     if write:
