@@ -39,7 +39,7 @@ chain0() {
   wait_for evaluate-sae
   # The report gathers the SAE metrics, so it is written again once they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"
-  timed screenshots xvfb-run -a -s "-screen 0 1600x1000x24" \
+  timed screenshots xvfb-run -a -s "-screen 0 1920x1080x24" \
     python scripts/screenshots.py "$WS" --steer
 }
 

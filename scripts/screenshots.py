@@ -1,6 +1,6 @@
 """Take a screenshot of each view of the app on a workspace, for the README.
 
-Run under a real X server (`xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
+Run under a real X server (`xvfb-run -a -s "-screen 0 1920x1080x24" python scripts/screenshots.py
 WORKSPACE`) or offscreen (QT_QPA_PLATFORM=offscreen). Writes PNGs to docs/screenshots/.
 """
 
@@ -40,7 +40,7 @@ def main() -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_theme(app, dark=args.dark)
     window = MainWindow(device="cpu")
-    window.resize(1560, 940)
+    window.resize(1860, 960)  # the default window on a screen of 1920 px or more
     window.show()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def main() -> int:
     shot("feature-page", window.feature_dock)
     shot("feature-browser", window.features_dock)
     if args.steer:
-        window.tabs.setCurrentWidget(window.steer_view)
+        window.show_tab(window.steer_view)
         steer = window.steer_view
         steer.live.setChecked(False)
         steer.set_prompt(window.source.prompt(args.sample), int(window.source.store.seeds[args.sample]))

@@ -12,9 +12,11 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -56,9 +58,15 @@ class MainWindow(QMainWindow):
         self.steer_view = SteerView(self.models, self.service)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.tabs.addTab(self.sample_view, "Sample")
-        self.tabs.addTab(self.steer_view, "Steer")
-        self.tabs.addTab(self.generate_view, "Generate")
+        # Each page scrolls rather than imposing its minimum size on the window: the steering
+        # page's three images side by side would otherwise make it wider than a 1600 px screen.
+        for view, title in ((self.sample_view, "Sample"), (self.steer_view, "Steer"),
+                            (self.generate_view, "Generate")):
+            page = QScrollArea()
+            page.setWidget(view)
+            page.setWidgetResizable(True)
+            page.setFrameShape(QFrame.Shape.NoFrame)
+            self.tabs.addTab(page, title)
         self.setCentralWidget(self.tabs)
 
         # Left: SAE choice + feature browser.
@@ -93,8 +101,13 @@ class MainWindow(QMainWindow):
         self.feature_page.label_edited.connect(self._on_label_edited)
 
         self._build_menus()
-        self.resize(1560, 920)
-        self.resizeDocks([self.features_dock, self.feature_dock], [440, 500], Qt.Orientation.Horizontal)
+        # Wide enough for the steering page's three images beside both docks, but never wider
+        # or taller than the screen (the pages scroll there instead).
+        screen = QApplication.primaryScreen()
+        avail = screen.availableGeometry() if screen is not None else None
+        self.resize(min(1860, avail.width() - 40) if avail else 1860,
+                    min(960, avail.height() - 40) if avail else 960)
+        self.resizeDocks([self.features_dock, self.feature_dock], [390, 380], Qt.Orientation.Horizontal)
         geometry = self._settings.value("main/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -209,6 +222,13 @@ class MainWindow(QMainWindow):
         worker.errored.connect(self._on_open_error)
         return self.pool.start(worker, slot="open")
 
+    def show_tab(self, view) -> None:
+        """Bring the centre tab that holds `view` (sample, steer or generate view) to the front."""
+        for i in range(self.tabs.count()):
+            if self.tabs.widget(i).widget() is view:
+                self.tabs.setCurrentIndex(i)
+                return
+
     def notice(self, message: str) -> None:
         """Tell the user something worth knowing without blocking the window (non-modal)."""
         box = QMessageBox(QMessageBox.Icon.Information, APP_NAME, message, parent=self)
@@ -320,7 +340,7 @@ class MainWindow(QMainWindow):
             self.steer_view.set_prompt(self.source.prompt(sample), int(self.source.store.seeds[sample]))
 
     def _open_sample(self, sample: int, step: int) -> None:
-        self.tabs.setCurrentWidget(self.sample_view)
+        self.show_tab(self.sample_view)
         self.sample_view.goto(sample, step)
 
     def _open_matched(self, sae_id: str, feature: int) -> None:

@@ -193,7 +193,7 @@ class SteerView(RequestView):
         for col in range(3):  # three equal images, whatever their content
             grid.setColumnStretch(col, 1)
         for canvas in (self.original, self.steered, self.diff):
-            canvas.setMinimumSize(220, 220)
+            canvas.setMinimumSize(180, 180)
         images = QWidget()
         images.setLayout(grid)
         layout = QHBoxLayout(self)

@@ -247,3 +247,13 @@ def test_a_notice_does_not_block_the_window(qtbot, window):
     assert box.isVisible() and not box.isModal()
     assert "other weights" in box.text()
     box.close()
+
+
+def test_the_window_fits_a_1600_by_1000_screen_and_tabs_can_be_shown(qtbot, window):
+    # The pages scroll instead of imposing their minimum sizes on the window.
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1600 and hint.height() <= 1000, hint
+    window.show_tab(window.steer_view)
+    assert window.tabs.currentWidget().widget() is window.steer_view
+    window.show_tab(window.sample_view)
+    assert window.tabs.currentWidget().widget() is window.sample_view
