@@ -81,9 +81,14 @@ def test_writer_survives_many_kills(tmp_path):
             while w.n_complete < lay.n_samples:
                 H.write_batch(w, 4)
 
+    # Kill delays scale with how long an uninterrupted write takes on this machine: fixed delays
+    # were all longer than the whole write on a fast CI box, so no kill landed mid-run.
+    began = time.perf_counter()
+    reference = H.write_store(tmp_path / "ref.h5", lay)
+    whole = time.perf_counter() - began
+    delays = [whole / 2] + [KILL_RNG.uniform(0, whole / 3) for _ in range(9)]
     history = []
-    for _ in range(10):
-        delay = KILL_RNG.uniform(0, 0.2)
+    for delay in delays:
         outcome = _kill_after(_fork(work), delay)
         n = None
         if path.exists():
@@ -94,8 +99,7 @@ def test_writer_survives_many_kills(tmp_path):
                 H.check_synthetic(store, range(max(0, n - 8), n))
         history.append((round(delay, 3), outcome, n))
     assert _wait(_fork(work)) == 0, history
-    print("kills (delay s, outcome, complete samples):", history)
-    reference = H.write_store(tmp_path / "ref.h5", lay)
+    print(f"whole write {whole:.3f} s; kills (delay s, outcome, complete samples):", history)
     H.assert_same_files(path, reference)
     assert any(o == "killed" and n for _, o, n in history), history  # some kill landed mid-run
 
