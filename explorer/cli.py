@@ -78,6 +78,9 @@ def cmd_shapes_train(args) -> int:
         lr=args.lr,
         dataset=args.dataset,
         threads=args.threads,
+        loss_weighting=args.loss_weighting,
+        zero_terminal_snr=not args.no_zero_terminal_snr,
+        init_from=Path(args.init_from) if args.init_from else None,
     )
     if not args.resume and (cfg.out / "config.json").exists():
         raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
@@ -163,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=int, default=40_000, help="scenes encoded for the UNet stage")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue a killed run")
+    p.add_argument(
+        "--init-from",
+        help="fine-tune: start the UNet and text encoder from this run's unet_ckpt.pt",
+    )
+    p.add_argument(
+        "--loss-weighting", default="clamped_v", choices=["clamped_v", "min_snr"],
+        help="v-loss weight per timestep (default: min(1, 5/(snr+1)))",
+    )
+    p.add_argument(
+        "--no-zero-terminal-snr", action="store_true",
+        help="keep SD's scaled-linear schedule as is (its last step is not pure noise)",
+    )
     p.set_defaults(func=cmd_shapes_train)
 
     p = ssub.add_parser("check", help="measure prompt adherence of a model with the checker")

@@ -8,11 +8,14 @@
 #   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae
 # Wall time on the project's 2-core CPU: about 35 minutes. Logs and timings go to OUT.
 #
-# Usage: scripts/measure_bundled.sh TRAIN_DIR WORKSPACE_DIR OUT_DIR
+# Usage: scripts/measure_bundled.sh TRAIN_DIR WORKSPACE_DIR OUT_DIR [release options…]
+#   (release options go to scripts/release_bundled_model.py, e.g. --base-train-dir for a fine-tune)
 set -u
 TRAIN=${1:?training folder}
 WS=${2:?workspace folder for the full demo}
 OUT=${3:?folder for logs}
+shift 3
+RELEASE_ARGS=$(printf '%q ' "$@")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SMALL="$WS-small"
 mkdir -p "$OUT"
@@ -31,7 +34,7 @@ timed() {  # name, command…: run, log, record seconds
 wait_for() { while [ ! -f "$OUT/$1.done" ]; do sleep 5; done; }
 
 chain0() {
-  timed release python scripts/release_bundled_model.py "$TRAIN"
+  eval "timed release python scripts/release_bundled_model.py \"\$TRAIN\" $RELEASE_ARGS"
   rm -rf "$WS"
   timed demo python -m explorer demo --workspace "$WS"
   timed interventions python -m explorer evaluate-interventions --workspace "$WS" --device cpu \
@@ -58,7 +61,7 @@ chain1() {
     --fidelity-block mid_block.attentions.0 --device cpu
 }
 
-taskset -c 0 bash -c "$(declare -f timed wait_for chain0); OUT='$OUT' TRAIN='$TRAIN' WS='$WS'; chain0" &
+taskset -c 0 bash -c "$(declare -f timed wait_for chain0); OUT='$OUT' TRAIN='$TRAIN' WS='$WS' RELEASE_ARGS='$RELEASE_ARGS'; chain0" &
 taskset -c 1 bash -c "$(declare -f timed wait_for chain1); OUT='$OUT' WS='$WS' SMALL='$SMALL'; chain1" &
 wait
 cat "$OUT/times.log"

@@ -34,23 +34,25 @@ def _loss_curve(train_dir: Path, out: Path) -> tuple[int, float, float] | None:
     k = max(1, len(loss) // 60)
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
     line_plot(
-        [Series("loss (min-SNR weighted v-prediction MSE)", steps.tolist(), loss.tolist()),
+        [Series("loss (weighted v-prediction MSE)", steps.tolist(), loss.tolist()),
          Series(f"moving average ({k} steps)", steps[k - 1 :].tolist(), smooth.tolist())],
         out, title="UNet + text encoder training loss", xlabel="step", ylabel="loss",
     )
     return int(steps[-1]), float(smooth[0]), float(smooth[-1])
 
 
-def training_history(log: Path) -> dict | None:
+def training_history(log: Path, upto: int | None = None) -> dict | None:
     """What unet_log.csv says about how the run went: wall time summed over its sessions (each
     resume restarts the logged clock), the sessions' step ranges, and the steps where the
     learning rate went back up (the run was resumed with a larger --steps, which re-plans the
-    cosine decay)."""
+    cosine decay). `upto`: only the rows up to that step (a checkpoint taken mid-run)."""
     if not log.is_file():
         return None
     with log.open() as f:
         rows = [(int(r["step"]), float(r["lr"]), float(r.get("elapsed_s") or "nan"))
                 for r in csv.DictReader(f)]
+    if upto is not None:
+        rows = [r for r in rows if r[0] <= upto]
     if not rows:
         return None
     sessions, restarts = [[rows[0][0], rows[0][0], rows[0][2]]], []
@@ -90,8 +92,48 @@ def _adherence_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ran(history: dict | None, stage: str) -> str:
+    if not history:
+        return ""
+    ran = (f"{stage}: {history['last_step']:,} steps in {history['hours']:.2f} h of logged "
+           f"wall time over {len(history['sessions'])} session(s) (each resume continues "
+           "from the last checkpoint).")
+    for step in history["restarts"]:
+        ran += (f" At step {step:,} the run was extended (resumed with a larger `--steps`): "
+                "the learning rate went back up and the cosine decay was re-planned over "
+                "the new total, so the schedule above describes the final plan only.")
+    return ran
+
+
+def _objective(cfg: dict) -> str:
+    """How a run weighed its loss and which noise schedule it trained on, from its config
+    (runs from before these options existed used min-SNR on SD's schedule)."""
+    gamma = cfg.get("min_snr_gamma", 5.0)
+    if cfg.get("loss_weighting", "min_snr") == "clamped_v":
+        weight = (f"v-prediction MSE weighted min(1, {gamma:g}/(SNR+1)) (plain v-loss at the noisy "
+                  f"steps, min-SNR-γ {gamma:g} at the clean ones)")
+    else:
+        weight = f"v-prediction with min-SNR-γ {gamma:g} weighting"
+    schedule = ("zero terminal SNR (betas rescaled so that t = 999 is pure noise)"
+                if cfg.get("zero_terminal_snr", False) else
+                "SD's scaled-linear betas (t = 999 keeps ~7% of the image)")
+    return f"{weight}, on {schedule}"
+
+
+def _probe_line(report: dict) -> str:
+    p = report.get("layout_probe") or {}
+    if not p:
+        return ""
+    return (f"layout probe ({p['seeds']:g} seeds × 9 prompted places, one object, same seed "
+            f"across the places): place right {p['place']:.3f}, **seed lock {p['seed_lock']:.3f}** "
+            "(the share of a seed's nine prompts that land in the same place: 1.0 means the "
+            "initial noise, not the prompt, decides the layout; a prompt-following model "
+            "scores about 1/9)")
+
+
 def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path | None = None,
-               notes: str = "") -> Path:
+               notes: str = "", base_train_dir: Path | None = None,
+               base_checks: list[Path] = ()) -> Path:
     """Write MODEL.md (and loss.png) into `model_dir`."""
     from explorer.engine import load_model
 
@@ -107,16 +149,16 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
         for b in sorted(model.block_names())
     )
     reports = [json.loads(Path(c).read_text()) for c in checks]
-    history = training_history(train_dir / "unet_log.csv")
-    ran = ""
-    if history:
-        ran = (f"UNet stage: {history['last_step']:,} steps in {history['hours']:.2f} h of logged "
-               f"wall time over {len(history['sessions'])} session(s) (each resume continues "
-               "from the last checkpoint).")
-        for step in history["restarts"]:
-            ran += (f" At step {step:,} the run was extended (resumed with a larger `--steps`): "
-                    "the learning rate went back up and the cosine decay was re-planned over "
-                    "the new total, so the schedule above describes the final plan only.")
+    ran = _ran(training_history(train_dir / "unet_log.csv"), "UNet stage")
+    unet_stage = (
+        f"""3. UNet + text encoder jointly: {cfg["unet_steps"]} steps, batch {cfg["batch"]}, AdamW lr
+   {cfg["lr"]:g} ({cfg["warmup"]} warm-up steps, cosine decay over the second half),
+   {_objective(cfg)}, {cfg["prompt_dropout"]:.0%} prompt dropout (for classifier-free
+   guidance), EMA {cfg["ema_decay"]} (the shipped weights)."""
+    )
+    if cfg.get("init_from"):
+        unet_stage = _fine_tune_stage(cfg, base_train_dir, base_checks, ran)
+        ran = ""
     text = f"""# mini-sd-shapes: the bundled miniature Stable Diffusion
 
 A text-to-image latent diffusion model in the standard diffusers `StableDiffusionPipeline`
@@ -133,7 +175,7 @@ checked against exact ground truth. Load it like any SD 1.x folder:
 | VAE | `AutoencoderKL`, 64×64×3 ↔ 16×16×4, channels {tuple(pipe.vae.config.block_out_channels)}, scaling factor {pipe.vae.config.scaling_factor:.4f} | {_params(pipe.vae) / 1e6:.2f} M |
 | text encoder | `CLIPTextModel`, {pipe.text_encoder.config.num_hidden_layers} layers, width {pipe.text_encoder.config.hidden_size}, {pipe.text_encoder.config.max_position_embeddings} tokens | {_params(pipe.text_encoder) / 1e6:.2f} M |
 | tokenizer | word-level over the world's {len(pipe.tokenizer)} tokens (`tokenizers` WordLevel in a fast tokenizer) | – |
-| scheduler | `DDIMScheduler`, v-prediction, scaled-linear betas, trailing spacing (the first step is t = 999) | – |
+| scheduler | `DDIMScheduler`, v-prediction, scaled-linear betas{" rescaled to zero terminal SNR" if pipe.scheduler.config.get("rescale_betas_zero_snr") else ""}, trailing spacing (the first step is t = 999) | – |
 
 Cross-attention (`Transformer2DModel`) blocks, where Δ can be captured:
 
@@ -155,10 +197,7 @@ seed and step, so a killed run resumes to the same weights):
    small share of the pixels; unweighted, the VAE traded their colour for background texture),
    KL 1e-6.
 2. {cfg["dataset"]:,} training scenes (seeds 0…{cfg["dataset"] - 1}, train split) encoded once.
-3. UNet + text encoder jointly: {cfg["unet_steps"]} steps, batch {cfg["batch"]}, AdamW lr
-   {cfg["lr"]:g} ({cfg["warmup"]} warm-up steps, cosine decay over the second half),
-   v-prediction with min-SNR-γ {cfg["min_snr_gamma"]:g} weighting, {cfg["prompt_dropout"]:.0%}
-   prompt dropout (for classifier-free guidance), EMA {cfg["ema_decay"]} (the shipped weights).
+{unet_stage}
 
 Trained on this project's 2-core CPU (no GPU was available to the session).
 {ran}
@@ -179,8 +218,45 @@ pairs never seen in training.
 
 {_adherence_table(reports)}
 
+{_probe_line(reports[0]) if reports else ""}
+
 {notes}
 """
     out = model_dir / "MODEL.md"
     out.write_text(text)
     return out
+
+
+def _fine_tune_stage(cfg: dict, base_dir: Path | None, base_checks, ran: str) -> str:
+    """The UNet stage of a run that started from another run's checkpoint: both runs, and what
+    the base model did before the fine-tune."""
+    import torch
+
+    init = Path(cfg["init_from"])
+    init_step = torch.load(init, weights_only=True)["step"] if init.is_file() else None
+    base_cfg, base_ran = {}, ""
+    if base_dir is not None and (Path(base_dir) / "config.json").is_file():
+        base_cfg = json.loads((Path(base_dir) / "config.json").read_text())
+        base_ran = _ran(training_history(Path(base_dir) / "unet_log.csv", upto=init_step),
+                        "Base run")
+    at = f" at step {init_step:,}" if init_step is not None else ""
+    text = f"""3. UNet + text encoder jointly, in two runs:
+   - **base run**{f' ({base_cfg["unet_steps"]:,}-step plan, stopped{at})' if base_cfg else ''}:
+     batch {base_cfg.get("batch", "?")}, AdamW lr {base_cfg.get("lr", float("nan")):g},
+     {_objective(base_cfg) if base_cfg else "(its training folder was not given)"}. {base_ran}
+   - **fine-tune** from the base run's checkpoint{at} (live and EMA weights; a fresh optimiser,
+     warm-up and schedule): {cfg["unet_steps"]:,} steps, batch {cfg["batch"]}, AdamW lr
+     {cfg["lr"]:g} ({cfg["warmup"]} warm-up steps, cosine decay over the second half),
+     {_objective(cfg)}, {cfg["prompt_dropout"]:.0%} prompt dropout, EMA {cfg["ema_decay"]}
+     (the shipped weights). {ran}
+"""
+    reports = [json.loads(Path(c).read_text()) for c in base_checks]
+    if reports:
+        text += f"""
+   The base model, measured before the fine-tune:
+
+{_adherence_table(reports)}
+
+   {_probe_line(reports[0])}
+"""
+    return text

@@ -96,10 +96,17 @@ def make_unet(channels: tuple[int, int] = (64, 128), layers: int = 1):
     )
 
 
-def make_scheduler(kind: str = "ddim"):
+def make_scheduler(kind: str = "ddim", zero_terminal_snr: bool = True):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     common = dict(
+        # Zero terminal SNR (Lin et al. 2024, "Common diffusion noise schedules and sample steps
+        # are flawed"): SD's scaled-linear schedule leaves 7% of the image in the noisiest
+        # training input, so the model learns to read the layout off that leaked signal and at
+        # sampling time takes it from the seed's noise instead of the prompt. Our first model
+        # did exactly that: the same seed put the object in the same place whatever place the
+        # prompt named (scripts/diagnose_place.py). Needs v-prediction, which we use.
+        rescale_betas_zero_snr=zero_terminal_snr,
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",
         beta_start=0.00085,
@@ -115,7 +122,9 @@ def make_scheduler(kind: str = "ddim"):
     return DDIMScheduler(**common, set_alpha_to_one=False, steps_offset=0)
 
 
-def save_pipeline(folder: Path, unet, vae, text_encoder, tokenizer) -> None:
+def save_pipeline(
+    folder: Path, unet, vae, text_encoder, tokenizer, zero_terminal_snr: bool = True
+) -> None:
     """Write the standard diffusers pipeline folder (safetensors everywhere)."""
     from diffusers import StableDiffusionPipeline
 
@@ -124,7 +133,7 @@ def save_pipeline(folder: Path, unet, vae, text_encoder, tokenizer) -> None:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=make_scheduler("ddim"),
+        scheduler=make_scheduler("ddim", zero_terminal_snr),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

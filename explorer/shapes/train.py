@@ -36,6 +36,8 @@ from explorer.shapes.model import (
 )
 from explorer.shapes.world import Scene
 
+LOSS_WEIGHTINGS = ("clamped_v", "min_snr")
+
 
 @dataclass
 class TrainConfig:
@@ -53,6 +55,15 @@ class TrainConfig:
     ema_decay: float = 0.999
     prompt_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    # "clamped_v": the plain v-loss (weight 1) clamped to min-SNR-γ's weight where the SNR is
+    # high, i.e. min(1, γ / (snr + 1)). "min_snr": min(snr, γ) / (snr + 1), the min-SNR paper's
+    # weight for v-prediction, which gives the noisiest steps (snr → 0) almost no weight; they
+    # are the steps that decide the layout, and with it our first model never learnt place.
+    loss_weighting: str = "clamped_v"
+    zero_terminal_snr: bool = True
+    # Start the UNet and text encoder (live and EMA) from another run's unet_ckpt.pt, with a
+    # fresh optimiser and schedule: a fine-tune, recorded in the model card.
+    init_from: Path | None = None
     checkpoint_every: int = 100
     threads: int = 0  # 0: torch's default
 
@@ -60,6 +71,16 @@ class TrainConfig:
         self.out = Path(self.out)
         if self.unet_steps <= 0 or self.vae_steps <= 0:
             raise ValueError("steps must be positive")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"unknown loss weighting {self.loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
+            )
+        if self.init_from is not None:
+            self.init_from = Path(self.init_from)
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -178,11 +199,20 @@ def encode_dataset(cfg: TrainConfig, vae, tokenizer) -> tuple[np.ndarray, np.nda
     return latents, ids
 
 
-def _min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v") -> torch.Tensor:
+    """Per-sample weight of the v-prediction MSE at timesteps `t`.
+
+    In x0 terms the plain v-loss weighs a step by snr + 1 and min-SNR-γ by min(snr, γ); the
+    first is ≥ 1 at the noisiest steps, the second tends to 0 there. "clamped_v" takes
+    min(snr + 1, γ): min-SNR where the image is nearly clean, the plain v-loss where it is noise.
+    """
     ac = scheduler.alphas_cumprod[t]
     snr = ac / (1 - ac)
-    # For v-prediction the min-SNR-γ weight is min(snr, γ) / (snr + 1).
-    return torch.clamp(snr, max=gamma) / (snr + 1)
+    if kind == "min_snr":
+        return torch.clamp(snr, max=gamma) / (snr + 1)
+    if kind == "clamped_v":
+        return torch.clamp(snr + 1, max=gamma) / (snr + 1)
+    raise ValueError(f"unknown loss weighting {kind!r}")
 
 
 def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
@@ -198,7 +228,7 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         p.requires_grad_(False)
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    sched = make_scheduler("ddpm")
+    sched = make_scheduler("ddpm", cfg.zero_terminal_snr)
     empty = torch.tensor(tokenizer([""], padding="max_length", return_tensors="np").input_ids)
     ckpt = cfg.out / "unet_ckpt.pt"
     step = 0
@@ -210,6 +240,14 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         ema_te.load_state_dict(state["ema_text_encoder"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
+    elif cfg.init_from is not None:
+        if not cfg.init_from.is_file():
+            raise FileNotFoundError(f"{cfg.init_from}: no such checkpoint to start from")
+        state = torch.load(cfg.init_from, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        ema_te.load_state_dict(state["ema_text_encoder"])
     bar = _progress(cfg.unet_steps, step, "unet")
     t_start = time.time()
     while step < cfg.unet_steps:
@@ -234,7 +272,7 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         cond = text_encoder(tok).last_hidden_state
         pred = unet(xt, t, cond).sample
         per = (pred - target).pow(2).mean(dim=(1, 2, 3))
-        loss = (per * _min_snr_weight(sched, t, cfg.min_snr_gamma)).mean()
+        loss = (per * loss_weight(sched, t, cfg.min_snr_gamma, cfg.loss_weighting)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -275,8 +313,8 @@ def export(cfg: TrainConfig, unet, vae, text_encoder, tokenizer, step: int) -> P
     dest = cfg.out / "pipeline"
     tmp = cfg.out / "pipeline.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pipeline(tmp, unet, vae, text_encoder, tokenizer)
-    (tmp / "training.json").write_text(json.dumps({"step": step, **asdict(cfg), "out": str(cfg.out)}, indent=1))
+    save_pipeline(tmp, unet, vae, text_encoder, tokenizer, cfg.zero_terminal_snr)
+    (tmp / "training.json").write_text(json.dumps({"step": step, **_jsonable(cfg)}, indent=1))
     old = cfg.out / "pipeline.old"
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
@@ -290,7 +328,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "config.json").write_text(json.dumps({**asdict(cfg), "out": str(cfg.out)}, indent=1))
+    (cfg.out / "config.json").write_text(json.dumps(_jsonable(cfg), indent=1))
     tokenizer = make_tokenizer()
     vae = train_vae(cfg)
     vae.requires_grad_(False)

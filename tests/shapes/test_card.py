@@ -35,3 +35,20 @@ def test_one_uninterrupted_run_and_no_log(tmp_path):
     h = training_history(_log(tmp_path / "unet_log.csv", rows))
     assert h["sessions"] == [(1, 30)] and h["restarts"] == []
     assert training_history(tmp_path / "missing.csv") is None
+
+
+def test_history_up_to_a_mid_run_checkpoint(tmp_path):
+    rows = [(s, _cosine(s - 1, 30), 1.5 * s) for s in range(1, 31)]
+    h = training_history(_log(tmp_path / "unet_log.csv", rows), upto=12)
+    assert h["last_step"] == 12 and h["sessions"] == [(1, 12)]
+    assert math.isclose(h["hours"] * 3600, 18)
+
+
+def test_objective_reads_old_and_new_configs():
+    from explorer.shapes.card import _objective
+
+    old = _objective({"min_snr_gamma": 5.0})  # a config from before the options existed
+    assert "min-SNR-γ 5 weighting" in old and "scaled-linear" in old
+    new = _objective({"min_snr_gamma": 5.0, "loss_weighting": "clamped_v",
+                      "zero_terminal_snr": True})
+    assert "min(1, 5/(SNR+1))" in new and "zero terminal SNR" in new

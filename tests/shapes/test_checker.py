@@ -328,3 +328,13 @@ def test_faint_texture_ghosts_on_a_plain_background_stay_plain():
             assert classify_background(img) == plain
         faded = np.clip(base.mean() + 0.5 * (stripes - stripes.mean()), 0, 255).astype(np.uint8)
         assert classify_background(faded) == "striped"
+
+
+def test_seed_lock_tells_a_prompt_blind_layout_from_a_prompted_one():
+    from explorer.shapes.evaluate import seed_lock
+    from explorer.shapes.world import PLACES
+
+    places = list(PLACES)
+    assert seed_lock([["left"] * 9, ["top"] * 9]) == 1.0  # the seed decides
+    assert seed_lock([places, places]) == pytest.approx(1 / 9)  # the prompt decides
+    assert seed_lock([["left"] * 3 + places[:6]]) == pytest.approx(4 / 9)  # places[3] is left

@@ -1,0 +1,104 @@
+"""`explorer shapes train` on a tiny budget: resumable to the same weights, fine-tunable from a
+checkpoint, and trained on a schedule whose noisiest input is pure noise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from explorer.shapes import train as T
+from explorer.shapes.model import make_scheduler
+
+
+def _cfg(out, **kw):
+    base = dict(out=out, vae_steps=2, vae_batch=2, dataset=8, unet_steps=3, batch=4,
+                checkpoint_every=1, threads=1)
+    return T.TrainConfig(**{**base, **kw})
+
+
+def _weights(folder):
+    return torch.load(folder / "unet_ckpt.pt", weights_only=True)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    whole = T.train(_cfg(tmp_path / "whole"))
+    assert (whole / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+    log = T._log
+
+    def crash_at_step_3(out, name, row):
+        if name == "unet" and row["step"] == 3:  # after step 2's checkpoint, before step 3's
+            raise Crash
+        log(out, name, row)
+
+    monkeypatch.setattr(T, "_log", crash_at_step_3)
+    with pytest.raises(Crash):
+        T.train(_cfg(tmp_path / "killed"))
+    assert _weights(tmp_path / "killed")["step"] == 2
+    monkeypatch.setattr(T, "_log", log)
+    T.train(_cfg(tmp_path / "killed"))
+
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert a["step"] == b["step"] == 3
+    for part in ("unet", "text_encoder", "ema_unet", "ema_text_encoder"):
+        assert _same(a[part], b[part]), part
+
+
+def test_init_from_starts_from_the_checkpoint_with_a_fresh_schedule(tmp_path):
+    T.train(_cfg(tmp_path / "base"))
+    src = tmp_path / "base" / "unet_ckpt.pt"
+    # lr 0: the live weights cannot move, so they must be exactly the source's.
+    T.train(_cfg(tmp_path / "tune", unet_steps=1, lr=0.0, init_from=src))
+    tuned, base = _weights(tmp_path / "tune"), _weights(tmp_path / "base")
+    assert tuned["step"] == 1  # a fresh run, not a resumed one
+    assert _same(tuned["unet"], base["unet"]) and _same(tuned["text_encoder"], base["text_encoder"])
+    recorded = json.loads((tmp_path / "tune" / "pipeline" / "training.json").read_text())
+    assert recorded["init_from"] == str(src) and recorded["loss_weighting"] == "clamped_v"
+    from explorer.shapes.card import write_card
+
+    card = write_card(tmp_path / "tune" / "pipeline", tmp_path / "tune", [],
+                      base_train_dir=tmp_path / "base").read_text()
+    assert "fine-tune** from the base run's checkpoint at step 3" in card
+    assert "Base run: 3 steps" in card and "zero terminal SNR" in card
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        T.train(_cfg(tmp_path / "bad", init_from=tmp_path / "missing.pt"))
+
+
+def test_noisiest_training_input_is_pure_noise_and_sampling_starts_there():
+    ddpm, ddim = make_scheduler("ddpm"), make_scheduler("ddim")
+    assert float(ddpm.alphas_cumprod[-1]) == 0.0
+    x0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    xt = ddpm.add_noise(x0, noise, torch.tensor([999, 999]))
+    assert torch.allclose(xt, noise)  # nothing of the image leaks into the first step
+    ddim.set_timesteps(25)
+    assert int(ddim.timesteps[0]) == 999
+    # SD's own schedule (the flaw): about 7% of the image's amplitude survives at t = 999.
+    old = make_scheduler("ddpm", zero_terminal_snr=False)
+    assert 0.05 < float(old.alphas_cumprod[-1]) ** 0.5 < 0.1
+
+
+def test_clamped_v_weighs_the_noisy_steps_and_matches_min_snr_when_clean():
+    sched = make_scheduler("ddpm", zero_terminal_snr=False)
+    t = torch.arange(0, 1000, 37)
+    ac = sched.alphas_cumprod[t]
+    snr = ac / (1 - ac)
+    clamped = T.loss_weight(sched, t, 5.0, "clamped_v")
+    min_snr = T.loss_weight(sched, t, 5.0, "min_snr")
+    assert torch.all(clamped >= min_snr - 1e-7)
+    clean = snr >= 5.0  # where snr ≥ γ both are γ / (snr + 1)
+    assert clean.any() and torch.allclose(clamped[clean], min_snr[clean])
+    noisy = snr + 1 <= 5.0
+    assert torch.allclose(clamped[noisy], torch.ones(int(noisy.sum())))
+    assert min_snr[-1] < 0.01  # min-SNR all but ignores the step that decides the layout
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        T.TrainConfig(out="x", loss_weighting="p2")
