@@ -190,7 +190,9 @@ def _other_evaluations(folder: Path) -> str:
     import datetime
 
     parts = []
-    for name in OTHER_EVALUATIONS:
+    # Then intervention reports of other blocks than the paper's (interventions-<block>.md).
+    others = sorted(p.name for p in folder.glob("interventions-*.md"))
+    for name in (*OTHER_EVALUATIONS, *others):
         path = folder / name
         if path.is_file():
             when = datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")

@@ -159,7 +159,8 @@ class InterventionReport:
             return f"| {name} | " + " | ".join(cells) + " |"
 
         lines = [
-            "## Interventions",
+            "## Interventions" + ("" if report_stem(self.block) == "interventions"
+                                  else f" at `{self.block}`"),
             "",
             f"{self.model}, {self.block}, {self.steps} steps, guidance {self.guidance:g}; "
             f"{self.n} one-object test prompts (held-in). "
@@ -463,9 +464,9 @@ def evaluate_interventions(
                 report.spatial[stage] = row["spatial"][stage]
                 report.global_[stage] = row["global"][stage]
                 if stage == "early":
-                    _save_examples(ws, "spatial", base, imgs_s, cases)
+                    _save_examples(ws, f"{report_stem(block)}_spatial", base, imgs_s, cases)
                 if stage == "middle":
-                    _save_examples(ws, "global", base, imgs_g, cases)
+                    _save_examples(ws, f"{report_stem(block)}_global", base, imgs_g, cases)
 
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
@@ -478,11 +479,18 @@ def evaluate_interventions(
     if write:
         from explorer.workspace import atomic_write_text
 
-        report.json_path = ws.root / "interventions.json"
-        report.md_path = ws.root / "interventions.md"
+        stem = report_stem(block)
+        report.json_path = ws.root / f"{stem}.json"
+        report.md_path = ws.root / f"{stem}.md"
         atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
         atomic_write_text(report.md_path, report.markdown())
     return report
+
+
+def report_stem(block: str, default: str = "mid_block.attentions.0") -> str:
+    """File stem of a block's intervention report: the paper's block keeps the plain name that
+    `explorer evaluate` gathers first; any other block gets its own files beside it."""
+    return "interventions" if block == default else f"interventions-{block}"
 
 
 def _as_list(feature: int | None) -> list[int]:
@@ -499,4 +507,4 @@ def _save_examples(ws, name: str, base: np.ndarray, edited: np.ndarray, cases, k
     grid = image_grid(np.concatenate([base[:k], edited[:k]]), cols=k)
     folder = ws.root / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(folder / f"interventions_{name}.png")
+    Image.fromarray(grid).save(folder / f"{name}.png")

@@ -182,11 +182,16 @@ def test_cli_index_and_evaluate(workspace, capsys):
     assert "## Interventions" not in md.read_text()
     # What evaluate-interventions / evaluate-sae wrote is taken into the one report.
     (ws.root / "interventions.md").write_text("## Interventions\n\n| result | early |\n")
+    other = ws.root / "interventions-up_blocks.1.attentions.0.md"  # another block's edits
+    other.write_text("## Interventions (up)\n")
     try:
         assert main(["evaluate", "--workspace", str(ws.root)]) == 0
-        assert "## Interventions\n\n| result | early |" in md.read_text()
+        text = md.read_text()
+        assert "## Interventions\n\n| result | early |" in text
+        assert text.index("| result | early |") < text.index("## Interventions (up)")
     finally:
         (ws.root / "interventions.md").unlink()
+        other.unlink()
     assert main(["index", "--store", str(ws.store_path)]) == 2
     assert "--sae" in capsys.readouterr().err
 

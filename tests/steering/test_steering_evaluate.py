@@ -68,6 +68,9 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
             assert 0.0 <= row["success"] <= 1.0 and row["n"] == 2
             assert 0.0 < row["pixel_distance"] <= 1.0  # every edit changed something
     assert set(data["bars"]) == set(report.bars())
+    from explorer.steering.evaluate import report_stem
+
+    assert report_stem("up_blocks.1.attentions.0") == "interventions-up_blocks.1.attentions.0"
     # The sweep holds scale 1 (the main tables) and 10; a stronger edit changes more pixels.
     assert set(data["beta_sweep"]) == {"1.0", "10.0"}
     assert data["beta_sweep"]["1.0"]["global"] == data["global"]
