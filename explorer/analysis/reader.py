@@ -231,6 +231,22 @@ class FeatureIndex:
         return [] if table is None else table.entry(feature)
 
     @cached_property
+    def auto_labels(self) -> dict[int, str]:
+        """Provisional names for features (`explorer.analysis.autolabel`): from the concept
+        dictionary where there is one, else from the label suggestions."""
+        from explorer.analysis import autolabel
+
+        out = {}
+        if "suggestions" in self._f:
+            s = self._suggestions
+            out = autolabel.suggestion_labels(s["feature"], s["word"], s["lift"], s["count"],
+                                              s["vocabulary"])
+        table = self.dictionary_table
+        if table is not None:
+            out.update(autolabel.dictionary_labels(table))  # masks beat co-occurring words
+        return out
+
+    @cached_property
     def _suggestions(self) -> dict[str, np.ndarray]:
         g = self._f["suggestions"]
         out = {name: g[name][()] for name in ("feature", "word", "lift", "count")}

@@ -163,6 +163,13 @@ class FeaturePage(QWidget):
         self.feature = feature
         self._loading = True
         self.label.setText(label)
+        idx = self.source.index if self.source is not None else None
+        provisional = idx.auto_labels.get(feature, "") if idx is not None and feature is not None \
+            else ""
+        self.label.setPlaceholderText(
+            f"Name this concept… (provisional: {provisional})" if provisional
+            else "Name this concept…"
+        )
         self.notes.setPlainText(notes)
         self.tags.setText(", ".join(tags or []))
         self._loading = False

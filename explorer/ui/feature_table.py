@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -24,6 +24,11 @@ from PySide6.QtWidgets import (
 
 COLUMNS = ("id", "label", "firing rate", "mean act.", "peak step", "firing across steps")
 COL_ID, COL_LABEL, COL_RATE, COL_MEAN, COL_PEAK, COL_SPARK = range(len(COLUMNS))
+PROVISIONAL_TIP = (
+    "provisional name (grey): from the concept dictionary, or ≈ a prompt word that co-occurs "
+    "with the feature; type a label on the feature page to name it (provisional names are "
+    "never exported)"
+)
 _ROOT = QModelIndex()  # the invalid index Qt passes for "the table itself"
 
 
@@ -36,6 +41,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.mean = np.zeros((0, 1), np.float32)
         self.t: list[float] = []
         self.labels: dict[int, str] = {}
+        self.auto_labels: dict[int, str] = {}  # provisional names (analysis.autolabel), grey
         self.search_text: dict[int, str] = {}  # feature → lowercase words to filter on
         self.order = np.zeros(0, np.int64)
         self._sort = (COL_RATE, Qt.SortOrder.DescendingOrder)
@@ -48,12 +54,14 @@ class FeatureTableModel(QAbstractTableModel):
     # --- data in --------------------------------------------------------------------------
     def set_features(self, rate: np.ndarray, mean: np.ndarray, t: list[float],
                      labels: dict[int, str] | None = None,
-                     search_text: dict[int, str] | None = None) -> None:
+                     search_text: dict[int, str] | None = None,
+                     auto_labels: dict[int, str] | None = None) -> None:
         self.beginResetModel()
         self.rate = np.asarray(rate, np.float32)
         self.mean = np.asarray(mean, np.float32)
         self.t = list(t)
         self.labels = dict(labels or {})
+        self.auto_labels = dict(auto_labels or {})
         self.search_text = dict(search_text or {})
         self._overall_rate = self.rate.mean(axis=1)
         fired = np.maximum(self.rate, 1e-12)
@@ -98,8 +106,12 @@ class FeatureTableModel(QAbstractTableModel):
         if column == COL_ID:
             return np.arange(n)
         if column == COL_LABEL:
-            # Labelled features first, alphabetically; numpy sorts strings fine.
-            return np.array([self.labels.get(i, "\uffff") for i in range(n)])
+            # Labelled features first, then provisional names, alphabetically each; numpy
+            # sorts strings fine.
+            return np.array([
+                self.labels.get(i) or "\ufff0" + self.auto_labels.get(i, "\uffff")
+                for i in range(n)
+            ])
         if column == COL_MEAN:
             return self._overall_mean
         if column == COL_PEAK:
@@ -117,7 +129,8 @@ class FeatureTableModel(QAbstractTableModel):
             words = self._filter.split()
 
             def match(i: int) -> bool:
-                hay = f"{i} {self.labels.get(i, '').lower()} {self.search_text.get(i, '')}"
+                hay = (f"{i} {self.labels.get(i, '').lower()} "
+                       f"{self.auto_labels.get(i, '').lower()} {self.search_text.get(i, '')}")
                 return all(w in hay for w in words)
 
             keep = np.fromiter((match(int(i)) for i in range(n)), bool, count=n)
@@ -160,7 +173,7 @@ class FeatureTableModel(QAbstractTableModel):
             if col == COL_ID:
                 return str(f)
             if col == COL_LABEL:
-                return self.labels.get(f, "")
+                return self.labels.get(f) or self.auto_labels.get(f, "")
             if col == COL_RATE:
                 return f"{self._overall_rate[f]:.2%}"
             if col == COL_MEAN:
@@ -173,8 +186,15 @@ class FeatureTableModel(QAbstractTableModel):
             return self._spark[f]
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_RATE, COL_MEAN):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and col == COL_LABEL and f not in self.labels:
-            return QColor(140, 140, 140)
+        if col == COL_LABEL and f not in self.labels and f in self.auto_labels:
+            if role == Qt.ItemDataRole.ForegroundRole:
+                return QColor(140, 140, 140)
+            if role == Qt.ItemDataRole.FontRole:
+                font = QFont()
+                font.setItalic(True)
+                return font
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return PROVISIONAL_TIP
         return None
 
 

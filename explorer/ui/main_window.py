@@ -300,19 +300,24 @@ class MainWindow(QMainWindow):
             words = {f: " ".join(e.label.lower() for e in idx.dictionary(f)) for f in range(idx.n_features)} \
                 if idx.n_features <= 50_000 else {}
             self.browser.model.set_features(idx.firing_rate, idx.mean_activation, self.source.t,
-                                            labels, words)
+                                            labels, words, idx.auto_labels)
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
-        self.sample_view.set_labels(labels)
+        self.sample_view.set_labels(self._display_labels(labels))
         self.sample_view.refresh()
-        self.steer_view.labels = labels
+        self.steer_view.labels = self._display_labels(labels)
         self.steer_view.set_sae(self.entry, self.source.n_steps)
         self.feature_page.set_source(self.source, lookup_table("inferno"))
         self.feature_page.set_step(self.sample_view.step)
         if idx is not None and self.browser.model.rowCount() > 0:
             self.browser.table.selectRow(0)
         self._update_status()
+
+    def _display_labels(self, labels: dict[int, str]) -> dict[int, str]:
+        """The user's labels over the index's provisional names: what legends and lists show."""
+        idx = self.source.index if self.source is not None else None
+        return {**(idx.auto_labels if idx is not None else {}), **labels}
 
     def _labels_of_current(self) -> dict[int, str]:
         if self.labels is None or self.entry is None:
@@ -355,7 +360,9 @@ class MainWindow(QMainWindow):
             return
         self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
         self.browser.model.set_label(feature, label)
-        self.sample_view.set_labels(self._labels_of_current())
+        shown = self._display_labels(self._labels_of_current())
+        self.sample_view.set_labels(shown)
+        self.steer_view.labels = shown
 
     def undo(self) -> None:
         if self.labels is not None and self.labels.undo():
@@ -369,7 +376,8 @@ class MainWindow(QMainWindow):
         labels = self._labels_of_current()
         self.browser.model.labels = labels
         self.browser.model.layoutChanged.emit()
-        self.sample_view.set_labels(labels)
+        self.sample_view.set_labels(self._display_labels(labels))
+        self.steer_view.labels = self._display_labels(labels)
         if self.feature_page.feature is not None:
             self.select_feature(self.feature_page.feature)
         self._update_undo()

@@ -253,7 +253,7 @@ class SampleView(QWidget):
             self.canvas.set_overlay(None)
 
     def _show_legend(self, top_f: np.ndarray, top_v: np.ndarray) -> None:
-        self.side_title.setText("Concept map: the top feature at each position")
+        self.side_title.setText("Concept map: the top feature at each position (how many)")
         self.side.clear()
         feats, counts = np.unique(top_f[top_v > 0], return_counts=True)
         for f, c in sorted(zip(feats.tolist(), counts.tolist()), key=lambda p: -p[1]):
@@ -261,7 +261,8 @@ class SampleView(QWidget):
             pix = QPixmap(12, 12)
             pix.fill(QColor(*colour.tolist()))
             label = self.labels.get(f, "")
-            item = QListWidgetItem(QIcon(pix), f"#{f}  {label}  ({c} positions)")
+            item = QListWidgetItem(QIcon(pix), f"#{f}  {label}  ({c})")
+            item.setToolTip(f"#{f} {label}: top feature at {c} position(s) of this step's map")
             item.setData(Qt.ItemDataRole.UserRole, f)
             self.side.addItem(item)
 

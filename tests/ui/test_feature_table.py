@@ -46,3 +46,27 @@ def test_selecting_a_row_emits_its_feature_and_keys_move(qtbot):
     browser.table.setFocus()
     qtbot.keyClick(browser.table, Qt.Key.Key_Down)
     assert got[-1] == browser.model.feature_at(4)
+
+
+def test_provisional_names_show_grey_and_yield_to_user_labels(qtbot):
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    rate, mean, t = _features(50)
+    auto = {3: "large red circle", 4: "≈ dog", 7: "striped background"}
+    browser.model.set_features(rate, mean, t, {7: "my stripes"}, {}, auto)
+    m = browser.model
+
+    def cell(f, role=Qt.ItemDataRole.DisplayRole):
+        return m.data(m.index(m.row_of(f), COL_LABEL), role)
+
+    assert cell(3) == "large red circle" and cell(4) == "≈ dog"
+    assert cell(7) == "my stripes"  # the user's label wins
+    assert cell(3, Qt.ItemDataRole.FontRole).italic()
+    assert cell(7, Qt.ItemDataRole.FontRole) is None and cell(0) == ""
+    m.sort(COL_LABEL, Qt.SortOrder.AscendingOrder)  # user labels, then provisional, then none
+    assert [m.feature_at(i) for i in range(3)] == [7, 3, 4]
+    browser.filter.setText("circle")
+    assert m.order.tolist() == [3]
+    m.set_label(3, "mine")  # naming it replaces the provisional name
+    browser.filter.setText("")
+    assert cell(3) == "mine" and cell(3, Qt.ItemDataRole.FontRole) is None

@@ -74,7 +74,12 @@ def test_concept_map_and_click_lists_features(qtbot, window, tiny_workspace):
     view = window.sample_view
     view.mode.setCurrentIndex(view.mode.findData("concepts"))
     assert view.canvas.overlay.isVisible()
-    assert view.side.count() > 0 and "positions" in view.side.item(0).text()
+    assert view.side.count() > 0 and "position" in view.side.item(0).toolTip()
+    # The legend counts each feature's positions: together, every position with a top feature.
+    _, top_v = window.source.concept_map(view.sample.value(), view.step)
+    counts = [int(view.side.item(r).text().rsplit("(", 1)[1].rstrip(")"))
+              for r in range(view.side.count())]
+    assert sum(counts) == int((top_v > 0).sum())
     idx, val = window.source.index.codes(view.sample.value(), view.step)
     view._on_click(0, 0)
     expected = int((val[0, 0] > 0).sum())

@@ -1,0 +1,68 @@
+"""Provisional feature names from the dictionary and from label suggestions."""
+
+import numpy as np
+
+from explorer.analysis.autolabel import dictionary_labels, phrase, suggestion_labels
+from explorer.analysis.dictionary import Dictionary
+
+
+def _table(counts: dict[int, dict[str, int]], n_matches: list[int]) -> Dictionary:
+    kinds_labels = [("colour", "red"), ("shape", "circle"), ("size", "large"), ("size", "small"),
+                    ("place", "top left"), ("background", "striped")]
+    kinds, labels = zip(*kinds_labels, strict=True)
+    f = len(n_matches)
+    count = np.zeros((f, len(labels)), np.int64)
+    for feat, row in counts.items():
+        for label, c in row.items():
+            count[feat, labels.index(label)] = c
+    zeros = np.zeros((f, len(labels)))
+    return Dictionary(list(kinds), list(labels), count, zeros, zeros[0], zeros[0],
+                      np.asarray(n_matches), np.asarray(n_matches), 10)
+
+
+def test_phrase_reads_like_a_prompt():
+    assert phrase([("shape", "circle"), ("colour", "red"), ("size", "large")]) == "large red circle"
+    assert phrase([("background", "striped")]) == "striped background"
+    assert phrase([("place", "top left"), ("shape", "circle")]) == "circle at top left"
+    assert phrase([("size", "large"), ("size", "small"), ("colour", "red")]) == "large/small red"
+    assert phrase([("colour", "red"), ("background", "striped")]) == "red on striped background"
+
+
+def test_dictionary_names_need_a_share_and_repeated_matches():
+    table = _table(
+        {
+            0: {"red": 9, "circle": 8, "large": 6, "top left": 1},  # 4th label: share 0.1
+            1: {"striped": 3},
+            2: {"red": 1},  # one match is an anecdote
+            3: {"red": 2, "circle": 1, "small": 2},  # circle: share 0.25
+            4: {"red": 5, "circle": 5, "large": 5, "striped": 5},  # top 3 by count only
+        },
+        [10, 3, 1, 4, 5, 0],
+    )
+    names = dictionary_labels(table)
+    assert names[0] == "large red circle" and names[1] == "striped background"
+    assert 2 not in names and 5 not in names
+    assert names[3] == "small red"
+    assert len(names[4].split()) == 3
+
+
+def test_suggestion_names_take_the_best_lift_above_the_floor():
+    vocab = ["dog", "park", "red"]
+    names = suggestion_labels(
+        feature=np.array([0, 0, 1, 2]), word=np.array([1, 0, 2, 0]),
+        lift=np.array([1.6, 3.0, 1.2, 4.0]), count=np.array([5, 4, 9, 1]), vocabulary=vocab,
+    )
+    assert names == {0: "≈ dog"}  # feature 1: lift too low; feature 2: a single co-occurrence
+
+
+def test_an_index_names_features_from_its_dictionary_first(tiny_workspace):
+    from explorer.analysis.reader import FeatureIndex
+    from explorer.workspace import Workspace
+
+    entry = Workspace.open(tiny_workspace).saes()[0]
+    idx = FeatureIndex.open(entry.path / "index.h5")
+    names = idx.auto_labels
+    table = idx.dictionary_table
+    expect = dictionary_labels(table) if table is not None else {}
+    assert {f: n for f, n in names.items() if not n.startswith("≈")} == expect
+    assert all(0 <= f < idx.n_features for f in names)
