@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,7 +24,9 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QTableWidget,
+    QTextBrowser,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -174,23 +176,34 @@ class SteerView(RequestView):
         form.addRow(self.progress)
         form.addRow(self.warnings)
         controls = QWidget()
-        controls.setLayout(form)
+        column = QVBoxLayout(controls)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addLayout(form)
+        column.addStretch(1)  # spare height goes below the controls, not between their rows
         controls.setMaximumWidth(470)
 
-        self.original = ImageCanvas()
-        self.steered = ImageCanvas()
-        self.diff = ImageCanvas()
+        self.original = _Tile()
+        self.steered = _Tile()
+        self.diff = _Tile()
+        # Two by two: original and steered large side by side, the difference under the
+        # original and, beside it, what was edited (a caption to keep with the images).
+        # A text browser, not a word-wrapped label: a label's height-for-width would make the
+        # page ask for its images' full preferred height and scroll.
+        self.summary = QTextBrowser()
+        self.summary.setFrameShape(QTextBrowser.Shape.NoFrame)
+        self.summary.viewport().setAutoFillBackground(False)
         grid = QGridLayout()
-        for col, (title, canvas) in enumerate(
-            (("Original (paint the region here)", self.original), ("Steered", self.steered),
-             ("Difference ×4", self.diff))
-        ):
+        cells = (("Original (paint the region here)", self.original, 0, 0),
+                 ("Steered", self.steered, 0, 1), ("Difference ×4", self.diff, 2, 0),
+                 ("This edit", self.summary, 2, 1))
+        for title, widget, row, col in cells:
             t = QLabel(title)
             t.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            grid.addWidget(t, 0, col)
-            grid.addWidget(canvas, 1, col)
-        grid.setRowStretch(1, 1)
-        for col in range(3):  # three equal images, whatever their content
+            grid.addWidget(t, row, col)
+            grid.addWidget(widget, row + 1, col)
+        for row in (1, 3):
+            grid.setRowStretch(row, 1)
+        for col in range(2):  # equal columns, whatever their content
             grid.setColumnStretch(col, 1)
         for canvas in (self.original, self.steered, self.diff):
             canvas.setMinimumSize(180, 180)
@@ -229,6 +242,7 @@ class SteerView(RequestView):
         self.roi.sigRegionChangeFinished.connect(lambda *_: self.on_released())
         self.selected_feature: int | None = None
         self.labels: dict[int, str] = {}
+        self._summary = ""  # the running edit, described (see _describe)
         self._on_window_preset()
 
     # --- inputs from the main window ------------------------------------------------------------
@@ -259,7 +273,7 @@ class SteerView(RequestView):
                 return row
         if strength is None:
             strength = SLIDER_SPAN.get(self.mode.currentData(), 1.0) / 2
-        row = FeatureRow(self, feature, label, strength)
+        row = FeatureRow(self, feature, label or self.labels.get(feature, ""), strength)
         r = self.table.rowCount()
         self.table.insertRow(r)
         self.table.setCellWidget(r, 0, row.name)
@@ -367,6 +381,10 @@ class SteerView(RequestView):
             self.status.emit("open a workspace with an SAE to steer")
             return None
         features = features if features is not None else [(r.feature, r.strength) for r in self.rows]
+        self._summary = self._describe(
+            self.prompt.text() if prompt is None else prompt, features,
+            mode or self.mode.currentData(),
+        )
         self._submit(
             steer_job, self.models, self.cache, self.entry,
             self.prompt.text() if prompt is None else prompt,
@@ -376,6 +394,30 @@ class SteerView(RequestView):
         )
         self.warnings.setText("")
         return self.request
+
+    def _describe(self, prompt: str, features, mode: str) -> str:
+        """The edit as a caption: what a figure legend or a lab notebook needs to redo it."""
+        from html import escape
+
+        feats = ", ".join(
+            f"#{f}" + (f" {escape(self.labels[f])}" if self.labels.get(f) else "") + f" × {v:g}"
+            for f, v in features
+        ) or "none"
+        region = self.region()
+        if region is None:
+            where = "everywhere"
+        elif hasattr(region, "x0"):
+            where = (f"rectangle x {region.x0:.2f}–{region.x1:.2f}, "
+                     f"y {region.y0:.2f}–{region.y1:.2f} (image fractions)")
+        else:
+            where = f"brush mask ({float((region > 0).mean()):.0%} of the image)"
+        sae = self.entry.id if self.entry is not None else "-"
+        return (
+            f"<b>{escape(mode)}</b> edit of {feats}<br>SAE {escape(sae)}<br>"
+            f"{escape(self.range_label.text())}, {escape(self.branches.currentText())}<br>"
+            f"region: {where}<br>prompt “{escape(prompt)}”, seed {self.seed.value()}, "
+            f"guidance {self.guidance.value():g}"
+        )
 
     def feature_icon(self) -> None:
         if self.selected_feature is None:
@@ -406,8 +448,20 @@ class SteerView(RequestView):
         self.diff.set_image(np.clip(diff * 4, 0, 255).astype(np.uint8))
         self.warnings.setText("\n".join(result.get("warnings", [])))
         change = diff.mean() / 255
+        self.summary.setHtml(
+            self._summary + f"<br><br>mean pixel change <b>{change:.3f}</b> "
+            "(|steered − original| / 255, averaged)"
+        )
         self._finish(f"done · mean pixel change {change:.3f}")
 
     def _on_request_error(self, message: str) -> None:
         self.warnings.setText(message)
         self._finish("error")
+
+
+class _Tile(ImageCanvas):
+    """An image of the 2×2 steering grid: a modest preferred size, so that four of them fit a
+    laptop screen; they still grow with the window."""
+
+    def sizeHint(self) -> QSize:
+        return QSize(260, 260)

@@ -165,6 +165,11 @@ def test_steer_with_zero_strength_equals_the_original(qtbot, window, tiny_worksp
     assert rid2 != rid
     qtbot.waitUntil(lambda: steer.request is None, timeout=60_000)
     assert not np.array_equal(steer.last["original"], steer.last["steered"])
+    # The caption says what was edited and how much the image changed.
+    change = np.abs(steer.last["steered"].astype(int) - steer.last["original"]).mean() / 255
+    caption = steer.summary.toPlainText()
+    assert f"add edit of #{window.feature_page.feature}" in caption and "× 4" in caption
+    assert f"mean pixel change {change:.3f}" in caption and "seed 3" in caption
 
 
 def test_ui_stays_responsive_while_generating(qtbot, window, tiny_workspace):
