@@ -4,8 +4,9 @@
 # the SAE, intervention and analysis evaluations, then take the screenshots.
 #
 # Two chains, one per core (each single-threaded, so they do not slow each other down):
-#   core 0: release → full demo → interventions → screenshots
-#   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae
+#   core 0: release → full demo → interventions (mid block) → report → screenshots
+#   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae →
+#           interventions (up block)
 # Wall time on the project's 2-core CPU: about 35 minutes. Logs and timings go to OUT.
 #
 # Usage: scripts/measure_bundled.sh TRAIN_DIR WORKSPACE_DIR OUT_DIR [release options…]
@@ -40,7 +41,9 @@ chain0() {
   timed interventions python -m explorer evaluate-interventions --workspace "$WS" --device cpu \
     --beta-scales 3 10 30
   wait_for evaluate-sae
-  # The report gathers the SAE metrics, so it is written again once they are all in.
+  wait_for interventions-up
+  # The report gathers the SAE metrics and the interventions, so it is written again once
+  # they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"
   timed screenshots xvfb-run -a -s "-screen 0 1920x1080x24" \
     python scripts/screenshots.py "$WS" --steer
@@ -59,6 +62,9 @@ chain1() {
   done
   timed evaluate-sae python -m explorer evaluate-sae --workspace "$WS" --fidelity 32 \
     --fidelity-block mid_block.attentions.0 --device cpu
+  # The same edits at the up block (16×16, where the background textures live).
+  timed interventions-up python -m explorer evaluate-interventions --workspace "$WS" \
+    --device cpu --block up_blocks.1.attentions.0 --beta-scales 3 10 30
 }
 
 taskset -c 0 bash -c "$(declare -f timed wait_for chain0); OUT='$OUT' TRAIN='$TRAIN' WS='$WS' RELEASE_ARGS='$RELEASE_ARGS'; chain0" &
