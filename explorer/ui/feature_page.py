@@ -66,6 +66,7 @@ class FeaturePage(QWidget):
 
         self.title = QLabel("No feature selected")
         self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
+        self.title.setWordWrap(True)  # the whole line at the dock's default width
         self.label = QLineEdit()
         self.label.setPlaceholderText("Name this concept…")
         self.tags = QLineEdit()
