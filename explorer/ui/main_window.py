@@ -307,7 +307,8 @@ class MainWindow(QMainWindow):
         self.sample_view.set_labels(self._display_labels(labels))
         self.sample_view.refresh()
         self.steer_view.labels = self._display_labels(labels)
-        self.steer_view.set_sae(self.entry, self.source.n_steps)
+        self.steer_view.set_sae(self.entry, self.source.n_steps,
+                                self.source.store.meta.get("guidance"))
         self.feature_page.set_source(self.source, lookup_table("inferno"))
         self.feature_page.set_step(self.sample_view.step)
         if idx is not None and self.browser.model.rowCount() > 0:

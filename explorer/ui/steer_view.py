@@ -246,11 +246,15 @@ class SteerView(RequestView):
         self._on_window_preset()
 
     # --- inputs from the main window ------------------------------------------------------------
-    def set_sae(self, entry, n_steps: int) -> None:
+    def set_sae(self, entry, n_steps: int, guidance: float | None = None) -> None:
+        """`n_steps` and `guidance`: the workspace's own settings, so that the unedited image
+        is the stored sample."""
         changed = self.entry is None or entry is None or entry.block != self.entry.block
         self.entry = entry
         self.n_steps = n_steps
         self.steps.setValue(n_steps)
+        if guidance is not None:
+            self.guidance.setValue(float(guidance))
         self.range.setRange(0, max(0, n_steps - 1))
         self._on_window_preset()
         self.sae_label.setText(entry.label if entry else "no SAE")

@@ -172,6 +172,20 @@ def test_steer_with_zero_strength_equals_the_original(qtbot, window, tiny_worksp
     assert f"mean pixel change {change:.3f}" in caption and "seed 3" in caption
 
 
+def test_steering_starts_from_the_stored_sample(qtbot, window, tiny_workspace):
+    """The steering page takes the workspace's steps and guidance, so its unedited image is the
+    very sample the store holds (not one made with the page's own defaults)."""
+    _open(qtbot, window, tiny_workspace)
+    steer, store = window.steer_view, window.source.store
+    assert steer.guidance.value() == store.meta["guidance"]
+    steer.live.setChecked(False)
+    steer.set_prompt(store.prompts[0], int(store.seeds[0]))
+    steer.add(window.feature_page.feature, strength=0.0)
+    steer.start()
+    qtbot.waitUntil(lambda: steer.request is None, timeout=60_000)
+    assert np.array_equal(steer.last["original"], store.image(0))
+
+
 def test_ui_stays_responsive_while_generating(qtbot, window, tiny_workspace):
     _open(qtbot, window, tiny_workspace)
     gen = window.generate_view
