@@ -14,7 +14,7 @@ from explorer.shapes.model import make_scheduler
 
 def _cfg(out, **kw):
     base = dict(out=out, vae_steps=2, vae_batch=2, dataset=8, unet_steps=3, batch=4,
-                checkpoint_every=1, threads=1)
+                checkpoint_every=1, threads=0)  # 0: leave the suite's torch threads alone
     return T.TrainConfig(**{**base, **kw})
 
 
