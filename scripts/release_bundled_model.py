@@ -63,7 +63,7 @@ def main() -> int:
     sweep = {}
     for g in args.guidance:
         r = check_model(str(DEST), n=args.n_val, seed_offset=3_000_000, batch_size=64,
-                        guidance=g, progress=False)
+                        guidance=g, progress=False, probe_seeds=0)
         sweep[g] = r.scores
         print(f"validation guidance {g:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.scores.items()
                                                           if isinstance(v, float)), flush=True)
@@ -74,7 +74,9 @@ def main() -> int:
     checks = []
     for split, n in (("train", args.n), ("held_out", args.n_held_out)):
         grid = train / f"grid_{split}.png"
+        # The layout probe's prompts belong to no split: run it once, with the held-in check.
         r = check_model(str(DEST), n=n, split=split, batch_size=50, grid=grid, guidance=best,
+                        probe_seeds=4 if split == "train" else 0,
                         progress=False)
         print(r.table(), flush=True)
         out = train / f"adherence_{split}.json"

@@ -120,6 +120,14 @@ def _objective(cfg: dict) -> str:
     return f"{weight}, on {schedule}"
 
 
+def _recipe(cfg: dict) -> str:
+    """A UNet run's steps, optimiser, schedule, objective, dropout and EMA, from its config."""
+    return (f"{cfg['unet_steps']:,} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']:g} "
+            f"({cfg['warmup']} warm-up steps, cosine decay over the second half), "
+            f"{_objective(cfg)}, {cfg['prompt_dropout']:.0%} prompt dropout (for classifier-free "
+            f"guidance), EMA {cfg['ema_decay']} (the shipped weights)")
+
+
 def _probe_line(report: dict) -> str:
     p = report.get("layout_probe") or {}
     if not p:
@@ -150,12 +158,7 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
     )
     reports = [json.loads(Path(c).read_text()) for c in checks]
     ran = _ran(training_history(train_dir / "unet_log.csv"), "UNet stage")
-    unet_stage = (
-        f"""3. UNet + text encoder jointly: {cfg["unet_steps"]} steps, batch {cfg["batch"]}, AdamW lr
-   {cfg["lr"]:g} ({cfg["warmup"]} warm-up steps, cosine decay over the second half),
-   {_objective(cfg)}, {cfg["prompt_dropout"]:.0%} prompt dropout (for classifier-free
-   guidance), EMA {cfg["ema_decay"]} (the shipped weights)."""
-    )
+    unet_stage = f"3. UNet + text encoder jointly: {_recipe(cfg)}."
     if cfg.get("init_from"):
         unet_stage = _fine_tune_stage(cfg, base_train_dir, base_checks, ran)
         ran = ""
@@ -245,10 +248,7 @@ def _fine_tune_stage(cfg: dict, base_dir: Path | None, base_checks, ran: str) ->
      batch {base_cfg.get("batch", "?")}, AdamW lr {base_cfg.get("lr", float("nan")):g},
      {_objective(base_cfg) if base_cfg else "(its training folder was not given)"}. {base_ran}
    - **fine-tune** from the base run's checkpoint{at} (live and EMA weights; a fresh optimiser,
-     warm-up and schedule): {cfg["unet_steps"]:,} steps, batch {cfg["batch"]}, AdamW lr
-     {cfg["lr"]:g} ({cfg["warmup"]} warm-up steps, cosine decay over the second half),
-     {_objective(cfg)}, {cfg["prompt_dropout"]:.0%} prompt dropout, EMA {cfg["ema_decay"]}
-     (the shipped weights). {ran}
+     warm-up and schedule): {_recipe(cfg)}. {ran}
 """
     reports = [json.loads(Path(c).read_text()) for c in base_checks]
     if reports:

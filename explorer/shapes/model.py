@@ -105,7 +105,8 @@ def make_scheduler(kind: str = "ddim", zero_terminal_snr: bool = True):
         # training input, so the model learns to read the layout off that leaked signal and at
         # sampling time takes it from the seed's noise instead of the prompt. Our first model
         # did exactly that: the same seed put the object in the same place whatever place the
-        # prompt named (scripts/diagnose_place.py). Needs v-prediction, which we use.
+        # prompt named (`explorer.shapes.evaluate.probe_layout`). Needs v-prediction, which we
+        # use.
         rescale_betas_zero_snr=zero_terminal_snr,
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",

@@ -304,9 +304,8 @@ class MainWindow(QMainWindow):
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
-        self.sample_view.set_labels(self._display_labels(labels))
+        self._show_labels(labels)
         self.sample_view.refresh()
-        self.steer_view.labels = self._display_labels(labels)
         self.steer_view.set_sae(self.entry, self.source.n_steps,
                                 self.source.store.meta.get("guidance"))
         self.feature_page.set_source(self.source, lookup_table("inferno"))
@@ -315,10 +314,13 @@ class MainWindow(QMainWindow):
             self.browser.table.selectRow(0)
         self._update_status()
 
-    def _display_labels(self, labels: dict[int, str]) -> dict[int, str]:
-        """The user's labels over the index's provisional names: what legends and lists show."""
+    def _show_labels(self, labels: dict[int, str]) -> None:
+        """The user's labels over the index's provisional names, in the concept-map legend and
+        the steering list."""
         idx = self.source.index if self.source is not None else None
-        return {**(idx.auto_labels if idx is not None else {}), **labels}
+        shown = {**(idx.auto_labels if idx is not None else {}), **labels}
+        self.sample_view.set_labels(shown)
+        self.steer_view.labels = shown
 
     def _labels_of_current(self) -> dict[int, str]:
         if self.labels is None or self.entry is None:
@@ -361,9 +363,7 @@ class MainWindow(QMainWindow):
             return
         self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
         self.browser.model.set_label(feature, label)
-        shown = self._display_labels(self._labels_of_current())
-        self.sample_view.set_labels(shown)
-        self.steer_view.labels = shown
+        self._show_labels(self._labels_of_current())
 
     def undo(self) -> None:
         if self.labels is not None and self.labels.undo():
@@ -377,8 +377,7 @@ class MainWindow(QMainWindow):
         labels = self._labels_of_current()
         self.browser.model.labels = labels
         self.browser.model.layoutChanged.emit()
-        self.sample_view.set_labels(self._display_labels(labels))
-        self.steer_view.labels = self._display_labels(labels)
+        self._show_labels(labels)
         if self.feature_page.feature is not None:
             self.select_feature(self.feature_page.feature)
         self._update_undo()

@@ -385,32 +385,32 @@ class SteerView(RequestView):
             self.status.emit("open a workspace with an SAE to steer")
             return None
         features = features if features is not None else [(r.feature, r.strength) for r in self.rows]
-        self._summary = self._describe(
-            self.prompt.text() if prompt is None else prompt, features,
-            mode or self.mode.currentData(),
-        )
+        prompt = self.prompt.text() if prompt is None else prompt
+        mode = mode or self.mode.currentData()
+        region = self.region()
+        self._summary = self._describe(prompt, features, mode, region)
         self._submit(
-            steer_job, self.models, self.cache, self.entry,
-            self.prompt.text() if prompt is None else prompt,
+            steer_job, self.models, self.cache, self.entry, prompt,
             self.seed.value(), self.steps.value(), self.guidance.value(), features,
-            mode or self.mode.currentData(), self.region(), self.window_spec(),
+            mode, region, self.window_spec(),
             self.branches.currentData(), kind="steer", n_steps=self.steps.value(),
         )
         self.warnings.setText("")
         return self.request
 
-    def _describe(self, prompt: str, features, mode: str) -> str:
+    def _describe(self, prompt: str, features, mode: str, region) -> str:
         """The edit as a caption: what a figure legend or a lab notebook needs to redo it."""
         from html import escape
+
+        from explorer.steering import Rect
 
         feats = ", ".join(
             f"#{f}" + (f" {escape(self.labels[f])}" if self.labels.get(f) else "") + f" × {v:g}"
             for f, v in features
         ) or "none"
-        region = self.region()
         if region is None:
             where = "everywhere"
-        elif hasattr(region, "x0"):
+        elif isinstance(region, Rect):
             where = (f"rectangle x {region.x0:.2f}–{region.x1:.2f}, "
                      f"y {region.y0:.2f}–{region.y1:.2f} (image fractions)")
         else:
