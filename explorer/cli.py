@@ -81,6 +81,7 @@ def cmd_shapes_train(args) -> int:
         loss_weighting=args.loss_weighting,
         zero_terminal_snr=not args.no_zero_terminal_snr,
         init_from=Path(args.init_from) if args.init_from else None,
+        place_dropout=args.place_dropout,
     )
     if not args.resume and (cfg.out / "config.json").exists():
         raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
@@ -173,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loss-weighting", default="clamped_v", choices=["clamped_v", "min_snr"],
         help="v-loss weight per timestep (default: min(1, 5/(snr+1)))",
+    )
+    p.add_argument(
+        "--place-dropout", type=float, default=0.2,
+        help="share of captions trained without their places, so that prompts with no place "
+        "leave the layout to the model, as the paper's do (default 0.2)",
     )
     p.add_argument(
         "--no-zero-terminal-snr", action="store_true",

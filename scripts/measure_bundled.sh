@@ -6,7 +6,9 @@
 # Two chains, one per core (each single-threaded, so they do not slow each other down):
 #   core 0: release → full demo → interventions (mid block) → report → screenshots
 #   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae →
-#           interventions (up block)
+#           interventions (up block) → interventions (mid block, prompts naming their places) →
+#           a demo of the deepest down block (the paper's down block is the deepest down
+#           attention; the default down block matches its 16×16 grid instead)
 # Wall time on the project's 2-core CPU: about 35 minutes. Logs and timings go to OUT.
 #
 # Usage: scripts/measure_bundled.sh TRAIN_DIR WORKSPACE_DIR OUT_DIR [release options…]
@@ -42,6 +44,7 @@ chain0() {
     --beta-scales 3 10 30
   wait_for evaluate-sae
   wait_for interventions-up
+  wait_for interventions-placed
   # The report gathers the SAE metrics and the interventions, so it is written again once
   # they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"
@@ -65,6 +68,12 @@ chain1() {
   # The same edits at the up block (16×16, where the background textures live).
   timed interventions-up python -m explorer evaluate-interventions --workspace "$WS" \
     --device cpu --block up_blocks.1.attentions.0 --beta-scales 3 10 30
+  # The harder variant: the prompt names the object's place, and the edit must overrule it.
+  timed interventions-placed python -m explorer evaluate-interventions --workspace "$WS" \
+    --device cpu --placed-prompts --beta-scales 3 10
+  rm -rf "$WS-down1"
+  timed demo-down1 python -m explorer demo --workspace "$WS-down1" \
+    --blocks down_blocks.1.attentions.0
 }
 
 taskset -c 0 bash -c "$(declare -f timed wait_for chain0); OUT='$OUT' TRAIN='$TRAIN' WS='$WS' RELEASE_ARGS='$RELEASE_ARGS'; chain0" &

@@ -7,7 +7,8 @@
 4. write explorer.json (defaults), samples.png and MODEL.md.
 
 Usage: python scripts/release_bundled_model.py TRAIN_DIR [--n 200] [--n-held-out 100]
-       [--base-train-dir DIR --base-check JSON…]   (a fine-tune: the run it started from)
+       [--base-train-dir DIR… --base-check JSON…]   (a fine-tune: the runs it descends from,
+                                                      oldest first)
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def main() -> int:
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--guidance", type=float, nargs="*", default=[2.0, 3.0, 4.5, 6.0])
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--base-train-dir", help="for a fine-tune (--init-from): the base run's folder")
+    p.add_argument("--base-train-dir", nargs="+", default=[],
+                   help="for a fine-tune (--init-from): the folders of the runs it descends from, "
+                   "oldest first")
     p.add_argument("--base-check", nargs="*", default=[],
                    help="`shapes check` JSON of the base model, shown beside the fine-tune's")
     p.add_argument("--rescore", action="store_true",
@@ -88,7 +91,7 @@ def main() -> int:
                  f"| {g:g} | {s['colour']:.3f} | {s['shape']:.3f} | {s['place']:.3f} | "
                  f"{s['background']:.3f} | {s['all_objects']:.3f} |" for g, s in sweep.items()))
     write_card(DEST, train, checks, DEST / "samples.png", notes=notes,
-               base_train_dir=Path(args.base_train_dir) if args.base_train_dir else None,
+               base_train_dirs=[Path(d) for d in args.base_train_dir],
                base_checks=[Path(c) for c in args.base_check])
     size = sum(f.stat().st_size for f in DEST.rglob("*") if f.is_file()) / 2**20
     print(f"bundled model at {DEST} ({size:.1f} MB)")

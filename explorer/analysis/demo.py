@@ -251,13 +251,15 @@ def build_demo(
     config: DemoConfig | None = None,
     model: str | None = None,
     n_prompts: int | None = None,
+    blocks: tuple[str, ...] | None = None,
     device: str | None = None,
     progress: Callable[[dict], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Path:
     """Build (or finish) the demo workspace in `folder` (default: `default_workspace_dir()`).
 
-    Returns the folder. `config` overrides the preset; `model` and `n_prompts` override it.
+    Returns the folder. `config` overrides the preset; `model`, `n_prompts` and `blocks`
+    override it.
     """
     from explorer.analysis.evaluate import evaluate_workspace
     from explorer.analysis.index import IndexSettings
@@ -267,7 +269,12 @@ def build_demo(
     from explorer.store import Store
 
     cfg = config or (DemoConfig.small() if small else DemoConfig.full())
-    overrides = {k: v for k, v in (("model", model), ("n_prompts", n_prompts)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("model", model), ("n_prompts", n_prompts),
+                     ("blocks", tuple(blocks) if blocks else None))
+        if v is not None
+    }
     cfg = replace(cfg, **overrides)
     folder = Path(folder).expanduser() if folder is not None else default_workspace_dir()
     rep = _Reporter(progress)

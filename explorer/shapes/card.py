@@ -125,7 +125,16 @@ def _recipe(cfg: dict) -> str:
     return (f"{cfg['unet_steps']:,} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']:g} "
             f"({cfg['warmup']} warm-up steps, cosine decay over the second half), "
             f"{_objective(cfg)}, {cfg['prompt_dropout']:.0%} prompt dropout (for classifier-free "
-            f"guidance), EMA {cfg['ema_decay']} (the shipped weights)")
+            f"guidance), {_place_dropout(cfg)}EMA {cfg['ema_decay']} (the shipped weights)")
+
+
+def _place_dropout(cfg: dict) -> str:
+    share = cfg.get("place_dropout", 0.0)
+    if not share:
+        return ""
+    return (f"{share:.0%} of captions without their places (\"a large red square on a plain "
+            "background\": the paper's prompts name no places, so the model must be able to "
+            "choose a layout itself), ")
 
 
 def _probe_line(report: dict) -> str:
@@ -140,9 +149,10 @@ def _probe_line(report: dict) -> str:
 
 
 def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path | None = None,
-               notes: str = "", base_train_dir: Path | None = None,
+               notes: str = "", base_train_dirs: list[Path] = (),
                base_checks: list[Path] = ()) -> Path:
-    """Write MODEL.md (and loss.png) into `model_dir`."""
+    """Write MODEL.md (and loss.png) into `model_dir`. For a fine-tune, `base_train_dirs` are
+    the runs it descends from, oldest first."""
     from explorer.engine import load_model
 
     model_dir, train_dir = Path(model_dir), Path(train_dir)
@@ -160,7 +170,7 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
     ran = _ran(training_history(train_dir / "unet_log.csv"), "UNet stage")
     unet_stage = f"3. UNet + text encoder jointly: {_recipe(cfg)}."
     if cfg.get("init_from"):
-        unet_stage = _fine_tune_stage(cfg, base_train_dir, base_checks, ran)
+        unet_stage = _fine_tune_stage(cfg, [Path(d) for d in base_train_dirs], base_checks, ran)
         ran = ""
     text = f"""# mini-sd-shapes: the bundled miniature Stable Diffusion
 
@@ -230,30 +240,42 @@ pairs never seen in training.
     return out
 
 
-def _fine_tune_stage(cfg: dict, base_dir: Path | None, base_checks, ran: str) -> str:
-    """The UNet stage of a run that started from another run's checkpoint: both runs, and what
-    the base model did before the fine-tune."""
+def _fine_tune_stage(cfg: dict, base_dirs: list[Path], base_checks, ran: str) -> str:
+    """The UNet stage of a run that started from another run's checkpoint: every run of the
+    chain (`base_dirs`, oldest first, each the one the next started from), and what the first
+    base model did before any fine-tune."""
     import torch
 
-    init = Path(cfg["init_from"])
-    init_step = torch.load(init, weights_only=True)["step"] if init.is_file() else None
-    base_cfg, base_ran = {}, ""
-    if base_dir is not None and (Path(base_dir) / "config.json").is_file():
-        base_cfg = json.loads((Path(base_dir) / "config.json").read_text())
-        base_ran = _ran(training_history(Path(base_dir) / "unet_log.csv", upto=init_step),
-                        "Base run")
-    at = f" at step {init_step:,}" if init_step is not None else ""
-    text = f"""3. UNet + text encoder jointly, in two runs:
-   - **base run**{f' ({base_cfg["unet_steps"]:,}-step plan, stopped{at})' if base_cfg else ''}:
-     batch {base_cfg.get("batch", "?")}, AdamW lr {base_cfg.get("lr", float("nan")):g},
-     {_objective(base_cfg) if base_cfg else "(its training folder was not given)"}. {base_ran}
-   - **fine-tune** from the base run's checkpoint{at} (live and EMA weights; a fresh optimiser,
-     warm-up and schedule): {_recipe(cfg)}. {ran}
-"""
+    def start_step(run_cfg: dict) -> int | None:
+        init = Path(run_cfg.get("init_from") or "")
+        return torch.load(init, weights_only=True)["step"] if init.is_file() else None
+
+    cfgs = [json.loads((Path(d) / "config.json").read_text()) for d in base_dirs
+            if (Path(d) / "config.json").is_file()]
+    chain = [*cfgs, cfg]
+    lines = [f"3. UNet + text encoder jointly, in {max(len(chain), 2)} runs:"]
+    if not cfgs:
+        lines.append("   - **base run**: (its training folder was not given)")
+    for i, (run, d) in enumerate(zip(cfgs, base_dirs, strict=False)):
+        stop = start_step(chain[i + 1])
+        at = f", stopped at step {stop:,}" if stop is not None else ""
+        name = "base run" if i == 0 else f"fine-tune {i}"
+        how = (f"batch {run.get('batch', '?')}, AdamW lr {run.get('lr', float('nan')):g}, "
+               f"{_objective(run)}" if i == 0 else _recipe(run))
+        hist = _ran(training_history(Path(d) / "unet_log.csv", upto=stop),
+                    "Base run" if i == 0 else f"Fine-tune {i}")
+        lines.append(f"   - **{name}** ({run['unet_steps']:,}-step plan{at}): {how}. {hist}")
+    start = start_step(cfg)
+    at = f" at step {start:,}" if start is not None else ""
+    name = "fine-tune" if len(chain) <= 2 else f"fine-tune {len(chain) - 1}"
+    prev = "the base run's" if len(chain) <= 2 else "the previous run's"
+    lines.append(f"   - **{name}** from {prev} checkpoint{at} (live and EMA weights; a fresh "
+                 f"optimiser, warm-up and schedule): {_recipe(cfg)}. {ran}")
+    text = "\n".join(lines) + "\n"
     reports = [json.loads(Path(c).read_text()) for c in base_checks]
     if reports:
         text += f"""
-   The base model, measured before the fine-tune:
+   The base run's model, measured before any fine-tune:
 
 {_adherence_table(reports)}
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer.errors import UserError
 from explorer.shapes.model import (
     make_scheduler,
     make_text_encoder,
@@ -54,6 +55,10 @@ class TrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     prompt_dropout: float = 0.1
+    # Share of captions trained without their places ("a large red square on a … background"):
+    # the paper's prompts name no places, so the model must be able to choose a layout itself
+    # for the paper's spatial edits to have something to move. 0 keeps every place word.
+    place_dropout: float = 0.2
     min_snr_gamma: float = 5.0
     # "clamped_v": the plain v-loss (weight 1) clamped to min-SNR-γ's weight where the SNR is
     # high, i.e. min(1, γ / (snr + 1)). "min_snr": min(snr, γ) / (snr + 1), the min-SNR paper's
@@ -75,6 +80,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown loss weighting {self.loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
             )
+        if not 0.0 <= self.place_dropout <= 1.0 or not 0.0 <= self.prompt_dropout <= 1.0:
+            raise ValueError("prompt and place dropout must lie in [0, 1]")
         if self.init_from is not None:
             self.init_from = Path(self.init_from)
 
@@ -199,6 +206,19 @@ def encode_dataset(cfg: TrainConfig, vae, tokenizer) -> tuple[np.ndarray, np.nda
     return latents, ids
 
 
+def placeless_ids(cfg: TrainConfig, tokenizer) -> np.ndarray:
+    """Token ids of every training scene's prompt without its places (built once, cached beside
+    input_ids.npy); rows match `encode_dataset`'s."""
+    path = cfg.out / "input_ids_placeless.npy"
+    if path.exists():
+        return np.load(path)
+    prompts = [Scene.from_seed(int(s)).placeless_prompt for s in range(cfg.dataset)]
+    ids = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="np").input_ids
+    np.save(path.with_suffix(".tmp.npy"), ids.astype(np.int64))
+    path.with_suffix(".tmp.npy").replace(path)
+    return np.load(path)
+
+
 def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v") -> torch.Tensor:
     """Per-sample weight of the v-prediction MSE at timesteps `t`.
 
@@ -217,6 +237,7 @@ def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v
 
 def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
     latents, ids = encode_dataset(cfg, vae, tokenizer)
+    ids_placeless = placeless_ids(cfg, tokenizer) if cfg.place_dropout > 0 else None
     torch.manual_seed(cfg.seed)
     unet = make_unet()
     text_encoder = make_text_encoder(tokenizer)
@@ -256,6 +277,10 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         x0 = torch.from_numpy(np.asarray(latents[idx], np.float32))
         tok = torch.from_numpy(ids[idx])
         drop = torch.from_numpy(rng.random(cfg.batch) < cfg.prompt_dropout)
+        if ids_placeless is not None:
+            # Drawn after `drop`, so runs without place dropout keep their batches exactly.
+            unplace = torch.from_numpy(rng.random(cfg.batch) < cfg.place_dropout)
+            tok = torch.where(unplace[:, None], torch.from_numpy(ids_placeless[idx]), tok)
         tok = torch.where(drop[:, None], empty, tok)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(x0.shape, generator=gen)
@@ -324,9 +349,35 @@ def export(cfg: TrainConfig, unet, vae, text_encoder, tokenizer, step: int) -> P
     return dest
 
 
+# Values that configs written before an option existed were trained with.
+_BEFORE_OPTION = {"place_dropout": 0.0, "loss_weighting": "min_snr", "zero_terminal_snr": False,
+                  "init_from": None}
+# What a resume may change: the plan's length and how the run uses this machine.
+_RESUMABLE = {"unet_steps", "threads", "checkpoint_every", "out"}
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Refuse to resume a run with a different recipe: its batches, loss or start would change
+    mid-run without a trace."""
+    path = cfg.out / "config.json"
+    if not path.is_file():
+        return
+    stored = {**_BEFORE_OPTION, **json.loads(path.read_text())}
+    now = _jsonable(cfg)
+    diff = sorted(k for k in now if k not in _RESUMABLE and stored.get(k) != now[k])
+    if diff:
+        raise UserError(
+            f"{path}: this run was trained with "
+            + ", ".join(f"{k}={stored.get(k)!r}" for k in diff)
+            + "; resume it with the same settings ("
+            + ", ".join(f"{k}={now[k]!r} given" for k in diff) + ")"
+        )
+
+
 def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_resume(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "config.json").write_text(json.dumps(_jsonable(cfg), indent=1))
     tokenizer = make_tokenizer()

@@ -78,6 +78,12 @@ class SceneObject:
         return f"a {self.size} {self.colour} {self.shape} at the {self.place}"
 
     @property
+    def placeless_phrase(self) -> str:
+        """The phrase without "at the …": the paper's prompts name no places, so their layout is
+        the model's to choose (and a spatial edit's to change)."""
+        return f"a {self.size} {self.colour} {self.shape}"
+
+    @property
     def words(self) -> tuple[str, ...]:
         return (self.shape, self.colour, self.size, *self.place.split())
 
@@ -96,6 +102,12 @@ class Scene:
     @property
     def prompt(self) -> str:
         body = " and ".join(o.phrase for o in self.objects)
+        return f"{body} on a {self.background} background"
+
+    @property
+    def placeless_prompt(self) -> str:
+        """The prompt with every place left out (see `SceneObject.placeless_phrase`)."""
+        body = " and ".join(o.placeless_phrase for o in self.objects)
         return f"{body} on a {self.background} background"
 
     @property

@@ -133,6 +133,7 @@ def cmd_evaluate_interventions(args) -> int:
         batch_size=args.batch_size,
         model_path=args.model,
         beta_scales=tuple(args.beta_scales),
+        placed=args.placed_prompts,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(report.markdown())
@@ -205,6 +206,12 @@ def register(sub) -> None:
         metavar="X",
         help="also run the edits at these multiples of the calibrated β (a dose-response; "
         "the bars are read at 1)",
+    )
+    p.add_argument(
+        "--placed-prompts",
+        action="store_true",
+        help="test prompts name their object's place (the edit must overrule the text; "
+        "written to interventions*-placed.*); default: no places, as the paper's prompts",
     )
     add_model_flags(p)
     p.set_defaults(func=cmd_evaluate_interventions, model=None)

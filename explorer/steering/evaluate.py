@@ -3,9 +3,12 @@
 Protocol (per stage early / middle / final, mid block, cond branch, the stage's own SAE):
 
 - Test prompts: held-in (train split) scenes with one object standing at one of the four
-  corner places, from seeds far from the training set's. Each prompt gets, from a generator
-  seeded by its own seed, a target quadrant other than its object's and a target background
-  style other than its own.
+  corner places, from seeds far from the training set's, written *without their place* by
+  default, as the paper's prompts name no places: the model chooses the layout, and the edit
+  has to change that choice. Each prompt gets, from a generator seeded by its own seed, a target
+  quadrant other than the one its object takes in the unedited image, and a target background
+  style other than its own. `placed=True` keeps the place in the prompt ("… at the top left"),
+  a harder test: the edit must overrule the text, which every other block keeps reading.
 - Features: the stage SAE's dictionary (the workspace index if it has one, else built on the
   fly from a separate labelling set with the paper's rule, see `features`). Spatial: the
   features holding the object's colour or shape word. Global: the one feature holding the
@@ -55,10 +58,16 @@ class Case:
     scene: object  # explorer.shapes.world.Scene with one object
     target_quadrant: str
     target_background: str
+    placed: bool = True  # the prompt names the object's place
+
+    @property
+    def prompt(self) -> str:
+        return self.scene.prompt if self.placed else self.scene.placeless_prompt
 
 
-def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET) -> list[Case]:
-    """`n` held-in one-object scenes at corner places, with their targets."""
+def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET, placed: bool = True) -> list[Case]:
+    """`n` held-in one-object scenes at corner places, with their targets (for placeless
+    prompts the quadrant is provisional until `retarget` sees where the object went)."""
     from explorer.shapes.world import BACKGROUNDS, QUADRANTS, Scene
 
     out: list[Case] = []
@@ -71,7 +80,24 @@ def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET) -> list[Case]:
         rng = np.random.default_rng([scene.seed, 7])
         quadrant = str(rng.choice([q for q in QUADRANTS if q != scene.objects[0].place]))
         background = str(rng.choice([b for b in BACKGROUNDS if b != scene.background]))
-        out.append(Case(scene, quadrant, background))
+        out.append(Case(scene, quadrant, background, placed))
+    return out
+
+
+def retarget(cases: list[Case], own: list[str | None]) -> list[Case]:
+    """Placeless cases get a target quadrant other than the one their object took unedited
+    (`own`, None where the checker found no object: then any quadrant), so that no edit scores
+    by leaving the image alone. Placed cases keep theirs (already ≠ the prompted place)."""
+    from dataclasses import replace
+
+    from explorer.shapes.world import QUADRANTS
+
+    out = []
+    for c, q in zip(cases, own, strict=True):
+        if not c.placed:
+            rng = np.random.default_rng([c.scene.seed, 11])
+            c = replace(c, target_quadrant=str(rng.choice([x for x in QUADRANTS if x != q])))
+        out.append(c)
     return out
 
 
@@ -112,6 +138,7 @@ class InterventionReport:
     notes: list[str] = field(default_factory=list)
     json_path: Path | None = None
     md_path: Path | None = None
+    placed: bool = False  # the test prompts name their object's place
 
     def bars(self, spatial: dict | None = None, global_: dict | None = None) -> dict[str, bool]:
         sp = {s: (spatial or self.spatial)[s]["success"] for s in STAGES}
@@ -126,6 +153,7 @@ class InterventionReport:
     def to_json(self) -> dict:
         return {
             "protocol": __doc__.strip().splitlines()[0],
+            "prompts": "placed" if self.placed else "placeless",
             "model": self.model,
             "block": self.block,
             "steps": self.steps,
@@ -159,12 +187,17 @@ class InterventionReport:
             return f"| {name} | " + " | ".join(cells) + " |"
 
         lines = [
-            "## Interventions" + ("" if report_stem(self.block) == "interventions"
-                                  else f" at `{self.block}`"),
+            "## Interventions"
+            + ("" if report_stem(self.block) == "interventions" else f" at `{self.block}`")
+            + (", prompts naming their places" if self.placed else ""),
             "",
             f"{self.model}, {self.block}, {self.steps} steps, guidance {self.guidance:g}; "
-            f"{self.n} one-object test prompts (held-in). "
-            "Ours, with the paper's SD 1.4 number in parentheses.",
+            f"{self.n} one-object test prompts (held-in), "
+            + ("naming the object's place (the edit must overrule the text). "
+               if self.placed else
+               "without places, as the paper's (the model chooses the layout; the target is "
+               "a quadrant other than the one the object took unedited). ")
+            + "Ours, with the paper's SD 1.4 number in parentheses.",
             "",
             "| result | early | middle | final |",
             "|---|---|---|---|",
@@ -208,12 +241,17 @@ class InterventionReport:
                     lines.append(f"| {mode} | {scale:g} | {cells} | "
                                  f"{key.replace('_', ' ')}: {'yes' if ok else 'no'} |")
         b = self.baseline
+        if self.placed:
+            where = f"in its prompted quadrant {b['object_in_own']:.2f}"
+        else:
+            where = (f"in the quadrant of the scene it was drawn from (not in the prompt; chance "
+                     f"0.25) {b['object_in_own']:.2f}, quadrants taken "
+                     + ", ".join(f"{q} {v:.2f}" for q, v in b["quadrant_share"].items()))
         lines += [
             "",
             f"Unedited: object found {b['object_found']:.2f}, already in the target quadrant "
-            f"{b['object_in_target']:.2f}, in its prompted quadrant {b['object_in_own']:.2f}; "
-            f"background read as prompted {b['background_as_prompted']:.2f}, "
-            f"as the target {b['background_is_target']:.2f}.",
+            f"{b['object_in_target']:.2f}, {where}; background read as prompted "
+            f"{b['background_as_prompted']:.2f}, as the target {b['background_is_target']:.2f}.",
             "",
             "Bars: "
             + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in self.bars().items())
@@ -254,7 +292,7 @@ def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=
             start = trajectories[b].start(first)
         res = generate(
             model,
-            [c.scene.prompt for c in chunk],
+            [c.prompt for c in chunk],
             [c.scene.seed for c in chunk],
             steps,
             guidance,
@@ -313,6 +351,7 @@ def evaluate_interventions(
     batch_size: int = 16,
     model_path: str | None = None,
     beta_scales: tuple[float, ...] = (1.0,),
+    placed: bool = False,
     write: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> InterventionReport:
@@ -322,7 +361,7 @@ def evaluate_interventions(
     """
     from explorer.engine import load_model
     from explorer.shapes.checker import classify_background
-    from explorer.shapes.world import BACKGROUNDS, COLOURS, SHAPES, Scene
+    from explorer.shapes.world import BACKGROUNDS, COLOURS, QUADRANTS, SHAPES, Scene
     from explorer.steering.features import label_stages, labels_from_index
     from explorer.steering.interventions import FeatureEdit, Intervention, make_edit
     from explorer.steering.regions import QUADRANT_RECTS
@@ -369,7 +408,7 @@ def evaluate_interventions(
             label_stages(model, block, missing, label_scenes, steps, guidance, batch_size, say)
         )
 
-    cases = make_cases(n)
+    cases = make_cases(n, placed=placed)
     say(f"generating {n} unedited test images")
     from explorer.engine import Trajectory
 
@@ -380,6 +419,7 @@ def evaluate_interventions(
     own = [
         object_quadrant(img, c.scene.objects[0].colour) for img, c in zip(base, cases, strict=True)
     ]
+    cases = retarget(cases, own)
     bgs = [classify_background(img) for img in base]
     baseline = {
         "object_found": float(np.mean([q is not None for q in own])),
@@ -395,9 +435,11 @@ def evaluate_interventions(
         "background_is_target": float(
             np.mean([b == c.target_background for b, c in zip(bgs, cases, strict=True)])
         ),
+        "quadrant_share": {q: float(np.mean([o == q for o in own])) for q in QUADRANTS},
     }
 
-    report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes)
+    report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes,
+                                placed=placed)
     report.baseline = baseline
     early_beta = calibrated_beta("spatial", "early")
     for stage in STAGES:
@@ -464,9 +506,9 @@ def evaluate_interventions(
                 report.spatial[stage] = row["spatial"][stage]
                 report.global_[stage] = row["global"][stage]
                 if stage == "early":
-                    _save_examples(ws, f"{report_stem(block)}_spatial", base, imgs_s, cases)
+                    _save_examples(ws, f"{report_stem(block, placed)}_spatial", base, imgs_s, cases)
                 if stage == "middle":
-                    _save_examples(ws, f"{report_stem(block)}_global", base, imgs_g, cases)
+                    _save_examples(ws, f"{report_stem(block, placed)}_global", base, imgs_g, cases)
 
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
@@ -479,7 +521,7 @@ def evaluate_interventions(
     if write:
         from explorer.workspace import atomic_write_text
 
-        stem = report_stem(block)
+        stem = report_stem(block, placed)
         report.json_path = ws.root / f"{stem}.json"
         report.md_path = ws.root / f"{stem}.md"
         atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
@@ -487,10 +529,12 @@ def evaluate_interventions(
     return report
 
 
-def report_stem(block: str, default: str = "mid_block.attentions.0") -> str:
-    """File stem of a block's intervention report: the paper's block keeps the plain name that
-    `explorer evaluate` gathers first; any other block gets its own files beside it."""
-    return "interventions" if block == default else f"interventions-{block}"
+def report_stem(block: str, placed: bool = False, default: str = "mid_block.attentions.0") -> str:
+    """File stem of a block's intervention report: the paper's protocol at the paper's block
+    keeps the plain name that `explorer evaluate` gathers first; any other block, and prompts
+    that name their places, get their own files beside it."""
+    stem = "interventions" if block == default else f"interventions-{block}"
+    return stem + ("-placed" if placed else "")
 
 
 def _as_list(feature: int | None) -> list[int]:

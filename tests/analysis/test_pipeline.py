@@ -212,3 +212,16 @@ def test_a_workspace_built_from_other_weights_is_reported_stale(workspace, monke
     # A model folder that is gone is reported where the model is loaded, not as stale.
     gone = Workspace.create(tmp_path / "W", model=str(tmp_path / "no-such-model"))
     assert gone.stale_model(built) is None
+
+
+def test_demo_command_passes_the_chosen_blocks(monkeypatch, tmp_path):
+    import explorer.analysis.demo as demo_mod
+    from explorer.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo_mod, "build_demo", lambda folder, **kw: seen.update(kw) or folder)
+    assert main(["demo", "--workspace", str(tmp_path), "--blocks",
+                 "down_blocks.1.attentions.0,mid_block.attentions.0"]) == 0
+    assert seen["blocks"] == ["down_blocks.1.attentions.0", "mid_block.attentions.0"]
+    main(["demo", "--workspace", str(tmp_path)])
+    assert seen["blocks"] is None  # the model's own default blocks

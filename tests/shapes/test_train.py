@@ -67,9 +67,18 @@ def test_init_from_starts_from_the_checkpoint_with_a_fresh_schedule(tmp_path):
     from explorer.shapes.card import write_card
 
     card = write_card(tmp_path / "tune" / "pipeline", tmp_path / "tune", [],
-                      base_train_dir=tmp_path / "base").read_text()
+                      base_train_dirs=[tmp_path / "base"]).read_text()
     assert "fine-tune** from the base run's checkpoint at step 3" in card
     assert "Base run: 3 steps" in card and "zero terminal SNR" in card
+    assert "20% of captions without their places" in card
+    # A fine-tune of a fine-tune: the card lists the chain, each run stopped where the next began.
+    T.train(_cfg(tmp_path / "tune2", unet_steps=2, init_from=tmp_path / "tune" / "unet_ckpt.pt",
+                 place_dropout=0.0))
+    card = write_card(tmp_path / "tune2" / "pipeline", tmp_path / "tune2", [],
+                      base_train_dirs=[tmp_path / "base", tmp_path / "tune"]).read_text()
+    assert "in 3 runs" in card and "**base run** (3-step plan, stopped at step 3)" in card
+    assert "**fine-tune 1** (1-step plan, stopped at step 1)" in card
+    assert "**fine-tune 2** from the previous run's checkpoint at step 1" in card
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         T.train(_cfg(tmp_path / "bad", init_from=tmp_path / "missing.pt"))
 
@@ -102,3 +111,67 @@ def test_clamped_v_weighs_the_noisy_steps_and_matches_min_snr_when_clean():
     assert min_snr[-1] < 0.01  # min-SNR all but ignores the step that decides the layout
     with pytest.raises(ValueError, match="unknown loss weighting"):
         T.TrainConfig(out="x", loss_weighting="p2")
+
+
+def test_placeless_ids_match_the_scenes_without_their_places(tmp_path):
+    from explorer.shapes.model import make_tokenizer
+    from explorer.shapes.world import PLACES, Scene
+
+    cfg = _cfg(tmp_path)
+    tokenizer = make_tokenizer()
+    ids = T.placeless_ids(cfg, tokenizer)
+    assert ids.shape[0] == cfg.dataset
+    place_words = {w for p in PLACES for w in p.split()} | {"at"}
+    for seed in range(cfg.dataset):
+        scene = Scene.from_seed(seed)
+        words = tokenizer.decode(ids[seed], skip_special_tokens=True).split()
+        assert not place_words & set(words)
+        assert words == scene.placeless_prompt.split()
+        # Same objects, colours, shapes and background as the full prompt, in the same order.
+        assert [w for w in scene.prompt.split() if w not in place_words | {"the"}] == [
+            w for w in words if w != "the"
+        ]
+
+
+def test_place_dropout_changes_the_batches_and_zero_keeps_the_old_ones(tmp_path, monkeypatch):
+    seen = {}
+
+    def spy(name):
+        def hook(module, args):
+            seen.setdefault(name, []).append(args[0].clone())
+        return hook
+
+    for name, p in (("none", 0.0), ("all", 1.0)):
+        cfg = _cfg(tmp_path / name, place_dropout=p, unet_steps=1)
+        real = T.make_text_encoder
+
+        def make(tok, name=name, real=real):
+            te = real(tok)
+            te.register_forward_pre_hook(spy(name))
+            return te
+
+        monkeypatch.setattr(T, "make_text_encoder", make)
+        T.train(cfg)
+    from explorer.shapes.model import make_tokenizer
+    tokenizer = make_tokenizer()
+    # First call: the live text encoder on the step's batch (EMA copies are not called).
+    plain = [tokenizer.decode(r, skip_special_tokens=True) for r in seen["none"][0]]
+    placeless = [tokenizer.decode(r, skip_special_tokens=True) for r in seen["all"][0]]
+    assert any(" at the " in t for t in plain)
+    assert not any(" at " in t for t in placeless)
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    T.train(_cfg(tmp_path / "run", place_dropout=0.0))
+    with pytest.raises(T.UserError, match=r"place_dropout=0\.0"):
+        T.train(_cfg(tmp_path / "run", place_dropout=0.2, unet_steps=4))
+    # A longer plan is a resume, not a new recipe.
+    T.train(_cfg(tmp_path / "run", place_dropout=0.0, unet_steps=4))
+    assert _weights(tmp_path / "run")["step"] == 4
+    # A config from before place dropout existed was trained without it.
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    del cfg["place_dropout"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    T.train(_cfg(tmp_path / "run", place_dropout=0.0, unet_steps=5))
+    with pytest.raises(T.UserError, match="place_dropout"):
+        T.train(_cfg(tmp_path / "run", unet_steps=6))

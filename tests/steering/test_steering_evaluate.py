@@ -8,7 +8,12 @@ import pytest
 from explorer.sae import save_sae
 from explorer.shapes.world import QUADRANTS, Scene, SceneObject
 from explorer.steering.calibration import PAPER_BETA, calibrated_beta
-from explorer.steering.evaluate import evaluate_interventions, make_cases, object_quadrant
+from explorer.steering.evaluate import (
+    evaluate_interventions,
+    make_cases,
+    object_quadrant,
+    retarget,
+)
 from explorer.steering.features import StageLabels
 from explorer.workspace import Workspace
 
@@ -23,6 +28,22 @@ def test_cases_are_one_object_corner_scenes_with_other_targets():
         assert obj.place in QUADRANTS and c.target_quadrant in QUADRANTS
         assert c.target_quadrant != obj.place and c.target_background != c.scene.background
     assert make_cases(12) == cases  # deterministic
+
+
+def test_placeless_cases_leave_out_the_place_and_target_away_from_where_the_object_went():
+    placed, placeless = make_cases(12), make_cases(12, placed=False)
+    assert [c.scene for c in placed] == [c.scene for c in placeless]  # same scenes
+    for a, b in zip(placed, placeless, strict=True):
+        (obj,) = a.scene.objects
+        assert a.prompt == a.scene.prompt and f"at the {obj.place}" in a.prompt
+        assert "at the" not in b.prompt and obj.colour in b.prompt and obj.shape in b.prompt
+    # Where the unedited object landed decides the target; no object: any quadrant but None.
+    own = [QUADRANTS[i % 4] for i in range(11)] + [None]
+    moved = retarget(placeless, own)
+    assert all(c.target_quadrant != q and c.target_quadrant in QUADRANTS
+               for c, q in zip(moved, own, strict=True))
+    assert retarget(placeless, own) == moved  # deterministic
+    assert retarget(placed, own) == placed  # placed prompts keep a target ≠ the prompted place
 
 
 @pytest.mark.parametrize("place", QUADRANTS)
@@ -71,6 +92,8 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
     from explorer.steering.evaluate import report_stem
 
     assert report_stem("up_blocks.1.attentions.0") == "interventions-up_blocks.1.attentions.0"
+    assert report_stem(BLOCK, placed=True) == "interventions-placed"
+    assert data["prompts"] == "placeless" and "without places" in report.markdown()
     # The sweep holds scale 1 (the main tables) and 10; a stronger edit changes more pixels.
     assert set(data["beta_sweep"]) == {"1.0", "10.0"}
     assert data["beta_sweep"]["1.0"]["global"] == data["global"]
