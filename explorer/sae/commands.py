@@ -45,6 +45,17 @@ def parse_steps(spec: str, store) -> list[int]:
     return steps
 
 
+def stream_dtype(store, block: str, device: str):
+    """float16 rows for a GPU trainer when the store holds float16 (cast on the device, where it
+    is free); float32 for the CPU, cast by the reader's vectorised torch cast."""
+    import numpy as np
+    import torch
+
+    if torch.device(device).type != "cpu" and store.dtype(block) == np.float16:
+        return np.float16
+    return np.float32
+
+
 def train_samples(n: int) -> list[int]:
     return [i for i in range(n) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
 
@@ -54,12 +65,12 @@ def held_out_samples(n: int) -> list[int]:
 
 
 def token_source(store, block: str, branch: str, steps: list[int], samples: list[int],
-                 batch_size: int, total: int, seed: int) -> Iterator:
+                 batch_size: int, total: int, seed: int, dtype="float32") -> Iterator:
     """Shuffled passes over the store until `total` tokens; the same stream on every call."""
     seen, epoch = 0, 0
     while seen < total:
         for batch in store.tokens(block, branch, steps=steps, samples=samples,
-                                  batch_size=batch_size, seed=seed * 1000 + epoch):
+                                  batch_size=batch_size, seed=seed * 1000 + epoch, dtype=dtype):
             yield batch
             seen += len(batch)
             if seen >= total:
@@ -107,7 +118,8 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             if progress:
                 print(f"{block}/{name}: {total:,} tokens ({available:,} in the store's training "
                       f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
-            source = token_source(store, block, branch, group, samples, batch_size, total, seed)
+            source = token_source(store, block, branch, group, samples, batch_size, total, seed,
+                                  stream_dtype(store, block, cfg.device))
             train_sae(source, cfg, folder, resume=resume and (folder / "checkpoint.pt").is_file(),
                       progress=progress)
             folders.append(folder)

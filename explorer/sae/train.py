@@ -133,15 +133,21 @@ class TrainResult:
     """Tokens already trained when this call started (0 for a fresh run)."""
 
 
+# Half-precision rows cross to the device as they are and are cast there: half the bytes over
+# PCIe, and no cast on the host (the store keeps Δ in float16; float16 → float32 is exact).
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _as_tensor(chunk, d_in: int) -> Tensor:
     t = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.asarray(chunk))
     if t.ndim != 2 or t.shape[1] != d_in:
         raise ValueError(f"token source yielded shape {tuple(t.shape)}, expected (n, {d_in})")
-    return t.to(torch.float32)
+    return t if t.dtype in _HALF else t.to(torch.float32)
 
 
 def rebatch(source: Iterable, batch_size: int, d_in: int, skip: int = 0) -> Iterator[Tensor]:
-    """Cut a stream of (n, d_in) chunks into (batch_size, d_in) float32 batches.
+    """Cut a stream of (n, d_in) chunks into (batch_size, d_in) batches: float32, or float16 /
+    bfloat16 where the source yields those (the training step casts them on its device).
 
     The first `skip` rows of the stream are dropped (resume); a final partial batch is dropped.
     """
@@ -250,7 +256,7 @@ def _initial_sae(
             break
     if not held:
         raise ValueError(f"token source yielded fewer than batch_size={cfg.batch_size} tokens")
-    sample = torch.cat(held).to(device)
+    sample = torch.cat(held).to(device).to(torch.float32)
     scale = _input_scale(sample) if cfg.normalise else None
     # Seeded on CPU without touching the caller's global RNG, then moved.
     with torch.random.fork_rng(devices=[]):
@@ -352,7 +358,7 @@ def train_sae(
             group.append(batch)
             if len(group) < world:
                 continue
-            x = group[rank].to(device, non_blocking=True)
+            x = group[rank].to(device, non_blocking=True).to(torch.float32)
             group = []
 
             dead = since_fired >= cfg.dead_tokens

@@ -176,6 +176,11 @@ class Store:
         self._check_block(block)
         return tuple(self.layout.blocks[block])
 
+    def dtype(self, block: str) -> np.dtype:
+        """The dtype Δ of the block is stored in (float16 unless collected otherwise)."""
+        self._check_block(block)
+        return np.dtype(self._map_reader(block, self.branches[0]).dtype)
+
     @cached_property
     def meta(self) -> dict:
         """Root attributes: provenance (model, scheduler, guidance, …) and schema fields."""

@@ -125,3 +125,29 @@ def test_ddp_two_ranks_end_identical(tmp_path):
     assert_close(saved.W_dec, rank0["W_dec"])
     assert saved.cfg.stats["world_size"] == 2
     assert saved.cfg.stats["tokens"] == 2 * 64 * saved.cfg.stats["steps"]
+
+
+def test_half_precision_batches_train_exactly_like_their_float32_cast(tmp_path):
+    """A GPU trainer takes the store's float16 rows and casts them on the device; float16 →
+    float32 is exact, so that must train the very same SAE as rows cast on the host."""
+    source = SparseSource(3000)
+    half = [np.asarray(c).astype(np.float16) for c in source]
+    cfg = _cfg(d_sae=64, init_tokens=256, dead_tokens=500)
+    a = train_sae(half, cfg, tmp_path / "half", progress=False)
+    b = train_sae([c.astype(np.float32) for c in half], cfg, tmp_path / "single", progress=False)
+    assert next(iter(rebatch(half, 64, 32))).dtype == torch.float16  # no host-side cast
+    assert a.tokens_seen == b.tokens_seen > 0
+    for name, value in b.sae.state_dict().items():
+        assert_close(a.sae.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_stream_dtype_is_half_only_for_an_accelerator(tiny_workspace):
+    from explorer.sae.commands import stream_dtype
+    from explorer.store import Store
+    from explorer.workspace import Workspace
+
+    with Store.open(Workspace.open(tiny_workspace).store_path) as store:
+        block = store.blocks[0]
+        assert store.dtype(block) == np.float16
+        assert stream_dtype(store, block, "cpu") == np.float32
+        assert stream_dtype(store, block, "cuda") == np.float16
