@@ -54,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--model", help="model folder (default: the bundled one)")
     p.add_argument("--num-prompts", type=int, help="prompts of the shapes world to collect")
     p.add_argument("--blocks", help="comma-separated blocks to study (default: the model's three)")
+    p.add_argument("--placeless", action="store_true",
+                   help="prompts without their places, as the paper's (the model picks the layout)")
     p.add_argument("--device", default="auto", help="device for generation (auto, cpu, cuda, …)")
     p.set_defaults(func=cmd_demo)
 
@@ -161,6 +163,7 @@ def cmd_demo(args) -> int:
         folder = build_demo(
             args.workspace, small=args.small, model=args.model, n_prompts=args.num_prompts,
             blocks=args.blocks.split(",") if args.blocks else None,
+            placeless=args.placeless or None,
             device=device_arg(args), progress=show,
         )
     finally:

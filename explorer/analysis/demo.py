@@ -42,6 +42,9 @@ class DemoConfig:
     guidance: float | None = None
     collect_batch: int = 16
     blocks: tuple[str, ...] | None = None  # model default blocks
+    # Prompts without their places, as the paper's: the model chooses each layout, and the
+    # composition analysis asks whether the first step already shows that choice.
+    placeless: bool = False
     per_step_t: tuple[float, ...] = (1.0, 0.5, 0.0)
     shared_mid_block: bool = True  # also one SAE over every step of the mid block
     # Latents per SAE. The shapes world has ~30 attribute values (6 colours, 4 shapes, 9 places,
@@ -162,7 +165,7 @@ def _collect(ws, model, cfg: DemoConfig, report, cancel) -> None:
                 return
     report(0.0, f"generating {cfg.n_prompts} images, capturing Δ at every step")
     collect(
-        model, shapes_world(cfg.n_prompts, cfg.split, cfg.seed), None, path,
+        model, shapes_world(cfg.n_prompts, cfg.split, cfg.seed, cfg.placeless), None, path,
         blocks=list(cfg.blocks) if cfg.blocks else None, steps=cfg.steps, guidance=cfg.guidance,
         batch_size=cfg.collect_batch, resume=path.exists(), branches=["cond"], progress=False,
         # Predicted-x0 previews cost one VAE decode per step and are what the app's scrubber
@@ -252,14 +255,15 @@ def build_demo(
     model: str | None = None,
     n_prompts: int | None = None,
     blocks: tuple[str, ...] | None = None,
+    placeless: bool | None = None,
     device: str | None = None,
     progress: Callable[[dict], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Path:
     """Build (or finish) the demo workspace in `folder` (default: `default_workspace_dir()`).
 
-    Returns the folder. `config` overrides the preset; `model`, `n_prompts` and `blocks`
-    override it.
+    Returns the folder. `config` overrides the preset; `model`, `n_prompts`, `blocks` and
+    `placeless` override it.
     """
     from explorer.analysis.evaluate import evaluate_workspace
     from explorer.analysis.index import IndexSettings
@@ -272,7 +276,7 @@ def build_demo(
     overrides = {
         k: v
         for k, v in (("model", model), ("n_prompts", n_prompts),
-                     ("blocks", tuple(blocks) if blocks else None))
+                     ("blocks", tuple(blocks) if blocks else None), ("placeless", placeless))
         if v is not None
     }
     cfg = replace(cfg, **overrides)

@@ -128,6 +128,11 @@ class ShapesTruth:
         if self.use_checker:
             image = self.store.image(i)
             return checked_truth(image, attrs, background)
+        if any("place" not in a for a in attrs):
+            raise AnalysisError(
+                f"sample {i}: its prompt names no places, so the scene's masks say nothing about "
+                "the generated image; read the truth with the checker (use_checker=True)"
+            )
         masks = np.asarray(self.store.masks(i), bool)
         objects = [
             ObjectTruth(_prompted(a), m, prompted=_prompted(a))
@@ -158,9 +163,11 @@ def checked_truth(image: np.ndarray, attrs: Sequence[dict], background: str | No
     from explorer.shapes.checker import check_image, classify_background, find_object
     from explorer.shapes.world import Scene, SceneObject
 
+    # A placeless prompt names no place; the checker only uses places to tell same-coloured
+    # regions apart, and the centre favours none of them.
     scene = Scene(
         objects=tuple(
-            SceneObject(a["shape"], a["colour"], a.get("size", "large"), a["place"])
+            SceneObject(a["shape"], a["colour"], a.get("size", "large"), a.get("place", "centre"))
             for a in attrs
         ),
         background=background or "white",
@@ -176,11 +183,9 @@ def checked_truth(image: np.ndarray, attrs: Sequence[dict], background: str | No
         if mask is None:
             missing += 1
             continue
-        labels = [
-            ("shape", v.predicted_shape or a["shape"]),
-            ("colour", a["colour"]),
-            ("place", v.predicted_place or a["place"]),
-        ]
+        labels = [("shape", v.predicted_shape or a["shape"]), ("colour", a["colour"])]
+        if v.predicted_place or a.get("place"):
+            labels.append(("place", v.predicted_place or a["place"]))
         if v.predicted_size or a.get("size"):
             labels.append(("size", v.predicted_size or a["size"]))
         objects.append(ObjectTruth(labels, mask, prompted=_prompted(a)))

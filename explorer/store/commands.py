@@ -50,6 +50,11 @@ def register(sub) -> None:
     p.add_argument(
         "--first-seed", type=int, default=0, help="seed of the first prompt (then +1 each)"
     )
+    p.add_argument(
+        "--placeless", action="store_true",
+        help="shapes-world prompts without their places, as the paper's (the model chooses the "
+        "layout; the checker reads where objects went)",
+    )
     p.add_argument("--blocks", type=_csv, help="comma-separated block names (model default)")
     p.add_argument(
         "--batch-size", type=int, help="prompts per batch (default 8, or the store's on --resume)"
@@ -182,7 +187,8 @@ def _prompt_set(args, model):
     if args.prompts:
         return sources.from_file(args.prompts, args.first_seed, args.num_prompts)
     if args.num_prompts is not None:
-        return sources.shapes_world(args.num_prompts, args.split, args.first_seed)
+        return sources.shapes_world(args.num_prompts, args.split, args.first_seed,
+                                    placeless=args.placeless)
     if args.resume and Path(args.out).exists():
         return None  # the store holds its prompts
     hint = (

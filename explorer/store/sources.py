@@ -70,8 +70,14 @@ def from_file(path: str | Path, first_seed: int = 0, limit: int | None = None) -
     return PromptSet(prompts, seeds, f"file:{path.name}")
 
 
-def shapes_world(n: int, split: str = "train", first_seed: int = 0) -> PromptSet:
-    """Scenes first_seed … first_seed + n − 1 of the shapes world; noise seed = scene seed."""
+def shapes_world(n: int, split: str = "train", first_seed: int = 0,
+                 placeless: bool = False) -> PromptSet:
+    """Scenes first_seed … first_seed + n − 1 of the shapes world; noise seed = scene seed.
+
+    placeless: prompts without their places (the paper's prompts name none, so the model
+    chooses the layout). Their objects carry no "place" attribute and their masks are left
+    empty: where the objects end up is read from the generated image by the checker.
+    """
     from explorer.shapes.world import RESOLUTION, SPLITS, Scene
 
     if split not in SPLITS:
@@ -79,11 +85,16 @@ def shapes_world(n: int, split: str = "train", first_seed: int = 0) -> PromptSet
     if n <= 0:
         raise UserError(f"--num-prompts must be positive, got {n}")
     seeds = [first_seed + i for i in range(n)]
-    prompts = [Scene.from_seed(s, split).prompt for s in seeds]
+    scenes = (Scene.from_seed(s, split) for s in seeds)
+    prompts = [sc.placeless_prompt if placeless else sc.prompt for sc in scenes]
 
     def annotate(i: int) -> tuple[np.ndarray, list[dict]]:
         scene = Scene.from_seed(first_seed + i, split)
+        if placeless:
+            attrs = [{k: v for k, v in a.items() if k != "place"} for a in scene.attributes()]
+            return np.zeros_like(scene.masks()), attrs
         return scene.masks(), scene.attributes()
 
+    source = f"shapes:{split}" + (":placeless" if placeless else "")
     # Scene.from_seed draws at most 3 objects (its max_objects default).
-    return PromptSet(prompts, seeds, f"shapes:{split}", None, annotate, (3, RESOLUTION, RESOLUTION))
+    return PromptSet(prompts, seeds, source, None, annotate, (3, RESOLUTION, RESOLUTION))

@@ -24,6 +24,17 @@ def test_checker_truth_on_an_exact_render_matches_the_scene():
     assert not (bg & scene.masks().any(0)).any()
 
 
+def test_placeless_truth_reads_the_place_from_the_image_and_queries_no_place():
+    scene = next(s for s in (Scene.from_seed(i) for i in range(50)) if len(s.objects) >= 2)
+    attrs = [{k: v for k, v in a.items() if k != "place"} for a in scene.attributes()]
+    truth = checked_truth(scene.render(), attrs, scene.background)
+    assert truth.missing == 0
+    for obj, mask, full in zip(truth.objects, scene.masks(), scene.attributes(), strict=True):
+        assert iou(obj.mask, mask) > 0.9
+        assert dict(obj.labels)["place"] == full["place"]  # where the image has it
+        assert obj.query_words == {full["shape"], full["colour"]}  # the prompt named no place
+
+
 def test_missing_object_is_counted_not_scored():
     scene = Scene.from_seed(3)
     blank = background_image(scene.background)

@@ -179,3 +179,13 @@ def test_cli_collect_resume_and_errors(tiny_model_dir, tmp_path, capsys):
     assert "no prompts" in error(
         ["collect", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.h5")]
     )
+
+
+def test_placeless_shapes_prompts_name_no_place_and_claim_no_masks():
+    placed, placeless = shapes_world(6), shapes_world(6, placeless=True)
+    assert placeless.seeds == placed.seeds and placeless.source == "shapes:train:placeless"
+    for i, (a, b) in enumerate(zip(placed.prompts, placeless.prompts, strict=True)):
+        assert " at the " in a and " at the " not in b
+        masks, attrs = placeless.annotations(i)
+        assert not masks.any()  # the scene's masks say nothing about where the model draws
+        assert attrs and all("place" not in x and x["colour"] in b for x in attrs)
