@@ -4,7 +4,8 @@
 # the SAE, intervention and analysis evaluations, then take the screenshots.
 #
 # Two chains, one per core (each single-threaded, so they do not slow each other down):
-#   core 0: release → full demo → interventions (mid block) → report → screenshots
+#   core 0: release → full demo → interventions (mid block) → a demo on placeless prompts (the
+#           paper's: the model chooses the layout) → report → screenshots
 #   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae →
 #           interventions (up block) → interventions (mid block, prompts naming their places) →
 #           a demo of the deepest down block (the paper's down block is the deepest down
@@ -42,6 +43,8 @@ chain0() {
   timed demo python -m explorer demo --workspace "$WS"
   timed interventions python -m explorer evaluate-interventions --workspace "$WS" --device cpu \
     --beta-scales 3 10 30
+  rm -rf "$WS-placeless"
+  timed demo-placeless python -m explorer demo --workspace "$WS-placeless" --placeless
   wait_for evaluate-sae
   wait_for interventions-up
   wait_for interventions-placed
