@@ -58,27 +58,30 @@ class MapReader:
 
 
 class _Fill(Thread):
-    """Reads one buffer in the background. A daemon thread of its own per buffer: when a
-    consumer abandons the stream, nothing outlives the one read in flight."""
+    """Reads one buffer, and draws its row shuffle, in the background. A daemon thread of its
+    own per buffer: when a consumer abandons the stream, nothing outlives the one read in
+    flight."""
 
-    def __init__(self, fill: Callable[[int, np.ndarray], int], k: int, ids: np.ndarray):
+    def __init__(self, fill: Callable[[int, int], np.ndarray], k: int, n: int):
         super().__init__(name="store-tokens", daemon=True)
-        self._args = (fill, k, ids)
+        self._args = (fill, k, n)
         self._error: BaseException | None = None
+        self._perm: np.ndarray | None = None
         self.start()
 
     def run(self) -> None:
-        fill, k, ids = self._args
+        fill, k, n = self._args
         try:
-            fill(k, ids)
+            self._perm = fill(k, n)
         except BaseException as e:  # re-raised in the consumer by result()
             self._error = e
 
-    def result(self) -> int:
+    def result(self) -> tuple[int, np.ndarray]:
+        """(buffer slot, row permutation) once the buffer is full."""
         self.join()
         if self._error is not None:
             raise self._error
-        return self._args[1]
+        return self._args[1], self._perm
 
 
 def _torch_cast(dtype: np.dtype):
@@ -155,22 +158,24 @@ def token_stream(
         np.empty((min(buffer_maps, n_maps), h, w, d), map_dtype) for _ in range(min(2, len(plan)))
     ]
 
-    def fill(k: int, ids: np.ndarray) -> int:
+    def fill(k: int, n: int) -> np.ndarray:
+        """Read plan entry n's maps into slot k; return its rows' shuffle (drawn here too, so
+        that it overlaps the consumer's gathers rather than stalling them)."""
+        g, ids, skip = plan[n]
         for j, (i, s) in enumerate(
             zip(samples[ids // n_steps].tolist(), steps[ids % n_steps].tolist())
         ):
             read_map(i, s, bufs[k][j])
-        return k
+        return np.random.default_rng([seed, 1, g]).permutation(len(ids) * hw)[skip:]
 
     carry = np.empty((0, d), map_dtype)
-    pending = _Fill(fill, 0, plan[0][1])
+    pending = _Fill(fill, 0, 0)
     try:
-        for n, (g, ids, skip) in enumerate(plan):
-            k = pending.result()
+        for n, (_g, ids, _skip) in enumerate(plan):
+            k, perm = pending.result()
             if n + 1 < len(plan):
-                pending = _Fill(fill, 1 - k, plan[n + 1][1])
+                pending = _Fill(fill, 1 - k, n + 1)
             n_rows = len(ids) * hw
-            perm = np.random.default_rng([seed, 1, g]).permutation(n_rows)[skip:]
             rows = _Rows(bufs[k][: len(ids)].reshape(n_rows, d), perm, dtype)
             # Batches are gathered straight from the buffer, never the shuffled buffer whole.
             pos = 0
