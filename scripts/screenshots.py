@@ -21,6 +21,11 @@ def main() -> int:
     p.add_argument("--feature", type=int, default=None, help="feature to show (default: first row)")
     p.add_argument("--steer", action="store_true", help="also run a steering edit (needs the model)")
     p.add_argument("--dark", action="store_true")
+    p.add_argument(
+        "--move", metavar="SAE:F,F:PROMPT:SEED:X0,Y0,X1,Y1",
+        help="also show a spatial edit in the early window: the SAE's features F… set inside the "
+        "rectangle (image fractions) for PROMPT and SEED (e.g. the paper's layout edit)",
+    )
     args = p.parse_args()
 
     import os
@@ -93,6 +98,28 @@ def main() -> int:
         steer.start()
         wait(lambda: steer.request is None)
         shot("steering")
+    if args.move:
+        sae, feats, prompt, seed, rect = args.move.split(":")
+        window.sae_combo.setCurrentIndex(window.sae_combo.findData(sae))
+        settle(800)
+        window.show_tab(window.steer_view)
+        steer = window.steer_view
+        steer.live.setChecked(False)
+        for row in list(steer.rows):
+            steer._remove(row)
+        steer.set_prompt(prompt, int(seed))
+        steer.mode.setCurrentIndex(steer.mode.findData("spatial"))
+        steer.window.setCurrentIndex(steer.window.findData("early"))
+        for f in feats.split(","):
+            steer.add(int(f), strength=1.0)
+        steer.region_tool.setCurrentIndex(steer.region_tool.findText("Rectangle"))
+        x0, y0, x1, y1 = (float(v) for v in rect.split(","))
+        h, w = steer._mask.shape
+        steer.roi.setPos([x0 * w, y0 * h])
+        steer.roi.setSize([(x1 - x0) * w, (y1 - y0) * h])
+        steer.start()
+        wait(lambda: steer.request is None)
+        shot("steering-move")
     window.close()
     return 0
 
