@@ -69,20 +69,23 @@ def cmd_generate(args) -> int:
 def cmd_shapes_train(args) -> int:
     from explorer.shapes.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        out=Path(args.out),
-        seed=args.seed,
-        vae_steps=args.vae_steps,
-        unet_steps=args.steps,
-        batch=args.batch_size,
-        lr=args.lr,
-        dataset=args.dataset,
-        threads=args.threads,
-        loss_weighting=args.loss_weighting,
-        zero_terminal_snr=not args.no_zero_terminal_snr,
-        init_from=Path(args.init_from) if args.init_from else None,
-        place_dropout=args.place_dropout,
-    )
+    try:
+        cfg = TrainConfig(
+            out=Path(args.out),
+            seed=args.seed,
+            vae_steps=args.vae_steps,
+            unet_steps=args.steps,
+            batch=args.batch_size,
+            lr=args.lr,
+            dataset=args.dataset,
+            threads=args.threads,
+            loss_weighting=args.loss_weighting,
+            zero_terminal_snr=not args.no_zero_terminal_snr,
+            init_from=Path(args.init_from) if args.init_from else None,
+            place_dropout=args.place_dropout,
+        )
+    except ValueError as e:  # a setting out of range: one line, not a traceback
+        raise UserError(f"explorer shapes train: {e}") from None
     if not args.resume and (cfg.out / "config.json").exists():
         raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
     folder = train(cfg)

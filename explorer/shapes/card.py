@@ -132,7 +132,7 @@ def _place_dropout(cfg: dict) -> str:
     share = cfg.get("place_dropout", 0.0)
     if not share:
         return ""
-    return (f"{share:.0%} of captions without their places (\"a large red square on a plain "
+    return (f"{share:.0%} of captions without their places (\"a large red square on a white "
             "background\": the paper's prompts name no places, so the model must be able to "
             "choose a layout itself), ")
 
@@ -250,13 +250,14 @@ def _fine_tune_stage(cfg: dict, base_dirs: list[Path], base_checks, ran: str) ->
         init = Path(run_cfg.get("init_from") or "")
         return torch.load(init, weights_only=True)["step"] if init.is_file() else None
 
-    cfgs = [json.loads((Path(d) / "config.json").read_text()) for d in base_dirs
+    runs = [(Path(d), json.loads((Path(d) / "config.json").read_text())) for d in base_dirs
             if (Path(d) / "config.json").is_file()]
+    cfgs = [c for _, c in runs]
     chain = [*cfgs, cfg]
     lines = [f"3. UNet + text encoder jointly, in {max(len(chain), 2)} runs:"]
     if not cfgs:
         lines.append("   - **base run**: (its training folder was not given)")
-    for i, (run, d) in enumerate(zip(cfgs, base_dirs, strict=False)):
+    for i, (d, run) in enumerate(runs):
         stop = start_step(chain[i + 1])
         at = f", stopped at step {stop:,}" if stop is not None else ""
         name = "base run" if i == 0 else f"fine-tune {i}"

@@ -185,6 +185,9 @@ def _prompt_set(args, model):
     from explorer.store import sources
 
     if args.prompts:
+        if args.placeless:
+            raise UserError("--placeless rewrites shapes-world prompts; it does not apply to "
+                            f"--prompts {args.prompts}")
         return sources.from_file(args.prompts, args.first_seed, args.num_prompts)
     if args.num_prompts is not None:
         return sources.shapes_world(args.num_prompts, args.split, args.first_seed,

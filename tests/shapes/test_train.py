@@ -175,3 +175,12 @@ def test_resume_refuses_a_different_recipe(tmp_path):
     T.train(_cfg(tmp_path / "run", place_dropout=0.0, unet_steps=5))
     with pytest.raises(T.UserError, match="place_dropout"):
         T.train(_cfg(tmp_path / "run", unet_steps=6))
+
+
+def test_cli_refuses_an_absurd_place_dropout_in_one_line(tmp_path, capsys):
+    from explorer.cli import main
+
+    assert main(["shapes", "train", "--out", str(tmp_path / "x"), "--place-dropout", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "place dropout must lie in [0, 1]" in err and "\n" not in err
+    assert not (tmp_path / "x").exists()  # nothing written

@@ -179,6 +179,11 @@ def test_cli_collect_resume_and_errors(tiny_model_dir, tmp_path, capsys):
     assert "no prompts" in error(
         ["collect", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.h5")]
     )
+    assert "does not apply to --prompts" in error(
+        [*other, "--out", str(tmp_path / "p.h5"), "--prompts", str(_prompt_file(tmp_path)),
+         "--placeless"]
+    )
+    assert not (tmp_path / "p.h5").exists()
 
 
 def test_placeless_shapes_prompts_name_no_place_and_claim_no_masks():
