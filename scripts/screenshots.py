@@ -23,8 +23,9 @@ def main() -> int:
     p.add_argument("--dark", action="store_true")
     p.add_argument(
         "--move", metavar="SAE:F,F:PROMPT:SEED:X0,Y0,X1,Y1",
-        help="also show a spatial edit in the early window: the SAE's features F… set inside the "
-        "rectangle (image fractions) for PROMPT and SEED (e.g. the paper's layout edit)",
+        help="also show a spatial edit in the early window: the SAE's features F… (ids, or "
+        "object words looked up in its dictionary) set inside the rectangle (image fractions) "
+        "for PROMPT and SEED (e.g. the paper's layout edit)",
     )
     args = p.parse_args()
 
@@ -110,8 +111,14 @@ def main() -> int:
         steer.set_prompt(prompt, int(seed))
         steer.mode.setCurrentIndex(steer.mode.findData("spatial"))
         steer.window.setCurrentIndex(steer.window.findData("early"))
-        for f in feats.split(","):
-            steer.add(int(f), strength=1.0)
+        if feats.replace(",", "").isdigit():
+            for f in feats.split(","):
+                steer.add(int(f), strength=1.0)
+        else:  # object words: the features the SAE's dictionary labels with them
+            steer.words.setText(feats.replace(",", " "))
+            steer.add_by_words()
+            for row in steer.rows:
+                row.spin.setValue(1.0)
         steer.region_tool.setCurrentIndex(steer.region_tool.findText("Rectangle"))
         x0, y0, x1, y1 = (float(v) for v in rect.split(","))
         h, w = steer._mask.shape

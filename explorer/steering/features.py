@@ -27,6 +27,29 @@ from explorer.steering.interventions import FeatureStats
 STAGE_T = {"early": 1.0, "middle": 0.5, "final": 0.0}
 
 
+def features_for_words(dictionary, words: Sequence[str], max_per_word: int = 8) -> list[int]:
+    """Features whose concept labels hold any of `words` (object words: places are skipped, they
+    name no object), up to `max_per_word` per word, most-matched first; a feature holding two
+    of the words is listed once. The paper's choice of features for a spatial edit."""
+    d = dictionary
+    concepts = d.concepts()
+    out: list[int] = []
+    for word in words:
+        ids = [
+            i
+            for i, (k, lab) in enumerate(zip(d.kinds, d.labels, strict=True))
+            if lab == word and k != "place"
+        ]
+        if not ids:
+            continue
+        count = d.count[:, ids].sum(axis=1)
+        holders = [f for f in np.argsort(-count, kind="stable") if word in concepts[f]]
+        for f in holders[:max_per_word]:
+            if int(f) not in out:
+                out.append(int(f))
+    return out
+
+
 @dataclass
 class StageLabels:
     """What one stage's SAE knows about its features: dictionary, code scale, activation means."""
@@ -41,25 +64,8 @@ class StageLabels:
     source: str = "on the fly"  # or "index"
 
     def features_for_words(self, words: Sequence[str], max_per_word: int = 8) -> list[int]:
-        """Features holding any of `words` as a concept label, up to `max_per_word` per word,
-        most-matched first (a feature holding two of the words is listed once)."""
-        d = self.dictionary
-        concepts = d.concepts()
-        out: list[int] = []
-        for word in words:
-            ids = [
-                i
-                for i, (k, lab) in enumerate(zip(d.kinds, d.labels, strict=True))
-                if lab == word and k != "place"
-            ]
-            if not ids:
-                continue
-            count = d.count[:, ids].sum(axis=1)
-            holders = [f for f in np.argsort(-count, kind="stable") if word in concepts[f]]
-            for f in holders[:max_per_word]:
-                if int(f) not in out:
-                    out.append(int(f))
-        return out
+        """See the module-level `features_for_words`."""
+        return features_for_words(self.dictionary, words, max_per_word)
 
     def feature_for_label(self, label: str) -> int | None:
         """The one feature for `label` (global steering): the most-matched feature holding it,

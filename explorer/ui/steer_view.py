@@ -116,6 +116,13 @@ class SteerView(RequestView):
         self.table.setMaximumHeight(170)
         self.add_feature = QPushButton("Add selected feature")
         self.add_feature.setToolTip("Steer the feature selected in the browser")
+        self.words = QLineEdit()
+        self.words.setPlaceholderText("object words, e.g. red square")
+        self.words.setToolTip(
+            "Add every feature whose concept-dictionary labels hold one of these words (up to 8 "
+            "per word, most-matched first): the paper's choice of features for a spatial edit"
+        )
+        self.add_words = QPushButton("Add by words")
 
         self.mode = QComboBox()
         for key, tip in MODES:
@@ -156,6 +163,10 @@ class SteerView(RequestView):
         form.addRow("SAE", self.sae_label)
         form.addRow(self.table)
         form.addRow(self.add_feature)
+        wrow = QHBoxLayout()
+        wrow.addWidget(self.words, 1)
+        wrow.addWidget(self.add_words)
+        form.addRow(wrow)
         form.addRow("Mode", self.mode)
         form.addRow("Branches", self.branches)
         form.addRow("Window", self.window)
@@ -230,6 +241,8 @@ class SteerView(RequestView):
         self._mask = np.zeros((64, 64), np.float32)
 
         self.add_feature.clicked.connect(self._add_selected)
+        self.add_words.clicked.connect(self.add_by_words)
+        self.words.returnPressed.connect(self.add_by_words)
         self.go.clicked.connect(self.start)
         self.icon.clicked.connect(self.feature_icon)
         self.mode.currentIndexChanged.connect(self._on_mode)
@@ -298,6 +311,40 @@ class SteerView(RequestView):
         if self.selected_feature is not None:
             self.add(self.selected_feature, self.labels.get(self.selected_feature, ""))
             self.on_released()
+
+    def add_by_words(self) -> list[int]:
+        """Add the features the SAE's concept dictionary labels with the typed words."""
+        import re
+
+        from explorer.analysis.reader import FeatureIndex
+        from explorer.errors import UserError
+        from explorer.steering.features import features_for_words
+
+        words = [w for w in re.split(r"[,\s]+", self.words.text().strip().lower()) if w]
+        if not words or self.entry is None:
+            return []
+        table = None
+        if self.entry.index_path.is_file():
+            try:
+                with FeatureIndex.open(self.entry.index_path) as idx:
+                    table = idx.dictionary_table
+            except (UserError, OSError):
+                table = None
+        if table is None:
+            self.warnings.setText(
+                f"{self.entry.id} has no concept dictionary (its index is missing or was built "
+                "without ground truth): add features one at a time"
+            )
+            return []
+        feats = features_for_words(table, words)
+        if not feats:
+            self.warnings.setText(f"no feature of {self.entry.id} is labelled {' or '.join(words)}")
+            return []
+        self.warnings.setText("")
+        for f in feats:
+            self.add(f, self.labels.get(f, ""))
+        self.on_released()
+        return feats
 
     # --- window and region ------------------------------------------------------------------
     def window_spec(self) -> str:

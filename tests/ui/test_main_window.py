@@ -281,3 +281,33 @@ def test_the_window_fits_a_1600_by_1000_screen_and_tabs_can_be_shown(qtbot, wind
     assert window.tabs.currentWidget().widget() is window.steer_view
     window.show_tab(window.sample_view)
     assert window.tabs.currentWidget().widget() is window.sample_view
+
+
+def test_add_by_words_adds_the_dictionary_features_of_those_words(
+    qtbot, window, tiny_workspace, monkeypatch
+):
+    import explorer.steering.features as features_mod
+
+    _open(qtbot, window, tiny_workspace)
+    steer = window.steer_view
+    steer.live.setChecked(False)
+    # Random weights draw no shapes, so the tiny workspace's dictionary labels nothing as red.
+    steer.words.setText("red")
+    assert steer.add_by_words() == [] and "red" in steer.warnings.text()
+    assert steer.rows == []
+    seen = []
+
+    def lookup(table, words, max_per_word=8):
+        seen.append(list(words))
+        return [2, 5]
+
+    monkeypatch.setattr(features_mod, "features_for_words", lookup)
+    steer.words.setText("Red, square")
+    steer.add_words.click()
+    assert seen == [["red", "square"]]
+    assert [r.feature for r in steer.rows] == [2, 5] and steer.warnings.text() == ""
+    steer.add_words.click()  # the same words again add nothing twice
+    assert [r.feature for r in steer.rows] == [2, 5]
+    for row in list(steer.rows):
+        steer._remove(row)
+    qtbot.waitUntil(lambda: steer.request is None, timeout=60_000)
