@@ -83,6 +83,7 @@ def cmd_shapes_train(args) -> int:
             zero_terminal_snr=not args.no_zero_terminal_snr,
             init_from=Path(args.init_from) if args.init_from else None,
             place_dropout=args.place_dropout,
+            background_dropout=args.background_dropout,
         )
     except ValueError as e:  # a setting out of range: one line, not a traceback
         raise UserError(f"explorer shapes train: {e}") from None
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--place-dropout", type=float, default=0.2,
         help="share of captions trained without their places, so that prompts with no place "
         "leave the layout to the model, as the paper's do (default 0.2)",
+    )
+    p.add_argument(
+        "--background-dropout", type=float, default=0.0,
+        help="share of captions trained without their background (drawn independently), so that "
+        "a prompt without one leaves the style to the model (default 0)",
     )
     p.add_argument(
         "--no-zero-terminal-snr", action="store_true",

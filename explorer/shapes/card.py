@@ -129,12 +129,16 @@ def _recipe(cfg: dict) -> str:
 
 
 def _place_dropout(cfg: dict) -> str:
-    share = cfg.get("place_dropout", 0.0)
-    if not share:
-        return ""
-    return (f"{share:.0%} of captions without their places (\"a large red square on a white "
-            "background\": the paper's prompts name no places, so the model must be able to "
-            "choose a layout itself), ")
+    text = ""
+    if cfg.get("place_dropout", 0.0):
+        text += (f"{cfg['place_dropout']:.0%} of captions without their places (\"a large red "
+                 "square on a white background\": the paper's prompts name no places, so the "
+                 "model must be able to choose a layout itself), ")
+    if cfg.get("background_dropout", 0.0):
+        text += (f"{cfg['background_dropout']:.0%} without their background, drawn "
+                 "independently (\"a large red square at the top left\": the paper's style edits "
+                 "add a style the prompt does not name), ")
+    return text
 
 
 def _probe_line(report: dict) -> str:

@@ -59,6 +59,10 @@ class TrainConfig:
     # the paper's prompts name no places, so the model must be able to choose a layout itself
     # for the paper's spatial edits to have something to move. 0 keeps every place word.
     place_dropout: float = 0.2
+    # Share of captions trained without their background ("… on a striped background"), drawn
+    # independently of the places: the paper's global (style) edits add a style the prompt does
+    # not name. 0 keeps every background.
+    background_dropout: float = 0.0
     min_snr_gamma: float = 5.0
     # "clamped_v": the plain v-loss (weight 1) clamped to min-SNR-γ's weight where the SNR is
     # high, i.e. min(1, γ / (snr + 1)). "min_snr": min(snr, γ) / (snr + 1), the min-SNR paper's
@@ -80,8 +84,9 @@ class TrainConfig:
             raise ValueError(
                 f"unknown loss weighting {self.loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
             )
-        if not 0.0 <= self.place_dropout <= 1.0 or not 0.0 <= self.prompt_dropout <= 1.0:
-            raise ValueError("prompt and place dropout must lie in [0, 1]")
+        if not all(0.0 <= p <= 1.0 for p in (self.place_dropout, self.prompt_dropout,
+                                              self.background_dropout)):
+            raise ValueError("prompt, place and background dropout must lie in [0, 1]")
         if self.init_from is not None:
             self.init_from = Path(self.init_from)
 
@@ -206,17 +211,25 @@ def encode_dataset(cfg: TrainConfig, vae, tokenizer) -> tuple[np.ndarray, np.nda
     return latents, ids
 
 
-def placeless_ids(cfg: TrainConfig, tokenizer) -> np.ndarray:
-    """Token ids of every training scene's prompt without its places (built once, cached beside
-    input_ids.npy); rows match `encode_dataset`'s."""
-    path = cfg.out / "input_ids_placeless.npy"
+def caption_ids(cfg: TrainConfig, tokenizer, places: bool = True,
+                background: bool = True) -> np.ndarray:
+    """Token ids of every training scene's caption without its places and/or background (built
+    once, cached beside input_ids.npy); rows match `encode_dataset`'s."""
+    name = "_".join(n for n, keep in (("placeless", places), ("backgroundless", background))
+                    if not keep)
+    path = cfg.out / f"input_ids_{name}.npy"
     if path.exists():
         return np.load(path)
-    prompts = [Scene.from_seed(int(s)).placeless_prompt for s in range(cfg.dataset)]
+    prompts = [Scene.from_seed(int(s)).caption(places, background) for s in range(cfg.dataset)]
     ids = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="np").input_ids
     np.save(path.with_suffix(".tmp.npy"), ids.astype(np.int64))
     path.with_suffix(".tmp.npy").replace(path)
     return np.load(path)
+
+
+def placeless_ids(cfg: TrainConfig, tokenizer) -> np.ndarray:
+    """Token ids of every training scene's prompt without its places."""
+    return caption_ids(cfg, tokenizer, places=False)
 
 
 def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v") -> torch.Tensor:
@@ -237,7 +250,10 @@ def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v
 
 def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
     latents, ids = encode_dataset(cfg, vae, tokenizer)
-    ids_placeless = placeless_ids(cfg, tokenizer) if cfg.place_dropout > 0 else None
+    # Caption variants, indexed by (place left out) + 2·(background left out).
+    variants = [ids]
+    if cfg.place_dropout > 0 or cfg.background_dropout > 0:
+        variants = [ids, *(caption_ids(cfg, tokenizer, not (v & 1), not (v & 2)) for v in (1, 2, 3))]
     torch.manual_seed(cfg.seed)
     unet = make_unet()
     text_encoder = make_text_encoder(tokenizer)
@@ -277,10 +293,15 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         x0 = torch.from_numpy(np.asarray(latents[idx], np.float32))
         tok = torch.from_numpy(ids[idx])
         drop = torch.from_numpy(rng.random(cfg.batch) < cfg.prompt_dropout)
-        if ids_placeless is not None:
-            # Drawn after `drop`, so runs without place dropout keep their batches exactly.
-            unplace = torch.from_numpy(rng.random(cfg.batch) < cfg.place_dropout)
-            tok = torch.where(unplace[:, None], torch.from_numpy(ids_placeless[idx]), tok)
+        # Drawn after `drop`, each only when used, so runs without place or background dropout
+        # keep their batches exactly.
+        variant = np.zeros(cfg.batch, np.int64)
+        if cfg.place_dropout > 0:
+            variant += rng.random(cfg.batch) < cfg.place_dropout
+        if cfg.background_dropout > 0:
+            variant += 2 * (rng.random(cfg.batch) < cfg.background_dropout)
+        if variant.any():
+            tok = torch.from_numpy(np.stack([variants[v][i] for v, i in zip(variant, idx, strict=True)]))
         tok = torch.where(drop[:, None], empty, tok)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(x0.shape, generator=gen)
@@ -350,8 +371,8 @@ def export(cfg: TrainConfig, unet, vae, text_encoder, tokenizer, step: int) -> P
 
 
 # Values that configs written before an option existed were trained with.
-_BEFORE_OPTION = {"place_dropout": 0.0, "loss_weighting": "min_snr", "zero_terminal_snr": False,
-                  "init_from": None}
+_BEFORE_OPTION = {"place_dropout": 0.0, "background_dropout": 0.0, "loss_weighting": "min_snr",
+                  "zero_terminal_snr": False, "init_from": None}
 # What a resume may change: the plan's length and how the run uses this machine.
 _RESUMABLE = {"unet_steps", "threads", "checkpoint_every", "out"}
 

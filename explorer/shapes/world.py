@@ -107,8 +107,13 @@ class Scene:
     @property
     def placeless_prompt(self) -> str:
         """The prompt with every place left out (see `SceneObject.placeless_phrase`)."""
-        body = " and ".join(o.placeless_phrase for o in self.objects)
-        return f"{body} on a {self.background} background"
+        return self.caption(places=False)
+
+    def caption(self, places: bool = True, background: bool = True) -> str:
+        """The prompt, optionally without its places and/or its background ("… on a striped
+        background"): left out, the model chooses them, as SD does for the paper's prompts."""
+        body = " and ".join(o.phrase if places else o.placeless_phrase for o in self.objects)
+        return f"{body} on a {self.background} background" if background else body
 
     @property
     def held_out(self) -> bool:

@@ -133,7 +133,7 @@ def test_placeless_ids_match_the_scenes_without_their_places(tmp_path):
         ]
 
 
-def test_place_dropout_changes_the_batches_and_zero_keeps_the_old_ones(tmp_path, monkeypatch):
+def test_place_and_background_dropout_leave_those_words_out(tmp_path, monkeypatch):
     seen = {}
 
     def spy(name):
@@ -141,8 +141,8 @@ def test_place_dropout_changes_the_batches_and_zero_keeps_the_old_ones(tmp_path,
             seen.setdefault(name, []).append(args[0].clone())
         return hook
 
-    for name, p in (("none", 0.0), ("all", 1.0)):
-        cfg = _cfg(tmp_path / name, place_dropout=p, unet_steps=1)
+    for name, p, b in (("none", 0.0, 0.0), ("all", 1.0, 0.0), ("bg", 0.0, 1.0), ("both", 1.0, 1.0)):
+        cfg = _cfg(tmp_path / name, place_dropout=p, background_dropout=b, unet_steps=1)
         real = T.make_text_encoder
 
         def make(tok, name=name, real=real):
@@ -159,6 +159,13 @@ def test_place_dropout_changes_the_batches_and_zero_keeps_the_old_ones(tmp_path,
     placeless = [tokenizer.decode(r, skip_special_tokens=True) for r in seen["all"][0]]
     assert any(" at the " in t for t in plain)
     assert not any(" at " in t for t in placeless)
+    assert all("background" in t for t in plain + placeless if t)
+    no_bg = [tokenizer.decode(r, skip_special_tokens=True) for r in seen["bg"][0]]
+    neither = [tokenizer.decode(r, skip_special_tokens=True) for r in seen["both"][0]]
+    assert not any("background" in t for t in no_bg + neither)
+    assert any(" at the " in t for t in no_bg) and not any(" at " in t for t in neither)
+    # The same scenes in the same order: only the words left out differ.
+    assert [t.split(" at the ")[0] for t in no_bg] == [t.split(" at the ")[0] for t in plain]
 
 
 def test_resume_refuses_a_different_recipe(tmp_path):
@@ -182,5 +189,5 @@ def test_cli_refuses_an_absurd_place_dropout_in_one_line(tmp_path, capsys):
 
     assert main(["shapes", "train", "--out", str(tmp_path / "x"), "--place-dropout", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "place dropout must lie in [0, 1]" in err and "\n" not in err
+    assert "background dropout must lie in [0, 1]" in err and "\n" not in err
     assert not (tmp_path / "x").exists()  # nothing written
