@@ -134,6 +134,7 @@ def cmd_evaluate_interventions(args) -> int:
         model_path=args.model,
         beta_scales=tuple(args.beta_scales),
         placed=args.placed_prompts,
+        styled=not args.unstyled_prompts,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(report.markdown())
@@ -212,6 +213,13 @@ def register(sub) -> None:
         action="store_true",
         help="test prompts name their object's place (the edit must overrule the text; "
         "written to interventions*-placed.*); default: no places, as the paper's prompts",
+    )
+    p.add_argument(
+        "--unstyled-prompts",
+        action="store_true",
+        help="test prompts name no background style either (for a model trained with "
+        "--background-dropout: the style edit adds a style the prompt does not name; written "
+        "to interventions*-unstyled.*)",
     )
     add_model_flags(p)
     p.set_defaults(func=cmd_evaluate_interventions, model=None)

@@ -9,6 +9,9 @@ Protocol (per stage early / middle / final, mid block, cond branch, the stage's 
   quadrant other than the one its object takes in the unedited image, and a target background
   style other than its own. `placed=True` keeps the place in the prompt ("… at the top left"),
   a harder test: the edit must overrule the text, which every other block keeps reading.
+  `styled=False` also leaves the background out ("a large red square"), for a model trained
+  with background dropout: the paper's style edits add a style the prompt does not name; the
+  target style is then one the unedited image does not show.
 - Features: the stage SAE's dictionary (the workspace index if it has one, else built on the
   fly from a separate labelling set with the paper's rule, see `features`). Spatial: the
   features holding the object's colour or shape word. Global: the one feature holding the
@@ -59,15 +62,18 @@ class Case:
     target_quadrant: str
     target_background: str
     placed: bool = True  # the prompt names the object's place
+    styled: bool = True  # the prompt names the background style
 
     @property
     def prompt(self) -> str:
-        return self.scene.prompt if self.placed else self.scene.placeless_prompt
+        return self.scene.caption(places=self.placed, background=self.styled)
 
 
-def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET, placed: bool = True) -> list[Case]:
-    """`n` held-in one-object scenes at corner places, with their targets (for placeless
-    prompts the quadrant is provisional until `retarget` sees where the object went)."""
+def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET, placed: bool = True,
+               styled: bool = True) -> list[Case]:
+    """`n` held-in one-object scenes at corner places, with their targets (for placeless or
+    unstyled prompts the quadrant or style is provisional until `retarget` sees the unedited
+    image)."""
     from explorer.shapes.world import BACKGROUNDS, QUADRANTS, Scene
 
     out: list[Case] = []
@@ -80,23 +86,31 @@ def make_cases(n: int, seed_offset: int = TEST_SEED_OFFSET, placed: bool = True)
         rng = np.random.default_rng([scene.seed, 7])
         quadrant = str(rng.choice([q for q in QUADRANTS if q != scene.objects[0].place]))
         background = str(rng.choice([b for b in BACKGROUNDS if b != scene.background]))
-        out.append(Case(scene, quadrant, background, placed))
+        out.append(Case(scene, quadrant, background, placed, styled))
     return out
 
 
-def retarget(cases: list[Case], own: list[str | None]) -> list[Case]:
+def retarget(cases: list[Case], own: list[str | None],
+             styles: list[str | None] | None = None) -> list[Case]:
     """Placeless cases get a target quadrant other than the one their object took unedited
-    (`own`, None where the checker found no object: then any quadrant), so that no edit scores
-    by leaving the image alone. Placed cases keep theirs (already ≠ the prompted place)."""
+    (`own`, None where the checker found no object: then any quadrant), and unstyled ones a
+    target style other than the one the unedited image shows (`styles`), so that no edit
+    scores by leaving the image alone. Placed and styled cases keep theirs (already ≠ what
+    their prompt names)."""
     from dataclasses import replace
 
-    from explorer.shapes.world import QUADRANTS
+    from explorer.shapes.world import BACKGROUNDS, QUADRANTS
 
+    styles = styles if styles is not None else [None] * len(cases)
     out = []
-    for c, q in zip(cases, own, strict=True):
+    for c, q, style in zip(cases, own, styles, strict=True):
         if not c.placed:
             rng = np.random.default_rng([c.scene.seed, 11])
             c = replace(c, target_quadrant=str(rng.choice([x for x in QUADRANTS if x != q])))
+        if not c.styled:
+            rng = np.random.default_rng([c.scene.seed, 13])
+            c = replace(c, target_background=str(rng.choice([b for b in BACKGROUNDS
+                                                              if b != style])))
         out.append(c)
     return out
 
@@ -139,6 +153,7 @@ class InterventionReport:
     json_path: Path | None = None
     md_path: Path | None = None
     placed: bool = False  # the test prompts name their object's place
+    styled: bool = True  # the test prompts name their background style
 
     def bars(self, spatial: dict | None = None, global_: dict | None = None) -> dict[str, bool]:
         sp = {s: (spatial or self.spatial)[s]["success"] for s in STAGES}
@@ -154,6 +169,7 @@ class InterventionReport:
         return {
             "protocol": __doc__.strip().splitlines()[0],
             "prompts": "placed" if self.placed else "placeless",
+            "background_in_prompts": self.styled,
             "model": self.model,
             "block": self.block,
             "steps": self.steps,
@@ -189,7 +205,8 @@ class InterventionReport:
         lines = [
             "## Interventions"
             + ("" if report_stem(self.block) == "interventions" else f" at `{self.block}`")
-            + (", prompts naming their places" if self.placed else ""),
+            + (", prompts naming their places" if self.placed else "")
+            + ("" if self.styled else ", prompts naming no background"),
             "",
             f"{self.model}, {self.block}, {self.steps} steps, guidance {self.guidance:g}; "
             f"{self.n} one-object test prompts (held-in), "
@@ -197,6 +214,9 @@ class InterventionReport:
                if self.placed else
                "without places, as the paper's (the model chooses the layout; the target is "
                "a quadrant other than the one the object took unedited). ")
+            + ("" if self.styled else
+               "The prompts name no background either; the target style is one the unedited "
+               "image does not show. ")
             + "Ours, with the paper's SD 1.4 number in parentheses.",
             "",
             "| result | early | middle | final |",
@@ -250,8 +270,11 @@ class InterventionReport:
         lines += [
             "",
             f"Unedited: object found {b['object_found']:.2f}, already in the target quadrant "
-            f"{b['object_in_target']:.2f}, {where}; background read as prompted "
-            f"{b['background_as_prompted']:.2f}, as the target {b['background_is_target']:.2f}.",
+            f"{b['object_in_target']:.2f}, {where}; background read "
+            + ("as prompted" if self.styled else
+               "as in the scene it was drawn from (not in the prompt; chance 0.2)")
+            + f" {b['background_as_prompted']:.2f}, as the target "
+            f"{b['background_is_target']:.2f}.",
             "",
             "Bars: "
             + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in self.bars().items())
@@ -352,6 +375,7 @@ def evaluate_interventions(
     model_path: str | None = None,
     beta_scales: tuple[float, ...] = (1.0,),
     placed: bool = False,
+    styled: bool = True,
     write: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> InterventionReport:
@@ -408,7 +432,7 @@ def evaluate_interventions(
             label_stages(model, block, missing, label_scenes, steps, guidance, batch_size, say)
         )
 
-    cases = make_cases(n, placed=placed)
+    cases = make_cases(n, placed=placed, styled=styled)
     say(f"generating {n} unedited test images")
     from explorer.engine import Trajectory
 
@@ -419,8 +443,8 @@ def evaluate_interventions(
     own = [
         object_quadrant(img, c.scene.objects[0].colour) for img, c in zip(base, cases, strict=True)
     ]
-    cases = retarget(cases, own)
     bgs = [classify_background(img) for img in base]
+    cases = retarget(cases, own, bgs)
     baseline = {
         "object_found": float(np.mean([q is not None for q in own])),
         "object_in_target": float(
@@ -439,7 +463,7 @@ def evaluate_interventions(
     }
 
     report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes,
-                                placed=placed)
+                                placed=placed, styled=styled)
     report.baseline = baseline
     early_beta = calibrated_beta("spatial", "early")
     for stage in STAGES:
@@ -506,9 +530,9 @@ def evaluate_interventions(
                 report.spatial[stage] = row["spatial"][stage]
                 report.global_[stage] = row["global"][stage]
                 if stage == "early":
-                    _save_examples(ws, f"{report_stem(block, placed)}_spatial", base, imgs_s, cases)
+                    _save_examples(ws, f"{report_stem(block, placed, styled)}_spatial", base, imgs_s, cases)
                 if stage == "middle":
-                    _save_examples(ws, f"{report_stem(block, placed)}_global", base, imgs_g, cases)
+                    _save_examples(ws, f"{report_stem(block, placed, styled)}_global", base, imgs_g, cases)
 
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
@@ -521,7 +545,7 @@ def evaluate_interventions(
     if write:
         from explorer.workspace import atomic_write_text
 
-        stem = report_stem(block, placed)
+        stem = report_stem(block, placed, styled)
         report.json_path = ws.root / f"{stem}.json"
         report.md_path = ws.root / f"{stem}.md"
         atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
@@ -529,12 +553,13 @@ def evaluate_interventions(
     return report
 
 
-def report_stem(block: str, placed: bool = False, default: str = "mid_block.attentions.0") -> str:
+def report_stem(block: str, placed: bool = False, styled: bool = True,
+                default: str = "mid_block.attentions.0") -> str:
     """File stem of a block's intervention report: the paper's protocol at the paper's block
     keeps the plain name that `explorer evaluate` gathers first; any other block, and prompts
     that name their places, get their own files beside it."""
     stem = "interventions" if block == default else f"interventions-{block}"
-    return stem + ("-placed" if placed else "")
+    return stem + ("-placed" if placed else "") + ("" if styled else "-unstyled")
 
 
 def _as_list(feature: int | None) -> list[int]:

@@ -46,6 +46,24 @@ def test_placeless_cases_leave_out_the_place_and_target_away_from_where_the_obje
     assert retarget(placed, own) == placed  # placed prompts keep a target ≠ the prompted place
 
 
+
+def test_unstyled_cases_name_no_background_and_target_another_style():
+    from explorer.shapes.world import BACKGROUNDS
+
+    cases = make_cases(12, placed=False, styled=False)
+    for c in cases:
+        assert "background" not in c.prompt and c.scene.objects[0].colour in c.prompt
+    seen = [BACKGROUNDS[i % len(BACKGROUNDS)] for i in range(12)]
+    moved = retarget(cases, [None] * 12, seen)
+    assert all(c.target_background != s and c.target_background in BACKGROUNDS
+               for c, s in zip(moved, seen, strict=True))
+    # Styled prompts keep their target (already ≠ the style their prompt names).
+    styled = make_cases(12, placed=False)
+    assert [c.target_background for c in retarget(styled, [None] * 12, seen)] == [
+        c.target_background for c in styled
+    ]
+
+
 @pytest.mark.parametrize("place", QUADRANTS)
 def test_object_quadrant_reads_true_renders(place):
     scene = Scene((SceneObject("circle", "red", "large", place),), "striped")
@@ -93,6 +111,7 @@ def test_evaluate_runs_end_to_end_and_writes_its_report(
 
     assert report_stem("up_blocks.1.attentions.0") == "interventions-up_blocks.1.attentions.0"
     assert report_stem(BLOCK, placed=True) == "interventions-placed"
+    assert report_stem(BLOCK, styled=False) == "interventions-unstyled"
     assert data["prompts"] == "placeless" and "without places" in report.markdown()
     # The sweep holds scale 1 (the main tables) and 10; a stronger edit changes more pixels.
     assert set(data["beta_sweep"]) == {"1.0", "10.0"}
