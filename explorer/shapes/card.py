@@ -149,7 +149,12 @@ def _probe_line(report: dict) -> str:
             f"across the places): place right {p['place']:.3f}, **seed lock {p['seed_lock']:.3f}** "
             "(the share of a seed's nine prompts that land in the same place: 1.0 means the "
             "initial noise, not the prompt, decides the layout; a prompt-following model "
-            "scores about 1/9)")
+            "scores about 1/9)"
+            + (f". The same square with no place in the prompt (\"a large red square on a white "
+               f"background\") landed in {p['placeless_places']:g} different places over the "
+               f"{p['seeds']:g} seeds (found in {p['placeless_found']:.0%}): a model that can "
+               "choose the layout itself, as SD does for the paper's prompts, spreads it"
+               if "placeless_places" in p else ""))
 
 
 def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path | None = None,

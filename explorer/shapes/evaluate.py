@@ -44,6 +44,9 @@ class AdherenceReport:
                 f"layout probe ({p['seeds']:g} seeds × 9 places, one object): place "
                 f"{p['place']:.3f}; seed lock {p['seed_lock']:.3f} (1.0: the seed, not the "
                 "prompt, decides where the object goes)"
+                + (f"; with no place in the prompt it landed in {p['placeless_places']:g} "
+                   f"different places over the {p['seeds']:g} seeds"
+                   if "placeless_places" in p else "")
             )
         return "\n".join(lines)
 
@@ -171,5 +174,13 @@ def probe_layout(model, seeds, steps: int, guidance: float) -> dict[str, float]:
                for img, sc in zip(res.images, scenes, strict=True)]
         landed.append(got)
         right += [g == p for g, p in zip(got, PLACES, strict=True)]
+    # The same square with no place in the prompt: a model that can choose a layout (as SD
+    # does for the paper's prompts) puts it where each seed suggests.
+    free = Scene(objects=(SceneObject("square", "red", "large", "centre"),), background="white")
+    res = generate(model, [free.placeless_prompt] * len(seeds), seeds, steps, guidance)
+    places = [check_image(img, free).objects[0].predicted_place for img in res.images]
+    found = [p for p in places if p is not None]
     return {"seeds": float(len(seeds)), "place": float(np.mean(right)),
-            "seed_lock": seed_lock(landed)}
+            "seed_lock": seed_lock(landed),
+            "placeless_found": len(found) / len(seeds),
+            "placeless_places": float(len(set(found)))}

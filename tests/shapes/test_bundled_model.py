@@ -14,6 +14,7 @@ def test_the_prompt_not_the_seed_decides_where_the_object_goes():
     probe = probe_layout(model, range(2), int(model.defaults["steps"]), float(model.defaults["guidance"]))
     assert probe["place"] >= 0.7, probe
     assert probe["seed_lock"] <= 0.4, probe
+    assert probe["placeless_found"] == 1.0, probe  # the placeless square is drawn too
 
 
 def test_a_prompt_without_a_place_leaves_the_layout_to_the_seed():

@@ -52,3 +52,13 @@ def test_objective_reads_old_and_new_configs():
     new = _objective({"min_snr_gamma": 5.0, "loss_weighting": "clamped_v",
                       "zero_terminal_snr": True})
     assert "min(1, 5/(SNR+1))" in new and "zero terminal SNR" in new
+
+
+def test_probe_line_reports_the_placeless_square_when_measured():
+    from explorer.shapes.card import _probe_line
+
+    old = {"layout_probe": {"seeds": 4.0, "place": 1.0, "seed_lock": 0.111}}
+    assert "seed lock 0.111" in _probe_line(old) and "no place" not in _probe_line(old)
+    new = {"layout_probe": {**old["layout_probe"], "placeless_found": 1.0,
+                            "placeless_places": 3.0}}
+    assert "landed in 3 different places over the 4 seeds (found in 100%)" in _probe_line(new)
