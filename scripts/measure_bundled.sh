@@ -5,12 +5,14 @@
 #
 # Two chains, one per core (each single-threaded, so they do not slow each other down):
 #   core 0: release → full demo → interventions (mid block) → a demo on placeless prompts (the
-#           paper's: the model chooses the layout) → report → screenshots
+#           paper's: the model chooses the layout) → interventions on prompts naming no
+#           background → report → screenshots
 #   core 1: (after release) small demo → (after the full demo) Table 1 SAEs → evaluate-sae →
 #           interventions (up block) → interventions (mid block, prompts naming their places) →
+#           interventions (up block, prompts naming no background) →
 #           a demo of the deepest down block (the paper's down block is the deepest down
 #           attention; the default down block matches its 16×16 grid instead)
-# Wall time on the project's 2-core CPU: about 35 minutes. Logs and timings go to OUT.
+# Wall time on the project's 2-core CPU: about 50 minutes. Logs and timings go to OUT.
 #
 # Usage: scripts/measure_bundled.sh TRAIN_DIR WORKSPACE_DIR OUT_DIR [release options…]
 #   (release options go to scripts/release_bundled_model.py, e.g. --base-train-dir for a fine-tune)
@@ -45,9 +47,14 @@ chain0() {
     --beta-scales 3 10 30
   rm -rf "$WS-placeless"
   timed demo-placeless python -m explorer demo --workspace "$WS-placeless" --placeless
+  # Style edits on prompts that name no background (a model trained with --background-dropout
+  # chooses it; the paper's style edits add a style the prompt does not name).
+  timed interventions-unstyled python -m explorer evaluate-interventions --workspace "$WS" \
+    --device cpu --unstyled-prompts --beta-scales 3 10
   wait_for evaluate-sae
   wait_for interventions-up
   wait_for interventions-placed
+  wait_for interventions-up-unstyled
   # The report gathers the SAE metrics and the interventions, so it is written again once
   # they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"
@@ -74,6 +81,8 @@ chain1() {
   # The harder variant: the prompt names the object's place, and the edit must overrule it.
   timed interventions-placed python -m explorer evaluate-interventions --workspace "$WS" \
     --device cpu --placed-prompts --beta-scales 3 10
+  timed interventions-up-unstyled python -m explorer evaluate-interventions --workspace "$WS" \
+    --device cpu --block up_blocks.1.attentions.0 --unstyled-prompts --beta-scales 3 10
   rm -rf "$WS-down1"
   timed demo-down1 python -m explorer demo --workspace "$WS-down1" \
     --blocks down_blocks.1.attentions.0
