@@ -58,30 +58,27 @@ class MapReader:
 
 
 class _Fill(Thread):
-    """Reads one buffer, and draws its row shuffle, in the background. A daemon thread of its
-    own per buffer: when a consumer abandons the stream, nothing outlives the one read in
-    flight."""
+    """Reads one buffer in the background. A daemon thread of its own per buffer: when a
+    consumer abandons the stream, nothing outlives the one read in flight."""
 
-    def __init__(self, fill: Callable[[int, int], np.ndarray], k: int, n: int):
+    def __init__(self, fill: Callable[[int, np.ndarray], int], k: int, ids: np.ndarray):
         super().__init__(name="store-tokens", daemon=True)
-        self._args = (fill, k, n)
+        self._args = (fill, k, ids)
         self._error: BaseException | None = None
-        self._perm: np.ndarray | None = None
         self.start()
 
     def run(self) -> None:
-        fill, k, n = self._args
+        fill, k, ids = self._args
         try:
-            self._perm = fill(k, n)
+            fill(k, ids)
         except BaseException as e:  # re-raised in the consumer by result()
             self._error = e
 
-    def result(self) -> tuple[int, np.ndarray]:
-        """(buffer slot, row permutation) once the buffer is full."""
+    def result(self) -> int:
         self.join()
         if self._error is not None:
             raise self._error
-        return self._args[1], self._perm
+        return self._args[1]
 
 
 def _torch_cast(dtype: np.dtype):
@@ -158,24 +155,22 @@ def token_stream(
         np.empty((min(buffer_maps, n_maps), h, w, d), map_dtype) for _ in range(min(2, len(plan)))
     ]
 
-    def fill(k: int, n: int) -> np.ndarray:
-        """Read plan entry n's maps into slot k; return its rows' shuffle (drawn here too, so
-        that it overlaps the consumer's gathers rather than stalling them)."""
-        g, ids, skip = plan[n]
+    def fill(k: int, ids: np.ndarray) -> int:
         for j, (i, s) in enumerate(
             zip(samples[ids // n_steps].tolist(), steps[ids % n_steps].tolist())
         ):
             read_map(i, s, bufs[k][j])
-        return np.random.default_rng([seed, 1, g]).permutation(len(ids) * hw)[skip:]
+        return k
 
     carry = np.empty((0, d), map_dtype)
-    pending = _Fill(fill, 0, 0)
+    pending = _Fill(fill, 0, plan[0][1])
     try:
-        for n, (_g, ids, _skip) in enumerate(plan):
-            k, perm = pending.result()
+        for n, (g, ids, skip) in enumerate(plan):
+            k = pending.result()
             if n + 1 < len(plan):
-                pending = _Fill(fill, 1 - k, n + 1)
+                pending = _Fill(fill, 1 - k, plan[n + 1][1])
             n_rows = len(ids) * hw
+            perm = np.random.default_rng([seed, 1, g]).permutation(n_rows)[skip:]
             rows = _Rows(bufs[k][: len(ids)].reshape(n_rows, d), perm, dtype)
             # Batches are gathered straight from the buffer, never the shuffled buffer whole.
             pos = 0
