@@ -125,10 +125,10 @@ def _recipe(cfg: dict) -> str:
     return (f"{cfg['unet_steps']:,} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']:g} "
             f"({cfg['warmup']} warm-up steps, cosine decay over the second half), "
             f"{_objective(cfg)}, {cfg['prompt_dropout']:.0%} prompt dropout (for classifier-free "
-            f"guidance), {_place_dropout(cfg)}EMA {cfg['ema_decay']} (the shipped weights)")
+            f"guidance), {_caption_dropout(cfg)}EMA {cfg['ema_decay']} (the shipped weights)")
 
 
-def _place_dropout(cfg: dict) -> str:
+def _caption_dropout(cfg: dict) -> str:
     text = ""
     if cfg.get("place_dropout", 0.0):
         text += (f"{cfg['place_dropout']:.0%} of captions without their places (\"a large red "

@@ -227,11 +227,6 @@ def caption_ids(cfg: TrainConfig, tokenizer, places: bool = True,
     return np.load(path)
 
 
-def placeless_ids(cfg: TrainConfig, tokenizer) -> np.ndarray:
-    """Token ids of every training scene's prompt without its places."""
-    return caption_ids(cfg, tokenizer, places=False)
-
-
 def loss_weight(scheduler, t: torch.Tensor, gamma: float, kind: str = "clamped_v") -> torch.Tensor:
     """Per-sample weight of the v-prediction MSE at timesteps `t`.
 

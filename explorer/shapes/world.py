@@ -75,7 +75,7 @@ class SceneObject:
 
     @property
     def phrase(self) -> str:
-        return f"a {self.size} {self.colour} {self.shape} at the {self.place}"
+        return f"{self.placeless_phrase} at the {self.place}"
 
     @property
     def placeless_phrase(self) -> str:
@@ -101,8 +101,7 @@ class Scene:
 
     @property
     def prompt(self) -> str:
-        body = " and ".join(o.phrase for o in self.objects)
-        return f"{body} on a {self.background} background"
+        return self.caption()
 
     @property
     def placeless_prompt(self) -> str:

@@ -556,8 +556,8 @@ def evaluate_interventions(
 def report_stem(block: str, placed: bool = False, styled: bool = True,
                 default: str = "mid_block.attentions.0") -> str:
     """File stem of a block's intervention report: the paper's protocol at the paper's block
-    keeps the plain name that `explorer evaluate` gathers first; any other block, and prompts
-    that name their places, get their own files beside it."""
+    keeps the plain name that `explorer evaluate` gathers first; any other block, prompts that
+    name their places and prompts that name no background get their own files beside it."""
     stem = "interventions" if block == default else f"interventions-{block}"
     return stem + ("-placed" if placed else "") + ("" if styled else "-unstyled")
 

@@ -85,8 +85,7 @@ def shapes_world(n: int, split: str = "train", first_seed: int = 0,
     if n <= 0:
         raise UserError(f"--num-prompts must be positive, got {n}")
     seeds = [first_seed + i for i in range(n)]
-    scenes = (Scene.from_seed(s, split) for s in seeds)
-    prompts = [sc.placeless_prompt if placeless else sc.prompt for sc in scenes]
+    prompts = [Scene.from_seed(s, split).caption(places=not placeless) for s in seeds]
 
     def annotate(i: int) -> tuple[np.ndarray, list[dict]]:
         scene = Scene.from_seed(first_seed + i, split)

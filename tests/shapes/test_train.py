@@ -119,7 +119,7 @@ def test_placeless_ids_match_the_scenes_without_their_places(tmp_path):
 
     cfg = _cfg(tmp_path)
     tokenizer = make_tokenizer()
-    ids = T.placeless_ids(cfg, tokenizer)
+    ids = T.caption_ids(cfg, tokenizer, places=False)
     assert ids.shape[0] == cfg.dataset
     place_words = {w for p in PLACES for w in p.split()} | {"at"}
     for seed in range(cfg.dataset):
