@@ -185,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         "leave the layout to the model, as the paper's do (default 0.2)",
     )
     p.add_argument(
-        "--background-dropout", type=float, default=0.0,
+        "--background-dropout", type=float, default=0.2,
         help="share of captions trained without their background (drawn independently), so that "
-        "a prompt without one leaves the style to the model (default 0)",
+        "a prompt without one leaves the style to the model (default 0.2)",
     )
     p.add_argument(
         "--no-zero-terminal-snr", action="store_true",

@@ -62,7 +62,7 @@ class TrainConfig:
     # Share of captions trained without their background ("… on a striped background"), drawn
     # independently of the places: the paper's global (style) edits add a style the prompt does
     # not name. 0 keeps every background.
-    background_dropout: float = 0.0
+    background_dropout: float = 0.2
     min_snr_gamma: float = 5.0
     # "clamped_v": the plain v-loss (weight 1) clamped to min-SNR-γ's weight where the SNR is
     # high, i.e. min(1, γ / (snr + 1)). "min_snr": min(snr, γ) / (snr + 1), the min-SNR paper's
