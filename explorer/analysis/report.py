@@ -133,7 +133,9 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                              f"{d['n_labelled']} | {_f(d['coverage'])} | {_f(d['purity'])} |")
             else:
                 lines.append(f"| {sid} | {t} | {_f(ev)} | {_f(l0, 1)} | {_f(dead)} | – | – | – | – |")
-        lines.append("")
+        lines += ["", "dead: the share of latents that fired on none of the held-out tokens at the "
+                  "SAE's own step (a rarely firing latent can miss a small held-out set); live: "
+                  "latents that fired on the labelling images at the labelling step.", ""]
         for sid, s in rep["saes"].items():
             d = s["dictionary"]
             if not d.get("available") or not d["best"]:

@@ -231,15 +231,22 @@ def sae_metrics_markdown(rows: list[dict], table: str, args) -> str:
     lines = ["## SAE metrics (the paper's Table 1 form)", "",
              "Cells are scaled MSE (fraction of variance unexplained) / explained variance %, on the "
              "store's held-out samples.", "", table, "",
-             "| SAE | k | latents | FVU | EV | cosine | L0 | dead | Δ adherence (spliced − plain) | pixel MSE |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| SAE | k | latents | held-out tokens | FVU | EV | cosine | L0 | dead | dead in training "
+             "| Δ adherence (spliced − plain) | pixel MSE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fid = ("–", "–")
         if "adherence_spliced" in r:
             fid = (f"{r['adherence_spliced'] - r['adherence_plain']:+.3f}", f"{r['pixel_mse']:.2e}")
-        lines.append(f"| {r['sae']} | {r['k']} | {r['latents']} | {r['fvu']:.3f} | "
+        trained = r.get("dead_in_training")
+        lines.append(f"| {r['sae']} | {r['k']} | {r['latents']} | {r['tokens']:,} | {r['fvu']:.3f} | "
                      f"{r['explained_variance']:.3f} | {r['cosine']:.3f} | {r['l0']:.1f} | "
-                     f"{r['dead_fraction']:.3f} | {fid[0]} | {fid[1]} |")
+                     f"{r['dead_fraction']:.3f} | {'–' if trained is None else f'{trained:.3f}'} | "
+                     f"{fid[0]} | {fid[1]} |")
+    lines += ["", "dead: the share of latents that fired on none of the held-out tokens (a rarely "
+              "firing latent can miss a small held-out set); dead in training: the share that had "
+              "not fired for the trainer's `dead_tokens` window at the end of training (AuxK's "
+              "definition, from the SAE's cfg.json)."]
     if args.fidelity:
         lines += ["", f"Fidelity: {args.fidelity} prompts regenerated with the SAE's reconstruction "
                   "spliced in at its own step (cond branch); adherence by the shapes checker."]
@@ -271,7 +278,8 @@ def cmd_evaluate_sae(args) -> int:
             m = sae_metrics(store, sae, held)
             row = {"sae": e.id, "block": e.block, "k": sae.cfg.k, "t": e.t[0],
                    "latents": sae.cfg.d_sae, "fvu": m.fvu, "explained_variance": m.explained_variance,
-                   "cosine": m.cosine_similarity, "l0": m.l0, "dead_fraction": m.dead_fraction}
+                   "cosine": m.cosine_similarity, "l0": m.l0, "dead_fraction": m.dead_fraction,
+                   "tokens": m.n_tokens, "dead_in_training": sae.cfg.stats.get("dead_fraction")}
             spliced = args.fidelity and (not args.fidelity_block or e.block == args.fidelity_block)
             if spliced:
                 row.update(fidelity(model, sae, [s.prompt for s in scenes], [s.seed for s in scenes],

@@ -53,6 +53,10 @@ def test_evaluate_sae_table_and_fidelity(tiny_workspace, capsys):
     assert "| block | k |" in text and "mid_block.attentions.0" in text
     rows = json.loads((tiny_workspace / "sae_metrics.json").read_text())
     assert rows and all(0.0 <= r["dead_fraction"] <= 1.0 for r in rows)
+    # Dead in training comes from each SAE's own cfg.json; the held-out count from the store.
+    for r in rows:
+        stats = json.loads((tiny_workspace / "saes" / r["sae"] / "cfg.json").read_text())["stats"]
+        assert r["dead_in_training"] == stats["dead_fraction"] and r["tokens"] > 0
     assert all("pixel_mse" in r and r["pixel_mse"] >= 0 for r in rows)
     assert all(r["explained_variance"] <= 1.0 for r in rows)
     md = (tiny_workspace / "sae_metrics.md").read_text()
