@@ -186,16 +186,31 @@ def make_batches(shape: Shape, n: int, seed: int = 0) -> list[Tensor]:
     return [torch.randn(shape.batch, shape.d_in, generator=g) for _ in range(n)]
 
 
-def time_steps(step: Step, batches: list[Tensor], warmup: int, iters: int) -> list[float]:
-    for i in range(warmup):
-        step(batches[i % len(batches)])
-    times = []
+def interleaved_rates(makers: dict[str, Callable[[], Step]], batches: list[Tensor], batch: int,
+                      warmup: int, iters: int, what: str) -> dict[str, float]:
+    """tokens/s per implementation from the median of its step times. The implementations take
+    turns step by step on the same batch, so a slower or busier stretch of the machine (this
+    one varies by ±20% from minute to minute) falls on all of them alike. A failure is NaN and
+    a printed line."""
+    steps: dict[str, Step] = {}
+    for impl, make in makers.items():
+        torch.manual_seed(0)
+        try:
+            step = make()
+            for i in range(warmup):
+                step(batches[i % len(batches)])
+            steps[impl] = step
+        except Exception as exc:  # a foreign library's failure must not hide the rest
+            print(f"  {impl} {what}: {type(exc).__name__}: {str(exc)[:200]}")
+    times: dict[str, list[float]] = {impl: [] for impl in steps}
     for i in range(iters):
         x = batches[(warmup + i) % len(batches)]
-        start = time.perf_counter()
-        step(x)
-        times.append(time.perf_counter() - start)
-    return times
+        for impl, step in steps.items():
+            start = time.perf_counter()
+            step(x)
+            times[impl].append(time.perf_counter() - start)
+    return {impl: batch / statistics.median(times[impl]) if impl in times else float("nan")
+            for impl in makers}
 
 
 class StampedSource:
@@ -283,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"P2 vs SAELens {sae_lens.__version__} (torch {torch.__version__}, cpu, threads "
         f"{torch.get_num_threads()}): tokens/s from the median of {args.iters} steps after "
-        f"{args.warmup} warm-up; ours k_aux = {args.ours_k_aux}; 'on' flags {args.dead:.0%} dead"
+        f"{args.warmup} warm-up, the implementations taking turns step by step; ours k_aux = {args.ours_k_aux}; 'on' flags {args.dead:.0%} dead"
     )
     header = f"{'shape':<14}{'d_in':>5}{'lat':>6}{'k':>4}{'batch':>6}{'auxk':>5}{'k_aux':>10}"
     header += "".join(f"{i:>16}" for i in impls) + f"{'ours/SAELens':>14}"
@@ -300,14 +315,13 @@ def main(argv: list[str] | None = None) -> None:
             ours_k_aux = saelens_k_aux(shape) if args.ours_k_aux == "match" else 256
             ours_eff = min(ours_k_aux, shape.latents // 2, n_dead)
 
-            def step_times(impl, shape=shape, batches=batches, dead=dead, ours_k_aux=ours_k_aux):
+            def maker(impl, shape=shape, dead=dead, ours_k_aux=ours_k_aux):
                 if impl == "ours":
-                    step = ours_step(shape, dead, ours_k_aux)
-                else:
-                    step = saelens_step(shape, dead, impl == "saelens-sparse")
-                return time_steps(step, batches, args.warmup, args.iters)
+                    return lambda: ours_step(shape, dead, ours_k_aux)
+                return lambda: saelens_step(shape, dead, impl == "saelens-sparse")
 
-            rates = _rates(impls, shape.batch, step_times, f"failed on {name}")
+            rates = interleaved_rates({impl: maker(impl) for impl in impls}, batches,
+                                      shape.batch, args.warmup, args.iters, f"failed on {name}")
             print(_row(name, shape, regime, f"{ours_eff}/{theirs_k_aux}", impls, rates), flush=True)
         if args.fit:
             rates = _rates(

@@ -113,13 +113,17 @@ class FusedEncoder(torch.autograd.Function):
         ctx, x, W_enc, b_enc, b_dec, k: int, batch_topk: bool = False, dense: bool = False
     ):
         xc = x - b_dec
-        pre_acts = F.relu(torch.addmm(b_enc, xc, W_enc))
+        # In place: a second (N, d_sae) buffer costs more than the ReLU (fresh pages).
+        pre_acts = torch.addmm(b_enc, xc, W_enc).relu_()
         if batch_topk:
             values, indices = batch_topk_select(pre_acts, k)
         else:
             values, indices = pre_acts.topk(k, dim=1, sorted=False)
         ctx.save_for_backward(xc, W_enc, values, indices)
         ctx.mark_non_differentiable(indices, pre_acts)
+        # Autograd would otherwise fill an (N, d_sae) zero gradient for pre_acts every step.
+        # (values is the one differentiable output, so backward only runs when it has a grad.)
+        ctx.set_materialize_grads(False)
         ctx.dense = dense
         return values, indices, pre_acts
 
@@ -193,7 +197,8 @@ class _SubsetEncoder(torch.autograd.Function):
         xc, W_enc, codes, latents = ctx.saved_tensors
         need_w, need_b, need_b_dec = ctx.needs_input_grad[1:4]
         # Zero codes are ReLU-clamped or not among the picks: both pass no gradient.
-        g = torch.where(codes > 0, grad_codes, 0.0).to(W_enc.dtype)
+        # A multiply by the mask: torch.where over an (N, n) bool mask is ~3× slower on CPU.
+        g = (grad_codes * (codes > 0)).to(W_enc.dtype)
         d_sae = W_enc.shape[1]
         subset = latents.numel() < d_sae
         grad_w = grad_b = None
