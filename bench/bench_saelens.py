@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"P2 vs SAELens {sae_lens.__version__} (torch {torch.__version__}, cpu, threads "
         f"{torch.get_num_threads()}): tokens/s from the median of {args.iters} steps after "
-        f"{args.warmup} warm-up, the implementations taking turns step by step; ours k_aux = {args.ours_k_aux}; 'on' flags {args.dead:.0%} dead"
+        f"{args.warmup} warm-up, the implementations taking turns step by step; ours k_aux = "
+        f"{args.ours_k_aux}; 'on' flags {args.dead:.0%} dead"
     )
     header = f"{'shape':<14}{'d_in':>5}{'lat':>6}{'k':>4}{'batch':>6}{'auxk':>5}{'k_aux':>10}"
     header += "".join(f"{i:>16}" for i in impls) + f"{'ours/SAELens':>14}"
