@@ -50,6 +50,18 @@ def features_for_words(dictionary, words: Sequence[str], max_per_word: int = 8) 
     return out
 
 
+def words_evidence(dictionary, feature: int, words: Sequence[str]) -> str:
+    """Why `features_for_words` picked `feature`: the typed words among its concept labels and
+    how many object masks it matched ("square (1 dictionary match)"), "" if none. A feature
+    picked on one match can carry an unrelated provisional name (say "≈ yellow", from prompt
+    words); this is the evidence the pick actually rests on."""
+    held = [w for w in words if w in dictionary.concepts()[feature]]
+    if not held:
+        return ""
+    n = int(dictionary.n_matches[feature])
+    return f"{' '.join(held)} ({n} dictionary match{'' if n == 1 else 'es'})"
+
+
 @dataclass
 class StageLabels:
     """What one stage's SAE knows about its features: dictionary, code scale, activation means."""

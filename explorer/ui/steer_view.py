@@ -60,6 +60,7 @@ class FeatureRow:
         self.spin.setValue(strength)
         self.remove = QToolButton(text="✕")
         self.remove.setToolTip("Stop steering this feature")
+        self.label = label
         self.name = QLabel(f"#{feature} {label}".strip())
         self.view = view
         self._sync_slider()
@@ -318,7 +319,7 @@ class SteerView(RequestView):
 
         from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
-        from explorer.steering.features import features_for_words
+        from explorer.steering.features import features_for_words, words_evidence
 
         words = [w for w in re.split(r"[,\s]+", self.words.text().strip().lower()) if w]
         if not words or self.entry is None:
@@ -342,7 +343,10 @@ class SteerView(RequestView):
             return []
         self.warnings.setText("")
         for f in feats:
-            self.add(f, self.labels.get(f, ""))
+            label = self.labels.get(f, "")
+            if not label or label.startswith("≈"):  # unnamed, or named from prompt words only
+                label = words_evidence(table, f, words) or label
+            self.add(f, label)
         self.on_released()
         return feats
 
@@ -451,8 +455,9 @@ class SteerView(RequestView):
 
         from explorer.steering import Rect
 
+        shown = {row.feature: row.label for row in self.rows}  # as listed in the panel
         feats = ", ".join(
-            f"#{f}" + (f" {escape(self.labels[f])}" if self.labels.get(f) else "") + f" × {v:g}"
+            f"#{f}" + (f" {escape(shown[f])}" if shown.get(f) else "") + f" × {v:g}"
             for f, v in features
         ) or "none"
         if region is None:

@@ -9,7 +9,7 @@ import torch
 from explorer.analysis.dictionary import DictionaryBuilder
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 from explorer.errors import UserError
-from explorer.steering.features import StageLabels, dense_maps
+from explorer.steering.features import StageLabels, dense_maps, words_evidence
 from explorer.steering.interventions import FeatureStats
 from explorer.steering.saes import choose_sae
 from explorer.steering.windows import PRESETS, parse_window
@@ -75,6 +75,12 @@ def test_words_select_features_that_hold_them():
     assert lab.features_for_words(["red"]) == [1]
     assert lab.features_for_words(["red", "circle"]) == [1, 2]
     assert lab.features_for_words(["top left"]) == []  # places are not object words
+    # Why each was picked: the words it holds and the masks it matched.
+    # (feature 1 matched a red circle and a red square: half its matches are circles)
+    assert words_evidence(lab.dictionary, 1, ["red", "circle"]) == "red circle (2 dictionary matches)"
+    assert words_evidence(lab.dictionary, 1, ["red"]) == "red (2 dictionary matches)"
+    assert words_evidence(lab.dictionary, 2, ["red", "circle"]) == "circle (3 dictionary matches)"
+    assert words_evidence(lab.dictionary, 0, ["red"]) == ""
     assert lab.feature_for_label("striped") == 3
     assert lab.feature_for_label("dotted") is None
 

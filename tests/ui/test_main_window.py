@@ -302,10 +302,16 @@ def test_add_by_words_adds_the_dictionary_features_of_those_words(
         return [2, 5]
 
     monkeypatch.setattr(features_mod, "features_for_words", lookup)
+    monkeypatch.setattr(features_mod, "words_evidence",
+                        lambda table, f, words: "square (1 dictionary match)" if f == 2 else "")
+    # A name from prompt words alone gives way to the dictionary evidence; a real name stays.
+    steer.labels = {2: "≈ yellow", 5: "large red circle"}
     steer.words.setText("Red, square")
     steer.add_words.click()
     assert seen == [["red", "square"]]
     assert [r.feature for r in steer.rows] == [2, 5] and steer.warnings.text() == ""
+    assert [r.name.text() for r in steer.rows] == ["#2 square (1 dictionary match)",
+                                                  "#5 large red circle"]
     steer.add_words.click()  # the same words again add nothing twice
     assert [r.feature for r in steer.rows] == [2, 5]
     for row in list(steer.rows):
