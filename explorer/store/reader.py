@@ -19,7 +19,7 @@ import numpy as np
 
 from explorer.store import schema as S
 from explorer.store.schema import Layout, StoreError, attr_str
-from explorer.store.tokens import MapReader, token_stream
+from explorer.store.tokens import MapReader, PreadMaps, token_stream
 
 # The shuffle buffer of `tokens` holds at most this many bytes of maps unless told otherwise.
 # Default shuffle buffer of `tokens`: enough maps for 32 batches (so a batch mixes rows of
@@ -73,6 +73,9 @@ class Store:
         self._f = f
         self._readers: dict[str, MapReader] = {}
         self._shard_files: list[h5py.File] = []
+        # Token streams read maps with preadv (GIL released, so reading overlaps the consumer);
+        # False reads them through HDF5 (the reference the tests compare with).
+        self.stream_with_pread = True
         self.layout: Layout = S.read_layout(f)
         self._n = int(f[S.N_COMPLETE][()])
         if not 0 <= self._n <= self.layout.n_samples:
@@ -339,6 +342,7 @@ class Store:
             skip=skip,
             dtype=np.dtype(dtype),
             drop_last=drop_last,
+            open_fast=(lambda: PreadMaps(reader)) if self.stream_with_pread else None,
         )
 
     # --- checks and reads ---------------------------------------------------------------------

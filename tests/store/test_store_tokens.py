@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import h5py
@@ -109,9 +110,56 @@ def test_skip_does_not_read_skipped_buffers(labelled, monkeypatch):
         real(self, sample, step, out)
 
     monkeypatch.setattr(T.MapReader, "read", counting)
+    real_pread = T.PreadMaps.__call__
+
+    def counting_pread(self, sample, step, out):
+        reads.append((sample, step))
+        real_pread(self, sample, step, out)
+
+    monkeypatch.setattr(T.PreadMaps, "__call__", counting_pread)
     with Store.open(labelled) as store:
         list(store.tokens(BLOCK, "cond", batch_size=16, buffer_samples=6, skip=16 * 6 * 8))
     assert len(reads) == 60 - 8 * 6  # 8 of 10 buffers (96 rows each) skipped unread
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_pread_stream_equals_the_hdf5_stream_and_closes_its_files(labelled, monkeypatch):
+    reads = []
+    real_pread = T.PreadMaps.__call__
+
+    def counting_pread(self, sample, step, out):
+        reads.append((sample, step))
+        real_pread(self, sample, step, out)
+
+    monkeypatch.setattr(T.PreadMaps, "__call__", counting_pread)
+    preads = []
+    real_preadv = os.preadv
+    monkeypatch.setattr(T.os, "preadv", lambda *a: preads.append(1) or real_preadv(*a))
+    with Store.open(labelled) as store:
+        before = _open_fds()
+        for dtype in (np.float16, np.float32):
+            fast = list(store.tokens(BLOCK, "cond", batch_size=50, seed=3, dtype=dtype))
+            assert reads and len(preads) == len(reads)  # the fast path ran, with preadv
+            store.stream_with_pread = False
+            reads.clear()
+            slow = list(store.tokens(BLOCK, "cond", batch_size=50, seed=3, dtype=dtype))
+            assert not reads
+            preads.clear()
+            store.stream_with_pread = True
+            assert len(fast) == len(slow)
+            for a, b in zip(fast, slow, strict=True):
+                np.testing.assert_array_equal(a, b)
+        # A stream dropped half way closes its descriptors, and so does one never started.
+        it = store.tokens(BLOCK, "cond", batch_size=50, seed=3)
+        next(it)
+        assert _open_fds() > before
+        it.close()
+        store.tokens(BLOCK, "cond", batch_size=50, seed=3)
+        assert _open_fds() == before
 
 
 def test_memory_is_bounded_by_the_buffers(tmp_path):
