@@ -101,22 +101,22 @@ def test_skip_equals_dropping_rows(labelled, skip):
             assert all(len(b) == 32 for b in skipped[:-1])
 
 
-def test_skip_does_not_read_skipped_buffers(labelled, monkeypatch):
+def _count_reads(monkeypatch, *readers) -> list[tuple[int, int]]:
+    """The (sample, step) of every map the given map readers' calls read, in order."""
     reads = []
-    real = T.MapReader.read
+    for cls, name in readers:
+        real = getattr(cls, name)
 
-    def counting(self, sample, step, out):
-        reads.append((sample, step))
-        real(self, sample, step, out)
+        def counting(self, sample, step, out, real=real):
+            reads.append((sample, step))
+            real(self, sample, step, out)
 
-    monkeypatch.setattr(T.MapReader, "read", counting)
-    real_pread = T.PreadMaps.__call__
+        monkeypatch.setattr(cls, name, counting)
+    return reads
 
-    def counting_pread(self, sample, step, out):
-        reads.append((sample, step))
-        real_pread(self, sample, step, out)
 
-    monkeypatch.setattr(T.PreadMaps, "__call__", counting_pread)
+def test_skip_does_not_read_skipped_buffers(labelled, monkeypatch):
+    reads = _count_reads(monkeypatch, (T.MapReader, "read"), (T.PreadMaps, "__call__"))
     with Store.open(labelled) as store:
         list(store.tokens(BLOCK, "cond", batch_size=16, buffer_samples=6, skip=16 * 6 * 8))
     assert len(reads) == 60 - 8 * 6  # 8 of 10 buffers (96 rows each) skipped unread
@@ -128,14 +128,7 @@ def _open_fds() -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
 def test_pread_stream_equals_the_hdf5_stream_and_closes_its_files(labelled, monkeypatch):
-    reads = []
-    real_pread = T.PreadMaps.__call__
-
-    def counting_pread(self, sample, step, out):
-        reads.append((sample, step))
-        real_pread(self, sample, step, out)
-
-    monkeypatch.setattr(T.PreadMaps, "__call__", counting_pread)
+    reads = _count_reads(monkeypatch, (T.PreadMaps, "__call__"))
     preads = []
     real_preadv = os.preadv
     monkeypatch.setattr(T.os, "preadv", lambda *a: preads.append(1) or real_preadv(*a))
