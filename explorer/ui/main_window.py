@@ -311,8 +311,19 @@ class MainWindow(QMainWindow):
         self.feature_page.set_source(self.source, lookup_table("inferno"))
         self.feature_page.set_step(self.sample_view.step)
         if idx is not None and self.browser.model.rowCount() > 0:
-            self.browser.table.selectRow(0)
+            self.browser.table.selectRow(self._first_named_row())
         self._update_status()
+
+    def _first_named_row(self, look: int = 1000) -> int:
+        """The first row (in the table's order) whose feature has a name of the user's or from
+        the concept dictionary, so a newcomer opens on a concept rather than on an anonymous
+        feature; row 0 when none of the first `look` rows has one."""
+        m = self.browser.model
+        for row, f in enumerate(m.order[:look].tolist()):
+            name = m.labels.get(f) or m.auto_labels.get(f, "")
+            if name and not name.startswith("≈"):  # "≈ word": prompt-word evidence only
+                return row
+        return 0
 
     def _show_labels(self, labels: dict[int, str]) -> None:
         """The user's labels over the index's provisional names, in the concept-map legend and
