@@ -22,6 +22,9 @@ import numpy as np
 
 from explorer.analysis.dictionary import CONCEPT_SHARE, Dictionary
 
+# The mark of a name from prompt words alone ("≈ dog"), weaker evidence than a dictionary name.
+WORD_GUESS = "≈ "
+
 MIN_MATCHES = 2
 MAX_WORDS = 3
 MIN_LIFT = 1.5
@@ -72,4 +75,9 @@ def suggestion_labels(
                         np.asarray(lift)[good].tolist(), strict=True):
         if f not in out or li > out[f][0]:
             out[f] = (li, vocabulary[w])
-    return {f: f"≈ {w}" for f, (_, w) in out.items()}
+    return {f: f"{WORD_GUESS}{w}" for f, (_, w) in out.items()}
+
+
+def is_word_guess(name: str) -> bool:
+    """Whether a provisional name comes from prompt words alone (see `suggestion_labels`)."""
+    return name.startswith(WORD_GUESS)

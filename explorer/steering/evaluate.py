@@ -465,6 +465,7 @@ def evaluate_interventions(
     report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes,
                                 placed=placed, styled=styled)
     report.baseline = baseline
+    stem = report_stem(block, placed, styled)  # the report's files and its example images
     early_beta = calibrated_beta("spatial", "early")
     for stage in STAGES:
         entry, sae = stage_saes[stage]
@@ -530,9 +531,9 @@ def evaluate_interventions(
                 report.spatial[stage] = row["spatial"][stage]
                 report.global_[stage] = row["global"][stage]
                 if stage == "early":
-                    _save_examples(ws, f"{report_stem(block, placed, styled)}_spatial", base, imgs_s, cases)
+                    _save_examples(ws, f"{stem}_spatial", base, imgs_s, cases)
                 if stage == "middle":
-                    _save_examples(ws, f"{report_stem(block, placed, styled)}_global", base, imgs_g, cases)
+                    _save_examples(ws, f"{stem}_global", base, imgs_g, cases)
 
         if stage == "early":
             report.spatial_control[stage] = dict(report.spatial[stage])
@@ -545,7 +546,6 @@ def evaluate_interventions(
     if write:
         from explorer.workspace import atomic_write_text
 
-        stem = report_stem(block, placed, styled)
         report.json_path = ws.root / f"{stem}.json"
         report.md_path = ws.root / f"{stem}.md"
         atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))

@@ -50,16 +50,20 @@ def features_for_words(dictionary, words: Sequence[str], max_per_word: int = 8) 
     return out
 
 
-def words_evidence(dictionary, feature: int, words: Sequence[str]) -> str:
-    """Why `features_for_words` picked `feature`: the typed words among its concept labels and
-    how many object masks it matched ("square (1 dictionary match)"), "" if none. A feature
-    picked on one match can carry an unrelated provisional name (say "≈ yellow", from prompt
-    words); this is the evidence the pick actually rests on."""
-    held = [w for w in words if w in dictionary.concepts()[feature]]
-    if not held:
-        return ""
-    n = int(dictionary.n_matches[feature])
-    return f"{' '.join(held)} ({n} dictionary match{'' if n == 1 else 'es'})"
+def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) -> dict[int, str]:
+    """Why `features_for_words` picked each of `features`: the typed words among its concept
+    labels and how many object masks it matched ("square (1 dictionary match)"); features
+    holding none of the words are left out. A feature picked on one match can carry an
+    unrelated provisional name (say "≈ yellow", from prompt words); this is the evidence the
+    pick actually rests on."""
+    concepts = dictionary.concepts()
+    out = {}
+    for f in features:
+        held = [w for w in words if w in concepts[f]]
+        if held:
+            n = int(dictionary.n_matches[f])
+            out[f] = f"{' '.join(held)} ({n} dictionary match{'' if n == 1 else 'es'})"
+    return out
 
 
 @dataclass

@@ -45,11 +45,15 @@ class MapReader:
         self.map_shape = tuple(parts[0][0].shape[2:])
         self.dtype = parts[0][0].dtype
 
+    def locate(self, sample: int) -> tuple[int, int]:
+        """(part index, row within that part's dataset) of a global sample."""
+        k = bisect_right(self._starts, sample) - 1
+        return k, sample - self._starts[k]
+
     def read(self, sample: int, step: int, out: np.ndarray) -> None:
         """Fill `out` (contiguous, map-shaped) with the map of (sample, step)."""
-        k = bisect_right(self._starts, sample) - 1
-        ds, start = self.parts[k]
-        local = sample - start
+        k, local = self.locate(sample)
+        ds = self.parts[k][0]
         if self._direct[k]:
             ds.id.read_direct_chunk(
                 (local, step) + (0,) * len(self.map_shape), out=out.reshape(-1).view(np.uint8)
@@ -93,9 +97,8 @@ class PreadMaps:
             raise
 
     def __call__(self, sample: int, step: int, out: np.ndarray) -> None:
-        k = bisect_right(self.reader._starts, sample) - 1
+        k, local = self.reader.locate(sample)
         fd, offsets = self._fds[k], self._offsets[k]
-        local = sample - self.reader.parts[k][1]
         if fd is None or offsets[local, step] < 0:
             self.reader.read(sample, step, out)
             return

@@ -318,10 +318,12 @@ class MainWindow(QMainWindow):
         """The first row (in the table's order) whose feature has a name of the user's or from
         the concept dictionary, so a newcomer opens on a concept rather than on an anonymous
         feature; row 0 when none of the first `look` rows has one."""
+        from explorer.analysis.autolabel import is_word_guess
+
         m = self.browser.model
         for row, f in enumerate(m.order[:look].tolist()):
             name = m.labels.get(f) or m.auto_labels.get(f, "")
-            if name and not name.startswith("≈"):  # "≈ word": prompt-word evidence only
+            if name and not is_word_guess(name):
                 return row
         return 0
 

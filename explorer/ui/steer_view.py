@@ -317,6 +317,7 @@ class SteerView(RequestView):
         """Add the features the SAE's concept dictionary labels with the typed words."""
         import re
 
+        from explorer.analysis.autolabel import is_word_guess
         from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
         from explorer.steering.features import features_for_words, words_evidence
@@ -342,10 +343,11 @@ class SteerView(RequestView):
             self.warnings.setText(f"no feature of {self.entry.id} is labelled {' or '.join(words)}")
             return []
         self.warnings.setText("")
+        evidence = words_evidence(table, feats, words)
         for f in feats:
             label = self.labels.get(f, "")
-            if not label or label.startswith("≈"):  # unnamed, or named from prompt words only
-                label = words_evidence(table, f, words) or label
+            if not label or is_word_guess(label):  # unnamed, or named from prompt words only
+                label = evidence.get(f) or label
             self.add(f, label)
         self.on_released()
         return feats

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from explorer.analysis.autolabel import dictionary_labels, phrase, suggestion_labels
+from explorer.analysis.autolabel import dictionary_labels, is_word_guess, phrase, suggestion_labels
 from explorer.analysis.dictionary import Dictionary
 
 
@@ -53,6 +53,7 @@ def test_suggestion_names_take_the_best_lift_above_the_floor():
         lift=np.array([1.6, 3.0, 1.2, 4.0]), count=np.array([5, 4, 9, 1]), vocabulary=vocab,
     )
     assert names == {0: "≈ dog"}  # feature 1: lift too low; feature 2: a single co-occurrence
+    assert is_word_guess(names[0]) and not is_word_guess("large red circle")
 
 
 def test_an_index_names_features_from_its_dictionary_first(tiny_workspace):

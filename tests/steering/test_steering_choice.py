@@ -77,10 +77,10 @@ def test_words_select_features_that_hold_them():
     assert lab.features_for_words(["top left"]) == []  # places are not object words
     # Why each was picked: the words it holds and the masks it matched.
     # (feature 1 matched a red circle and a red square: half its matches are circles)
-    assert words_evidence(lab.dictionary, 1, ["red", "circle"]) == "red circle (2 dictionary matches)"
-    assert words_evidence(lab.dictionary, 1, ["red"]) == "red (2 dictionary matches)"
-    assert words_evidence(lab.dictionary, 2, ["red", "circle"]) == "circle (3 dictionary matches)"
-    assert words_evidence(lab.dictionary, 0, ["red"]) == ""
+    assert words_evidence(lab.dictionary, [1, 2], ["red", "circle"]) == {
+        1: "red circle (2 dictionary matches)", 2: "circle (3 dictionary matches)"}
+    assert words_evidence(lab.dictionary, [1], ["red"]) == {1: "red (2 dictionary matches)"}
+    assert words_evidence(lab.dictionary, [0], ["red"]) == {}
     assert lab.feature_for_label("striped") == 3
     assert lab.feature_for_label("dotted") is None
 
