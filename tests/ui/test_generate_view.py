@@ -43,6 +43,9 @@ def test_newest_request_cancels_the_running_one(qtbot, tiny_model_dir):
     view.steps.setValue(2)
     second = view.start()
     _wait_done(qtbot, view)
+    # The service's signals reach each receiver as its own queued event: the view's slot can
+    # run (and end the wait above) before this test's collector has been called.
+    qtbot.waitUntil(lambda: len(returned) > 0, timeout=10_000)
     service.shutdown()
     assert first in cancelled and returned == [second]
     assert isinstance(view.last_image, np.ndarray)
