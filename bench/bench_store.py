@@ -305,7 +305,10 @@ def main() -> None:
     import torch  # loaded, as in the SAE trainer: tokens() casts through it
 
     q = args.quick
-    print(f"threads {torch.get_num_threads()}; {'quick' if q else 'full'} run")
+    # The stream reads in one thread while the caller gathers in another: say how many CPUs this
+    # process may use (a shell pinned to one CPU by taskset halves what it measures).
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"threads {torch.get_num_threads()}, CPUs usable {cpus}; {'quick' if q else 'full'} run")
     p1, geometry = float("nan"), {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
