@@ -19,6 +19,7 @@ class Series(NamedTuple):
     x: Sequence[float]
     y: Sequence[float]
     dashed: bool = False
+    thin: bool = False  # a 1 px line without markers (secondary curves)
 
 
 def _font(size: int):
@@ -111,12 +112,13 @@ def line_plot(
                                fill=colour, width=2)
                         pos += 10
             else:
-                d.line(pts, fill=colour, width=2)
-        for x, y in pts:
-            d.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
+                d.line(pts, fill=colour, width=1 if s.thin else 2)
+        if not s.thin:
+            for x, y in pts:
+                d.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
         ly = top + 8 + 16 * k
         lx = left + pw - legend_width - 30
-        d.line([(lx, ly), (lx + 20, ly)], fill=colour, width=2)
+        d.line([(lx, ly), (lx + 20, ly)], fill=colour, width=1 if s.thin else 2)
         d.text((lx + 26, ly), s.label[:32], fill="black", font=small, anchor="lm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

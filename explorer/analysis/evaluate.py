@@ -348,28 +348,47 @@ def _mid_step_sae(saes: dict) -> str | None:
     return min(single, key=lambda p: abs(p[1] - 0.5))[0] if single else None
 
 
+CURVE_RULE = ("first step ≥ baseline + 0.05 and ≥ 1.25 × baseline; saturated: mean of the 3 "
+              "middle steps > first step and ≥ 0.9 × mean of the last 3 steps")
+
+
+def curve_bar(miou: list[float], base: list[float]) -> dict:
+    """The composition bar's rule on one curve: first step above its baseline, saturated by
+    the middle."""
+    mid = len(miou) // 2
+    # Means over three steps: single steps of a curve scored on a few dozen objects wiggle.
+    middle = float(np.mean(miou[max(mid - 1, 0) : mid + 2]))
+    final = float(np.mean(miou[-3:]))
+    return {
+        "first_step_miou": miou[0],
+        "first_step_baseline": base[0],
+        "first_step_clearly_above_baseline": bool(miou[0] >= base[0] + 0.05 and miou[0] >= 1.25 * base[0]),
+        "middle_steps_miou": middle,
+        "last_steps_miou": final,
+        "max_miou": max(miou),
+        "saturated_by_middle": bool(middle > miou[0] and middle >= 0.9 * final),
+    }
+
+
 def shapes_bars(blocks: dict) -> dict:
-    """The issue's acceptance bars on the bundled world, evaluated on this run's numbers."""
+    """The issue's acceptance bars on the bundled world, evaluated on this run's numbers.
+
+    The bar is scored on the paper's curve (each step read through the SAE trained nearest
+    to it). Beside it, `fixed_dictionary` applies the same rule to each SAE's curve alone
+    (one dictionary at every step): where the paper's curve jumps at the steps where it
+    switches SAE, those say whether the layout or the dictionary changed.
+    """
     bars = {}
     for block, rep in blocks.items():
         if "composition_miou" not in rep:
             continue
-        miou, base = rep["composition_miou"], rep["baseline_miou"]
-        mid = len(miou) // 2
-        # Means over three steps: single steps of a curve scored on a few dozen objects wiggle.
-        middle = float(np.mean(miou[max(mid - 1, 0) : mid + 2]))
-        final = float(np.mean(miou[-3:]))
-        bars[block] = {
-            "first_step_miou": miou[0],
-            "first_step_baseline": base[0],
-            "first_step_clearly_above_baseline": bool(miou[0] >= base[0] + 0.05 and miou[0] >= 1.25 * base[0]),
-            "middle_steps_miou": middle,
-            "last_steps_miou": final,
-            "max_miou": max(miou),
-            "saturated_by_middle": bool(middle > miou[0] and middle >= 0.9 * final),
-            "rule": "first step ≥ baseline + 0.05 and ≥ 1.25 × baseline; saturated: mean of the 3 "
-                    "middle steps > first step and ≥ 0.9 × mean of the last 3 steps",
-        }
+        bars[block] = {**curve_bar(rep["composition_miou"], rep["baseline_miou"]), "rule": CURVE_RULE}
+        fixed = [
+            {"sae": sid, **curve_bar(s["composition"]["miou"], s["composition"]["baseline_miou"])}
+            for sid, s in rep.get("saes", {}).items() if s.get("composition")
+        ]
+        if fixed:
+            bars[block]["fixed_dictionary"] = fixed
     mid_block = next((b for b in blocks if "mid_block" in b), None)
     if mid_block is not None:
         sid = _mid_step_sae(blocks[mid_block]["saes"])

@@ -39,8 +39,13 @@ def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
         paths = []
         if "composition" in rep:
             c = rep["composition"]
-            series = [Series("mIoU (own maps)", c["t"], c["miou"]),
+            series = [Series("mIoU (own maps, nearest SAE)", c["t"], c["miou"]),
                       Series("baseline (other sample)", c["t"], c["baseline_miou"], dashed=True)]
+            # The SAEs the curve switches between, and a shared one, each alone at every step.
+            for sid, s in rep["saes"].items():
+                if s.get("composition") and _on_curve(sid, rep):
+                    series.append(Series(f"{sid.split('/', 1)[-1]} alone", c["t"],
+                                         s["composition"]["miou"], thin=True))
             p = line_plot(series, folder / f"composition_{_safe(block)}.png",
                           title=f"Composition predicted early · {block}", xlabel="t (1.0 = first step)",
                           ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True)
@@ -62,6 +67,46 @@ def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
             paths.append(p.name)
         figures[block] = paths
     return figures
+
+
+def _on_curve(sid: str, rep: dict) -> bool:
+    """Whether SAE `sid` is one the block's composition curve switches between, or a shared
+    one: the SAEs whose curves alone the bars and the figure show (the table shows all)."""
+    s = rep.get("saes", {}).get(sid, {})
+    return sid in rep.get("composition", {}).get("sae_at_step", []) or len(s.get("t", [])) > 1
+
+
+def _curve_verdict(bar: dict) -> str:
+    return (
+        f"first-step mIoU {_f(bar['first_step_miou'])} vs baseline {_f(bar['first_step_baseline'])} "
+        f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
+        f"middle steps {_f(bar['middle_steps_miou'])}, last steps {_f(bar['last_steps_miou'])} "
+        f"({'saturated by the middle' if bar['saturated_by_middle'] else 'NOT saturated by the middle'})"
+    )
+
+
+def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
+    """Each SAE's composition curve alone, at five points of t, with its first-step baseline."""
+    marks = [1.0, 0.75, 0.5, 0.25, 0.0]
+    ts = c["t"]
+    steps = [min(range(len(ts)), key=lambda s, m=m: abs(ts[s] - m)) for m in marks]
+    lines = [
+        "#### One dictionary held fixed",
+        "",
+        "Each SAE's concept maps and dictionary used at every step, not only near its own t. "
+        "A jump of the curve above where it switches SAE that these rows do not show comes from "
+        "the dictionaries, not from the layout.",
+        "",
+        "| SAE | " + " | ".join(f"t = {ts[s]:.2f}" for s in steps) + " | baseline at t = "
+        f"{ts[0]:.2f} |",
+        "|---|" + "---|" * (len(steps) + 1),
+    ]
+    for sid, s in saes.items():
+        alone = s.get("composition")
+        if alone:
+            lines.append(f"| {sid} | " + " | ".join(_f(alone["miou"][j]) for j in steps)
+                         + f" | {_f(alone['baseline_miou'][0])} |")
+    return [*lines, ""]
 
 
 def markdown(report: dict, figures: dict[str, list[str]]) -> str:
@@ -88,13 +133,17 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
                                  f"(mean IoU {_f(b['iou'])} over {b['samples']} samples)")
             else:
-                lines.append(
-                    f"- {name}: first-step mIoU {_f(bar['first_step_miou'])} vs baseline "
-                    f"{_f(bar['first_step_baseline'])} "
-                    f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
-                    f"middle steps {_f(bar['middle_steps_miou'])}, last steps {_f(bar['last_steps_miou'])} "
-                    f"({'saturated by the middle' if bar['saturated_by_middle'] else 'NOT saturated by the middle'})"
-                )
+                lines.append(f"- {name}: {_curve_verdict(bar)}")
+                rep = report["blocks"].get(name, {})
+                for f in bar.get("fixed_dictionary", []):
+                    if _on_curve(f["sae"], rep):
+                        lines.append(f"  - one dictionary at every step, `{f['sae']}`: {_curve_verdict(f)}")
+        rule = next((b["rule"] for b in report["bars"].values() if "rule" in b), None)
+        if rule:
+            lines += ["", f"Rule: {rule}. The bar is scored on the paper's curve (each step read "
+                      "through the SAE trained nearest to it); the indented lines apply the same rule "
+                      "to the curve of each of those SAEs (and of a shared one) alone, its dictionary "
+                      "held fixed over all steps (informational; every SAE's is in report.json)."]
         lines.append("")
     for block, rep in report["blocks"].items():
         lines += [f"## {block}", ""]
@@ -115,6 +164,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
                 lines.append(f"| {s} | {t:.2f} | {_f(m)} | {_f(b)} | {c['sae_at_step'][s]} |")
             lines.append("")
+            if any(s.get("composition") for s in rep["saes"].values()):
+                lines += _fixed_dictionary_rows(c, rep["saes"])
         lines += [
             "### SAEs",
             "",

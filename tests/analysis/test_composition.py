@@ -41,3 +41,65 @@ def test_derangement_moves_everyone():
     for n in (2, 3, 10, 101):
         p = derangement(n, seed=n)
         assert sorted(p.tolist()) == list(range(n)) and (p != np.arange(n)).all()
+
+
+def _step_curve(parts):
+    """A curve made of flat runs: [(value, n_steps), ...]."""
+    return [float(v) for v, n in parts for _ in range(n)]
+
+
+def _block(per_stage, alone):
+    t = list(np.linspace(1.0, 0.0, len(per_stage)))
+    base = [0.03] * len(per_stage)
+    saes = {sid: {"t": [ts], "dictionary": {"available": False}, "metrics_by_step": [],
+                  "composition": {"t": t, "miou": m, "baseline_miou": base}}
+            for sid, (ts, m) in alone.items()}
+    return {
+        "composition_miou": per_stage, "baseline_miou": base, "saes": saes,
+        "composition": {"t": t, "miou": per_stage, "baseline_miou": base, "n_objects": 9,
+                        "n_samples": 3, "sae_at_step": [min(alone, default="")] * len(per_stage),
+                        "other_masks_baseline_miou": 0.05},
+    }
+
+
+def test_fixed_dictionary_bars_tell_a_dictionary_jump_from_a_late_layout():
+    from explorer.analysis.evaluate import curve_bar, shapes_bars
+    from explorer.analysis.report import markdown
+
+    # The paper's curve: three SAEs, each flat over its own steps; the last one's dictionary is
+    # better, so the curve still climbs after the middle (not saturated by this rule) ...
+    per_stage = _step_curve([(0.16, 7), (0.29, 12), (0.36, 6)])
+    # ... while the middle SAE alone is flat from the first step: the layout was there early.
+    flat = _step_curve([(0.26, 1), (0.29, 24)])
+    late = _step_curve([(0.02, 7), (0.2, 12), (0.26, 6)])  # a block whose layout comes late
+    other = _step_curve([(0.1, 25)])  # an SAE the curve does not use: in the table only
+    blocks = {"mid_block.attentions.0": _block(
+        per_stage, {"b/t0.50": (0.5, flat), "b/t0.00": (0.0, late), "b/t0.50-k10": (0.5, other)})}
+    blocks["mid_block.attentions.0"]["composition"]["sae_at_step"] = ["b/t0.50"] * 19 + ["b/t0.00"] * 6
+    assert not curve_bar(per_stage, [0.03] * 25)["saturated_by_middle"]
+    bars = shapes_bars(blocks)["mid_block.attentions.0"]
+    assert bars["first_step_clearly_above_baseline"] and not bars["saturated_by_middle"]
+    fixed = {f["sae"]: f for f in bars["fixed_dictionary"]}
+    assert fixed["b/t0.50"]["saturated_by_middle"] and fixed["b/t0.50"]["first_step_clearly_above_baseline"]
+    assert not fixed["b/t0.00"]["first_step_clearly_above_baseline"]
+    assert not fixed["b/t0.00"]["saturated_by_middle"]  # 0.2 < 0.9 × 0.26
+    report = {
+        "workspace": "w", "store": {"n_samples": 3, "n_steps": 25, "blocks": list(blocks)},
+        "ground_truth": "test", "held_out_samples": 3, "created": "now", "bars": {"mid_block.attentions.0": bars},
+        "blocks": blocks,
+    }
+    md = markdown(report, {})
+    assert "one dictionary at every step, `b/t0.50`: first-step mIoU 0.260" in md
+    assert "(saturated by the middle)" in md.split("`b/t0.50`")[1].splitlines()[0]
+    assert "`b/t0.00`: first-step mIoU 0.020" in md and "`b/t0.50-k10`" not in md
+    assert "| b/t0.50-k10 | 0.100 |" in md
+    # The table reads each SAE alone at t = 1, 0.75, 0.5, 0.25 and 0.
+    row = next(line for line in md.splitlines() if line.startswith("| b/t0.00 |"))
+    assert row == "| b/t0.00 | 0.020 | 0.020 | 0.200 | 0.200 | 0.260 | 0.030 |"
+
+
+def test_a_block_without_per_sae_curves_has_no_fixed_dictionary_bars():
+    from explorer.analysis.evaluate import shapes_bars
+
+    rep = _block([0.2] * 5, {})
+    assert "fixed_dictionary" not in shapes_bars({"b": rep})["b"]
