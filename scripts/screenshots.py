@@ -89,6 +89,9 @@ def main() -> int:
     page.tabs.setCurrentIndex(0)
     shot("feature-page", window.feature_dock)
     shot("feature-browser", window.features_dock)
+    window.show_tab(window.report_view)
+    shot("evaluation")
+    window.show_tab(window.sample_view)
     if args.steer:
         window.show_tab(window.steer_view)
         steer = window.steer_view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.plot import Series, line_plot
@@ -31,21 +32,60 @@ def _f(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One line of a block's composition figure."""
+
+    label: str
+    t: list[float]
+    miou: list[float]
+    kind: str  # "nearest": the paper's curve; "baseline"; "alone": one SAE's dictionary fixed
+
+
+def composition_curves(rep: dict) -> list[Curve]:
+    """What the composition figure of one block's report draws (the report's PNG and the
+    app's Evaluation page alike): the paper's curve, its baseline, and each SAE the curve
+    switches between (and a shared one) alone at every step. Empty without a composition."""
+    c = rep.get("composition")
+    if not c:
+        return []
+    curves = [Curve("mIoU (own maps, nearest SAE)", c["t"], c["miou"], "nearest"),
+              Curve("baseline (other sample)", c["t"], c["baseline_miou"], "baseline")]
+    for sid, s in rep.get("saes", {}).items():
+        if s.get("composition") and on_curve(sid, rep):
+            curves.append(Curve(f"{sid.split('/', 1)[-1]} alone", c["t"], s["composition"]["miou"], "alone"))
+    return curves
+
+
+def read_report(path: str | Path) -> dict | None:
+    """A report.json as written by `write_report`; None when there is none. A damaged one
+    raises AnalysisError with one line naming the file."""
+    from explorer.analysis.errors import AnalysisError
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AnalysisError(f"{path}: not a readable evaluation report ({e}); run `explorer "
+                            "evaluate` again to rewrite it") from None
+    if not isinstance(report, dict) or not isinstance(report.get("blocks"), dict):
+        raise AnalysisError(f"{path}: not an evaluation report (no blocks); run `explorer "
+                            "evaluate` again to rewrite it")
+    return report
+
+
 def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
     """One PNG per block for composition, explained variance and features firing per step."""
     figures: dict[str, list[str]] = {}
     folder.mkdir(parents=True, exist_ok=True)
     for block, rep in report["blocks"].items():
         paths = []
-        if "composition" in rep:
-            c = rep["composition"]
-            series = [Series("mIoU (own maps, nearest SAE)", c["t"], c["miou"]),
-                      Series("baseline (other sample)", c["t"], c["baseline_miou"], dashed=True)]
-            # The SAEs the curve switches between, and a shared one, each alone at every step.
-            for sid, s in rep["saes"].items():
-                if s.get("composition") and _on_curve(sid, rep):
-                    series.append(Series(f"{sid.split('/', 1)[-1]} alone", c["t"],
-                                         s["composition"]["miou"], thin=True))
+        curves = composition_curves(rep)
+        if curves:
+            series = [Series(c.label, c.t, c.miou, dashed=c.kind == "baseline", thin=c.kind == "alone")
+                      for c in curves]
             p = line_plot(series, folder / f"composition_{_safe(block)}.png",
                           title=f"Composition predicted early · {block}", xlabel="t (1.0 = first step)",
                           ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True)
@@ -69,14 +109,15 @@ def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
     return figures
 
 
-def _on_curve(sid: str, rep: dict) -> bool:
+def on_curve(sid: str, rep: dict) -> bool:
     """Whether SAE `sid` is one the block's composition curve switches between, or a shared
     one: the SAEs whose curves alone the bars and the figure show (the table shows all)."""
     s = rep.get("saes", {}).get(sid, {})
     return sid in rep.get("composition", {}).get("sae_at_step", []) or len(s.get("t", [])) > 1
 
 
-def _curve_verdict(bar: dict) -> str:
+def curve_verdict(bar: dict) -> str:
+    """One line on a composition curve's bar: first step vs baseline, saturated or not."""
     return (
         f"first-step mIoU {_f(bar['first_step_miou'])} vs baseline {_f(bar['first_step_baseline'])} "
         f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
@@ -133,11 +174,11 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
                                  f"(mean IoU {_f(b['iou'])} over {b['samples']} samples)")
             else:
-                lines.append(f"- {name}: {_curve_verdict(bar)}")
+                lines.append(f"- {name}: {curve_verdict(bar)}")
                 rep = report["blocks"].get(name, {})
                 for f in bar.get("fixed_dictionary", []):
-                    if _on_curve(f["sae"], rep):
-                        lines.append(f"  - one dictionary at every step, `{f['sae']}`: {_curve_verdict(f)}")
+                    if on_curve(f["sae"], rep):
+                        lines.append(f"  - one dictionary at every step, `{f['sae']}`: {curve_verdict(f)}")
         rule = next((b["rule"] for b in report["bars"].values() if "rule" in b), None)
         if rule:
             lines += ["", f"Rule: {rule}. The bar is scored on the paper's curve (each step read "

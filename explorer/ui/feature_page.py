@@ -103,6 +103,7 @@ class FeaturePage(QWidget):
         self.firing = pg.PlotWidget()
         self.firing.setLabel("bottom", "t (1.0 = first step)")
         self.firing.setLabel("left", "firing rate")
+        self.firing.getAxis("left").enableAutoSIPrefix(False)  # rates, not "(x0.001)"
         self.firing.getViewBox().invertX(True)
         self.firing.setMouseEnabled(False, False)
         self.firing_curve = self.firing.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=4)

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.analysis.report import read_report
 from explorer.engine import Model, generate, load_model
 from explorer.errors import UserError
 from explorer.ui.sources import WorkspaceSource
@@ -59,6 +60,8 @@ class LoadedWorkspace:
     default_sae: str | None
     warnings: list[str]
     stale_model: str | None = None  # see Workspace.stale_model
+    report: dict | None = None  # report.json, if `explorer evaluate` wrote one
+    report_error: str | None = None
 
 
 def default_sae_id(saes) -> str | None:
@@ -93,8 +96,26 @@ def open_workspace_job(path: str, *, cancel, progress) -> LoadedWorkspace:
     labels, err = LabelDocument.load_or_empty(workspace.labels_path)
     # Off the UI thread: it hashes the start of every weights file of the model folder.
     stale = workspace.stale_model(source.store.meta.get("model_hash"))
+    report, report_error = None, None
+    try:
+        report = read_report(workspace.report_path)
+    except UserError as e:
+        report_error = str(e)
     return LoadedWorkspace(workspace, source, saes, labels, str(err) if err else None, default,
-                           warnings, stale)
+                           warnings, stale, report, report_error)
+
+
+def evaluate_job(root, *, cancel, progress) -> dict:
+    """`explorer evaluate` on a workspace (report.json, report.md, figures); returns the report
+    as read back from report.json."""
+    from explorer.analysis.evaluate import evaluate_workspace
+    from explorer.analysis.report import write_report
+
+    workspace = Workspace.open(root)
+    report = evaluate_workspace(workspace, cancel=cancel,
+                                progress=lambda f, m: progress({"fraction": f, "message": m}))
+    json_path, _ = write_report(report, workspace.root)
+    return read_report(json_path)
 
 
 def demo_workspace_dir():

@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import ModelHolder, open_workspace_job
+from explorer.ui.jobs import ModelHolder, evaluate_job, open_workspace_job
+from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
 from explorer.ui.steer_view import SteerView
@@ -56,12 +57,13 @@ class MainWindow(QMainWindow):
         self.sample_view = SampleView()
         self.generate_view = GenerateView(self.models, self.service)
         self.steer_view = SteerView(self.models, self.service)
+        self.report_view = ReportView()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         # Each page scrolls rather than imposing its minimum size on the window: the steering
         # page's three images side by side would otherwise make it wider than a 1600 px screen.
         for view, title in ((self.sample_view, "Sample"), (self.steer_view, "Steer"),
-                            (self.generate_view, "Generate")):
+                            (self.generate_view, "Generate"), (self.report_view, "Evaluation")):
             page = QScrollArea()
             page.setWidget(view)
             page.setWidgetResizable(True)
@@ -96,6 +98,9 @@ class MainWindow(QMainWindow):
         self.browser.feature_selected.connect(self.select_feature)
         self.sample_view.feature_clicked.connect(self._select_and_show)
         self.sample_view.step_changed.connect(self.feature_page.set_step)
+        self.sample_view.step_changed.connect(self.report_view.set_step)
+        self.report_view.step_requested.connect(self._show_step)
+        self.report_view.evaluate_requested.connect(self.evaluate)
         self.feature_page.open_sample.connect(self._open_sample)
         self.feature_page.open_feature.connect(self._open_matched)
         self.feature_page.label_edited.connect(self._on_label_edited)
@@ -272,6 +277,8 @@ class MainWindow(QMainWindow):
         idx = self.sae_combo.findData(default) if default else 0
         self.sae_combo.setCurrentIndex(max(0, idx))
         self._on_sae_changed(self.sae_combo.currentIndex())
+        self.report_view.set_report(loaded.report, loaded.report_error)
+        self.report_view.set_step(self.sample_view.step)
         for message in loaded.warnings:
             self.statusBar().showMessage(message, 10_000)
         if loaded.stale_model:
@@ -363,6 +370,40 @@ class MainWindow(QMainWindow):
     def _open_sample(self, sample: int, step: int) -> None:
         self.show_tab(self.sample_view)
         self.sample_view.goto(sample, step)
+
+    def _show_step(self, step: int) -> None:
+        self.show_tab(self.sample_view)
+        self.sample_view.goto(self.sample_view.sample.value(), step)
+
+    # --- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self) -> Worker | None:
+        """Run `explorer evaluate` on the open workspace in the background; the Evaluation page
+        shows the new report when it is written."""
+        if self.workspace is None:
+            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
+            return None
+        worker = Worker(evaluate_job, str(self.workspace.root))
+        worker.progressed.connect(self.report_view.show_progress)
+        root = self.workspace.root
+        worker.returned.connect(lambda report: self._on_evaluated(report, root))
+        worker.errored.connect(self._on_evaluate_error)
+        worker.cancelled.connect(lambda: self.report_view.set_running(False))
+        self.report_view.set_running(True)
+        self.statusBar().showMessage("evaluating the workspace…")
+        return self.pool.start(worker, slot="evaluate")
+
+    def _on_evaluated(self, report, root) -> None:
+        self.report_view.set_running(False)
+        if self.workspace is None or self.workspace.root != root:
+            return  # another workspace was opened meanwhile; its own report is shown
+        self.report_view.set_report(report)
+        self.report_view.set_step(self.sample_view.step)
+        self.statusBar().showMessage(f"evaluation written to {self.workspace.report_path}", 10_000)
+
+    def _on_evaluate_error(self, message: str) -> None:
+        self.report_view.set_running(False)
+        self.statusBar().showMessage(message, 10_000)
+        QMessageBox.warning(self, APP_NAME, message)
 
     def _open_matched(self, sae_id: str, feature: int) -> None:
         idx = self.sae_combo.findData(sae_id)

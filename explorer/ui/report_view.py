@@ -1,0 +1,178 @@
+"""The Evaluation page: the paper's Figure 3a for the open workspace, from its report.json.
+
+Per block: the composition mIoU at every step (each step read through the SAE trained nearest
+to it, as in the paper), the baseline from another sample's maps, and each of those SAEs alone
+with its dictionary held fixed; under it, the bars' verdicts. A vertical line follows the
+scrubber's step, and a click on the plot moves the scrubber there. "Evaluate" (re)writes the
+report in the background.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from explorer.analysis.report import composition_curves, curve_verdict, on_curve
+
+# The paper's curve, its baseline, then the single-SAE curves (thin).
+_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0)}
+_ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
+
+
+class ReportView(QWidget):
+    step_requested = Signal(int)  # a click on the plot: show this step in the scrubber
+    evaluate_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.report: dict | None = None
+        self._t: list[float] = []
+        self.block = QComboBox()
+        self.block.setToolTip("Which block's composition curve to show")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip(
+            "Run `explorer evaluate` on this workspace in the background: SAE metrics, the concept "
+            "dictionary's coverage and the composition curves; rewrites report.json and report.md")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setVisible(False)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.plot = pg.PlotWidget()
+        self.plot.setLabel("bottom", "t (1.0 = first step)")
+        self.plot.setLabel("left", "composition mIoU")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)  # mIoU, not "(x0.001)"
+        self.plot.getViewBox().invertX(True)
+        self.plot.setMouseEnabled(False, False)
+        self.plot.showGrid(y=True, alpha=0.2)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#e67e22", width=1))
+        self.plot.scene().sigMouseClicked.connect(self._on_click)
+        self.verdicts = QLabel()
+        self.verdicts.setWordWrap(True)
+        self.verdicts.setTextFormat(Qt.TextFormat.RichText)
+        self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Block"))
+        top.addWidget(self.block, 1)
+        top.addWidget(self.progress, 1)
+        top.addWidget(self.evaluate_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.message)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.verdicts)
+        self.block.currentIndexChanged.connect(self._show_block)
+        self.evaluate_button.clicked.connect(self.evaluate_requested)
+        self.set_report(None)
+
+    # --- content ----------------------------------------------------------------------------
+    def set_report(self, report: dict | None, error: str | None = None) -> None:
+        """Show a report dict (as `read_report` returns it), or say why there is none."""
+        self.report = report
+        self.block.blockSignals(True)
+        self.block.clear()
+        blocks = [b for b, rep in (report or {}).get("blocks", {}).items() if rep.get("composition")]
+        for b in blocks:
+            self.block.addItem(b)
+        self.block.blockSignals(False)
+        if error:
+            self.message.setText(error)
+        elif report is None:
+            self.message.setText(
+                "This workspace has no evaluation yet. Evaluate scores how early each block's "
+                "concepts predict the final layout (the paper's Figure 3a), with SAE metrics and "
+                "the concept dictionary's coverage; it takes a few minutes on a CPU.")
+        elif not blocks:
+            self.message.setText(
+                "The evaluation has no composition curve: it needs ground truth (the bundled "
+                "shapes world) or user masks (`explorer evaluate --masks`, see docs/analysis.md).")
+        else:
+            c = report["blocks"][blocks[0]]["composition"]
+            self.message.setText(
+                f"How early each block's concepts predict where each prompted object ends up: "
+                f"{c['n_objects']} objects in {c['n_samples']} held-out samples, scored against the "
+                f"final image. Written {report.get('created', '?')}. Click the plot to show a step.")
+        # Prefer the mid block, the paper's.
+        mid = next((i for i, b in enumerate(blocks) if "mid_block" in b), 0)
+        self.block.setCurrentIndex(mid if blocks else -1)
+        self._show_block()
+
+    def _show_block(self, *_args) -> None:
+        self.plot.clear()
+        self.legend.clear()
+        self._t = []
+        block = self.block.currentText()
+        rep = (self.report or {}).get("blocks", {}).get(block)
+        curves = composition_curves(rep) if rep else []
+        alone = 0
+        top = 0.1
+        for c in curves:
+            if c.kind == "alone":
+                pen = pg.mkPen(_ALONE[alone % len(_ALONE)], width=1)
+                alone += 1
+                self.plot.plot(c.t, c.miou, pen=pen, name=c.label)
+            else:
+                colour, width = _PENS[c.kind]
+                style = Qt.PenStyle.DashLine if c.kind == "baseline" else Qt.PenStyle.SolidLine
+                self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
+                               symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
+                               name=c.label)
+            top = max(top, *c.miou)
+        if curves:
+            self._t = list(curves[0].t)
+            # Headroom for the legend in the top corner.
+            self.plot.setYRange(0.0, min(1.0, top * 1.6), padding=0)
+            self.plot.setXRange(0.0, 1.0)
+            self.plot.addItem(self.step_line)
+        bars = (self.report or {}).get("bars", {}).get(block)
+        self.verdicts.setText(_verdicts_html(bars, rep) if bars and rep else "")
+
+    # --- the scrubber's step ------------------------------------------------------------------
+    def set_step(self, step: int) -> None:
+        if 0 <= step < len(self._t):
+            self.step_line.setValue(self._t[step])
+
+    def _on_click(self, event) -> None:
+        if not self._t:
+            return
+        vb = self.plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(event.scenePos()):
+            return
+        t = vb.mapSceneToView(event.scenePos()).x()
+        step = min(range(len(self._t)), key=lambda s: abs(self._t[s] - t))
+        self.set_step(step)
+        self.step_requested.emit(step)
+
+    # --- a running evaluation ---------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        self.evaluate_button.setEnabled(not running)
+        self.progress.setVisible(running)
+        if running:
+            self.progress.setValue(0)
+
+    def show_progress(self, update) -> None:
+        if isinstance(update, dict):
+            frac = update.get("fraction")
+            if frac is not None:
+                self.progress.setValue(int(1000 * max(0.0, min(1.0, frac))))
+            if update.get("message"):
+                self.progress.setFormat(f"{update['message']} %p%")
+
+
+def _verdicts_html(bars: dict, rep: dict) -> str:
+    lines = [f"<b>The paper's curve</b> (each step's nearest SAE): {curve_verdict(bars)}"]
+    for f in bars.get("fixed_dictionary", []):
+        if on_curve(f["sae"], rep):
+            lines.append(f"<b>{f['sae'].split('/', 1)[-1]}</b> alone: {curve_verdict(f)}")
+    return "<br>".join(lines)

@@ -1,0 +1,103 @@
+"""The Evaluation page: the composition figure from report.json, and evaluating from the app."""
+
+import json
+import shutil
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt
+
+from explorer.analysis.evaluate import shapes_bars
+from explorer.ui.report_view import ReportView
+
+BLOCK = "mid_block.attentions.0"
+T = [float(x) for x in np.linspace(1.0, 0.0, 11)]
+
+
+def _report():
+    base = [0.04] * 11
+    nearest = [0.16] * 4 + [0.29] * 5 + [0.36] * 2
+    alone = {"t1.00": [0.16] * 11, "t0.50": [0.27] + [0.3] * 10, "t0.00": [0.1 + 0.025 * i for i in range(11)],
+             "t0.50-k10": [0.2] * 11}  # not on the curve: in report.json, not drawn
+    saes = {f"{BLOCK}/{n}": {"t": [1.0 if "1.00" in n else 0.5 if "0.50" in n else 0.0],
+                             "dictionary": {"available": False}, "metrics_by_step": [],
+                             "composition": {"t": T, "miou": m, "baseline_miou": base}}
+            for n, m in alone.items()}
+    rep = {"composition_miou": nearest, "baseline_miou": base, "saes": saes,
+           "composition": {"t": T, "miou": nearest, "baseline_miou": base, "n_objects": 81,
+                           "n_samples": 40, "other_masks_baseline_miou": 0.05,
+                           "sae_at_step": [f"{BLOCK}/t1.00"] * 4 + [f"{BLOCK}/t0.50"] * 5 + [f"{BLOCK}/t0.00"] * 2}}
+    blocks = {BLOCK: rep, "down_blocks.0.attentions.0": {"saes": {}}}  # one without ground truth
+    return {"created": "today", "blocks": blocks, "bars": shapes_bars(blocks)}
+
+
+def _curves(view):
+    return [item for item in view.plot.getPlotItem().listDataItems() if isinstance(item, pg.PlotDataItem)]
+
+
+def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.set_report(_report())
+    assert [view.block.itemText(i) for i in range(view.block.count())] == [BLOCK]  # only blocks with a curve
+    curves = _curves(view)
+    names = [c.name() for c in curves]
+    assert names == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
+                     "t1.00 alone", "t0.50 alone", "t0.00 alone"]
+    np.testing.assert_allclose(curves[0].getData()[1], _report()["blocks"][BLOCK]["composition_miou"])
+    np.testing.assert_allclose(curves[3].getData()[0], T)
+    text = view.verdicts.text()
+    assert "NOT saturated by the middle" in text.split("<br>")[0]  # the paper's curve climbs late
+    assert "<b>t0.50</b> alone: first-step mIoU 0.270" in text and "k10" not in text
+    assert "81 objects in 40 held-out samples" in view.message.text()
+
+
+def test_the_step_line_follows_the_scrubber_and_a_click_asks_for_a_step(qtbot):
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.resize(700, 450)
+    view.show()
+    view.set_report(_report())
+    view.set_step(4)
+    assert view.step_line.value() == T[4]
+    qtbot.waitExposed(view)
+    vb = view.plot.getViewBox()
+    scene_pos = vb.mapViewToScene(QPointF(0.31, 0.2))  # nearest step: t = 0.3, step 7
+    widget_pos = view.plot.mapFromScene(scene_pos)
+    with qtbot.waitSignal(view.step_requested, timeout=2000) as got:
+        qtbot.mouseClick(view.plot.viewport(), Qt.MouseButton.LeftButton, pos=widget_pos)
+    assert got.args == [7] and view.step_line.value() == T[7]
+
+
+def test_no_report_and_no_ground_truth_say_so(qtbot):
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.set_report(None)
+    assert "no evaluation yet" in view.message.text() and not _curves(view)
+    view.set_report({"blocks": {BLOCK: {"saes": {}}}, "bars": {}})
+    assert "no composition curve" in view.message.text() and view.block.count() == 0
+    view.set_report(None, "report.json: not a readable evaluation report")
+    assert "not a readable" in view.message.text()
+
+
+def test_evaluate_from_the_app_rewrites_the_report_and_shows_it(qtbot, tiny_workspace, tmp_path, monkeypatch):
+    from test_main_window import _open
+
+    from explorer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_workspace, ws)
+    (ws / "report.json").write_text("{not json")
+    w = MainWindow(device="cpu")
+    w.messages = []
+    qtbot.addWidget(w)
+    _open(qtbot, w, ws)
+    assert "not a readable evaluation report" in w.report_view.message.text()
+    worker = w.evaluate()
+    assert not w.report_view.evaluate_button.isEnabled()
+    qtbot.waitUntil(lambda: not w.pool.holds(worker), timeout=120_000)
+    report = json.loads((ws / "report.json").read_text())
+    assert w.report_view.report == report and w.report_view.evaluate_button.isEnabled()
+    assert w.report_view.message.text() != "" and "not a readable" not in w.report_view.message.text()
+    w.close()
