@@ -72,6 +72,14 @@ class PreadMaps:
     Only for parts whose chunks are exactly one map (`_direct_ok`) in a plain file; anything
     else (or a chunk not yet allocated) is read through `MapReader.read`. Call `close()` when
     the stream ends.
+
+    Cold files: a buffer's maps are scattered over the file, and read one by one each waits
+    for the disk (one request in flight). So `begin` is told each buffer's maps, and each read
+    asks for its map without waiting (`RWF_NOWAIT`) until one is not in the page cache; then
+    every map of the buffer is announced with `posix_fadvise(WILLNEED)`, and the kernel fetches
+    them all at once while they are read in turn (this VM's disk, evicted file, medians of 4
+    in turns: 0.28 → 0.59 GB/s at the bundled map size, 0.55 → 1.03 GB/s at SD 1.4's).
+    A file in the page cache costs nothing more: the probe is the read itself.
     """
 
     def __init__(self, reader: MapReader):
@@ -95,6 +103,23 @@ class PreadMaps:
         except BaseException:
             self.close()
             raise
+        self._probe = hasattr(os, "RWF_NOWAIT") and hasattr(os, "posix_fadvise")
+        self._buffer: tuple[np.ndarray, np.ndarray] | None = None
+
+    def begin(self, samples: np.ndarray, steps: np.ndarray) -> None:
+        """The maps of the buffer about to be read, in the order they will be read."""
+        self._buffer = (samples, steps)
+
+    def _advise(self) -> None:
+        """Ask the kernel to fetch every map of the current buffer (they are read next)."""
+        samples, steps = self._buffer
+        self._buffer = None
+        nbytes = int(np.prod(self.reader.map_shape)) * self.reader.dtype.itemsize
+        for sample, step in zip(samples.tolist(), steps.tolist(), strict=True):
+            k, local = self.reader.locate(sample)
+            fd, offsets = self._fds[k], self._offsets[k]
+            if fd is not None and offsets[local, step] >= 0:
+                os.posix_fadvise(fd, int(offsets[local, step]), nbytes, os.POSIX_FADV_WILLNEED)
 
     def __call__(self, sample: int, step: int, out: np.ndarray) -> None:
         k, local = self.reader.locate(sample)
@@ -103,7 +128,22 @@ class PreadMaps:
             self.reader.read(sample, step, out)
             return
         view = out.reshape(-1).view(np.uint8)
-        if os.preadv(fd, [view], int(offsets[local, step])) != view.nbytes:
+        offset = int(offsets[local, step])
+        if self._buffer is not None and self._probe:
+            # Until the buffer's first miss: is this map in the page cache? A hit is the read.
+            try:
+                got = os.preadv(fd, [view], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                got = 0
+            except OSError:  # RWF_NOWAIT not supported here: read as before
+                self._probe = False
+                got = 0
+            if got == view.nbytes:
+                return
+            if self._probe:
+                self._advise()
+            view, offset = view[got:], offset + got
+        if os.preadv(fd, [view], offset) != view.nbytes:
             raise OSError(f"{self.reader.parts[k][0].file.filename}: map ({sample}, {step}) "
                           "is cut short (truncated file?)")
 
@@ -219,6 +259,8 @@ def token_stream(
     read = open_fast() if open_fast is not None else read_map
 
     def fill(k: int, ids: np.ndarray) -> int:
+        if read is not read_map:
+            read.begin(samples[ids // n_steps], steps[ids % n_steps])
         for j, (i, s) in enumerate(
             zip(samples[ids // n_steps].tolist(), steps[ids % n_steps].tolist())
         ):

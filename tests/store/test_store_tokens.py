@@ -155,6 +155,64 @@ def test_pread_stream_equals_the_hdf5_stream_and_closes_its_files(labelled, monk
         assert _open_fds() == before
 
 
+_COLD_FLAGS = hasattr(os, "RWF_NOWAIT") and hasattr(os, "posix_fadvise")
+
+
+def _stream_pair(store, **kw):
+    """The fast (preadv) stream and the HDF5 one, same arguments."""
+    fast = list(store.tokens(BLOCK, "cond", **kw))
+    store.stream_with_pread = False
+    slow = list(store.tokens(BLOCK, "cond", **kw))
+    store.stream_with_pread = True
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not _COLD_FLAGS, reason="RWF_NOWAIT and posix_fadvise are Linux's")
+def test_a_cold_buffer_is_announced_to_the_kernel_once_and_read_right(labelled, monkeypatch):
+    real = os.preadv
+    probes = []
+
+    def cold(fd, buffers, offset, flags=0):
+        if flags & os.RWF_NOWAIT:
+            probes.append(offset)
+            if len(probes) % 2:  # not cached at all
+                raise BlockingIOError()
+            half = memoryview(buffers[0])[: len(buffers[0]) // 2]  # half of it cached
+            return real(fd, [half], offset)
+        return real(fd, buffers, offset)
+
+    advised = []
+    monkeypatch.setattr(T.os, "preadv", cold)
+    monkeypatch.setattr(T.os, "posix_fadvise", lambda fd, off, n, advice: advised.append((off, n, advice)))
+    with Store.open(labelled) as store:
+        _stream_pair(store, batch_size=50, seed=3, buffer_samples=7)
+    n_buffers = -(-12 * 5 // 7)
+    assert len(probes) == n_buffers  # each buffer: its first map missed, so no more probes
+    assert len(advised) == 12 * 5 and len({off for off, _, _ in advised}) == 12 * 5  # every map once
+    assert {(n, advice) for _, n, advice in advised} == {(4 * 4 * 8 * 2, os.POSIX_FADV_WILLNEED)}
+
+
+@pytest.mark.skipif(not _COLD_FLAGS, reason="RWF_NOWAIT and posix_fadvise are Linux's")
+def test_a_cached_file_is_read_without_advice_and_a_refused_probe_falls_back(labelled, monkeypatch):
+    advised = []
+    monkeypatch.setattr(T.os, "posix_fadvise", lambda *a: advised.append(a))
+    with Store.open(labelled) as store:
+        _stream_pair(store, batch_size=50, seed=4, buffer_samples=7)  # just written: cached
+        assert advised == []
+        real = os.preadv
+
+        def refused(fd, buffers, offset, flags=0):
+            if flags:
+                raise OSError(95, "Operation not supported")  # EOPNOTSUPP
+            return real(fd, buffers, offset)
+
+        monkeypatch.setattr(T.os, "preadv", refused)
+        _stream_pair(store, batch_size=50, seed=4, buffer_samples=7)
+        assert advised == []
+
+
 def test_memory_is_bounded_by_the_buffers(tmp_path):
     lay = H.layout(n=40, steps=10, blocks={BLOCK: (8, 8, 64)}, branches=("cond",))
     path = H.write_store(tmp_path / "s.h5", lay, batch=8)
