@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self.sample_view.step_changed.connect(self.report_view.set_step)
         self.report_view.step_requested.connect(self._show_step)
         self.report_view.evaluate_requested.connect(self.evaluate)
+        self.report_view.sae_requested.connect(self._browse_sae)
         self.feature_page.open_sample.connect(self._open_sample)
         self.feature_page.open_feature.connect(self._open_matched)
         self.feature_page.label_edited.connect(self._on_label_edited)
@@ -370,6 +371,12 @@ class MainWindow(QMainWindow):
     def _open_sample(self, sample: int, step: int) -> None:
         self.show_tab(self.sample_view)
         self.sample_view.goto(sample, step)
+
+    def _browse_sae(self, sae_id: str) -> None:
+        idx = self.sae_combo.findData(sae_id)
+        if idx >= 0:
+            self.sae_combo.setCurrentIndex(idx)
+            self.show_tab(self.sample_view)
 
     def _show_step(self, step: int) -> None:
         self.show_tab(self.sample_view)

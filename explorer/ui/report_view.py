@@ -1,10 +1,12 @@
-"""The Evaluation page: the paper's Figure 3a for the open workspace, from its report.json.
+"""The Evaluation page: the paper's Figure 3a and Table 1 for the open workspace, from its
+report.json.
 
 Per block: the composition mIoU at every step (each step read through the SAE trained nearest
 to it, as in the paper), the baseline from another sample's maps, and each of those SAEs alone
-with its dictionary held fixed; under it, the bars' verdicts. A vertical line follows the
-scrubber's step, and a click on the plot moves the scrubber there. "Evaluate" (re)writes the
-report in the background.
+with its dictionary held fixed; under it, the bars' verdicts and a table of the block's SAEs
+(reconstruction at their own step, sparsity, dictionary). A vertical line follows the
+scrubber's step, and a click on the plot moves the scrubber there; a double-click on an SAE
+opens it in the feature browser. "Evaluate" (re)writes the report in the background.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -28,8 +35,13 @@ _PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0)}
 _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
+SAE_COLUMNS = ("SAE", "k", "latents", "trained t", "explained var.", "scaled MSE", "L0", "dead",
+               "labelled", "coverage", "purity")
+
+
 class ReportView(QWidget):
     step_requested = Signal(int)  # a click on the plot: show this step in the scrubber
+    sae_requested = Signal(str)  # a double-click on an SAE row: open it in the browser
     evaluate_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
@@ -61,6 +73,18 @@ class ReportView(QWidget):
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextFormat(Qt.TextFormat.RichText)
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.saes = QTableWidget(0, len(SAE_COLUMNS))
+        self.saes.setHorizontalHeaderLabels(SAE_COLUMNS)
+        self.saes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.saes.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.saes.verticalHeader().setVisible(False)
+        self.saes.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.saes.setToolTip(
+            "The block's SAEs (the paper's Table 1 and more): explained variance, scaled MSE (FVU), "
+            "L0 and dead share on held-out tokens at each SAE's own step; the concept dictionary's "
+            "labelled features, coverage of live features and purity. Double-click to browse one.")
+        self.saes.cellDoubleClicked.connect(
+            lambda row, _col: self.sae_requested.emit(self.saes.item(row, 0).text()))
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Block"))
@@ -70,8 +94,19 @@ class ReportView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.message)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.verdicts)
+        split = QSplitter(Qt.Orientation.Vertical)
+        upper = QWidget()
+        ul = QVBoxLayout(upper)
+        ul.setContentsMargins(0, 0, 0, 0)
+        ul.addWidget(self.plot, 1)
+        ul.addWidget(self.verdicts)
+        split.addWidget(upper)
+        split.addWidget(self.saes)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        self.plot.setMinimumHeight(260)
+        self.saes.setMinimumHeight(190)  # the column headers and five SAEs
+        layout.addWidget(split, 1)
         self.block.currentIndexChanged.connect(self._show_block)
         self.evaluate_button.clicked.connect(self.evaluate_requested)
         self.set_report(None)
@@ -137,6 +172,14 @@ class ReportView(QWidget):
             self.plot.addItem(self.step_line)
         bars = (self.report or {}).get("bars", {}).get(block)
         self.verdicts.setText(_verdicts_html(bars, rep) if bars and rep else "")
+        rows = sae_rows(rep) if rep else []
+        self.saes.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for col, value in enumerate(row):
+                item = QTableWidgetItem(value)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.saes.setItem(r, col, item)
 
     # --- the scrubber's step ------------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -176,3 +219,30 @@ def _verdicts_html(bars: dict, rep: dict) -> str:
         if on_curve(f["sae"], rep):
             lines.append(f"<b>{f['sae'].split('/', 1)[-1]}</b> alone: {curve_verdict(f)}")
     return "<br>".join(lines)
+
+
+def _num(x, digits: int = 3) -> str:
+    return "–" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def sae_rows(rep: dict) -> list[tuple[str, ...]]:
+    """One row of `SAE_COLUMNS` per SAE of a block's report (metrics at the SAE's own steps)."""
+    rows = []
+    for sid, s in rep.get("saes", {}).items():
+        own = [m for m in s.get("metrics_by_step", []) if m.get("trained_here")]
+
+        def mean(key, own=own):
+            return sum(m[key] for m in own) / len(own) if own else None
+
+        t = s.get("t", [])
+        d = s.get("dictionary", {})
+        have = d.get("available")
+        rows.append((
+            sid, str(s.get("k", "–")), str(s.get("d_sae", "–")),
+            ", ".join(f"{x:.2f}" for x in t) if len(t) <= 3 else f"{len(t)} steps",
+            _num(mean("explained_variance")), _num(mean("fvu")), _num(mean("l0"), 1),
+            _num(mean("dead_fraction")),
+            str(d["n_labelled"]) if have else "–",
+            _num(d["coverage"]) if have else "–", _num(d["purity"]) if have else "–",
+        ))
+    return rows

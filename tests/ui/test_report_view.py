@@ -27,6 +27,13 @@ def _report():
            "composition": {"t": T, "miou": nearest, "baseline_miou": base, "n_objects": 81,
                            "n_samples": 40, "other_masks_baseline_miou": 0.05,
                            "sae_at_step": [f"{BLOCK}/t1.00"] * 4 + [f"{BLOCK}/t0.50"] * 5 + [f"{BLOCK}/t0.00"] * 2}}
+    s = saes[f"{BLOCK}/t0.50"]
+    s.update(k=8, d_sae=128, dictionary={"available": True, "n_labelled": 95, "coverage": 0.742, "purity": 0.295,
+                                         "best": []},
+             metrics_by_step=[{"trained_here": True, "explained_variance": 0.854, "fvu": 0.146, "l0": 8.0,
+                               "dead_fraction": 0.0},
+                              {"trained_here": False, "explained_variance": 0.1, "fvu": 0.9, "l0": 3.0,
+                               "dead_fraction": 0.5}])
     blocks = {BLOCK: rep, "down_blocks.0.attentions.0": {"saes": {}}}  # one without ground truth
     return {"created": "today", "blocks": blocks, "bars": shapes_bars(blocks)}
 
@@ -50,6 +57,14 @@ def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
     assert "NOT saturated by the middle" in text.split("<br>")[0]  # the paper's curve climbs late
     assert "<b>t0.50</b> alone: first-step mIoU 0.270" in text and "k10" not in text
     assert "81 objects in 40 held-out samples" in view.message.text()
+    # The block's SAEs, measured at their own step only.
+    assert view.saes.rowCount() == 4
+    row = next(r for r in range(4) if view.saes.item(r, 0).text() == f"{BLOCK}/t0.50")
+    cells = [view.saes.item(row, c).text() for c in range(view.saes.columnCount())]
+    assert cells == [f"{BLOCK}/t0.50", "8", "128", "0.50", "0.854", "0.146", "8.0", "0.000", "95", "0.742", "0.295"]
+    with qtbot.waitSignal(view.sae_requested, timeout=1000) as got:
+        view.saes.cellDoubleClicked.emit(row, 3)
+    assert got.args == [f"{BLOCK}/t0.50"]
 
 
 def test_the_step_line_follows_the_scrubber_and_a_click_asks_for_a_step(qtbot):
