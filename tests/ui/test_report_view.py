@@ -115,4 +115,10 @@ def test_evaluate_from_the_app_rewrites_the_report_and_shows_it(qtbot, tiny_work
     report = json.loads((ws / "report.json").read_text())
     assert w.report_view.report == report and w.report_view.evaluate_button.isEnabled()
     assert w.report_view.message.text() != "" and "not a readable" not in w.report_view.message.text()
+    # A double-click on an SAE of the table opens it in the browser.
+    other = w.sae_combo.itemData(w.sae_combo.count() - 1 - w.sae_combo.currentIndex())
+    w.tabs.setCurrentIndex(w.tabs.count() - 1)
+    w.report_view.sae_requested.emit(other)
+    assert w.sae_combo.currentData() == other and w.entry.id == other
+    assert w.tabs.currentWidget().widget() is w.sample_view
     w.close()
