@@ -97,7 +97,9 @@ def line_plot(
     d.text((8, top - 20), ylabel, fill="black", font=small)
 
     legend_width = max((d.textlength(s.label[:32], font=small) for s in series), default=0)
-    for k, s in enumerate(series):
+    # Thin (secondary) lines first, so the main ones are drawn over them; legend rows keep
+    # the given order.
+    for k, s in sorted(enumerate(series), key=lambda ks: not ks[1].thin):
         colour = PALETTE[k % len(PALETTE)]
         pts = [(px(x), py(y)) for x, y in zip(s.x, s.y, strict=True) if y == y]
         if len(pts) > 1:

@@ -160,9 +160,10 @@ class ReportView(QWidget):
             else:
                 colour, width = _PENS[c.kind]
                 style = Qt.PenStyle.DashLine if c.kind == "baseline" else Qt.PenStyle.SolidLine
-                self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
-                               symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
-                               name=c.label)
+                item = self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
+                                      symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
+                                      name=c.label)
+                item.setZValue(1)  # over the single-SAE lines that coincide with it
             top = max(top, *c.miou)
         if curves:
             self._t = list(curves[0].t)
