@@ -117,10 +117,11 @@ class ReportView(QWidget):
         self.report = report
         self.block.blockSignals(True)
         self.block.clear()
-        blocks = [b for b, rep in (report or {}).get("blocks", {}).items() if rep.get("composition")]
+        blocks = list((report or {}).get("blocks", {}))
         for b in blocks:
             self.block.addItem(b)
         self.block.blockSignals(False)
+        curved = [b for b in blocks if report["blocks"][b].get("composition")]
         if error:
             self.message.setText(error)
         elif report is None:
@@ -128,19 +129,20 @@ class ReportView(QWidget):
                 "This workspace has no evaluation yet. Evaluate scores how early each block's "
                 "concepts predict the final layout (the paper's Figure 3a), with SAE metrics and "
                 "the concept dictionary's coverage; it takes a few minutes on a CPU.")
-        elif not blocks:
+        elif not curved:
             self.message.setText(
                 "The evaluation has no composition curve: it needs ground truth (the bundled "
-                "shapes world) or user masks (`explorer evaluate --masks`, see docs/analysis.md).")
+                "shapes world) or user masks (`explorer evaluate --masks`, see docs/analysis.md). "
+                "The SAEs' metrics are below.")
         else:
-            c = report["blocks"][blocks[0]]["composition"]
+            c = report["blocks"][curved[0]]["composition"]
             self.message.setText(
                 f"How early each block's concepts predict where each prompted object ends up: "
                 f"{c['n_objects']} objects in {c['n_samples']} held-out samples, scored against the "
                 f"final image. Written {report.get('created', '?')}. Click the plot to show a step.")
-        # Prefer the mid block, the paper's.
-        mid = next((i for i, b in enumerate(blocks) if "mid_block" in b), 0)
-        self.block.setCurrentIndex(mid if blocks else -1)
+        # Prefer the mid block, the paper's, among those with a curve.
+        first = next((b for b in curved if "mid_block" in b), curved[0] if curved else None)
+        self.block.setCurrentIndex(blocks.index(first) if first else (0 if blocks else -1))
         self._show_block()
 
     def _show_block(self, *_args) -> None:
@@ -165,6 +167,7 @@ class ReportView(QWidget):
                                       name=c.label)
                 item.setZValue(1)  # over the single-SAE lines that coincide with it
             top = max(top, *c.miou)
+        self.plot.setTitle(None if curves or not rep else "no composition curve for this block")
         if curves:
             self._t = list(curves[0].t)
             # Headroom for the legend in the top corner.

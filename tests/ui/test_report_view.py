@@ -46,7 +46,8 @@ def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
     view = ReportView()
     qtbot.addWidget(view)
     view.set_report(_report())
-    assert [view.block.itemText(i) for i in range(view.block.count())] == [BLOCK]  # only blocks with a curve
+    assert [view.block.itemText(i) for i in range(view.block.count())] == [BLOCK, "down_blocks.0.attentions.0"]
+    assert view.block.currentText() == BLOCK  # a block with a curve, the mid block first
     curves = _curves(view)
     names = [c.name() for c in curves]
     assert names == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
@@ -65,6 +66,10 @@ def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
     with qtbot.waitSignal(view.sae_requested, timeout=1000) as got:
         view.saes.cellDoubleClicked.emit(row, 3)
     assert got.args == [f"{BLOCK}/t0.50"]
+    # A block without ground truth: no curve, a title that says so, its (here no) SAEs.
+    view.block.setCurrentIndex(1)
+    assert not _curves(view) and view.saes.rowCount() == 0 and view.verdicts.text() == ""
+    assert "no composition curve" in view.plot.getPlotItem().titleLabel.text
 
 
 def test_the_step_line_follows_the_scrubber_and_a_click_asks_for_a_step(qtbot):
@@ -89,8 +94,13 @@ def test_no_report_and_no_ground_truth_say_so(qtbot):
     qtbot.addWidget(view)
     view.set_report(None)
     assert "no evaluation yet" in view.message.text() and not _curves(view)
-    view.set_report({"blocks": {BLOCK: {"saes": {}}}, "bars": {}})
-    assert "no composition curve" in view.message.text() and view.block.count() == 0
+    only_metrics = {"t": [0.5], "k": 8, "d_sae": 16, "dictionary": {"available": False},
+                    "metrics_by_step": [{"trained_here": True, "explained_variance": 0.9, "fvu": 0.1,
+                                         "l0": 8.0, "dead_fraction": 0.0}]}
+    view.set_report({"blocks": {BLOCK: {"saes": {f"{BLOCK}/t0.50": only_metrics}}}, "bars": {}})
+    assert "no composition curve" in view.message.text() and view.block.count() == 1
+    assert view.saes.rowCount() == 1 and view.saes.item(0, 4).text() == "0.900"  # Table 1 all the same
+    assert view.saes.item(0, 8).text() == "–"  # no dictionary without ground truth
     view.set_report(None, "report.json: not a readable evaluation report")
     assert "not a readable" in view.message.text()
 
