@@ -26,10 +26,27 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _f(x, digits: int = 3) -> str:
+def fmt(x, digits: int = 3) -> str:
+    """A report number as text; "–" for a missing one."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.{digits}f}"
+
+
+def own_step_summary(s: dict) -> dict:
+    """An SAE's report entry at its own step(s): mean explained variance, FVU, L0 and dead
+    share over the steps it was trained on (NaN without any), and its trained t as text."""
+    own = [m for m in s.get("metrics_by_step", []) if m.get("trained_here")]
+
+    def mean(key: str) -> float:
+        return sum(m[key] for m in own) / len(own) if own else float("nan")
+
+    t = s.get("t", [])
+    return {
+        "explained_variance": mean("explained_variance"), "fvu": mean("fvu"), "l0": mean("l0"),
+        "dead_fraction": mean("dead_fraction"),
+        "trained_t": ", ".join(f"{x:.2f}" for x in t) if len(t) <= 3 else f"{len(t)} steps",
+    }
 
 
 @dataclass(frozen=True)
@@ -119,9 +136,9 @@ def on_curve(sid: str, rep: dict) -> bool:
 def curve_verdict(bar: dict) -> str:
     """One line on a composition curve's bar: first step vs baseline, saturated or not."""
     return (
-        f"first-step mIoU {_f(bar['first_step_miou'])} vs baseline {_f(bar['first_step_baseline'])} "
+        f"first-step mIoU {fmt(bar['first_step_miou'])} vs baseline {fmt(bar['first_step_baseline'])} "
         f"({'clearly above' if bar['first_step_clearly_above_baseline'] else 'NOT clearly above'}); "
-        f"middle steps {_f(bar['middle_steps_miou'])}, last steps {_f(bar['last_steps_miou'])} "
+        f"middle steps {fmt(bar['middle_steps_miou'])}, last steps {fmt(bar['last_steps_miou'])} "
         f"({'saturated by the middle' if bar['saturated_by_middle'] else 'NOT saturated by the middle'})"
     )
 
@@ -145,8 +162,8 @@ def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
     for sid, s in saes.items():
         alone = s.get("composition")
         if alone:
-            lines.append(f"| {sid} | " + " | ".join(_f(alone["miou"][j]) for j in steps)
-                         + f" | {_f(alone['baseline_miou'][0])} |")
+            lines.append(f"| {sid} | " + " | ".join(fmt(alone["miou"][j]) for j in steps)
+                         + f" | {fmt(alone['baseline_miou'][0])} |")
     return [*lines, ""]
 
 
@@ -168,11 +185,11 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             if name == "mid_block_dictionary":
                 lines.append(
                     f"- mid-block SAE `{bar['sae']}`: dictionary coverage of live features "
-                    f"{_f(bar['coverage'])} (bar ≥ 0.5: {'met' if bar['coverage_at_least_half'] else 'NOT met'})"
+                    f"{fmt(bar['coverage'])} (bar ≥ 0.5: {'met' if bar['coverage_at_least_half'] else 'NOT met'})"
                 )
                 for b in bar["best_features"]:
                     lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
-                                 f"(mean IoU {_f(b['iou'])} over {b['samples']} samples)")
+                                 f"(mean IoU {fmt(b['iou'])} over {b['samples']} samples)")
             else:
                 lines.append(f"- {name}: {curve_verdict(bar)}")
                 rep = report["blocks"].get(name, {})
@@ -197,13 +214,13 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                 f"### Composition (Figure 3a): {c['n_objects']} objects in {c['n_samples']} held-out samples",
                 "",
                 "Baseline: the same prediction from a random other sample's concept maps. The other "
-                f"sample's final object masks score {_f(c.get('other_masks_baseline_miou'))} mIoU.",
+                f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
                 "",
                 "| step | t | mIoU | baseline | SAE used |",
                 "|---|---|---|---|---|",
             ]
             for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
-                lines.append(f"| {s} | {t:.2f} | {_f(m)} | {_f(b)} | {c['sae_at_step'][s]} |")
+                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {c['sae_at_step'][s]} |")
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])
@@ -214,17 +231,14 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for sid, s in rep["saes"].items():
-            own = [m for m in s["metrics_by_step"] if m["trained_here"]]
-            ev = sum(m["explained_variance"] for m in own) / len(own) if own else float("nan")
-            l0 = sum(m["l0"] for m in own) / len(own) if own else float("nan")
-            dead = sum(m["dead_fraction"] for m in own) / len(own) if own else float("nan")
+            own = own_step_summary(s)
+            ev, l0, dead, t = own["explained_variance"], own["l0"], own["dead_fraction"], own["trained_t"]
             d = s["dictionary"]
-            t = ", ".join(f"{x:.2f}" for x in s["t"]) if len(s["t"]) <= 3 else f"{len(s['t'])} steps"
             if d.get("available"):
-                lines.append(f"| {sid} | {t} | {_f(ev)} | {_f(l0, 1)} | {_f(dead)} | {d['n_live']} | "
-                             f"{d['n_labelled']} | {_f(d['coverage'])} | {_f(d['purity'])} |")
+                lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | {d['n_live']} | "
+                             f"{d['n_labelled']} | {fmt(d['coverage'])} | {fmt(d['purity'])} |")
             else:
-                lines.append(f"| {sid} | {t} | {_f(ev)} | {_f(l0, 1)} | {_f(dead)} | – | – | – | – |")
+                lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | – | – | – | – |")
         lines += ["", "dead: the share of latents that fired on none of the held-out tokens at the "
                   "SAE's own step (a rarely firing latent can miss a small held-out set); live: "
                   "latents that fired on the labelling images at the labelling step.", ""]
@@ -235,7 +249,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}):", "",
                       "| kind | label | feature | mean IoU | samples |", "|---|---|---|---|---|"]
             for b in d["best"]:
-                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {_f(b['iou'])} | {b['samples']} |")
+                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {fmt(b['iou'])} | {b['samples']} |")
             lines.append("")
         if rep.get("chains"):
             lines += ["### Concepts followed across steps (t = 1.0 → 0.0)", "",
@@ -255,8 +269,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                       "|---|---|---|---|---|---|"]
             for m in rep["matching"]:
                 s, r = m["stats"], m["random_baseline"]
-                lines.append(f"| {m['a']} | {m['b']} | {_f(s['mean_cosine'])} | {_f(s['share_above_0.5'])} | "
-                             f"{_f(s['share_above_0.9'])} | {_f(r['mean_cosine'])} |")
+                lines.append(f"| {m['a']} | {m['b']} | {fmt(s['mean_cosine'])} | {fmt(s['share_above_0.5'])} | "
+                             f"{fmt(s['share_above_0.9'])} | {fmt(r['mean_cosine'])} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 

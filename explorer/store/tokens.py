@@ -103,6 +103,7 @@ class PreadMaps:
         except BaseException:
             self.close()
             raise
+        self._nbytes = int(np.prod(reader.map_shape)) * reader.dtype.itemsize
         self._probe = hasattr(os, "RWF_NOWAIT") and hasattr(os, "posix_fadvise")
         self._buffer: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -114,12 +115,12 @@ class PreadMaps:
         """Ask the kernel to fetch every map of the current buffer (they are read next)."""
         samples, steps = self._buffer
         self._buffer = None
-        nbytes = int(np.prod(self.reader.map_shape)) * self.reader.dtype.itemsize
         for sample, step in zip(samples.tolist(), steps.tolist(), strict=True):
             k, local = self.reader.locate(sample)
             fd, offsets = self._fds[k], self._offsets[k]
             if fd is not None and offsets[local, step] >= 0:
-                os.posix_fadvise(fd, int(offsets[local, step]), nbytes, os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(fd, int(offsets[local, step]), self._nbytes,
+                                 os.POSIX_FADV_WILLNEED)
 
     def __call__(self, sample: int, step: int, out: np.ndarray) -> None:
         k, local = self.reader.locate(sample)
@@ -259,11 +260,10 @@ def token_stream(
     read = open_fast() if open_fast is not None else read_map
 
     def fill(k: int, ids: np.ndarray) -> int:
+        map_samples, map_steps = samples[ids // n_steps], steps[ids % n_steps]
         if read is not read_map:
-            read.begin(samples[ids // n_steps], steps[ids % n_steps])
-        for j, (i, s) in enumerate(
-            zip(samples[ids // n_steps].tolist(), steps[ids % n_steps].tolist())
-        ):
+            read.begin(map_samples, map_steps)
+        for j, (i, s) in enumerate(zip(map_samples.tolist(), map_steps.tolist())):
             read(i, s, bufs[k][j])
         return k
 

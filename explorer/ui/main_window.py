@@ -372,10 +372,15 @@ class MainWindow(QMainWindow):
         self.show_tab(self.sample_view)
         self.sample_view.goto(sample, step)
 
-    def _browse_sae(self, sae_id: str) -> None:
+    def _choose_sae(self, sae_id: str) -> bool:
+        """Make `sae_id` the browsed SAE; False when the workspace has no such SAE."""
         idx = self.sae_combo.findData(sae_id)
         if idx >= 0:
             self.sae_combo.setCurrentIndex(idx)
+        return idx >= 0
+
+    def _browse_sae(self, sae_id: str) -> None:
+        if self._choose_sae(sae_id):
             self.show_tab(self.sample_view)
 
     def _show_step(self, step: int) -> None:
@@ -413,9 +418,7 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, APP_NAME, message)
 
     def _open_matched(self, sae_id: str, feature: int) -> None:
-        idx = self.sae_combo.findData(sae_id)
-        if idx >= 0:
-            self.sae_combo.setCurrentIndex(idx)
+        if self._choose_sae(sae_id):
             self._select_and_show(feature)
 
     # --- labels -----------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from explorer.analysis.report import composition_curves, curve_verdict, on_curve
+from explorer.analysis.report import (
+    composition_curves,
+    curve_verdict,
+    fmt,
+    on_curve,
+    own_step_summary,
+)
 
 # The paper's curve, its baseline, then the single-SAE curves (thin).
 _PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0)}
@@ -225,28 +231,18 @@ def _verdicts_html(bars: dict, rep: dict) -> str:
     return "<br>".join(lines)
 
 
-def _num(x, digits: int = 3) -> str:
-    return "–" if x is None or x != x else f"{x:.{digits}f}"
-
-
 def sae_rows(rep: dict) -> list[tuple[str, ...]]:
     """One row of `SAE_COLUMNS` per SAE of a block's report (metrics at the SAE's own steps)."""
     rows = []
     for sid, s in rep.get("saes", {}).items():
-        own = [m for m in s.get("metrics_by_step", []) if m.get("trained_here")]
-
-        def mean(key, own=own):
-            return sum(m[key] for m in own) / len(own) if own else None
-
-        t = s.get("t", [])
+        own = own_step_summary(s)
         d = s.get("dictionary", {})
         have = d.get("available")
         rows.append((
-            sid, str(s.get("k", "–")), str(s.get("d_sae", "–")),
-            ", ".join(f"{x:.2f}" for x in t) if len(t) <= 3 else f"{len(t)} steps",
-            _num(mean("explained_variance")), _num(mean("fvu")), _num(mean("l0"), 1),
-            _num(mean("dead_fraction")),
+            sid, str(s.get("k", "–")), str(s.get("d_sae", "–")), own["trained_t"],
+            fmt(own["explained_variance"]), fmt(own["fvu"]), fmt(own["l0"], 1),
+            fmt(own["dead_fraction"]),
             str(d["n_labelled"]) if have else "–",
-            _num(d["coverage"]) if have else "–", _num(d["purity"]) if have else "–",
+            fmt(d["coverage"]) if have else "–", fmt(d["purity"]) if have else "–",
         ))
     return rows
