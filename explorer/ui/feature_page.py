@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.ui.plots import trajectory_plot
+
 THUMB = 96
 
 
@@ -100,14 +102,8 @@ class FeaturePage(QWidget):
         gl.addLayout(row)
         gl.addWidget(self.gallery)
 
-        self.firing = pg.PlotWidget()
-        self.firing.setLabel("bottom", "t (1.0 = first step)")
-        self.firing.setLabel("left", "firing rate")
-        self.firing.getAxis("left").enableAutoSIPrefix(False)  # rates, not "(x0.001)"
-        self.firing.getViewBox().invertX(True)
-        self.firing.setMouseEnabled(False, False)
+        self.firing, self.step_line = trajectory_plot("firing rate")
         self.firing_curve = self.firing.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=4)
-        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#e67e22", width=1))
         self.firing.addItem(self.step_line)
         self.hist = pg.PlotWidget()
         self.hist.setLabel("bottom", "activation")

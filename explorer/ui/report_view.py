@@ -35,6 +35,7 @@ from explorer.analysis.report import (
     on_curve,
     own_step_summary,
 )
+from explorer.ui.plots import trajectory_plot
 
 # The paper's curve, its baseline, then the single-SAE curves (thin).
 _PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0)}
@@ -65,15 +66,9 @@ class ReportView(QWidget):
         self.progress.setVisible(False)
         self.message = QLabel()
         self.message.setWordWrap(True)
-        self.plot = pg.PlotWidget()
-        self.plot.setLabel("bottom", "t (1.0 = first step)")
-        self.plot.setLabel("left", "composition mIoU")
-        self.plot.getAxis("left").enableAutoSIPrefix(False)  # mIoU, not "(x0.001)"
-        self.plot.getViewBox().invertX(True)
-        self.plot.setMouseEnabled(False, False)
+        self.plot, self.step_line = trajectory_plot("composition mIoU")
         self.plot.showGrid(y=True, alpha=0.2)
         self.legend = self.plot.addLegend(offset=(-10, 10))
-        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#e67e22", width=1))
         self.plot.scene().sigMouseClicked.connect(self._on_click)
         self.verdicts = QLabel()
         self.verdicts.setWordWrap(True)
