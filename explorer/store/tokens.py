@@ -44,11 +44,36 @@ class MapReader:
         self._direct = [_direct_ok(ds) for ds, _ in parts]
         self.map_shape = tuple(parts[0][0].shape[2:])
         self.dtype = parts[0][0].dtype
+        self._offsets: dict[int, np.ndarray | None] = {}
 
     def locate(self, sample: int) -> tuple[int, int]:
         """(part index, row within that part's dataset) of a global sample."""
         k = bisect_right(self._starts, sample) - 1
         return k, sample - self._starts[k]
+
+    def chunk_offsets(self, k: int) -> np.ndarray | None:
+        """Byte offset in its file of each (row, step) chunk of part k (-1: not allocated yet),
+        or None where its maps cannot be read as one chunk each from a plain file.
+
+        One pass of HDF5's chunk index (`chunk_iter`, ~2 µs and 8 bytes a map: ~20 s and 80 MB
+        for the paper's 10 M maps per block) the first time, then kept: a trainer streams the
+        same maps once per epoch (the demo's SAEs run ~80 epochs of a few thousand maps, where
+        the pass was 13% of training). Chunks never move once written; one allocated after the
+        pass keeps -1 and is read through `read`.
+        """
+        if k not in self._offsets:
+            ds = self.parts[k][0]
+            offsets = None
+            if (self._direct[k] and ds.file.driver == "sec2" and hasattr(ds.id, "chunk_iter")
+                    and hasattr(os, "preadv")):  # (not on Windows)
+                offsets = np.full(ds.shape[:2], -1, np.int64)
+
+                def note(info, offsets=offsets):
+                    offsets[info.chunk_offset[0], info.chunk_offset[1]] = info.byte_offset
+
+                ds.id.chunk_iter(note)
+            self._offsets[k] = offsets
+        return self._offsets[k]
 
     def read(self, sample: int, step: int, out: np.ndarray) -> None:
         """Fill `out` (contiguous, map-shaped) with the map of (sample, step)."""
@@ -67,11 +92,10 @@ class PreadMaps:
 
     HDF5 calls hold the GIL, so a buffer read by `read_direct_chunk` in the stream's reading
     thread stops the consumer's gather and cast; `preadv` releases it, and the two overlap on
-    two cores. The offsets come from one pass of HDF5's chunk index (`chunk_iter`, ~2 µs and 8
-    bytes a map: ~20 s and 80 MB for the paper's 10 M maps per block) when the stream starts.
-    Only for parts whose chunks are exactly one map (`_direct_ok`) in a plain file; anything
-    else (or a chunk not yet allocated) is read through `MapReader.read`. Call `close()` when
-    the stream ends.
+    two cores. The offsets are `MapReader.chunk_offsets` (one pass of HDF5's chunk index, the
+    first time a stream of that block and branch starts). Only for parts whose chunks are
+    exactly one map (`_direct_ok`) in a plain file; anything else (or a chunk not yet
+    allocated) is read through `MapReader.read`. Call `close()` when the stream ends.
 
     Cold files: a buffer's maps are scattered over the file, and read one by one each waits
     for the disk (one request in flight). So `begin` is told each buffer's maps, and each read
@@ -87,18 +111,9 @@ class PreadMaps:
         self._fds: list[int | None] = []
         self._offsets: list[np.ndarray | None] = []
         try:
-            for (ds, _), direct in zip(reader.parts, reader._direct, strict=True):
-                fd = offsets = None
-                if (direct and ds.file.driver == "sec2" and hasattr(ds.id, "chunk_iter")
-                        and hasattr(os, "preadv")):  # (not on Windows)
-                    offsets = np.full(ds.shape[:2], -1, np.int64)
-
-                    def note(info, offsets=offsets):
-                        offsets[info.chunk_offset[0], info.chunk_offset[1]] = info.byte_offset
-
-                    ds.id.chunk_iter(note)
-                    fd = os.open(ds.file.filename, os.O_RDONLY)
-                self._fds.append(fd)
+            for k, (ds, _) in enumerate(reader.parts):
+                offsets = reader.chunk_offsets(k)
+                self._fds.append(None if offsets is None else os.open(ds.file.filename, os.O_RDONLY))
                 self._offsets.append(offsets)
         except BaseException:
             self.close()

@@ -43,8 +43,11 @@ MODES = (
     ("ablate", "Ablate: remove a fraction of the feature"),
 )
 # The strength a slider's end stands for, per mode (the spin box takes any value up to the
-# package's own caps; these are the useful ranges on the bundled model).
-SLIDER_SPAN = {"spatial": 5.0, "global": 20.0, "add": 40.0, "ablate": 1.0}
+# package's own caps; these are the useful ranges on the bundled model). A new row starts at
+# half the span. Add: Surkov et al.'s ±40 is for a one-step model; over the bundled model's 25
+# steps, feature 7 of the demo's mid t = 0.5 SAE added at 10 × its mean activation on all steps
+# recolours its object, and at 20 the image is lost to a background texture.
+SLIDER_SPAN = {"spatial": 5.0, "global": 20.0, "add": 20.0, "ablate": 1.0}
 WINDOW_PRESETS = (("all", "All steps"), ("early", "Early (t ≥ 0.6)"),
                   ("middle", "Middle (0.2 ≤ t < 0.6)"), ("final", "Final (t < 0.2)"),
                   ("custom", "Custom"))

@@ -155,6 +155,31 @@ def test_pread_stream_equals_the_hdf5_stream_and_closes_its_files(labelled, monk
         assert _open_fds() == before
 
 
+def test_chunk_offsets_are_found_once_per_dataset_and_equal_hdf5s_own(labelled, monkeypatch):
+    used = []  # the offsets arrays each fast stream read with
+    real_init = T.PreadMaps.__init__
+
+    def spy(self, reader):
+        real_init(self, reader)
+        used.append((reader, self._offsets[0]))
+
+    monkeypatch.setattr(T.PreadMaps, "__init__", spy)
+    with Store.open(labelled) as store:
+        for branch in ("cond", "cond", "uncond"):
+            assert len(list(store.tokens(BLOCK, branch, batch_size=50, seed=1))) > 0
+        (r1, a), (r2, b), (r3, c) = used
+        assert r1 is r2 and a is b  # the second epoch reused the first one's pass
+        assert r3 is not r1 and c is not a
+        with h5py.File(labelled, "r", locking=False) as f:  # as Store opens it
+            for branch, offsets in (("cond", a), ("uncond", c)):
+                ds = f[f"blocks/{BLOCK}/{branch}"]
+                assert offsets.shape == ds.shape[:2]
+                for i in range(ds.shape[0]):
+                    for s in range(ds.shape[1]):
+                        info = ds.id.get_chunk_info_by_coord((i, s, 0, 0, 0))
+                        assert offsets[i, s] == info.byte_offset
+
+
 _COLD_FLAGS = hasattr(os, "RWF_NOWAIT") and hasattr(os, "posix_fadvise")
 
 
