@@ -124,7 +124,10 @@ def test_streaming_index_equals_naive_computation(workspace):
         empty = ref_k < 0
         hw = h * w
         np.testing.assert_array_equal(got["sample"], np.where(empty, -1, ref_k // (hw * S)))
+        np.testing.assert_array_equal(got["step"], np.where(empty, -1, ref_k // hw % S))
         np.testing.assert_array_equal(got["y"], np.where(empty, -1, ref_k % hw // w))
+        np.testing.assert_array_equal(got["x"], np.where(empty, -1, ref_k % w))
+        assert (~empty).sum() > F  # most features have patches: the comparison is not vacuous
         rate = (dense > 0).sum(axis=(0, 2, 3)).T / (n * h * w)  # (F, S)
         np.testing.assert_allclose(ix.firing_rate, rate, rtol=1e-6)
 

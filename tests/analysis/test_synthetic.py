@@ -64,7 +64,7 @@ def test_without_masks_report_has_no_dictionary_or_composition(ws):
     assert len(rep["matching"]) == 1 and "mean_cosine" in rep["matching"][0]["stats"]
     with FeatureIndex.open(ws.sae(f"{BLOCK}/t1.00").index_path) as ix:
         assert ix.dictionary(0) == [] and not ix.has_dictionary
-        assert ix.suggestions(0) == [] or all(s.lift > 1 for s in ix.suggestions(0))
+        assert ix.suggestions(0) == []  # it fires on every sample: no word is associated with it
     assert "Evaluation" in md_path.read_text()
 
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from explorer.cli import main
@@ -57,8 +58,9 @@ def test_evaluate_sae_table_and_fidelity(tiny_workspace, capsys):
     for r in rows:
         stats = json.loads((tiny_workspace / "saes" / r["sae"] / "cfg.json").read_text())["stats"]
         assert r["dead_in_training"] == stats["dead_fraction"] and r["tokens"] > 0
-    assert all("pixel_mse" in r and r["pixel_mse"] >= 0 for r in rows)
-    assert all(r["explained_variance"] <= 1.0 for r in rows)
+    # Splicing a random SAE's reconstruction into the model always changes the image.
+    assert all(r["pixel_mse"] > 0 and np.isfinite(r["pixel_mse"]) for r in rows)
+    assert all(np.isfinite(r["explained_variance"]) and r["explained_variance"] <= 1.0 for r in rows)
     md = (tiny_workspace / "sae_metrics.md").read_text()
     assert "| block | k |" in md and md.count("| mid_block.attentions.0/") == sum(
         r["block"] == "mid_block.attentions.0" for r in rows)

@@ -114,29 +114,51 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
     n, batch = H.REFERENCE["n"], H.REFERENCE["batch_size"]
     args = H.collect_args(tiny_model_dir, out, "--resume")
 
-    def work():
+    def work(args=args):
         import torch
 
         torch.set_num_threads(1)  # as the reference; also what makes OpenMP safe after fork
         return main(args)
 
+    # Kill delays scale with how long an uninterrupted collection takes on this machine, split
+    # into loading (until the store file appears) and writing: the writing is a fraction of a
+    # second here, and a delay drawn over the whole run mostly lands in the loading.
+    timed = tmp_path / "timed.h5"
+    began = time.monotonic()
+    pid = _fork(lambda: work(H.collect_args(tiny_model_dir, timed)))
+    while not timed.exists() and not os.waitpid(pid, os.WNOHANG)[0]:
+        time.sleep(0.002)
+    load = time.monotonic() - began
+    assert _wait(pid) == 0
+    write = time.monotonic() - began - load
     reference = Store.open(reference_store)
     history = []
-    # First while the model loads or the store is being created, then twice while it is
-    # being written (a batch takes about a second here).
-    kills = [(KILL_RNG.uniform(0.0, 1.5), None)]
-    kills += [(KILL_RNG.uniform(0.0, 2.0), out) for _ in range(2)]
-    for delay, after in kills:
-        outcome = _kill_after(_fork(work), delay, after)
-        done = None
+    done = 0
+    # First while the model loads or the store is being created; then at random points of what
+    # is left to write, until a kill has landed between two committed batches (or 8 tries;
+    # a run that finishes first is started over).
+    for attempt in range(8):
+        if attempt == 0:
+            delay = KILL_RNG.uniform(0.0, load)
+        else:
+            delay = load + KILL_RNG.uniform(0.1, 0.7) * write * (n - done) / n
+        before = done
+        outcome = _kill_after(_fork(work), delay)
         if out.exists():
             with Store.open(out) as store:
                 done = store.n_samples
                 assert done % batch == 0 or done == n
                 H.assert_same_samples(store, reference, done)
-        history.append((round(delay, 2), outcome, done))
+        history.append((round(delay, 2), outcome, before, done))
+        if any(o == "killed" and b < d < n for _, o, b, d in history):
+            break
+        if done == n:  # this run finished before its kill: start over
+            out.unlink()
+            done = 0
+    # Some kill landed after this run had committed a batch and before it finished.
+    assert any(o == "killed" and b < d < n for _, o, b, d in history), (load, write, history)
     assert _wait(_fork(work)) == 0, history
-    print("kills (delay s, outcome, complete samples):", history)
+    print(f"load {load:.2f} s, write {write:.2f} s; kills (delay s, outcome, complete before, after):", history)
     reference.close()
     H.assert_same_files(out, reference_store)
     assert not (tmp_path / "store.h5.tmp").exists()

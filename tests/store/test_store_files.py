@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -217,10 +216,15 @@ print(peak_kb // 1024, "torch" in sys.modules)
     assert torch_loaded == "False"  # the reader never imports torch
 
 
-def test_layout_bytes_and_differences():
+def test_layout_bytes_and_differences(tmp_path):
     lay = H.layout(n=10)
     per = sum(3 * h * w * d * 2 * 2 for h, w, d in H.BLOCKS.values())
     assert lay.activation_bytes_per_sample() == per
     assert lay.bytes_per_sample() == per + 8 * 8 * 3 + 3 * 4 * 2 * 2 * 2
     assert lay.differences(lay) == []
-    assert json.dumps(list(lay.blocks))  # block names with dots are plain HDF5 names
+    # Block names with dots are plain HDF5 names: one group per block, one dataset per branch.
+    path = H.write_store(tmp_path / "s.h5", H.layout(n=4))
+    with h5py.File(path, "r", locking=False) as f:
+        assert sorted(f["blocks"]) == sorted(lay.blocks)
+        for block in lay.blocks:
+            assert f"blocks/{block}/cond" in f and f"blocks/{block}/uncond" in f

@@ -19,12 +19,25 @@ def _wait_done(qtbot, view):
 
 def test_generate_shows_previews_then_the_image(qtbot, tiny_model_dir):
     view, service = _view(qtbot, tiny_model_dir)
-    steps = []
-    service.progressed.connect(lambda rid, u: steps.append(u.get("step")))
+    steps, shown = [], []
+
+    def on_progress(rid, u):  # connected after the view's own slot, so it runs after it
+        steps.append(u.get("step"))
+        if u.get("step") is not None:
+            shown.append((u["step"], u["preview"].copy(), view.canvas.image.image.copy(),
+                          view.caption.text()))
+
+    service.progressed.connect(on_progress)
     view.start()
     _wait_done(qtbot, view)
     service.shutdown()
     assert view.last_image is not None and view.last_image.shape == (64, 64, 3)
+    # Every step's predicted x₀ was on the canvas, with its step in the caption.
+    assert [s for s, *_ in shown] == [0, 1, 2]
+    for step, preview, on_canvas, caption in shown:
+        np.testing.assert_array_equal(on_canvas, preview)
+        assert caption.startswith(f"predicted x₀ at step {step + 1} ")
+    assert not np.array_equal(shown[0][1], view.last_image)  # a preview, not the final image
     shot = view.canvas.grab().toImage()
     w, h = shot.width(), shot.height()
     colours = {shot.pixel(x, y) for x in range(0, w, 7) for y in range(0, h, 7)}

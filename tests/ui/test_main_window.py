@@ -94,11 +94,18 @@ def test_feature_overlay_matches_the_index_map(qtbot, window, tiny_workspace):
     view = window.sample_view
     view.mode.setCurrentIndex(view.mode.findData("feature"))
     f = window.feature_page.feature
-    grid = window.source.feature_map(view.sample.value(), view.step, f)
-    if grid.max() > 0:
-        np.testing.assert_array_equal(view.canvas.overlay.image, grid)
-    else:
-        assert not view.canvas.overlay.isVisible()
+    # Where the feature fires most: the overlay is its map.
+    top = window.source.index.top_patches(f)[0]
+    view.goto(top.sample, top.step)
+    grid = window.source.feature_map(top.sample, top.step, f)
+    assert grid.max() > 0 and view.canvas.overlay.isVisible()
+    np.testing.assert_array_equal(view.canvas.overlay.image, grid)
+    # Where it does not fire at all: no overlay.
+    store = window.source.store
+    silent = next((i, s) for i in range(store.n_samples) for s in range(store.n_steps)
+                  if window.source.feature_map(i, s, f).max() == 0)
+    view.goto(*silent)
+    assert not view.canvas.overlay.isVisible()
 
 
 def test_gallery_click_opens_that_sample_at_that_step(qtbot, window, tiny_workspace):
