@@ -12,6 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from explorer.argtypes import (
+    OneLineParser,
+    device_name,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from explorer.errors import Cancelled, UserError
 
 
@@ -142,13 +151,13 @@ COMMAND_PACKAGES = ("store", "sae", "analysis", "steering", "labels")
 
 def add_model_flags(p, steps_default=None, guidance_default=None) -> None:
     p.add_argument("--model", default="bundled", help="'bundled' or a local diffusers folder")
-    p.add_argument("--steps", type=int, default=steps_default, help="denoising steps (model default)")
-    p.add_argument("--guidance", type=float, default=guidance_default, help="classifier-free guidance")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
+    p.add_argument("--steps", type=positive_int, default=steps_default, help="denoising steps (model default)")
+    p.add_argument("--guidance", type=nonnegative_float, default=guidance_default, help="classifier-free guidance")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, …")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="explorer", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="explorer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="generate one image")
@@ -164,12 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("train", help="train the miniature Stable Diffusion (resumable)")
     p.add_argument("--out", required=True, help="training folder (checkpoints, logs, pipeline/)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=3600, help="UNet training steps")
-    p.add_argument("--vae-steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--dataset", type=int, default=40_000, help="scenes encoded for the UNet stage")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=3600, help="UNet training steps")
+    p.add_argument("--vae-steps", type=nonnegative_int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=positive_float, default=3e-4)
+    p.add_argument("--dataset", type=positive_int, default=40_000, help="scenes encoded for the UNet stage")
+    p.add_argument("--threads", type=nonnegative_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue a killed run")
     p.add_argument(
         "--init-from",
@@ -180,12 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="v-loss weight per timestep (default: min(1, 5/(snr+1)))",
     )
     p.add_argument(
-        "--place-dropout", type=float, default=0.2,
+        "--place-dropout", type=fraction, default=0.2,
         help="share of captions trained without their places, so that prompts with no place "
         "leave the layout to the model, as the paper's do (default 0.2)",
     )
     p.add_argument(
-        "--background-dropout", type=float, default=0.2,
+        "--background-dropout", type=fraction, default=0.2,
         help="share of captions trained without their background (drawn independently), so that "
         "a prompt without one leaves the style to the model (default 0.2)",
     )
@@ -196,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_shapes_train)
 
     p = ssub.add_parser("check", help="measure prompt adherence of a model with the checker")
-    p.add_argument("--n", type=int, default=200, help="number of prompts")
+    p.add_argument("--n", type=positive_int, default=200, help="number of prompts")
     p.add_argument("--split", default="train", choices=["train", "held_out"])
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--grid", help="write a PNG grid of the first 64 images here")
     add_model_flags(p)
@@ -212,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_shapes_card)
 
     p = ssub.add_parser("render", help="print prompts of the shapes world (and render PNGs)")
-    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--n", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train", choices=["train", "held_out"])
     p.add_argument("--out", help="folder for PNGs")
@@ -240,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # A path the user gave that cannot be used: "/x/afile: Not a directory".
+        where = e.filename if e.filename2 is None else f"{e.filename} → {e.filename2}"
+        print(f"explorer: error: {where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except Cancelled:
         print("explorer: cancelled", file=sys.stderr)

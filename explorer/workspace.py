@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,19 +168,30 @@ class Workspace:
         return self.sae_root / block / name
 
     def saes(self) -> list[SAEEntry]:
-        """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped."""
+        """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped and
+        listed in `unreadable_saes` (folder → problem), for commands to report."""
         out = []
+        self.unreadable_saes: dict[Path, str] = {}
         if not self.sae_root.is_dir():
             return out
         for cfg_path in sorted(self.sae_root.glob("*/*/cfg.json")):
             try:
                 cfg = json.loads(cfg_path.read_text())
-            except ValueError:
+            except (ValueError, OSError) as e:
+                self.unreadable_saes[cfg_path.parent] = f"cfg.json cannot be read ({e})"
+                continue
+            if not isinstance(cfg, dict):
+                self.unreadable_saes[cfg_path.parent] = "cfg.json does not hold a JSON object"
                 continue
             folder = cfg_path.parent
             block = cfg.get("block") or folder.parent.name
             out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
         return out
+
+    def report_unreadable_saes(self, file=None) -> None:
+        """One warning line per SAE folder the last `saes()` skipped (results leave it out)."""
+        for folder, problem in getattr(self, "unreadable_saes", {}).items():
+            print(f"explorer: warning: skipped SAE {folder}: {problem}", file=file or sys.stderr)
 
     def sae(self, sae_id: str) -> SAEEntry:
         for entry in self.saes():

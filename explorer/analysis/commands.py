@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from explorer.argtypes import device_name, nonnegative_int, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -19,15 +21,15 @@ def register(sub) -> None:
     p.add_argument("--store", help="the activation store (default with --workspace: its store)")
     p.add_argument("--sae", help="an SAE folder (with --workspace: an SAE id or folder; default all)")
     p.add_argument("--workspace", help="index the SAEs of this workspace")
-    p.add_argument("--top-n", type=int, default=16, help="patches kept per feature and step")
+    p.add_argument("--top-n", type=positive_int, default=16, help="patches kept per feature and step")
     p.add_argument("--masks", help="user masks for the dictionary: PNG folder or HDF5 (docs/analysis.md)")
-    p.add_argument("--label-step", type=int, help="store step whose maps label the dictionary (default: the SAE's)")
+    p.add_argument("--label-step", type=nonnegative_int, help="store step whose maps label the dictionary (default: the SAE's)")
     p.add_argument("--no-checker", action="store_true",
                    help="shapes world: label against the scene's masks instead of the generated image's")
-    p.add_argument("--holdout-every", type=int, default=4,
+    p.add_argument("--holdout-every", type=nonnegative_int, default=4,
                    help="keep every N-th sample out of the dictionary (0: use all)")
     p.add_argument("--force", action="store_true", help="rebuild even if the index is current")
-    p.add_argument("--device", default="cpu", help="device for encoding (cpu, cuda, …)")
+    p.add_argument("--device", type=device_name, default="cpu", help="device for encoding (cpu, cuda, …)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser(
@@ -41,7 +43,7 @@ def register(sub) -> None:
     )
     p.add_argument("--workspace", required=True)
     p.add_argument("--masks", help="user masks (PNG folder or HDF5); default: the workspace's or the shapes world's")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -52,11 +54,11 @@ def register(sub) -> None:
     p.add_argument("--workspace", help="folder (default: the demo folder in your data folder)")
     p.add_argument("--small", action="store_true", help="fewer prompts and smaller SAEs (what the app builds first)")
     p.add_argument("--model", help="model folder (default: the bundled one)")
-    p.add_argument("--num-prompts", type=int, help="prompts of the shapes world to collect")
+    p.add_argument("--num-prompts", type=positive_int, help="prompts of the shapes world to collect")
     p.add_argument("--blocks", help="comma-separated blocks to study (default: the model's three)")
     p.add_argument("--placeless", action="store_true",
                    help="prompts without their places, as the paper's (the model picks the layout)")
-    p.add_argument("--device", default="auto", help="device for generation (auto, cpu, cuda, …)")
+    p.add_argument("--device", type=device_name, default="auto", help="device for generation (auto, cpu, cuda, …)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -95,6 +97,7 @@ def cmd_index(args) -> int:
 
         ws = Workspace.open(args.workspace)
         entries = ws.saes()
+        ws.report_unreadable_saes()
         if args.sae:
             entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
                 ws.sae(args.sae)
@@ -139,6 +142,7 @@ def cmd_evaluate(args) -> int:
         report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device)
     finally:
         bar.close()
+    ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
     for block, rep in report["blocks"].items():
         if "composition_miou" in rep:

@@ -13,10 +13,12 @@ by the SAE's reconstruction at the SAE's steps, compared with the unspliced imag
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from explorer.argtypes import device_name, nonnegative_int, positive_float, positive_int
 from explorer.errors import UserError
 
 HOLDOUT_EVERY = 4  # every 4th sample is held out of SAE training (the analysis uses the same rule)
@@ -43,6 +45,17 @@ def parse_steps(spec: str, store) -> list[int]:
     if bad or not steps:
         raise UserError(f"--steps {spec!r}: the store has steps 0…{store.n_steps - 1}")
     return steps
+
+
+def resolve_train_device(device: str | None) -> str:
+    """None / "auto": the GPU where there is one (under torchrun, this rank's), else the CPU."""
+    import torch
+
+    if device not in (None, "auto"):
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def stream_dtype(store, block: str, device: str):
@@ -98,7 +111,10 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         groups = [chosen] if shared else [[s] for s in chosen]
         d_in = store.geometry(block)[2]
         samples = train_samples(store.n_samples) or list(range(store.n_samples))
-        folders = []
+        device = resolve_train_device(device)
+        # Every SAE's settings are checked before the first one trains: a mistake found half
+        # way would leave some SAEs written and others not.
+        plan = []
         for group in groups:
             name = ("shared" if shared else f"t{store.t[group[0]]:.2f}") + tag
             folder = out / name
@@ -106,15 +122,25 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             total = int(tokens) if tokens else available
             if (folder / "cfg.json").is_file() and not resume:
                 raise UserError(f"{folder} already holds an SAE; pass --resume or choose another --out")
-            cfg = TrainerConfig(
-                d_in=d_in, d_sae=int(latents) or 4 * d_in, k=k, batch_size=batch_size, lr=lr,
-                total_tokens=total, decay_tokens=total // 5, dead_tokens=dead_tokens,
-                init_tokens=min(16384, max(batch_size, total // 4)), batch_topk=batch_topk,
-                seed=seed, device=device or "cpu", block=block, branch=branch,
-                steps=[int(store.layout.step_index[s]) for s in group],
-                t=[float(store.t[s]) for s in group], store_hash=store.fingerprint,
-                model=str(store.meta.get("model_name", "")),
-            )
+            if available < batch_size:
+                raise UserError(f"store {store_path}: {block} holds {available:,} training tokens at "
+                                f"t = {store.t[group[0]]:.2f}, fewer than one batch of {batch_size:,}; "
+                                "pass a smaller --batch-size")
+            try:
+                cfg = TrainerConfig(
+                    d_in=d_in, d_sae=int(latents) or 4 * d_in, k=k, batch_size=batch_size, lr=lr,
+                    total_tokens=total, decay_tokens=total // 5, dead_tokens=dead_tokens,
+                    init_tokens=min(16384, max(batch_size, total // 4)), batch_topk=batch_topk,
+                    seed=seed, device=device, block=block, branch=branch,
+                    steps=[int(store.layout.step_index[s]) for s in group],
+                    t=[float(store.t[s]) for s in group], store_hash=store.fingerprint,
+                    model=str(store.meta.get("model_name", "")),
+                )
+            except ValueError as e:  # e.g. k above the number of latents
+                raise UserError(f"train {block}/{name}: {e}") from None
+            plan.append((group, name, folder, available, total, cfg))
+        folders = []
+        for group, name, folder, available, total, cfg in plan:
             if progress:
                 print(f"{block}/{name}: {total:,} tokens ({available:,} in the store's training "
                       f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
@@ -137,14 +163,33 @@ def cmd_train(args) -> int:
         out = out or ws.sae_dir(args.block, "x").parent
     if not store or not out:
         raise UserError("give --store and --out, or --workspace")
-    folders = train_from_store(
-        store, args.block, Path(out), branch=args.branch, steps=args.steps, shared=args.shared,
-        latents=args.latents, k=args.k, batch_size=args.batch_size, lr=args.lr,
-        tokens=args.tokens, resume=args.resume, seed=args.seed, device=args.device,
-        batch_topk=args.batch_topk, dead_tokens=args.dead_tokens, tag=args.tag,
-    )
-    for f in folders:
-        print(f"wrote {f}")
+    from explorer.store.shards import dist_env
+
+    env = dist_env()  # torchrun with more than one process: DDP, rank 0 writes the SAEs
+    device = resolve_train_device(args.device)
+    if env is not None:
+        import torch
+        import torch.distributed as dist
+
+        if device == "cuda":
+            device = f"cuda:{env[2]}"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        folders = train_from_store(
+            store, args.block, Path(out), branch=args.branch, steps=args.steps,
+            shared=args.shared, latents=args.latents, k=args.k, batch_size=args.batch_size,
+            lr=args.lr, tokens=args.tokens, resume=args.resume, seed=args.seed, device=device,
+            batch_topk=args.batch_topk, dead_tokens=args.dead_tokens, tag=args.tag,
+            progress=env is None or env[0] == 0,
+        )
+    finally:
+        if env is not None:
+            dist.destroy_process_group()
+    if env is None or env[0] == 0:
+        for f in folders:
+            print(f"wrote {f}")
     return 0
 
 
@@ -260,8 +305,13 @@ def cmd_evaluate_sae(args) -> int:
 
     ws = Workspace.open(args.workspace)
     entries = [e for e in ws.saes() if len(e.t) == 1]
+    ws.report_unreadable_saes()
     if not entries:
         raise UserError(f"workspace {ws.root} has no per-step SAEs to evaluate")
+    blocks = sorted({e.block for e in entries})
+    if args.fidelity_block and args.fidelity_block not in blocks:
+        raise UserError(f"--fidelity-block {args.fidelity_block!r}: workspace {ws.root} has per-step "
+                        f"SAEs of {', '.join(blocks)}")
     rows = []
     model = scenes = plain = None
     if args.fidelity:
@@ -309,16 +359,16 @@ def register(sub) -> None:
     p.add_argument("--steps", default="t=1.0,0.5,0.0",
                    help="all | t=1.0,0.5,0.0 | store step indices (default: the paper's three t)")
     p.add_argument("--shared", action="store_true", help="one SAE across all chosen steps")
-    p.add_argument("--latents", type=int, default=0, help="number of latents (default 4·d_in)")
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--tokens", type=int, default=0, help="tokens per SAE (default: one epoch)")
+    p.add_argument("--latents", type=nonnegative_int, default=0, help="number of latents (default 4·d_in)")
+    p.add_argument("--k", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=4096)
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch)")
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
-    p.add_argument("--dead-tokens", type=int, default=1_000_000,
+    p.add_argument("--dead-tokens", type=positive_int, default=1_000_000,
                    help="a latent not fired for this many tokens counts as dead (AuxK)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=device_name, default=None)
     p.add_argument("--out", help="folder for the SAE folders (one per step, or 'shared')")
     p.add_argument("--tag", default="", help="suffix for the SAE folder names, e.g. -k20")
     p.add_argument("--resume", action="store_true", help="continue a killed run")
@@ -326,8 +376,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate-sae", help="SAE metrics (Table 1 form) and model fidelity")
     p.add_argument("--workspace", required=True)
-    p.add_argument("--fidelity", type=int, default=0,
+    p.add_argument("--fidelity", type=nonnegative_int, default=0,
                    help="also regenerate N shapes-world prompts with the SAE spliced in")
     p.add_argument("--fidelity-block", help="only measure fidelity for the SAEs of this block")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_name, default="auto")
     p.set_defaults(func=cmd_evaluate_sae)

@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from explorer.errors import UserError
 from explorer.sae.config import SAEConfig
 from explorer.sae.model import TopKSAE
 
@@ -40,8 +41,9 @@ _TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
 _BLOCK_RE = re.compile(r"((?:down|up)_blocks\.\d+\.attentions\.\d+|mid_block\.attentions\.\d+)")
 
 
-class SAELoadError(ValueError):
-    """An SAE folder that cannot be loaded; the message names the folder and the problem."""
+class SAELoadError(UserError, ValueError):
+    """An SAE folder that cannot be loaded; the message names the folder and the problem (one
+    line: the CLI prints it as it is)."""
 
     def __init__(self, folder: str | Path, problem: str) -> None:
         super().__init__(f"{folder}: {problem}")

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from explorer.errors import UserError
 from explorer.sae.config import SAEConfig, SAEProvenance
 from explorer.sae.io import save_sae
 from explorer.sae.model import ForwardOutput, TopKSAE
@@ -211,18 +212,29 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
 
 
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot resume this run; the message names the file and the problem."""
+
+
 def _load_checkpoint(path: Path, cfg: TrainerConfig, world: int, device) -> dict[str, Any]:
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: unknown checkpoint version {state.get('version')!r}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:  # truncated, not a checkpoint
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({reason}); remove it to start over"
+        ) from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path}: unknown checkpoint version {version!r}")
     saved = state["trainer_cfg"]
     for key in _RESUME_KEYS:
         if saved[key] != getattr(cfg, key):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: checkpoint has {key}={saved[key]!r}, config has {getattr(cfg, key)!r}"
             )
     if state["world_size"] != world:
-        raise ValueError(f"{path}: checkpoint used {state['world_size']} ranks, now {world}")
+        raise CheckpointError(f"{path}: checkpoint used {state['world_size']} ranks, now {world}")
     return state
 
 

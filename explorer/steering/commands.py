@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from explorer.argtypes import positive_float, positive_int
 from explorer.errors import UserError
 
 DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
@@ -190,18 +191,18 @@ def register(sub) -> None:
         "truth from the checker; writes interventions.json and interventions.md.",
     )
     p.add_argument("--workspace", required=True)
-    p.add_argument("--n", type=int, default=48, help="test prompts (one object each)")
+    p.add_argument("--n", type=positive_int, default=48, help="test prompts (one object each)")
     p.add_argument(
         "--n-label",
-        type=int,
+        type=positive_int,
         default=64,
         help="images for the on-the-fly dictionary when the SAE has no index",
     )
     p.add_argument("--block", default=DEFAULT_BLOCK)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument(
         "--beta-scales",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[1.0],
         metavar="X",

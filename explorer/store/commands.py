@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from explorer.argtypes import positive_int
+
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -41,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", help="text file with one prompt per line")
     p.add_argument(
         "--num-prompts",
-        type=int,
+        type=positive_int,
         help="number of prompts: scenes of the shapes world, or the first N of --prompts",
     )
     p.add_argument(
@@ -57,7 +59,7 @@ def register(sub) -> None:
     )
     p.add_argument("--blocks", type=_csv, help="comma-separated block names (model default)")
     p.add_argument(
-        "--batch-size", type=int, help="prompts per batch (default 8, or the store's on --resume)"
+        "--batch-size", type=positive_int, help="prompts per batch (default 8, or the store's on --resume)"
     )
     p.add_argument(
         "--resume", action="store_true", help="continue a store after its last complete sample"

@@ -1,9 +1,15 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from explorer.cli import main
+from explorer.sae import load_sae
+from explorer.sae.commands import train_samples
 from explorer.store import Store
 from explorer.workspace import Workspace
 
@@ -44,6 +50,58 @@ def test_train_shared_and_bad_input(tiny_workspace, tmp_path, capsys):
     assert "no block" in capsys.readouterr().err
     assert main(["train", "--store", str(store), "--block", BLOCK, "--steps", "t=7",
                  "--out", str(out)]) == 2
+
+
+def _exit_code(argv) -> int:
+    """main()'s status, or argparse's when it refuses the arguments."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_bad_training_input_is_one_line_and_writes_nothing(tiny_workspace, tmp_path, capsys):
+    store = Workspace.open(tiny_workspace).store_path
+    out = tmp_path / "bad"
+    base = ["train", "--store", str(store), "--block", BLOCK, "--steps", "t=0.5", "--out", str(out)]
+    with Store.open(store) as st:
+        per_step = st.n_tokens(BLOCK, [st.step_for_t(0.5)], train_samples(st.n_samples))
+    cases = [
+        (["--k", "0"], "argument --k: must be a positive integer"),
+        (["--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
+        (["--batch-size", "-4"], "argument --batch-size: must be a positive integer"),
+        (["--tokens", "-100"], "argument --tokens: must be 0 or more"),
+        (["--device", "banana"], "'banana' is not a device"),
+        (["--latents", "16", "--k", "32", "--batch-size", "64"], "k=32 exceeds d_sae=16"),
+        (["--batch-size", str(per_step + 1)], f"holds {per_step:,} training tokens"),
+    ]
+    for extra, message in cases:
+        assert _exit_code([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (extra, err)
+        assert not out.exists(), extra  # nothing written, not even an empty folder
+
+
+def test_torchrun_trains_one_sae_on_two_ranks(tiny_workspace, tmp_path, capsys):
+    """`torchrun -m explorer train` (2 CPU ranks, gloo): one SAE folder, written by rank 0, from a
+    2-rank DDP run; resuming it with one process is refused in one line."""
+    store = Workspace.open(tiny_workspace).store_path
+    out = tmp_path / "ddp"
+    args = ["train", "--store", str(store), "--block", BLOCK, "--steps", "t=0.5", "--latents", "32",
+            "--k", "4", "--batch-size", "64", "--tokens", "1024", "--out", str(out)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([*torchrun, "-m", "explorer", *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("wrote ") == 1, res.stdout  # rank 0 only
+    (folder,) = [p.parent for p in out.glob("*/cfg.json")]
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2
+    assert load_sae(folder).cfg.k == 4
+    assert _exit_code([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint used 2 ranks, now 1" in err.splitlines()[-1] and "Traceback" not in err, err
 
 
 @pytest.mark.slow

@@ -1,0 +1,86 @@
+"""argparse types for the `explorer` subcommands: a bad number is refused while parsing, as one
+line naming the flag, before anything is loaded or written."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+
+def _number(kind, text: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(float, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument error is one line ("explorer train: error: argument --k: …; see --help"), not
+    the usage block followed by the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(:\d+)?$")
+
+
+def device_name(text: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps, and one this machine has (checked here, before a model
+    loads, rather than by torch's assertion half way into a command)."""
+    text = text.strip()
+    if not _DEVICE.match(text) or (text.startswith(("auto", "cpu")) and ":" in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (auto, cpu, cuda, cuda:N, mps)")
+    if text.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else f"no CUDA device (torch {torch.__version__})"
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {have}")
+    elif text.startswith("mps"):
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here")
+    return text
