@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 
 
 def _number(kind, text: str):
@@ -83,4 +84,31 @@ def device_name(text: str) -> str:
 
         if not torch.backends.mps.is_available():
             raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here")
+    return text
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def output_file(text: str) -> str:
+    """A file to write: not a folder, and no part of its folder path an existing file (checked
+    before the work whose result it holds; missing folders are made when it is written)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
+    return text
+
+
+def image_file(text: str) -> str:
+    """An image file to write (`output_file`) of a type Pillow writes, known by its suffix."""
+    output_file(text)
+    if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: not an image file name (end it in {', '.join(IMAGE_SUFFIXES)})"
+        )
     return text

@@ -16,8 +16,10 @@ from explorer.argtypes import (
     OneLineParser,
     device_name,
     fraction,
+    image_file,
     nonnegative_float,
     nonnegative_int,
+    output_file,
     positive_float,
     positive_int,
 )
@@ -118,6 +120,7 @@ def cmd_shapes_check(args) -> int:
     )
     print(report.table())
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
         print(f"wrote {args.json}")
     return 0
@@ -163,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate one image")
     p.add_argument("--prompt", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, type=image_file, help="PNG file to write")
     p.add_argument("--allow-empty", action="store_true", help=argparse.SUPPRESS)
     add_model_flags(p)
     p.set_defaults(func=cmd_generate)
@@ -208,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=positive_int, default=200, help="number of prompts")
     p.add_argument("--split", default="train", choices=["train", "held_out"])
     p.add_argument("--batch-size", type=positive_int, default=50)
-    p.add_argument("--json", help="also write the numbers to this JSON file")
-    p.add_argument("--grid", help="write a PNG grid of the first 64 images here")
+    p.add_argument("--json", type=output_file, help="also write the numbers to this JSON file")
+    p.add_argument("--grid", type=image_file, help="write a PNG grid of the first 64 images here")
     add_model_flags(p)
     p.set_defaults(func=cmd_shapes_check)
 

@@ -83,11 +83,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write-then-rename, fsynced, so a crash leaves the old or the new file, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. `path` is a folder: leave nothing behind
+        raise
 
 
 class Workspace:

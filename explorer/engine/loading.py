@@ -182,7 +182,13 @@ def load_model(
     defaults = dict(SDXL_DEFAULTS if kind == "sdxl" else SD1_DEFAULTS)
     settings = folder / SETTINGS_FILE
     if settings.is_file():
-        defaults.update(json.loads(settings.read_text()))
+        try:
+            extra = json.loads(settings.read_text())
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"{settings}: cannot be read ({e})") from None
+        if not isinstance(extra, dict):
+            raise ModelLoadError(f"{settings}: expected a JSON object of generation defaults")
+        defaults.update(extra)
     model = Model(folder=folder, pipe=pipe, kind=kind, device=device, dtype=dtype, defaults=defaults)
     # A folder of another SD-family shape may not have the paper's blocks: fall back to every
     # cross-attention block at the middle of the UNet rather than failing at collection time.

@@ -120,6 +120,12 @@ def export_labels(
     """
     path = Path(path)
     fmt = format_for(path, fmt)
+    # An explicit format may be given for any name; but an existing file of another kind (the
+    # store, an image…) is not replaced by labels.
+    known = {".json", ".csv", ".jsonl", ".txt", ".tsv"}
+    if path.is_file() and path.suffix.lower() not in known:
+        raise LabelsError(f"{path} exists and is not a labels file; choose another name "
+                          "(.json, .csv or .jsonl)")
     if isinstance(labels, LabelDocument):
         labels = labels.items()
     items = sorted(labels, key=lambda lab: lab.key)
@@ -179,8 +185,9 @@ def _read_maybe_gzip(path: Path) -> str:
         return storage.read_text(path)
     try:
         raw = gzip.decompress(path.read_bytes())
-    except OSError as e:  # also gzip.BadGzipFile
-        raise LabelsError(f"cannot read {path} ({e.strerror or one_line(e)})") from None
+    except (OSError, EOFError) as e:  # also gzip.BadGzipFile; EOFError: cut short
+        reason = getattr(e, "strerror", None) or one_line(e)
+        raise LabelsError(f"cannot read {path} ({reason})") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:

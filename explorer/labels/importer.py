@@ -115,6 +115,14 @@ def import_labels(
         if not lab.is_empty:
             incoming[lab.key] = lab
 
+    # A feature the SAE does not have is a label for another SAE (or a typo): refuse the file
+    # before anything is merged.
+    sizes = {s.id: getattr(s, "n_latents", None) for s in sae_list or ()}
+    for sae_id, feature in incoming:
+        n = sizes.get(sae_id)
+        if n is not None and not 0 <= feature < n:
+            raise LabelsError(f"{path}: feature {feature} of {sae_id}, which has {n} latents "
+                              "(labels of another SAE?)")
     report = ImportReport(path, on_conflict)
     puts = []
     for key, theirs in incoming.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from explorer.argtypes import positive_float, positive_int
+from explorer.argtypes import image_file, positive_float, positive_int
 from explorer.errors import UserError
 
 DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
@@ -36,9 +36,12 @@ def cmd_steer(args) -> int:
     window = parse_window(args.window)
     model = load_model(args.model or ws.model, device=device_arg(args))
     steps = int(model.defaults.get("steps", 25) if args.steps is None else args.steps)
+    window.check(steps)
     block = args.block or _default_block(ws, model)
     if args.sae:
         entry = ws.sae(args.sae)
+        if args.block and entry.block != args.block:
+            raise UserError(f"--sae {args.sae} is an SAE of {entry.block}, not of --block {args.block}")
         block = entry.block
     else:
         entry, note = choose_sae(ws.saes(), block, window, steps)
@@ -180,7 +183,7 @@ def register(sub) -> None:
     )
     p.add_argument("--block", help=f"block to edit (default {DEFAULT_BLOCK} if it has an SAE)")
     p.add_argument("--sae", help="SAE id <block>/<name> (default: the window's own SAE)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, type=image_file, help="PNG file to write")
     add_model_flags(p)
     p.set_defaults(func=cmd_steer, model=None)
 

@@ -75,7 +75,9 @@ def parse_rect(text: str, image_size: int | None = None) -> Rect:
     if max(vals) > 1.0:
         if image_size is None:
             raise UserError(f"region {text!r} is in pixels but the image size is unknown")
-        vals = [min(max(v / image_size, 0.0), 1.0) for v in vals]
+        if max(vals) > image_size or min(vals) < 0:
+            raise UserError(f"region {text!r} (pixels) goes past the {image_size}×{image_size} image")
+        vals = [v / image_size for v in vals]
     return Rect(*vals)
 
 

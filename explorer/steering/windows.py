@@ -53,6 +53,14 @@ class Window:
             return False
         return x < self.hi if self.hi_open else x <= self.hi
 
+    def check(self, n_steps: int) -> None:
+        """UserError when the window names steps a schedule of `n_steps` lacks, or none of it."""
+        if self.kind == "steps" and self.hi != 1e9 and self.hi >= n_steps:  # 1e9: "a:" (to the end)
+            raise UserError(f"window {self.describe()}: the schedule has {n_steps} steps "
+                            f"(indices 0–{n_steps - 1})")
+        if not self.steps(n_steps):
+            raise UserError(f"window {self.describe()} holds none of the {n_steps} steps")
+
     def steps(self, n_steps: int) -> list[int]:
         """The step indices of an `n_steps` schedule inside the window."""
         return [i for i in range(n_steps) if self.contains(i, n_steps)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from explorer.argtypes import positive_int
+from explorer.argtypes import output_file, positive_int
 
 
 def _csv(value: str) -> list[str]:
@@ -39,7 +39,8 @@ def register(sub) -> None:
     add_model_flags(p)
     # None, not "bundled": a resumed store knows its own model folder.
     p.set_defaults(model=None)
-    p.add_argument("--out", required=True, help="the store file to write (e.g. store.h5)")
+    p.add_argument("--out", required=True, type=output_file,
+                   help="the store file to write (e.g. store.h5)")
     p.add_argument("--prompts", help="text file with one prompt per line")
     p.add_argument(
         "--num-prompts",

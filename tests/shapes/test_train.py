@@ -187,7 +187,10 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 def test_cli_refuses_an_absurd_place_dropout_in_one_line(tmp_path, capsys):
     from explorer.cli import main
 
-    assert main(["shapes", "train", "--out", str(tmp_path / "x"), "--place-dropout", "1.5"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "background dropout must lie in [0, 1]" in err and "\n" not in err
+    for flag in ("--place-dropout", "--background-dropout"):
+        with pytest.raises(SystemExit) as e:
+            main(["shapes", "train", "--out", str(tmp_path / "x"), flag, "1.5"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert f"argument {flag}: must lie in [0, 1], got 1.5" in err and "\n" not in err
     assert not (tmp_path / "x").exists()  # nothing written

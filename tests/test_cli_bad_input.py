@@ -1,0 +1,122 @@
+"""Bad input to the `explorer` command: one line on stderr, exit status 2, and nothing written
+or left behind (cases from a sweep of a researcher's likely mistakes)."""
+
+import gzip
+import json
+import shutil
+
+import pytest
+
+from explorer.cli import main
+
+BLOCK = "mid_block.attentions.0"
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    """Exit status (main's, or argparse's when it refuses the arguments) and stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip()
+
+
+def _one_line(code, err, message):
+    assert code == 2, err
+    lines = err.splitlines()
+    assert message in lines[-1] and "Traceback" not in err, err
+    assert all(ln.startswith(("explorer", "note:", "warning:")) or "tokens (" in ln for ln in lines), err
+
+
+@pytest.fixture
+def ws(tiny_workspace, tmp_path):
+    return shutil.copytree(tiny_workspace, tmp_path / "ws")
+
+
+def test_output_paths_are_checked_before_any_work(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    gen = ["generate", "--model", tiny_model_dir, "--prompt", "a red square"]
+    for out, message in [
+        (tmp_path / "g.txt", "not an image file name"),
+        (tmp_path / "folder", "is a folder"),
+        (tmp_path / "afile" / "g.png", "is a file, not a folder"),
+    ]:
+        _one_line(*_run([*gen, "--out", out], capsys), message)
+    _one_line(*_run([*gen, "--out", tmp_path / "g.png", "--device", "cuda:99"], capsys),
+              "'cuda:99': this machine has")
+    _one_line(*_run(["collect", "--model", tiny_model_dir, "--num-prompts", "2",
+                     "--out", tmp_path / "folder"], capsys), "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+
+
+def test_collect_refuses_bad_numbers_before_creating_the_store(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "s.h5"
+    base = ["collect", "--model", tiny_model_dir, "--num-prompts", "2", "--out", out]
+    for extra, message in [
+        (["--steps", "0"], "argument --steps: must be a positive integer"),
+        (["--guidance=-1"], "argument --guidance: must be 0 or more"),
+        (["--guidance", "nan"], "is not a finite number"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    ]:
+        _one_line(*_run([*base, *extra], capsys), message)
+        assert not out.exists(), extra
+
+
+def test_a_broken_model_settings_file_is_one_line(tiny_model_dir, tmp_path, capsys):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (model / "explorer.json").write_text('{"steps": 2')
+    _one_line(*_run(["generate", "--model", model, "--prompt", "a", "--out", tmp_path / "g.png"],
+                    capsys), "explorer.json: cannot be read")
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_steer_refuses_windows_regions_and_saes_that_do_not_fit(ws, tmp_path, capsys):
+    sae = next(p.parent.name for p in (ws / "saes" / BLOCK).glob("*/cfg.json"))
+    base = ["steer", "--workspace", ws, "--prompt", "a red square", "--feature", "1=2",
+            "--out", tmp_path / "s.png"]
+    other = next(p.name for p in (ws / "saes").iterdir() if p.name != BLOCK)
+    for extra, message in [
+        (["--window", "0:999"], "the schedule has"),
+        (["--region", "0,0,2000,2000"], "goes past the"),
+        (["--sae", f"{BLOCK}/{sae}", "--block", other], f"is an SAE of {BLOCK}, not of --block"),
+    ]:
+        _one_line(*_run([*base, *extra], capsys), message)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_evaluate_sae_names_an_unknown_fidelity_block(ws, capsys):
+    before = sorted(p.name for p in ws.iterdir())
+    _one_line(*_run(["evaluate-sae", "--workspace", ws, "--fidelity", "1", "--fidelity-block",
+                     "no.such.block"], capsys), "--fidelity-block 'no.such.block'")
+    assert sorted(p.name for p in ws.iterdir()) == before
+
+
+def test_an_unreadable_sae_is_reported_not_silently_dropped(ws, capsys):
+    cfg = next((ws / "saes" / BLOCK).glob("*/cfg.json"))
+    cfg.write_text("[1, 2]")
+    code, err = _run(["index", "--workspace", ws], capsys)
+    assert code == 0
+    assert f"warning: skipped SAE {cfg.parent}: cfg.json does not hold a JSON object" in err
+
+
+def test_labels_files_that_do_not_fit_are_refused_and_leave_nothing(ws, tmp_path, capsys):
+    store = ws / "store.h5"
+    size = store.stat().st_size
+    _one_line(*_run(["labels", "export", "--workspace", ws, "--out", store, "--format", "json"],
+                    capsys), "exists and is not a labels file")
+    assert store.stat().st_size == size
+    (tmp_path / "folder").mkdir()
+    _one_line(*_run(["labels", "export", "--workspace", ws, "--out", tmp_path / "folder",
+                     "--format", "json"], capsys), "folder")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    cut = tmp_path / "l.json.gz"
+    cut.write_bytes(gzip.compress(b'{"labels": []}' * 50)[:-20])
+    _one_line(*_run(["labels", "import", "--workspace", ws, "--file", cut], capsys), str(cut))
+    sae = next(p.parent for p in (ws / "saes" / BLOCK).glob("*/cfg.json"))
+    n = json.loads((sae / "cfg.json").read_text())["num_latents"]
+    far = tmp_path / "far.csv"
+    far.write_text(f"sae_id,feature,label\n{BLOCK}/{sae.name},{n + 5},x\n")
+    _one_line(*_run(["labels", "import", "--workspace", ws, "--file", far], capsys),
+              f"feature {n + 5} of {BLOCK}/{sae.name}, which has {n} latents")
+    assert not (ws / "labels.json").exists() or "x" not in (ws / "labels.json").read_text()
