@@ -120,3 +120,21 @@ def test_labels_files_that_do_not_fit_are_refused_and_leave_nothing(ws, tmp_path
     _one_line(*_run(["labels", "import", "--workspace", ws, "--file", far], capsys),
               f"feature {n + 5} of {BLOCK}/{sae.name}, which has {n} latents")
     assert not (ws / "labels.json").exists() or "x" not in (ws / "labels.json").read_text()
+
+
+def test_indexing_another_store_keeps_the_saes_own_index(ws, tiny_model_dir, tmp_path, capsys):
+    other = tmp_path / "other.h5"
+    assert main(["collect", "--model", str(tiny_model_dir), "--num-prompts", "2", "--first-seed",
+                 "77", "--quiet", "--out", str(other)]) == 0
+    sae = next(p.parent for p in (ws / "saes" / BLOCK).glob("*/cfg.json"))
+    own = sae / "index.h5"
+    before = own.read_bytes()
+    capsys.readouterr()
+    code, err = _run(["index", "--store", other, "--sae", sae], capsys)
+    _one_line(code, err, "indexes another store")
+    assert "warning: SAE" in err and "was trained on another store" in err
+    assert own.read_bytes() == before
+    second = tmp_path / "other-index.h5"
+    code, err = _run(["index", "--store", other, "--sae", sae, "--out", second], capsys)
+    assert code == 0 and second.is_file(), err
+    assert own.read_bytes() == before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from explorer.argtypes import device_name, nonnegative_int, positive_int
+from explorer.argtypes import device_name, nonnegative_int, output_file, positive_int
 
 
 def register(sub) -> None:
@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="shapes world: label against the scene's masks instead of the generated image's")
     p.add_argument("--holdout-every", type=nonnegative_int, default=4,
                    help="keep every N-th sample out of the dictionary (0: use all)")
+    p.add_argument("--out", type=output_file,
+                   help="index file to write (one --sae only; default: index.h5 beside the SAE)")
     p.add_argument("--force", action="store_true", help="rebuild even if the index is current")
     p.add_argument("--device", type=device_name, default="cpu", help="device for encoding (cpu, cuda, …)")
     p.set_defaults(func=cmd_index)
@@ -113,14 +115,17 @@ def cmd_index(args) -> int:
             raise AnalysisError("give --store and --sae (or --workspace)")
         store_path = Path(args.store)
         targets = [(Path(args.sae), args.sae)]
+    if args.out and len(targets) != 1:
+        raise AnalysisError("--out takes the index of one SAE: name it with --sae")
     with Store.open(store_path) as store:
         truth = open_truth(store, settings.masks, settings.use_checker)
         try:
             for folder, name in targets:
+                _warn_other_store(Path(folder), name, store)
                 bar = ConsoleProgress()
                 try:
                     res = build_index(store, folder, settings, force=args.force, progress=bar,
-                                      device=args.device, truth=truth)
+                                      device=args.device, truth=truth, out=args.out)
                 finally:
                     bar.close()
                 _report_build(res, name)
@@ -128,6 +133,21 @@ def cmd_index(args) -> int:
             if truth is not None and hasattr(truth, "close"):
                 truth.close()
     return 0
+
+
+def _warn_other_store(folder: Path, name: str, store) -> None:
+    """An SAE may be read over another store of the same block (new prompts, say), but the user
+    should know that it is not the data it was trained on."""
+    import json
+    import sys
+
+    try:
+        trained_on = json.loads((folder / "cfg.json").read_text()).get("store_hash")
+    except (OSError, ValueError, AttributeError):
+        return  # build_index reports an unreadable SAE in its own words
+    if trained_on and trained_on != store.fingerprint:
+        print(f"explorer: warning: SAE {name} was trained on another store ({trained_on}; "
+              f"{store.path} is {store.fingerprint})", file=sys.stderr)
 
 
 def cmd_evaluate(args) -> int:

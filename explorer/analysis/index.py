@@ -109,6 +109,22 @@ def current_identity(path: Path) -> str | None:
         return None
 
 
+def _refuse_replacing_another_stores_index(path: Path, store) -> None:
+    """An index of another store file with other contents is not replaced silently: it may be
+    the SAE's own store's index, which took a pass over all of it to build. (A moved workspace
+    keeps its contents, and a re-collected store keeps its path: both rebuild.)"""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            old_path = str(f.attrs.get("store_path", ""))
+            old_store = json.loads(str(f.attrs.get("identity")))["store"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return  # unreadable or incomplete: nothing worth keeping
+    here = str(Path(store.path).resolve())
+    if old_path and old_path != here and old_store != X.store_identity(store):
+        raise AnalysisError(f"{path} indexes another store ({old_path}); indexing {store.path} would "
+                            "replace it: pass --out for a second index, or --force")
+
+
 def is_current(store, sae_dir: Path, settings: IndexSettings | None = None) -> bool:
     from explorer.sae import load_sae
 
@@ -176,6 +192,8 @@ def build_index(
         identity = _identity(store, sae_dir, settings, label_step)
         if not force and path.is_file() and current_identity(path) == identity:
             return IndexResult(path, False, time.perf_counter() - t0, 0)
+        if not force and path.is_file():
+            _refuse_replacing_another_stores_index(path, store)
         own_truth = truth is None
         if own_truth:
             truth = open_truth(store, settings.masks, settings.use_checker)
