@@ -19,39 +19,23 @@ def _number(kind, text: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _checked(kind, ok, rule: str):
+    """A type: `kind` parsed from the text, refused unless ok(value) ("must <rule>, got …")."""
+
+    def parse(text: str):
+        value = _number(kind, text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must {rule}, got {value}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
+positive_int = _checked(int, lambda v: v > 0, "be a positive integer")
+nonnegative_int = _checked(int, lambda v: v >= 0, "be 0 or more")
+positive_float = _checked(float, lambda v: v > 0, "be a positive number")
+nonnegative_float = _checked(float, lambda v: v >= 0, "be 0 or more")
+fraction = _checked(float, lambda v: 0 <= v <= 1, "lie in [0, 1]")
 
 
 class OneLineParser(argparse.ArgumentParser):
