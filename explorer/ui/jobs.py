@@ -89,6 +89,8 @@ def open_workspace_job(path: str, *, cancel, progress) -> LoadedWorkspace:
     warnings = []
     if not saes:
         warnings.append("this workspace has no SAEs yet: train one with `explorer train`")
+    for folder, problem in workspace.unreadable_saes.items():
+        warnings.append(f"skipped SAE {folder.relative_to(workspace.root)}: {problem}")
     source = WorkspaceSource(workspace)
     default = default_sae_id(saes)
     if default is not None:

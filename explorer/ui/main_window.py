@@ -280,8 +280,8 @@ class MainWindow(QMainWindow):
         self._on_sae_changed(self.sae_combo.currentIndex())
         self.report_view.set_report(loaded.report, loaded.report_error)
         self.report_view.set_step(self.sample_view.step)
-        for message in loaded.warnings:
-            self.statusBar().showMessage(message, 10_000)
+        if loaded.warnings:  # all of them: one status message would hide the others
+            self.statusBar().showMessage(" · ".join(loaded.warnings), 10_000)
         if loaded.stale_model:
             self.notice(loaded.stale_model)
 

@@ -339,3 +339,17 @@ def test_add_by_words_adds_the_dictionary_features_of_those_words(
     for row in list(steer.rows):
         steer._remove(row)
     qtbot.waitUntil(lambda: steer.request is None, timeout=60_000)
+
+
+def test_an_unreadable_sae_folder_is_named_in_the_status_bar(qtbot, window, tiny_workspace, tmp_path):
+    import shutil
+
+    ws = shutil.copytree(tiny_workspace, tmp_path / "ws")
+    cfgs = sorted((ws / "saes").glob("*/*/cfg.json"))
+    cfgs[0].write_text("{ not json")
+    _open(qtbot, window, ws)
+    sae_id = f"{cfgs[0].parent.parent.name}/{cfgs[0].parent.name}"
+    ids = [window.sae_combo.itemData(i) for i in range(window.sae_combo.count())]
+    assert sae_id not in ids and len(ids) == len(cfgs) - 1
+    message = window.statusBar().currentMessage()
+    assert f"skipped SAE saes/{sae_id}: cfg.json cannot be read" in message, message
