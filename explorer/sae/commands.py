@@ -114,6 +114,11 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         device = resolve_train_device(device)
         # Every SAE's settings are checked before the first one trains: a mistake found half
         # way would leave some SAEs written and others not.
+        for parent in (out, *out.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"--out {out}: {parent} is a file, not a folder")
+                break
         plan = []
         for group in groups:
             name = ("shared" if shared else f"t{store.t[group[0]]:.2f}") + tag

@@ -45,6 +45,7 @@ def cmd_steer(args) -> int:
         block = entry.block
     else:
         entry, note = choose_sae(ws.saes(), block, window, steps)
+        ws.report_unreadable_saes()
         if note:
             print(f"note: {note}", file=sys.stderr)
     region = parse_rect(args.region, model.resolution) if args.region else None

@@ -74,7 +74,9 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tiny_workspace, tmp_p
         (["--device", "banana"], "'banana' is not a device"),
         (["--latents", "16", "--k", "32", "--batch-size", "64"], "k=32 exceeds d_sae=16"),
         (["--batch-size", str(per_step + 1)], f"holds {per_step:,} training tokens"),
+        (["--out", str(tmp_path / "afile" / "saes")], "afile is a file, not a folder"),
     ]
+    (tmp_path / "afile").write_text("x")
     for extra, message in cases:
         assert _exit_code([*base, *extra]) == 2, extra
         err = capsys.readouterr().err.strip()
