@@ -68,6 +68,9 @@ def test_a_broken_model_settings_file_is_one_line(tiny_model_dir, tmp_path, caps
     (model / "explorer.json").write_text('{"steps": 2')
     _one_line(*_run(["generate", "--model", model, "--prompt", "a", "--out", tmp_path / "g.png"],
                     capsys), "explorer.json: cannot be read")
+    shutil.rmtree(model / "unet")
+    _one_line(*_run(["generate", "--model", model, "--prompt", "a", "--out", tmp_path / "g.png"],
+                    capsys), "lacks the unet/ folder its model_index.json names")
     assert not (tmp_path / "g.png").exists()
 
 

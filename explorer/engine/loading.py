@@ -151,9 +151,19 @@ def load_model(
     if not index.is_file():
         raise ModelLoadError(f"{folder} is not a diffusers pipeline folder (no model_index.json)")
     try:
-        class_name = json.loads(index.read_text())["_class_name"]
-    except (ValueError, KeyError) as e:
+        manifest = json.loads(index.read_text())
+        class_name = manifest["_class_name"]
+    except (ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"{index} is not a valid model_index.json ({e})") from None
+    # A component the index names but the folder lacks: say which (diffusers reports a missing
+    # config.json somewhere inside).
+    wanted = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    missing = [name for name in wanted
+               if isinstance(manifest.get(name), list) and None not in manifest[name]
+               and not (folder / name).is_dir()]
+    if missing:
+        raise ModelLoadError(f"{folder} lacks the {', '.join(f'{m}/' for m in missing)} "
+                             f"folder{'s' if len(missing) > 1 else ''} its model_index.json names")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
