@@ -74,17 +74,28 @@ def device_name(text: str) -> str:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
+def _no_file_on_the_way(path: Path) -> None:
+    """The nearest existing folder above `path` must be a folder, not a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            return
+
+
 def output_file(text: str) -> str:
     """A file to write: not a folder, and no part of its folder path an existing file (checked
     before the work whose result it holds; missing folders are made when it is written)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
-            break
+    _no_file_on_the_way(path)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder to write into (made if missing): neither it nor a folder above it a file."""
+    _no_file_on_the_way(Path(text) / "x")
     return text
 
 

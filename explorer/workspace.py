@@ -98,6 +98,7 @@ class Workspace:
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
+        self.unreadable_saes: dict[Path, str] = {}  # folder → problem, as the last `saes()` found
 
     # --- opening and creating ---------------------------------------------------------------
     @classmethod
@@ -175,7 +176,7 @@ class Workspace:
         """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped and
         listed in `unreadable_saes` (folder → problem), for commands to report."""
         out = []
-        self.unreadable_saes: dict[Path, str] = {}
+        self.unreadable_saes = {}
         if not self.sae_root.is_dir():
             return out
         for cfg_path in sorted(self.sae_root.glob("*/*/cfg.json")):
@@ -194,7 +195,7 @@ class Workspace:
 
     def report_unreadable_saes(self, file=None) -> None:
         """One warning line per SAE folder the last `saes()` skipped (results leave it out)."""
-        for folder, problem in getattr(self, "unreadable_saes", {}).items():
+        for folder, problem in self.unreadable_saes.items():
             print(f"explorer: warning: skipped SAE {folder}: {problem}", file=file or sys.stderr)
 
     def sae(self, sae_id: str) -> SAEEntry:

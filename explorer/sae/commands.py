@@ -18,7 +18,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from explorer.argtypes import device_name, nonnegative_int, positive_float, positive_int
+from explorer.argtypes import (
+    device_name,
+    nonnegative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+)
 from explorer.errors import UserError
 
 HOLDOUT_EVERY = 4  # every 4th sample is held out of SAE training (the analysis uses the same rule)
@@ -48,14 +54,15 @@ def parse_steps(spec: str, store) -> list[int]:
 
 
 def resolve_train_device(device: str | None) -> str:
-    """None / "auto": the GPU where there is one (under torchrun, this rank's), else the CPU."""
+    """None / "auto": the GPU where there is one, else the CPU. Under torchrun a bare "cuda"
+    (given or chosen) is this rank's GPU."""
     import torch
 
-    if device not in (None, "auto"):
-        return device
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def stream_dtype(store, block: str, device: str):
@@ -114,11 +121,6 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         device = resolve_train_device(device)
         # Every SAE's settings are checked before the first one trains: a mistake found half
         # way would leave some SAEs written and others not.
-        for parent in (out, *out.parents):
-            if parent.exists():
-                if not parent.is_dir():
-                    raise UserError(f"--out {out}: {parent} is a file, not a folder")
-                break
         plan = []
         for group in groups:
             name = ("shared" if shared else f"t{store.t[group[0]]:.2f}") + tag
@@ -176,8 +178,6 @@ def cmd_train(args) -> int:
         import torch
         import torch.distributed as dist
 
-        if device == "cuda":
-            device = f"cuda:{env[2]}"
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
@@ -374,7 +374,8 @@ def register(sub) -> None:
                    help="a latent not fired for this many tokens counts as dead (AuxK)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device_name, default=None)
-    p.add_argument("--out", help="folder for the SAE folders (one per step, or 'shared')")
+    p.add_argument("--out", type=output_folder,
+                   help="folder for the SAE folders (one per step, or 'shared')")
     p.add_argument("--tag", default="", help="suffix for the SAE folder names, e.g. -k20")
     p.add_argument("--resume", action="store_true", help="continue a killed run")
     p.set_defaults(func=cmd_train)

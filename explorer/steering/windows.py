@@ -19,6 +19,9 @@ from explorer.engine.hooks import step_t
 from explorer.errors import UserError
 
 STAGES = ("early", "middle", "final")
+# The upper end of an open step range "a:" (to the last step, whatever the schedule): large and
+# finite, so the dataclass's finiteness check stays meaningful.
+TO_THE_END = 1e9
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Window:
 
     def check(self, n_steps: int) -> None:
         """UserError when the window names steps a schedule of `n_steps` lacks, or none of it."""
-        if self.kind == "steps" and self.hi != 1e9 and self.hi >= n_steps:  # 1e9: "a:" (to the end)
+        if self.kind == "steps" and self.hi != TO_THE_END and self.hi >= n_steps:
             raise UserError(f"window {self.describe()}: the schedule has {n_steps} steps "
                             f"(indices 0–{n_steps - 1})")
         if not self.steps(n_steps):
@@ -120,11 +123,7 @@ def parse_window(text: str | Window) -> Window:
     if (a and not a.isdigit()) or (b and not b.isdigit()):
         raise UserError(f"cannot read the step range {text!r} (non-negative integers expected)")
     lo = float(a) if a else 0.0
-    hi = float(b) if b else math.inf
-    if hi == math.inf:
-        # "a:" means to the last step, whatever the schedule; a large finite bound keeps the
-        # dataclass's finiteness check meaningful.
-        hi = 1e9
+    hi = float(b) if b else TO_THE_END
     return Window(lo, hi, kind="steps")
 
 
