@@ -79,7 +79,7 @@ class Window:
         if self.name:
             return self.name
         if self.kind == "steps":
-            return f"steps {int(self.lo)}–{int(self.hi)}"
+            return f"steps {int(self.lo)}–{'end' if self.hi == TO_THE_END else int(self.hi)}"
         close = ")" if self.hi_open else "]"
         return f"t ∈ [{self.lo:g}, {self.hi:g}{close}"
 

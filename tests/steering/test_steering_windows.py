@@ -51,3 +51,12 @@ def test_parse_rect_fractions_and_pixels():
     for bad in ("1,2,3", "0,0,nan,1", "0.5,0,0.2,1", "x,0,1,1"):
         with pytest.raises(UserError):
             parse_rect(bad, image_size=64)
+
+
+def test_an_open_step_range_reads_to_the_end():
+    from explorer.steering.windows import parse_window
+
+    w = parse_window("3:")
+    assert w.describe() == "steps 3–end" and w.steps(25) == list(range(3, 25))
+    w.check(25)  # runs to the last step of any schedule: not "past" it
+    assert parse_window("0:9").describe() == "steps 0–9"
