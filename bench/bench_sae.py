@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.sae.config import SAEConfig
 from explorer.sae.model import TopKSAE
-from explorer.sae.train import train_step
+from explorer.sae.train import make_optimizer, train_step
 
 LR, BETAS, K_AUX, AUX_COEF = 1e-4, (0.9, 0.999), 256, 1 / 32
 
@@ -106,7 +106,7 @@ def ours_step(shape: Shape, device: torch.device) -> Callable[[Tensor, Tensor], 
     sae = TopKSAE(
         SAEConfig(d_in=shape.d_in, d_sae=shape.latents, k=shape.k, k_aux=K_AUX), device=device
     )
-    opt = torch.optim.Adam(sae.parameters(), lr=LR, betas=BETAS)
+    opt = make_optimizer(sae, LR, BETAS)
     return lambda x, dead: train_step(sae, sae, opt, x, dead)
 
 

@@ -62,6 +62,7 @@ from explorer.sae.train import (
     TrainerConfig,
     _lr_at,
     _update_running,
+    make_optimizer,
     train_sae,
     train_step,
 )
@@ -106,7 +107,7 @@ def ours_step(shape: Shape, dead: Tensor | None, k_aux: int) -> Step:
     """The per-batch body of train_sae's loop (world size 1, no logging / checkpoints)."""
     cfg = ours_config(shape, k_aux)
     sae = TopKSAE(cfg.sae_config(None))
-    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
+    optimizer = make_optimizer(sae, cfg.lr, cfg.betas)
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.int64)
     running: dict[str, Tensor] = {}
     tokens = 0
