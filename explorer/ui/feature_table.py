@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-COLUMNS = ("id", "label", "firing rate", "mean act.", "peak step", "firing across steps")
+# Short headers (their tooltips say the rest), so every column fits the dock's default width.
+COLUMNS = ("id", "label", "rate", "mean", "peak t", "over steps")
 COL_ID, COL_LABEL, COL_RATE, COL_MEAN, COL_PEAK, COL_SPARK = range(len(COLUMNS))
 PROVISIONAL_TIP = (
     "provisional name (grey): from the concept dictionary, or ≈ a prompt word that co-occurs "
@@ -157,9 +158,9 @@ class FeatureTableModel(QAbstractTableModel):
             return COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
             return {
-                COL_RATE: "share of tokens where the feature fires, averaged over steps",
+                COL_RATE: "firing rate: share of tokens where the feature fires, averaged over steps",
                 COL_MEAN: "mean activation when it fires",
-                COL_PEAK: "the step where it fires most often",
+                COL_PEAK: "t of the step where it fires most often (1.0 = first step)",
                 COL_SPARK: "firing rate at each step, t = 1.0 (left) to 0.0 (right)",
             }.get(section)
         return None
@@ -177,14 +178,18 @@ class FeatureTableModel(QAbstractTableModel):
             if col == COL_RATE:
                 return f"{self._overall_rate[f]:.2%}"
             if col == COL_MEAN:
-                return f"{self._overall_mean[f]:.3g}"
+                mean = float(self._overall_mean[f])  # two decimals: a column that lines up
+                return f"{mean:.2f}" if abs(mean) < 100 else f"{mean:.0f}"
             if col == COL_PEAK:
                 s = int(self._peak[f])
-                return f"{s} (t={self.t[s]:.2f})" if s < len(self.t) else str(s)
+                return f"{self.t[s]:.2f}" if s < len(self.t) else str(s)
             return None
+        if role == Qt.ItemDataRole.ToolTipRole and col == COL_PEAK:
+            s = int(self._peak[f])
+            return f"fires most often at step {s}" + (f" (t = {self.t[s]:.2f})" if s < len(self.t) else "")
         if role == Qt.ItemDataRole.UserRole and col == COL_SPARK:
             return self._spark[f]
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_RATE, COL_MEAN):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_RATE, COL_MEAN, COL_PEAK):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if col == COL_LABEL and f not in self.labels and f in self.auto_labels:
             if role == Qt.ItemDataRole.ForegroundRole:
@@ -244,7 +249,7 @@ class FeatureBrowser(QWidget):
         header.setSectionResizeMode(COL_LABEL, QHeaderView.ResizeMode.Stretch)
         for col in (COL_ID, COL_RATE, COL_MEAN, COL_PEAK):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.resizeSection(COL_SPARK, 120)
+        header.resizeSection(COL_SPARK, 90)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.filter)

@@ -80,7 +80,7 @@ class MainWindow(QMainWindow):
         ll.setContentsMargins(4, 4, 4, 4)
         ll.addWidget(self.sae_combo)
         ll.addWidget(self.browser)
-        left.setMinimumWidth(380)  # id, label, rate, mean, peak and the sparkline all visible
+        left.setMinimumWidth(380)
         self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         # Right: the feature page.
@@ -113,13 +113,28 @@ class MainWindow(QMainWindow):
         avail = screen.availableGeometry() if screen is not None else None
         self.resize(min(1860, avail.width() - 40) if avail else 1860,
                     min(960, avail.height() - 40) if avail else 960)
-        self.resizeDocks([self.features_dock, self.feature_dock], [390, 380], Qt.Orientation.Horizontal)
+        self.reset_docks()
         geometry = self._settings.value("main/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
         state = self._settings.value("main/state")
         if state is not None:
             self.restoreState(state)
+
+    def reset_docks(self) -> None:
+        """View → Reset layout: both docks shown, docked at their sides, at their default widths.
+
+        470 px shows every column of the feature browser with labels ~140 px wide
+        (test_every_feature_browser_column_is_visible_at_the_default_size).
+        """
+        for dock, area in (
+            (self.features_dock, Qt.DockWidgetArea.LeftDockWidgetArea),
+            (self.feature_dock, Qt.DockWidgetArea.RightDockWidgetArea),
+        ):
+            dock.setFloating(False)
+            self.addDockWidget(area, dock)
+            dock.show()
+        self.resizeDocks([self.features_dock, self.feature_dock], [470, 380], Qt.Orientation.Horizontal)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -163,6 +178,7 @@ class MainWindow(QMainWindow):
         v = self.menuBar().addMenu("&View")
         v.addAction(self.features_dock.toggleViewAction())
         v.addAction(self.feature_dock.toggleViewAction())
+        self._action(v, "&Reset layout", self.reset_docks, tip="Both docks back at their sides and default widths")
         theme = v.addMenu("&Theme")
         group = QActionGroup(self)
         for name, dark in (("Follow system", None), ("Light", False), ("Dark", True)):

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -65,6 +66,7 @@ class FeatureRow:
         self.remove.setToolTip("Stop steering this feature")
         self.label = label
         self.name = QLabel(f"#{feature} {label}".strip())
+        self.name.setToolTip(self.name.text())  # the column may be too narrow for the label
         self.view = view
         self._sync_slider()
         self.slider.valueChanged.connect(self._from_slider)
@@ -111,10 +113,12 @@ class SteerView(RequestView):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["feature", "strength", "", ""])
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(False)
-        self.table.setColumnWidth(0, 150)
-        self.table.setColumnWidth(1, 150)
-        self.table.setColumnWidth(2, 80)
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(False)
+        # The name takes what the panel has left; slider, value and remove button keep theirs.
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setColumnWidth(1, 110)
+        self.table.setColumnWidth(2, 72)
         self.table.setColumnWidth(3, 28)
         self.table.setMinimumHeight(90)
         self.table.setMaximumHeight(170)
@@ -274,7 +278,8 @@ class SteerView(RequestView):
             self.guidance.setValue(float(guidance))
         self.range.setRange(0, max(0, n_steps - 1))
         self._on_window_preset()
-        self.sae_label.setText(entry.label if entry else "no SAE")
+        # No line break inside "t = 1.00" or "k = 8" where the label wraps.
+        self.sae_label.setText(entry.label.replace(" = ", "\u00a0=\u00a0") if entry else "no SAE")
         if changed:
             self.table.setRowCount(0)
             self.rows = []

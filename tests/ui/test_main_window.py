@@ -305,6 +305,23 @@ def test_the_window_fits_a_1600_by_1000_screen_and_tabs_can_be_shown(qtbot, wind
     assert window.tabs.currentWidget().widget() is window.sample_view
 
 
+def test_every_feature_browser_column_is_visible_at_the_default_size(qtbot, window, tiny_workspace):
+    window.resize(1860, 960)  # the default window on a screen of 1920 px or more
+    window.features_dock.setFloating(True)  # and View → Reset layout brings it back
+    window.reset_docks()
+    _open(qtbot, window, tiny_workspace)
+    assert not window.features_dock.isFloating()
+    table = window.browser.table
+    header = table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.length() <= table.viewport().width(), timeout=5_000)
+    # The sparkline (firing across steps) is the last column: no horizontal scrolling to see it,
+    # and labels keep room for a phrase like "large purple cross".
+    assert header.sectionViewportPosition(header.count() - 1) + header.sectionSize(
+        header.count() - 1
+    ) <= table.viewport().width()
+    assert header.sectionSize(1) >= 120, [header.sectionSize(i) for i in range(header.count())]
+
+
 def test_add_by_words_adds_the_dictionary_features_of_those_words(
     qtbot, window, tiny_workspace, monkeypatch
 ):
