@@ -141,3 +141,16 @@ def test_indexing_another_store_keeps_the_saes_own_index(ws, tiny_model_dir, tmp
     code, err = _run(["index", "--store", other, "--sae", sae, "--out", second], capsys)
     assert code == 0 and second.is_file(), err
     assert own.read_bytes() == before
+
+
+def test_demo_refuses_unknown_blocks_before_touching_the_folder(ws, tiny_model_dir, tmp_path, capsys):
+    # A rebuild with other settings replaces the demo's store and SAEs: an unknown block must
+    # be refused before that, and before a fresh folder is created.
+    manifest = (ws / "workspace.json").read_bytes()
+    saes = sorted(p.relative_to(ws) for p in (ws / "saes").rglob("*"))
+    base = ["demo", "--model", tiny_model_dir, "--blocks", f"{BLOCK},nosuch"]
+    _one_line(*_run([*base, "--workspace", ws], capsys), "unknown block(s) nosuch")
+    assert (ws / "store.h5").is_file() and (ws / "workspace.json").read_bytes() == manifest
+    assert sorted(p.relative_to(ws) for p in (ws / "saes").rglob("*")) == saes
+    _one_line(*_run([*base, "--workspace", tmp_path / "fresh"], capsys), "unknown block(s) nosuch")
+    assert not (tmp_path / "fresh").exists()

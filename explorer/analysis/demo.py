@@ -126,18 +126,27 @@ class _Reporter:
         return report
 
 
+def _check_folder(folder: Path) -> None:
+    """Refuse a folder the demo may not build in, before anything is loaded or changed."""
+    from explorer.workspace import MANIFEST, Workspace
+
+    if (folder / MANIFEST).is_file():
+        if Workspace.open(folder).settings.get("demo") is None:
+            raise UserError(f"{folder} is a workspace that the demo did not build; choose another folder")
+    elif folder.exists() and any(folder.iterdir()):
+        raise UserError(f"{folder} is not empty and not a demo workspace; choose another folder")
+
+
 def _prepare_folder(folder: Path, cfg: DemoConfig):
-    """The workspace for this build; an earlier demo build with other settings is replaced
-    (its store, SAEs and report: all made by the demo; labels.json is kept)."""
+    """The workspace for this build (the folder passed `_check_folder`); an earlier demo build
+    with other settings is replaced (its store, SAEs and report: all made by the demo;
+    labels.json is kept)."""
     from explorer.workspace import MANIFEST, Workspace
 
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
     if (folder / MANIFEST).is_file():
         ws = Workspace.open(folder)
-        old = ws.settings.get("demo")
-        if old is None:
-            raise UserError(f"{folder} is a workspace that the demo did not build; choose another folder")
-        if old.get("config") != settings:
+        if ws.settings["demo"].get("config") != settings:
             for name in ("store.h5", "store.h5.tmp", "report.json", "report.md"):
                 (folder / name).unlink(missing_ok=True)
             for name in ("saes", "figures"):
@@ -146,8 +155,6 @@ def _prepare_folder(folder: Path, cfg: DemoConfig):
         ws.manifest["model"] = cfg.model
         ws.save()
         return ws
-    if folder.exists() and any(folder.iterdir()):
-        raise UserError(f"{folder} is not empty and not a demo workspace; choose another folder")
     return Workspace.create(folder, model=cfg.model, name="demo",
                             settings={"demo": {"config": settings, "complete": False}})
 
@@ -282,12 +289,16 @@ def build_demo(
     cfg = replace(cfg, **overrides)
     folder = Path(folder).expanduser() if folder is not None else default_workspace_dir()
     rep = _Reporter(progress)
-    ws = _prepare_folder(folder, cfg)
+    _check_folder(folder)
 
     stage = rep.stage("collect")
     stage(0.0, "loading the model")
     check(cancel)
     m = load_model(cfg.model, device=device)
+    if cfg.blocks:
+        # Before the folder changes: a build with other settings replaces the old one's store.
+        m.check_blocks(cfg.blocks)
+    ws = _prepare_folder(folder, cfg)
     _collect(ws, m, cfg, stage, cancel)
     del m
 
