@@ -154,3 +154,19 @@ def test_demo_refuses_unknown_blocks_before_touching_the_folder(ws, tiny_model_d
     assert sorted(p.relative_to(ws) for p in (ws / "saes").rglob("*")) == saes
     _one_line(*_run([*base, "--workspace", tmp_path / "fresh"], capsys), "unknown block(s) nosuch")
     assert not (tmp_path / "fresh").exists()
+
+
+def test_evaluate_sae_skips_an_sae_with_broken_weights(ws, capsys):
+    folders = sorted(p.parent for p in (ws / "saes").rglob("sae.safetensors"))
+    broken = folders[0] / "sae.safetensors"
+    broken.write_bytes(broken.read_bytes()[:100])  # cut short: cfg.json still reads
+    assert main(["evaluate-sae", "--workspace", str(ws)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipped SAE {folders[0]}" in err and "Traceback" not in err
+    rows = json.loads((ws / "sae_metrics.json").read_text())
+    assert len(rows) == len(folders) - 1 > 0
+    # With none readable: one line, exit 2, and the table from the run above is kept.
+    for folder in folders:
+        (folder / "sae.safetensors").write_bytes(b"")
+    _one_line(*_run(["evaluate-sae", "--workspace", ws], capsys), "none of its per-step SAEs")
+    assert json.loads((ws / "sae_metrics.json").read_text()) == rows

@@ -305,6 +305,7 @@ def sae_metrics_markdown(rows: list[dict], table: str, args) -> str:
 
 def cmd_evaluate_sae(args) -> int:
     from explorer.sae import load_sae
+    from explorer.sae.io import SAELoadError
     from explorer.store import Store
     from explorer.workspace import Workspace
 
@@ -329,7 +330,13 @@ def cmd_evaluate_sae(args) -> int:
     with Store.open(ws.store_path) as store:
         held = held_out_samples(store.n_samples) or list(range(store.n_samples))
         for e in entries:
-            sae = load_sae(e.path, expect_block=e.block, expect_d_in=store.geometry(e.block)[2])
+            try:
+                sae = load_sae(e.path, expect_block=e.block, expect_d_in=store.geometry(e.block)[2])
+            except SAELoadError as err:
+                # Its weights, not its cfg.json, are broken: the others are still worth a table
+                # (the model may already have generated the fidelity baseline).
+                print(f"explorer: warning: skipped SAE {err}", file=sys.stderr)
+                continue
             m = sae_metrics(store, sae, held)
             row = {"sae": e.id, "block": e.block, "k": sae.cfg.k, "t": e.t[0],
                    "latents": sae.cfg.d_sae, "fvu": m.fvu, "explained_variance": m.explained_variance,
@@ -344,6 +351,8 @@ def cmd_evaluate_sae(args) -> int:
                   f"L0 {m.l0:.1f}, dead {m.dead_fraction:.3f}"
                   + (f", fidelity Δadherence {row['adherence_spliced'] - row['adherence_plain']:+.3f}, "
                      f"pixel MSE {row['pixel_mse']:.5f}" if spliced else ""), file=sys.stderr)
+    if not rows:
+        raise UserError(f"workspace {ws.root}: none of its per-step SAEs could be loaded")
     table = table1(rows)
     print(table)
     from explorer.workspace import atomic_write_text
