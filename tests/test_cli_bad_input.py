@@ -170,3 +170,37 @@ def test_evaluate_sae_skips_an_sae_with_broken_weights(ws, capsys):
         (folder / "sae.safetensors").write_bytes(b"")
     _one_line(*_run(["evaluate-sae", "--workspace", ws], capsys), "none of its per-step SAEs")
     assert json.loads((ws / "sae_metrics.json").read_text()) == rows
+
+
+def test_a_store_holding_nan_is_refused_by_train_and_index_naming_the_map(ws, capsys):
+    import h5py
+    import numpy as np
+
+    with h5py.File(ws / "store.h5", "r+") as f:
+        d = f[f"blocks/{BLOCK}/cond"]
+        m = d[0, 1]  # sample 0: a training sample (held out: every 4th from the 4th)
+        m[0, 0, 0] = np.nan
+        d[0, 1] = m
+    before = sorted(p.relative_to(ws) for p in ws.rglob("*"))
+    message = f"({BLOCK}/cond): the map of sample 0, step 1 holds NaN or inf"
+    _one_line(*_run(["train", "--workspace", ws, "--block", BLOCK, "--latents", "16", "--k", "2",
+                     "--steps", "1", "--batch-size", "32", "--tag=-nan"], capsys), message)
+    sae = next((ws / "saes" / BLOCK).iterdir())
+    _one_line(*_run(["index", "--store", ws / "store.h5", "--sae", sae, "--out", ws / "x.h5"],
+                    capsys), message)
+    assert sorted(p.relative_to(ws) for p in ws.rglob("*")) == before  # no SAE folder, no index
+
+
+def test_a_diverged_run_on_a_finite_store_says_so(ws, capsys, monkeypatch):
+    import explorer.sae as sae_pkg
+    from explorer.sae.train import NonFiniteTraining
+
+    def diverging(source, cfg, folder, **kw):
+        next(iter(source))
+        raise NonFiniteTraining("the training loss became nan by step 7 (448 tokens)")
+
+    monkeypatch.setattr(sae_pkg, "train_sae", diverging)
+    _one_line(*_run(["train", "--workspace", ws, "--block", BLOCK, "--latents", "16", "--k", "2",
+                     "--steps", "1", "--batch-size", "32", "--tag=-div"], capsys),
+              "the training loss became nan by step 7 (448 tokens), while the store's Δ is finite: "
+              "training diverged; try a lower --lr")

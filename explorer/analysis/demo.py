@@ -211,6 +211,8 @@ def _token_source(store, block, steps, samples, cfg: DemoConfig, epochs: int, ca
 def _train(ws, cfg: DemoConfig, report, cancel) -> None:
     from explorer.analysis.index import split_samples
     from explorer.sae import TrainerConfig, train_sae
+    from explorer.sae.commands import nonfinite_error
+    from explorer.sae.train import NonFiniteTraining
     from explorer.store import Store
 
     with Store.open(ws.store_path) as store:
@@ -240,7 +242,11 @@ def _train(ws, cfg: DemoConfig, report, cancel) -> None:
                 store, plan["block"], plan["steps"], train_samples, cfg, plan["epochs"], cancel,
                 lambda n, label=label, total=total, sub=sub: sub(n / total, f"{label}: {n}/{total} tokens"),
             )
-            train_sae(source, tcfg, folder, progress=False)
+            try:
+                train_sae(source, tcfg, folder, progress=False)
+            except NonFiniteTraining as e:
+                raise nonfinite_error(store, plan["block"], "cond", plan["steps"], train_samples,
+                                      folder, e) from None
             # The demo never resumes a training run: the optimiser checkpoint is dead weight.
             (folder / "checkpoint.pt").unlink(missing_ok=True)
 

@@ -98,6 +98,16 @@ def token_source(store, block: str, branch: str, steps: list[int], samples: list
         epoch += 1
 
 
+def nonfinite_error(store, block, branch, steps, samples, folder, e) -> UserError:
+    """Why a trainer's loss became NaN: the first map of its data holding NaN or inf (one pass
+    over those maps, run only now), else a diverged run."""
+    found = store.find_nonfinite(block, branch, steps, samples)
+    if found is not None:
+        return store.nonfinite_error(block, branch, *found)
+    return UserError(f"{folder}: {e}, while the store's Δ is finite: training diverged; "
+                     "try a lower --lr (the last checkpoint, if any, is kept)")
+
+
 def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      steps: str = "t=1.0,0.5,0.0", shared: bool = False, latents: int = 0,
                      k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
@@ -106,6 +116,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      tag: str = "", progress: bool = True) -> list[Path]:
     """Train the SAE(s) of one block; returns their folders."""
     from explorer.sae import TrainerConfig, train_sae
+    from explorer.sae.train import NonFiniteTraining
     from explorer.store import Store
 
     out = Path(out)
@@ -153,8 +164,11 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                       f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
             source = token_source(store, block, branch, group, samples, batch_size, total, seed,
                                   stream_dtype(store, block, cfg.device))
-            train_sae(source, cfg, folder, resume=resume and (folder / "checkpoint.pt").is_file(),
-                      progress=progress)
+            try:
+                train_sae(source, cfg, folder, resume=resume and (folder / "checkpoint.pt").is_file(),
+                          progress=progress)
+            except NonFiniteTraining as e:
+                raise nonfinite_error(store, block, branch, group, samples, folder, e) from None
             folders.append(folder)
     return folders
 

@@ -224,9 +224,30 @@ def train_step(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+
+
+class NonFiniteTraining(ValueError):
+    """The initialisation sample or the training loss is NaN or inf: usually NaN or inf in the
+    data (a store caller then searches the store for the map, `Store.find_nonfinite`), else a
+    diverged run."""
+
+
+def _raise_if_diverged(running: dict[str, Tensor], steps: int, tokens: int, world: int) -> None:
+    """Before a checkpoint or a log entry (which sync anyway): a NaN loss stops the run, so a
+    checkpoint of NaN weights never replaces the last good one. Agreed across ranks, so that
+    no rank waits at a barrier for one that stopped."""
+    loss = running["loss"].detach().float()
+    bad = (~torch.isfinite(loss)).to(torch.float32).reshape(1)
+    if world > 1:
+        dist.all_reduce(bad)
+    if float(bad) > 0:
+        raise NonFiniteTraining(
+            f"the training loss became {float(loss)} by step {steps:,} ({tokens:,} tokens)"
+        )
 
 
 class CheckpointError(UserError, ValueError):
@@ -260,6 +281,8 @@ def _input_scale(sample: Tensor) -> float:
     # the whole run, so the SAE sees every timestep's activations on the same footing.
     mean_norm = float(sample.norm(dim=1).mean())
     if not (math.isfinite(mean_norm) and mean_norm > 0):
+        if not math.isfinite(mean_norm):
+            raise NonFiniteTraining(f"the initialisation sample's mean norm is {mean_norm}")
         raise ValueError(f"cannot normalise: mean activation norm is {mean_norm}")
     return math.sqrt(sample.shape[1]) / mean_norm
 
@@ -313,8 +336,8 @@ def train_sae(
     out_dir = Path(out_dir)
     rank, world = _dist()
     device = torch.device(cfg.device)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    # out_dir is made by the first checkpoint or the final save: a run refused before then
+    # (a store holding NaN, a bad init sample) leaves no empty folder behind as an SAE.
     ckpt_path = out_dir / CHECKPOINT_FILE
     state = None
     if resume and ckpt_path.is_file():
@@ -349,6 +372,7 @@ def train_sae(
         model = torch.nn.parallel.DistributedDataParallel(sae)
 
     def checkpoint() -> None:
+        _raise_if_diverged(running, steps, tokens_seen, world)
         if rank == 0:
             _save_checkpoint(
                 ckpt_path,
@@ -408,6 +432,7 @@ def train_sae(
             bar.update(step_tokens)
 
             if steps % cfg.log_every == 0:
+                _raise_if_diverged(running, steps, tokens_seen, world)
                 entry = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
                 history.append(entry)
                 bar.set_postfix(
@@ -426,6 +451,7 @@ def train_sae(
 
     if steps == 0:
         raise ValueError("no training step was taken (token source too short?)")
+    _raise_if_diverged(running, steps, tokens_seen, world)
     stats = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
     stats.pop("lr")
     stats.update(

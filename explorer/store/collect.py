@@ -15,6 +15,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -340,6 +341,11 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                 raise StoreError(
                     f"images are {res.images.shape[1:]}, the store expects {layout.image_shape}"
                 )
+            for sample, (block, branch, step) in sorted(writer.batch_nonfinite.items()):
+                # Warned as it happens: a long run can be stopped and that prompt left out.
+                tqdm.write(f"explorer: warning: {writer.path}: sample {sample} ({pset.prompts[sample]!r}): "
+                           f"Δ of {block} ({branch}) holds NaN or inf from stored step {step}; "
+                           "training and indexing will refuse it", file=sys.stderr)
             writer.finish_batch(res.images)
             bar.n = writer.n_complete
             bar.refresh()

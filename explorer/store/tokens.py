@@ -18,6 +18,48 @@ import numpy as np
 
 ReadMap = Callable[[int, int, np.ndarray], None]
 
+# A float is NaN or ±inf exactly when its exponent bits are all ones: with the sign bit
+# cleared, its bits as an unsigned integer are at least this mask.
+_EXPONENT = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000)}
+_CHECK_BLOCK = 1 << 18  # elements per pass: the temporary stays in L2
+
+
+def nonfinite_message(sample: int, step: int) -> str:
+    return (
+        f"the map of sample {sample}, step {step} holds NaN or inf (the model overflowed while "
+        "collecting it?); training and indexing need finite Δ: collect again without that prompt"
+    )
+
+
+def first_nonfinite(maps: np.ndarray) -> int | None:
+    """Index along axis 0 of the first map holding a NaN or inf, or None if all are finite.
+
+    float16/float32 bits are tested in cache-sized blocks (a float is NaN or inf exactly when
+    its exponent bits are all ones), ~10 GB/s here, a third of np.isfinite's cost on float16:
+    cheap beside what the collector and the index do with a map. The exact search runs only
+    once something is found.
+
+    (Not in the token stream: checking each buffer in its reading thread, even with one
+    GIL-free torch call, slowed a float16 stream by 12–28% on this 2-core machine. The trainer
+    notices NaN in its loss instead, and only then is the store searched.)
+    """
+    if len(maps) == 0:
+        return None
+    if maps.dtype in _EXPONENT and maps.flags.c_contiguous:
+        uint, exponent = _EXPONENT[maps.dtype]
+        bits = maps.reshape(-1).view(uint)
+        sign_off = uint(exponent | (exponent - 1))  # every bit but the sign
+        tmp = np.empty(min(_CHECK_BLOCK, len(bits)), uint)
+        for a in range(0, len(bits), _CHECK_BLOCK):
+            part = tmp[: len(bits[a : a + _CHECK_BLOCK])]
+            np.bitwise_and(bits[a : a + _CHECK_BLOCK], sign_off, out=part)
+            if part.max() >= exponent:
+                break
+        else:
+            return None
+    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
 
 def _direct_ok(ds: h5py.Dataset) -> bool:
     """Whether a chunk of `ds` is exactly one map's bytes (unfiltered, one (sample, step))."""

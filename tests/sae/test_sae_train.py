@@ -176,3 +176,28 @@ def test_fused_adam_steps_like_the_default_adam():
         assert_close(fused_sae.state_dict()[name], value, rtol=1e-4, atol=1e-5)
     # Twenty steps at lr 1e-2 moved the weights: the comparison above is not vacuous.
     assert (fused_sae.W_enc - start).abs().max() > 1e-3
+
+
+def test_nan_in_the_data_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    from explorer.sae.train import NonFiniteTraining
+
+    source = SparseSource(8000)  # chunks of 100 tokens; batches of 64
+
+    def poisoned():
+        for i, chunk in enumerate(source):
+            if i == 25:  # tokens 2,500–2,600, after the first checkpoint (2,048): one NaN row
+                chunk = chunk.copy()
+                chunk[5, 3] = np.nan
+            yield chunk
+
+    cfg = _cfg(d_sae=64, checkpoint_every=2048, init_tokens=256)
+    with pytest.raises(NonFiniteTraining, match="training loss became nan"):
+        train_sae(poisoned(), cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
+    assert state["tokens_seen"] == 2048
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "run" / "cfg.json").exists()
+    # NaN already in the initialisation sample: refused before any step.
+    with pytest.raises(NonFiniteTraining, match="initialisation sample"):
+        train_sae(poisoned(), _cfg(d_sae=64, init_tokens=4000), tmp_path / "init", progress=False)
+    assert not (tmp_path / "init").exists()

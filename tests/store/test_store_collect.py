@@ -194,3 +194,29 @@ def test_placeless_shapes_prompts_name_no_place_and_claim_no_masks():
         masks, attrs = placeless.annotations(i)
         assert not masks.any()  # the scene's masks say nothing about where the model draws
         assert attrs and all("place" not in x and x["colour"] in b for x in attrs)
+
+
+def test_a_sample_whose_delta_overflows_is_named_as_it_is_written(tiny_model, tmp_path, monkeypatch, capsys):
+    import explorer.store.collect as collect_mod
+
+    def overflowing(*args, on_step, **kw):
+        def step(info):
+            if info.step == 2:  # the second prompt of the batch overflows in one block
+                info.captures["mid_block.attentions.0"]["cond"][1, 0, 0, 0] = float("inf")
+            on_step(info)
+
+        return generate(*args, on_step=step, **kw)
+
+    monkeypatch.setattr(collect_mod, "generate", overflowing)
+    out = tmp_path / "s.h5"
+    collect(tiny_model, shapes_world(4), None, out, batch_size=4, steps=4,
+            blocks=["mid_block.attentions.0"], progress=False)
+    err = capsys.readouterr().err
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1, err
+    assert "sample 1 (" in warnings[0] and "mid_block.attentions.0 (cond) holds NaN or inf from stored step 2" in warnings[0]
+    with Store.open(out) as store:  # kept as it is (the run goes on), and refused where read
+        assert store.n_samples == 4
+        assert store.find_nonfinite("mid_block.attentions.0", "cond") == (1, 2)
+        with pytest.raises(StoreError, match="sample 1, step 2 holds NaN or inf"):
+            store.maps("mid_block.attentions.0", "cond", 1)

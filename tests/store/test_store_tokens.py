@@ -12,6 +12,7 @@ import store_helpers as H
 
 from explorer.store import Store
 from explorer.store import tokens as T
+from explorer.store.schema import StoreError
 
 BLOCK = "mid_block.attentions.0"
 
@@ -274,3 +275,55 @@ def test_fast_map_reads_equal_h5py_slices(labelled, tmp_path):
         slow.read(7, 3, out)
         assert np.array_equal(out, ds[7, 3])
         f2.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_first_nonfinite_equals_isfinite(dtype):
+    """The bit test (float16/32, in blocks) against np.isfinite, map by map."""
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((40, 8, 8, 128)).astype(dtype)
+    assert T.first_nonfinite(maps) is None and T.first_nonfinite(maps[:0]) is None
+    # Large finite values and -0.0 are not flagged; the float16 maximum sits next to inf.
+    maps[1, 0, 0, 0] = np.finfo(dtype).max
+    maps[2, 0, 0, 0] = -np.finfo(dtype).max
+    maps[3, 0, 0, 0] = -0.0
+    assert T.first_nonfinite(maps) is None
+    for value in (np.nan, -np.nan, np.inf, -np.inf):
+        for where in [(0, 0, 0, 0), (17, 3, 5, 99), (39, 7, 7, 127)]:
+            bad = maps.copy()
+            bad[where] = value
+            # Beyond the first block of the bit test too (40 maps of 8·8·128 > 2¹⁸ elements).
+            expect = int(np.argmax(~np.isfinite(bad.reshape(40, -1)).all(axis=1)))
+            assert T.first_nonfinite(bad) == expect == where[0], (value, where)
+    # A NaN whose payload sets every bit (0xFFFF as float16).
+    bad = maps.copy()
+    bad.reshape(-1).view({np.float16: np.uint16, np.float32: np.uint32, np.float64: np.uint64}[dtype])[
+        -1
+    ] = np.iinfo({np.float16: np.uint16, np.float32: np.uint32, np.float64: np.uint64}[dtype]).max
+    assert T.first_nonfinite(bad) == 39
+    # Not contiguous (the slow path): the odd channel holding that NaN is not in the view.
+    assert T.first_nonfinite(bad[:, :, :, ::2]) is None
+    bad[20, 1, 1, 2] = np.inf
+    assert T.first_nonfinite(bad[:, :, :, ::2]) == 20
+
+
+def test_a_map_holding_nan_is_found_and_named(tmp_path):
+    lay = H.layout(n=8, steps=3, blocks={BLOCK: (4, 4, 8)}, branches=("cond",))
+    path = tmp_path / "s.h5"
+    with H.create(path, lay) as w:
+        H.write_batch(w, 4)
+        start = w.begin_batch(4)
+        for s in range(3):
+            x = np.ones((4, 4, 4, 8), np.float16)
+            if s == 2:
+                x[1, 2, 3, 4] = np.inf  # sample 5, step 2
+            w.write_step(s, {BLOCK: {"cond": x}}, np.zeros((4, 4, 2, 2), np.float16))
+        assert w.batch_nonfinite == {start + 1: (BLOCK, "cond", 2)}
+        w.finish_batch(np.zeros((4, 8, 8, 3), np.uint8))
+    with Store.open(path) as store:
+        assert store.find_nonfinite(BLOCK, "cond") == (5, 2)
+        assert store.find_nonfinite(BLOCK, "cond", steps=[0, 1]) is None
+        assert store.find_nonfinite(BLOCK, "cond", samples=[0, 1, 2, 3, 4, 6, 7]) is None
+        with pytest.raises(StoreError, match=r"s\.h5 \(mid_block.attentions.0/cond\): the map of sample 5, step 2 holds NaN or inf"):
+            store.maps(BLOCK, "cond", 5)
+        assert np.isfinite(store.maps(BLOCK, "cond", 4)).all()
