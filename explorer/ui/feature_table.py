@@ -199,7 +199,9 @@ class FeatureTableModel(QAbstractTableModel):
                 font.setItalic(True)
                 return font
             if role == Qt.ItemDataRole.ToolTipRole:
-                return PROVISIONAL_TIP
+                return f"{self.auto_labels[f]}\n\n{PROVISIONAL_TIP}"
+        if col == COL_LABEL and role == Qt.ItemDataRole.ToolTipRole and f in self.labels:
+            return self.labels[f]  # the whole label where the column cuts it short
         return None
 
 

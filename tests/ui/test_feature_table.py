@@ -63,6 +63,10 @@ def test_provisional_names_show_grey_and_yield_to_user_labels(qtbot):
     assert cell(7) == "my stripes"  # the user's label wins
     assert cell(3, Qt.ItemDataRole.FontRole).italic()
     assert cell(7, Qt.ItemDataRole.FontRole) is None and cell(0) == ""
+    # Tooltips: the whole name (the column may cut it), and for a provisional one why it is grey.
+    tip = Qt.ItemDataRole.ToolTipRole
+    assert cell(7, tip) == "my stripes" and cell(0, tip) is None
+    assert cell(3, tip).startswith("large red circle\n") and "provisional" in cell(3, tip)
     m.sort(COL_LABEL, Qt.SortOrder.AscendingOrder)  # user labels, then provisional, then none
     assert [m.feature_at(i) for i in range(3)] == [7, 3, 4]
     browser.filter.setText("circle")
