@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QLineEdit,
+    QStyle,
     QStyledItemDelegate,
     QTableView,
     QVBoxLayout,
@@ -221,7 +222,11 @@ class SparklineDelegate(QStyledItemDelegate):
         )
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(QPen(option.palette.highlight().color(), 1.4))
+        # On a selected row the highlight colour is the background: draw in its text colour.
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette = option.palette
+        colour = palette.highlightedText().color() if selected else palette.highlight().color()
+        painter.setPen(QPen(colour, 1.4))
         painter.drawPolyline(pts)
         painter.restore()
 

@@ -74,3 +74,29 @@ def test_provisional_names_show_grey_and_yield_to_user_labels(qtbot):
     m.set_label(3, "mine")  # naming it replaces the provisional name
     browser.filter.setText("")
     assert cell(3) == "mine" and cell(3, Qt.ItemDataRole.FontRole) is None
+
+
+def test_the_sparkline_of_the_selected_row_stays_visible(qtbot):
+    from explorer.ui.feature_table import COL_SPARK
+
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(700, 300)
+    browser.show()
+    rate, mean, t = _features(20)
+    browser.model.set_features(rate, mean, t)
+    browser.table.setFocus()
+    browser.table.selectRow(1)
+    qtbot.waitExposed(browser)
+    palette = browser.table.palette()
+    image = browser.table.viewport().grab().toImage()
+
+    def colours(row):
+        rect = browser.table.visualRect(browser.model.index(row, COL_SPARK)).adjusted(4, 4, -4, -4)
+        return {image.pixelColor(x, y).name() for x in range(rect.left(), rect.right())
+                for y in range(rect.top(), rect.bottom())}
+
+    # Drawn in the highlight colour on a plain row; on the selected row (whose background is
+    # that colour) in the highlighted-text colour, or the line would vanish.
+    assert palette.highlight().color().name() in colours(0)
+    assert palette.highlightedText().color().name() in colours(1)
