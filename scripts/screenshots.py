@@ -45,6 +45,9 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_theme(app, dark=args.dark)
+    from explorer.ui.app import collect_garbage_in_gui_thread
+
+    collector = collect_garbage_in_gui_thread()  # noqa: F841 (as the app: GC on this thread only)
     window = MainWindow(device="cpu")
     window.resize(1860, 960)  # the default window on a screen of 1920 px or more
     window.show()

@@ -19,6 +19,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def collect_garbage_in_gui_thread():
+    """Run Python's cyclic garbage collector on the GUI thread only (pyqtgraph's
+    GarbageCollector: automatic collection off, a timer collects every second).
+
+    Otherwise a collection can start on the model thread (model loading allocates a lot) and
+    free a Qt object there: its destructor takes a Qt lock, then waits for the GIL, while the
+    GUI thread holds the GIL and waits for that lock. The app froze that way in a test (a
+    leftover QMenu, 1 run in ~10); py-spy showed both stacks. Returns the collector; keep it.
+    """
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector(interval=1.0)
+
+
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -35,6 +49,7 @@ def run(argv: list[str] | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setOrganizationName("ConceptExplorer")
     apply_theme(app)
+    collector = collect_garbage_in_gui_thread()  # noqa: F841 (kept alive until exec returns)
     window = MainWindow(device=args.device)
     window.show()
     if args.workspace:
