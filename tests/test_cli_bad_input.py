@@ -204,3 +204,25 @@ def test_a_diverged_run_on_a_finite_store_says_so(ws, capsys, monkeypatch):
                      "--steps", "1", "--batch-size", "32", "--tag=-div"], capsys),
               "the training loss became nan by step 7 (448 tokens), while the store's Δ is finite: "
               "training diverged; try a lower --lr")
+
+
+def test_evaluate_sae_names_a_nan_map_among_the_held_out_samples(ws, capsys):
+    import h5py
+    import numpy as np
+
+    from explorer.store import Store
+    from explorer.workspace import Workspace
+
+    entry = next(e for e in Workspace.open(ws).saes() if e.block == BLOCK and len(e.t) == 1)
+    with Store.open(ws / "store.h5") as store:
+        step = int(np.argmin(np.abs(np.asarray(store.t) - entry.t[0])))
+    with h5py.File(ws / "store.h5", "r+") as f:
+        d = f[f"blocks/{BLOCK}/cond"]
+        m = d[3, step]  # sample 3: held out (every 4th from the 4th)
+        m[1, 1, 1] = np.inf
+        d[3, step] = m
+    code, err = _run(["evaluate-sae", "--workspace", ws], capsys)
+    # The SAEs before it print their metrics as they go; the error is the last line.
+    assert code == 2 and "Traceback" not in err, err
+    assert f"({BLOCK}/cond): the map of sample 3, step {step} holds NaN or inf" in err.splitlines()[-1]
+    assert not (ws / "sae_metrics.json").exists()

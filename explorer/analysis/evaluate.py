@@ -54,6 +54,7 @@ def _per_step(entries) -> list:
 def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[dict]:
     """SAE metrics of one SAE at every stored step, on `samples`."""
     from explorer.sae import evaluate_sae, load_sae
+    from explorer.sae.commands import raise_if_nonfinite
 
     sae = load_sae(entry.path, device=device)
     out = []
@@ -62,6 +63,7 @@ def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[d
             entry.block, entry.branch or "cond", steps=[s], samples=samples, batch_size=4096, seed=0
         )
         m = evaluate_sae(sae, batches)
+        raise_if_nonfinite(store, entry.block, entry.branch or "cond", [s], samples, m)
         out.append(
             {
                 "step": s,

@@ -13,6 +13,7 @@ by the SAE's reconstruction at the SAE's steps, compared with the unspliced imag
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -227,7 +228,19 @@ def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
     steps = [stored.index(s) for s in cfg.steps]
     batches = store.tokens(cfg.block, cfg.branch or "cond", steps=steps, samples=held_out,
                            batch_size=batch_size, seed=0)
-    return evaluate_sae(sae, batches)
+    metrics = evaluate_sae(sae, batches)
+    raise_if_nonfinite(store, cfg.block, cfg.branch or "cond", steps, held_out, metrics)
+    return metrics
+
+
+def raise_if_nonfinite(store, block, branch, steps, samples, metrics) -> None:
+    """Metrics of a finite SAE (the loader checks) that came out NaN or inf: the data did it;
+    name the map (one pass over those maps, run only now)."""
+    if math.isfinite(metrics.mse):
+        return
+    found = store.find_nonfinite(block, branch, steps, samples)
+    if found is not None:
+        raise store.nonfinite_error(block, branch, *found)
 
 
 def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, steps=None,

@@ -345,7 +345,7 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                 # Warned as it happens: a long run can be stopped and that prompt left out.
                 tqdm.write(f"explorer: warning: {writer.path}: sample {sample} ({pset.prompts[sample]!r}): "
                            f"Δ of {block} ({branch}) holds NaN or inf from stored step {step}; "
-                           "training and indexing will refuse it", file=sys.stderr)
+                           "training, indexing and evaluation will refuse it", file=sys.stderr)
             writer.finish_batch(res.images)
             bar.n = writer.n_complete
             bar.refresh()

@@ -27,7 +27,8 @@ _CHECK_BLOCK = 1 << 18  # elements per pass: the temporary stays in L2
 def nonfinite_message(sample: int, step: int) -> str:
     return (
         f"the map of sample {sample}, step {step} holds NaN or inf (the model overflowed while "
-        "collecting it?); training and indexing need finite Δ: collect again without that prompt"
+        "collecting it?); training, indexing and evaluation need finite Δ: collect again without "
+        "that prompt"
     )
 
 
