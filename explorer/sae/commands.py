@@ -102,6 +102,8 @@ def token_source(store, block: str, branch: str, steps: list[int], samples: list
 def nonfinite_error(store, block, branch, steps, samples, folder, e) -> UserError:
     """Why a trainer's loss became NaN: the first map of its data holding NaN or inf (one pass
     over those maps, run only now), else a diverged run."""
+    # A pass over those maps can take minutes on a large store: say what is going on.
+    print(f"explorer: {folder}: {e}; looking for NaN or inf in the store's maps…", file=sys.stderr)
     found = store.find_nonfinite(block, branch, steps, samples)
     if found is not None:
         return store.nonfinite_error(block, branch, *found)

@@ -302,7 +302,8 @@ class StoreWriter:
     @property
     def batch_nonfinite(self) -> dict[int, tuple[str, str, int]]:
         """sample → (block, branch, step) of its first map with NaN or inf, in this batch so far
-        (the store keeps them as they are; training and indexing refuse them, naming them)."""
+        (the store keeps them as they are; training, indexing and evaluation refuse them, naming
+        them)."""
         return dict(self._batch["nonfinite"]) if self._batch is not None else {}
 
     def finish_batch(self, images: np.ndarray) -> int:
