@@ -16,6 +16,7 @@ from a GPU box as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -108,7 +109,9 @@ class Workspace:
             raise WorkspaceError(f"{root} is not a folder")
         man = root / MANIFEST
         if not man.is_file():
-            raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST})")
+            if (root / "store.h5").is_file():
+                return cls._adopt(root)
+            raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST} and no store.h5)")
         try:
             manifest = json.loads(man.read_text())
         except ValueError as e:
@@ -117,6 +120,34 @@ class Workspace:
             raise WorkspaceError(
                 f"{man} has workspace schema {manifest.get('schema')!r}; this version reads {SCHEMA}"
             )
+        return cls(root, manifest)
+
+    @classmethod
+    def _adopt(cls, root: Path) -> Workspace:
+        """A folder that holds a store.h5 but no workspace.json becomes a workspace.
+
+        That is what `explorer collect --out W/store.h5` on a GPU box leaves, and what README's
+        study of a real model then opens with `--workspace W` and `python main.py W`. The model
+        is the one the store was collected from. The manifest is written when the folder
+        allows it (a read-only copy is still opened).
+        """
+        from explorer.store.reader import Store
+
+        with Store.open(root / "store.h5") as store:
+            meta = store.meta
+        # The bundled model by name (its folder differs between machines), else the folder.
+        bundled = meta.get("model_name") == "mini-sd-shapes"
+        model = "bundled" if bundled else str(meta.get("model_folder") or "bundled")
+        manifest = {
+            "schema": SCHEMA,
+            "name": root.name,
+            "model": model,
+            "store": "store.h5",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": {},
+        }
+        with contextlib.suppress(OSError):  # read-only: the workspace lives in memory this time
+            atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
         return cls(root, manifest)
 
     @classmethod
