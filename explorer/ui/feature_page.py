@@ -175,8 +175,12 @@ class FeaturePage(QWidget):
             w.setEnabled(feature is not None)
         idx = self.source.index if self.source is not None else None
         if feature is None or idx is None:
-            self.title.setText("No feature selected" if idx is not None or self.source is None
-                               else f"No index: {self.source.index_error}")
+            if idx is not None or self.source is None:
+                self.title.setText("No feature selected")
+            elif self.source.index_error:
+                self.title.setText(f"No index: {self.source.index_error}")
+            else:  # a workspace with no SAE yet
+                self.title.setText("No SAE: train one with `explorer train`")
             self.gallery.clear()
             self.firing_curve.setData([], [])
             self.hist_curve.setData([], [])

@@ -370,3 +370,15 @@ def test_an_unreadable_sae_folder_is_named_in_the_status_bar(qtbot, window, tiny
     assert sae_id not in ids and len(ids) == len(cfgs) - 1
     message = window.statusBar().currentMessage()
     assert f"skipped SAE saes/{sae_id}: cfg.json cannot be read" in message, message
+
+
+def test_a_collected_store_alone_opens_and_says_what_to_do(qtbot, window, tiny_workspace, tmp_path):
+    # What `explorer collect --out W/store.h5` leaves: no workspace.json, no SAEs yet.
+    folder = tmp_path / "W"
+    folder.mkdir()
+    (folder / "store.h5").write_bytes((tiny_workspace / "store.h5").read_bytes())
+    _open(qtbot, window, folder)
+    assert window.source is not None and (folder / "workspace.json").is_file()
+    assert window.feature_page.title.text() == "No SAE: train one with `explorer train`"
+    assert "no SAEs yet" in window.statusBar().currentMessage()
+    assert _distinct_colours(window.sample_view.canvas) > 30  # the samples are there to scrub
