@@ -211,7 +211,7 @@ def _token_source(store, block, steps, samples, cfg: DemoConfig, epochs: int, ca
 def _train(ws, cfg: DemoConfig, report, cancel) -> None:
     from explorer.analysis.index import split_samples
     from explorer.sae import TrainerConfig, train_sae
-    from explorer.sae.commands import nonfinite_error
+    from explorer.sae.nonfinite import nonfinite_error
     from explorer.sae.train import NonFiniteTraining
     from explorer.store import Store
 

@@ -54,7 +54,7 @@ def _per_step(entries) -> list:
 def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[dict]:
     """SAE metrics of one SAE at every stored step, on `samples`."""
     from explorer.sae import evaluate_sae, load_sae
-    from explorer.sae.commands import raise_if_nonfinite
+    from explorer.sae.nonfinite import raise_if_nonfinite
 
     sae = load_sae(entry.path, device=device)
     out = []

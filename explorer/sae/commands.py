@@ -13,7 +13,6 @@ by the SAE's reconstruction at the SAE's steps, compared with the unspliced imag
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -99,18 +98,6 @@ def token_source(store, block: str, branch: str, steps: list[int], samples: list
         epoch += 1
 
 
-def nonfinite_error(store, block, branch, steps, samples, folder, e) -> UserError:
-    """Why a trainer's loss became NaN: the first map of its data holding NaN or inf (one pass
-    over those maps, run only now), else a diverged run."""
-    # A pass over those maps can take minutes on a large store: say what is going on.
-    print(f"explorer: {folder}: {e}; looking for NaN or inf in the store's maps…", file=sys.stderr)
-    found = store.find_nonfinite(block, branch, steps, samples)
-    if found is not None:
-        return store.nonfinite_error(block, branch, *found)
-    return UserError(f"{folder}: {e}, while the store's Δ is finite: training diverged; "
-                     "try a lower --lr (the last checkpoint, if any, is kept)")
-
-
 def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      steps: str = "t=1.0,0.5,0.0", shared: bool = False, latents: int = 0,
                      k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
@@ -119,6 +106,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      tag: str = "", progress: bool = True) -> list[Path]:
     """Train the SAE(s) of one block; returns their folders."""
     from explorer.sae import TrainerConfig, train_sae
+    from explorer.sae.nonfinite import nonfinite_error
     from explorer.sae.train import NonFiniteTraining
     from explorer.store import Store
 
@@ -221,6 +209,7 @@ def cmd_train(args) -> int:
 def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
     """The field's reconstruction metrics on the store's held-out samples at the SAE's steps."""
     from explorer.sae import evaluate_sae
+    from explorer.sae.nonfinite import raise_if_nonfinite
 
     cfg = sae.cfg
     stored = [int(s) for s in store.layout.step_index]  # stored step → scheduler step
@@ -233,16 +222,6 @@ def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
     metrics = evaluate_sae(sae, batches)
     raise_if_nonfinite(store, cfg.block, cfg.branch or "cond", steps, held_out, metrics)
     return metrics
-
-
-def raise_if_nonfinite(store, block, branch, steps, samples, metrics) -> None:
-    """Metrics of a finite SAE (the loader checks) that came out NaN or inf: the data did it;
-    name the map (one pass over those maps, run only now)."""
-    if math.isfinite(metrics.mse):
-        return
-    found = store.find_nonfinite(block, branch, steps, samples)
-    if found is not None:
-        raise store.nonfinite_error(block, branch, *found)
 
 
 def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, steps=None,

@@ -280,9 +280,9 @@ def _input_scale(sample: Tensor) -> float:
     # Mean-norm normalisation (as in SAELens's "expected_average_only_in"): one scalar for
     # the whole run, so the SAE sees every timestep's activations on the same footing.
     mean_norm = float(sample.norm(dim=1).mean())
-    if not (math.isfinite(mean_norm) and mean_norm > 0):
-        if not math.isfinite(mean_norm):
-            raise NonFiniteTraining(f"the initialisation sample's mean norm is {mean_norm}")
+    if not math.isfinite(mean_norm):
+        raise NonFiniteTraining(f"the initialisation sample's mean norm is {mean_norm}")
+    if mean_norm <= 0:
         raise ValueError(f"cannot normalise: mean activation norm is {mean_norm}")
     return math.sqrt(sample.shape[1]) / mean_norm
 
@@ -451,7 +451,6 @@ def train_sae(
 
     if steps == 0:
         raise ValueError("no training step was taken (token source too short?)")
-    _raise_if_diverged(running, steps, tokens_seen, world)
     stats = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
     stats.pop("lr")
     stats.update(

@@ -282,12 +282,8 @@ class Store:
 
         A map holding NaN or inf is a StoreError naming it (the index, which reads whole
         samples, would otherwise write NaN codes; the check costs ~0.1 ms a MB)."""
-        reader = self._map_reader(block, branch)
         i = self._sample(sample)
-        out = np.empty((self.n_steps, *reader.map_shape), reader.dtype)
-        with self._reading(block):
-            for s in range(self.n_steps):
-                reader.read(i, s, out[s])
+        out = self._read_steps(block, branch, i, range(self.n_steps))
         bad = first_nonfinite(out)
         if bad is not None:
             raise self.nonfinite_error(block, branch, i, bad)
@@ -300,17 +296,24 @@ class Store:
 
         A full pass over those maps: what a trainer runs once its loss turned NaN, to say why.
         """
-        reader = self._map_reader(block, branch)
         steps = self._steps(steps)
-        out = np.empty((len(steps), *reader.map_shape), reader.dtype)
+        out = None
         for i in range(self._n) if samples is None else sorted(samples):
-            with self._reading(block):
-                for j, s in enumerate(steps):
-                    reader.read(self._sample(i), s, out[j])
+            out = self._read_steps(block, branch, self._sample(i), steps, out)
             bad = first_nonfinite(out)
             if bad is not None:
                 return int(i), steps[bad]
         return None
+
+    def _read_steps(self, block: str, branch: str, sample: int, steps, out=None) -> np.ndarray:
+        """The maps of one (checked) sample at `steps`, into `out` when it is given."""
+        reader = self._map_reader(block, branch)
+        if out is None:
+            out = np.empty((len(steps), *reader.map_shape), reader.dtype)
+        with self._reading(block):
+            for j, s in enumerate(steps):
+                reader.read(sample, s, out[j])
+        return out
 
     def nonfinite_error(self, block: str, branch: str, sample: int, step: int) -> StoreError:
         return StoreError(f"{self.path} ({block}/{branch}): {nonfinite_message(sample, step)}")
