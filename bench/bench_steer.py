@@ -80,7 +80,8 @@ def main() -> None:
 
     quiet_libraries()
     from explorer.engine import generate, load_model
-    from explorer.steering import FeatureEdit, FeatureStats, Intervention, Rect, steer
+    from explorer.steering import FeatureEdit, FeatureStats, Intervention, Rect
+    from explorer.steering.steer import steer
 
     with tempfile.TemporaryDirectory() as tmp:
         path, what = (args.model, args.model) if args.model else _bundled_or_random(Path(tmp))

@@ -27,24 +27,32 @@ from explorer.errors import Cancelled, UserError
 
 
 def quiet_libraries() -> None:
-    # diffusers/transformers print load bars and advice to install accelerate: noise for users.
+    """Silence diffusers' and transformers' load bars and advice (noise for our users).
+
+    Through the environment, which both libraries read when they are first imported: a command
+    that loads no model (`--help`, `info`, `labels`) then never imports them, which took about
+    two seconds (diffusers imports torch._dynamo). Libraries already imported are set directly.
+    `load_model` turns off diffusers' own "Loading pipeline components" bar, which no variable
+    reaches.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
+    if "diffusers" in sys.modules:
         from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
 
         dlog.set_verbosity_error()
         dlog.disable_progress_bar()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as tlog
+
         tlog.set_verbosity_error()
         tlog.disable_progress_bar()
-    except ImportError:  # pragma: no cover - both are hard dependencies
-        pass
 
 
 def save_png(image, path: Path) -> None:

@@ -1,46 +1,29 @@
 """Feature index and the paper's analyses: codes, top patches and statistics per step, concept
 dictionary, label suggestions, early composition, evolution across steps, the evaluation report.
 
-Importing the package is light (numpy, h5py); `build_index`, `evaluate_workspace` and
-`build_demo` pull in torch and the store when first used.
+Names are imported on first use (explorer/lazy.py): the `explorer` command's parser imports
+neither h5py nor torch. The reader needs numpy and h5py; `build_index`, `evaluate_workspace`
+and `build_demo` pull in torch and the store.
 """
 
-from explorer.analysis.dictionary import DictEntry, Dictionary
-from explorer.analysis.errors import AnalysisError, IndexError_, IndexFileError
-from explorer.analysis.reader import FeatureIndex, Match, Patch
-from explorer.analysis.suggestions import Suggestion
+from explorer.lazy import lazy_exports
 
-_LAZY = {
-    "build_index": "explorer.analysis.index",
-    "IndexSettings": "explorer.analysis.index",
-    "evaluate_workspace": "explorer.analysis.evaluate",
-    "write_report": "explorer.analysis.report",
-    "build_demo": "explorer.analysis.demo",
-    "DemoConfig": "explorer.analysis.demo",
+_EXPORTS = {
+    "DictEntry": "dictionary",
+    "Dictionary": "dictionary",
+    "AnalysisError": "errors",
+    "IndexError_": "errors",
+    "IndexFileError": "errors",
+    "FeatureIndex": "reader",
+    "Match": "reader",
+    "Patch": "reader",
+    "Suggestion": "suggestions",
+    "build_index": "index",
+    "IndexSettings": "index",
+    "evaluate_workspace": "evaluate",
+    "write_report": "report",
+    "build_demo": "demo",
+    "DemoConfig": "demo",
 }
-
-__all__ = [
-    "AnalysisError",
-    "DemoConfig",
-    "DictEntry",
-    "Dictionary",
-    "FeatureIndex",
-    "IndexError_",
-    "IndexFileError",
-    "IndexSettings",
-    "Match",
-    "Patch",
-    "Suggestion",
-    "build_demo",
-    "build_index",
-    "evaluate_workspace",
-    "write_report",
-]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'explorer.analysis' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

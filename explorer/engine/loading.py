@@ -171,7 +171,12 @@ def load_model(
 
     import diffusers
     from diffusers import DDIMScheduler
+    from diffusers.utils import logging as diffusers_logging
 
+    # Its "Loading pipeline components" bar is noise in a log or a progress pane, and no
+    # environment variable turns it off; restored afterwards for the caller's own pipelines.
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
     try:
         if kind == "sdxl":
             pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(folder, dtype=dtype)
@@ -182,6 +187,9 @@ def load_model(
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"cannot load the pipeline in {folder}: {first}") from None
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     # The paper samples with DDIM; the bundled model ships a DDIM config already.
     if not isinstance(pipe.scheduler, DDIMScheduler) and kind == "sd":

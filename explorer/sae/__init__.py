@@ -1,30 +1,26 @@
-"""TopK sparse autoencoders on UNet activations: model, config, folders, training, metrics."""
+"""TopK sparse autoencoders on UNet activations: model, config, folders, training, metrics.
 
-from explorer.sae.config import SAEConfig
-from explorer.sae.io import SAELoadError, load_sae, save_sae
-from explorer.sae.metrics import SAEMetrics, evaluate_sae
-from explorer.sae.model import (
-    Codes,
-    EncoderOutput,
-    ForwardOutput,
-    TopKSAE,
-    geometric_median,
-)
-from explorer.sae.train import TrainerConfig, TrainResult, train_sae
+Names are imported on first use (explorer/lazy.py), so the `explorer` command's parser does not
+import torch.
+"""
 
-__all__ = [
-    "Codes",
-    "EncoderOutput",
-    "ForwardOutput",
-    "SAEConfig",
-    "SAELoadError",
-    "SAEMetrics",
-    "TopKSAE",
-    "TrainResult",
-    "TrainerConfig",
-    "evaluate_sae",
-    "geometric_median",
-    "load_sae",
-    "save_sae",
-    "train_sae",
-]
+from explorer.lazy import lazy_exports
+
+_EXPORTS = {
+    "SAEConfig": "config",
+    "SAELoadError": "io",
+    "load_sae": "io",
+    "save_sae": "io",
+    "SAEMetrics": "metrics",
+    "evaluate_sae": "metrics",
+    "Codes": "model",
+    "EncoderOutput": "model",
+    "ForwardOutput": "model",
+    "TopKSAE": "model",
+    "geometric_median": "model",
+    "TrainerConfig": "train",
+    "TrainResult": "train",
+    "train_sae": "train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,49 +7,38 @@
 - `steer`: steered generation (`steer`), CLI helpers;
 - `saes`, `features`, `calibration`: which SAE, which features, which strengths;
 - `evaluate`: the paper's Table 4/5 analogues on the shapes world.
+
+Names are imported on first use (explorer/lazy.py), so the `explorer` command's parser does not
+import torch. The steering function itself is `explorer.steering.steer.steer`: a package
+attribute `steer` would clash with its module's name.
 """
 
-from explorer.steering.interventions import (
-    BRANCH_MODES,
-    MAX_STRENGTH,
-    MODES,
-    FeatureEdit,
-    FeatureStats,
-    FeatureSteer,
-    Intervention,
-    PerSample,
-    build_edits,
-    check_strength,
-    make_edit,
-    validate,
-)
-from explorer.steering.regions import QUADRANT_RECTS, Rect, parse_rect, region_weights
-from explorer.steering.steer import SteerResult, parse_feature, steer
-from explorer.steering.windows import PRESETS, STAGES, Window, parse_window, stage_of
+from explorer.lazy import lazy_exports
 
-__all__ = [
-    "BRANCH_MODES",
-    "MAX_STRENGTH",
-    "MODES",
-    "PRESETS",
-    "QUADRANT_RECTS",
-    "STAGES",
-    "FeatureEdit",
-    "FeatureStats",
-    "FeatureSteer",
-    "Intervention",
-    "PerSample",
-    "Rect",
-    "SteerResult",
-    "Window",
-    "build_edits",
-    "check_strength",
-    "make_edit",
-    "parse_feature",
-    "parse_rect",
-    "parse_window",
-    "region_weights",
-    "stage_of",
-    "steer",
-    "validate",
-]
+_EXPORTS = {
+    "BRANCH_MODES": "interventions",
+    "MAX_STRENGTH": "interventions",
+    "MODES": "interventions",
+    "FeatureEdit": "interventions",
+    "FeatureStats": "interventions",
+    "FeatureSteer": "interventions",
+    "Intervention": "interventions",
+    "PerSample": "interventions",
+    "build_edits": "interventions",
+    "check_strength": "interventions",
+    "make_edit": "interventions",
+    "validate": "interventions",
+    "QUADRANT_RECTS": "regions",
+    "Rect": "regions",
+    "parse_rect": "regions",
+    "region_weights": "regions",
+    "SteerResult": "steer",
+    "parse_feature": "steer",
+    "PRESETS": "windows",
+    "STAGES": "windows",
+    "Window": "windows",
+    "parse_window": "windows",
+    "stage_of": "windows",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -186,7 +186,8 @@ def steer_job(models: ModelHolder, cache: SteerCache, entry, prompt: str, seed: 
               guidance: float, features: list[tuple[int, float]], mode: str, region, window,
               branches: str, *, cancel, progress):
     """A steered image (with per-step previews), then the unedited one if not cached yet."""
-    from explorer.steering import FeatureEdit, Intervention, steer, validate
+    from explorer.steering import FeatureEdit, Intervention, validate
+    from explorer.steering.steer import steer
 
     if not models.loaded:
         progress({"stage": "loading"})

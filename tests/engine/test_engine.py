@@ -145,3 +145,17 @@ def test_block_geometry_matches_capture(tiny_model):
     assert tiny_model.block_geometry("mid_block.attentions.0")[:2] == (8, 8)
     assert tiny_model.block_geometry("down_blocks.0.attentions.0")[:2] == (16, 16)
     assert tiny_model.block_geometry("up_blocks.1.attentions.0")[:2] == (16, 16)
+
+
+def test_loading_prints_no_progress_bar_and_leaves_the_setting_as_it_was(tiny_model_dir, capfd):
+    from diffusers.utils import logging as dlog
+
+    before = dlog.is_progress_bar_enabled()
+    try:
+        for enabled in (True, False):
+            (dlog.enable_progress_bar if enabled else dlog.disable_progress_bar)()
+            load_model(tiny_model_dir)
+            assert "Loading pipeline components" not in capfd.readouterr().err
+            assert dlog.is_progress_bar_enabled() is enabled
+    finally:
+        (dlog.enable_progress_bar if before else dlog.disable_progress_bar)()

@@ -9,7 +9,8 @@ from PIL import Image
 from explorer.cli import main
 from explorer.engine import generate
 from explorer.sae import save_sae
-from explorer.steering import FeatureEdit, FeatureStats, Intervention, Rect, steer
+from explorer.steering import FeatureEdit, FeatureStats, Intervention, Rect
+from explorer.steering.steer import steer
 from explorer.workspace import Workspace
 
 BLOCK = "mid_block.attentions.0"
