@@ -249,7 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+
+    p = sub.add_parser(
+        "info",
+        help="what a store or a workspace holds: model, samples, steps, blocks, SAEs, index",
+        description="Describe a store file or a workspace folder in a few lines, reading only "
+        "its metadata (a collection copied from a GPU box, a workspace someone sent).",
+    )
+    p.add_argument("path", help="a store file (store.h5) or a workspace folder")
+    p.add_argument("--check", action="store_true",
+                   help="also read every map and report NaN or inf (one full pass over the store)")
+    p.set_defaults(func=cmd_info)
     return parser
+
+
+def cmd_info(args) -> int:
+    from explorer.info import describe
+
+    print("\n".join(describe(args.path, check=args.check)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
+        return code
+    except BrokenPipeError:
+        # `explorer info W | head`: the reader has all it wants. Quiet, as a C tool would be;
+        # stdout goes to /dev/null so that the flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what the shell reports for a tool killed by it
     except UserError as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -56,3 +56,33 @@ def test_a_missing_path_is_one_line(tmp_path, capsys):
     assert code == 2 and out == "" and err.strip() == f"explorer: error: {tmp_path / 'nope.h5'}: no such file or folder"
     code, _, err = _info(capsys, tmp_path)  # a folder with neither workspace.json nor store.h5
     assert code == 2 and "is not a workspace" in err and len(err.strip().splitlines()) == 1
+
+
+def test_labels_are_counted_as_the_app_reads_them_and_a_damaged_file_is_left_alone(
+        tiny_workspace, tmp_path, capsys):
+    from explorer.labels import LabelDocument
+
+    ws = shutil.copytree(tiny_workspace, tmp_path / "ws")
+    sae = Workspace.open(ws).saes()[0].id
+    doc = LabelDocument()
+    doc.set(sae, 3, label="red square")
+    doc.set(sae, 5, label="stripes", tags="background")
+    doc.save(ws / "labels.json")
+    code, out, _ = _info(capsys, ws)
+    assert code == 0 and "  labels: 2; report: yes" in out
+    (ws / "labels.json").write_text('{"labels": [')
+    code, out, _ = _info(capsys, ws)
+    assert code == 0 and "  labels: unreadable (" in out and "is not valid JSON" in out
+    assert (ws / "labels.json").read_text() == '{"labels": ['
+    assert sorted(p.name for p in ws.glob("labels.json*")) == ["labels.json"]  # nothing set aside
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tiny_workspace):
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "explorer", "info", str(tiny_workspace)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # like `explorer info W | head -0`: nobody reads
+    _, err = run.communicate(timeout=120)
+    assert err.decode() == "" and run.returncode == 141

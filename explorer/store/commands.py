@@ -84,24 +84,6 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser(
-        "info",
-        help="what a store or a workspace holds: model, samples, steps, blocks, SAEs, index",
-        description="Describe a store file or a workspace folder in a few lines, reading only "
-        "its metadata (a collection copied from a GPU box, a workspace someone sent).",
-    )
-    p.add_argument("path", help="a store file (store.h5) or a workspace folder")
-    p.add_argument("--check", action="store_true",
-                   help="also read every map and report NaN or inf (one full pass over the store)")
-    p.set_defaults(func=cmd_info)
-
-
-def cmd_info(args) -> int:
-    from explorer.store.info import describe
-
-    print("\n".join(describe(args.path, check=args.check)))
-    return 0
-
 
 def cmd_collect(args) -> int:
     from explorer.store.shards import dist_env, join_shards

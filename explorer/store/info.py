@@ -1,13 +1,11 @@
-"""`explorer info PATH`: what a store or a workspace holds, in a few lines, before anything heavy
-is run on it (a collection copied from a GPU box, a workspace someone sent)."""
+"""What a store holds, in a few lines read from its metadata (`explorer info`; a workspace's
+description, which adds its SAEs, labels and report, is explorer/info.py)."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-
-from explorer.errors import UserError
 
 
 def describe_store(store, check: bool = False) -> list[str]:
@@ -17,13 +15,13 @@ def describe_store(store, check: bool = False) -> list[str]:
 
     meta = store.meta
     path = Path(store.path)
-    size = sum(p.stat().st_size for p in _store_files(store))
+    size = sum(p.stat().st_size for p in store.files())
     n, planned = store.n_samples, store.n_planned
     t = store.t
     lines = [
         f"store {path}: {n:,}/{planned:,} samples complete ({human_bytes(size)} on disk"
         + (f", {human_bytes(size / n)} per sample" if n else "") + ")"
-        + (f", joined from {len(store._shards())} shards" if store.is_joined else ""),
+        + (f", joined from {len(store.files()) - 1} shards" if store.is_joined else ""),
         f"  model {meta.get('model_name', '?')} ({meta.get('model_folder', '?')}, fingerprint "
         f"{str(meta.get('model_hash', '?'))[:16]}), guidance {meta.get('guidance', '?')}, "
         f"{_scheduler(meta)}",
@@ -51,55 +49,6 @@ def describe_store(store, check: bool = False) -> list[str]:
             else "  NaN or inf (first map of each): " + "; ".join(found)
         )
     return lines
-
-
-def describe_workspace(ws, check: bool = False) -> list[str]:
-    from explorer.store import Store
-
-    lines = [f"workspace {ws.root} ({ws.name}): model {ws.model}"]
-    if ws.store_path.is_file():
-        with Store.open(ws.store_path) as store:
-            lines += ["  " + line for line in describe_store(store, check)]
-    else:
-        lines.append(f"  no store yet ({ws.store_path.name})")
-    saes = ws.saes()
-    lines.append(f"  {len(saes)} SAE(s)" + (":" if saes else ": train one with `explorer train`"))
-    for e in saes:
-        when = f"t {e.t[0]:.2f}" if len(e.t) == 1 else f"{len(e.t)} steps (shared)"
-        lines.append(f"    {e.id}: {when}, {e.n_latents} latents, k {e.k}; "
-                     + ("indexed" if e.index_path.is_file() else "not indexed (`explorer index`)"))
-    for folder, problem in ws.unreadable_saes.items():
-        lines.append(f"    {folder}: unreadable ({problem})")
-    labels = 0
-    if ws.labels_path.is_file():
-        try:
-            labels = len(json.loads(ws.labels_path.read_text()).get("labels", {}))
-        except (ValueError, AttributeError):
-            labels = -1
-    lines.append(f"  labels: {labels if labels >= 0 else 'unreadable'}; report: "
-                 + ("yes" if ws.report_path.is_file() else "no (`explorer evaluate`)"))
-    return lines
-
-
-def describe(path: str | Path, check: bool = False) -> list[str]:
-    from explorer.store import Store
-    from explorer.workspace import Workspace
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return describe_workspace(Workspace.open(path), check)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder")
-    with Store.open(path) as store:
-        return describe_store(store, check)
-
-
-def _store_files(store) -> list[Path]:
-    path = Path(store.path)
-    files = [path]
-    if store.is_joined:
-        files += [path.parent / s["file"] for s in store._shards() if (path.parent / s["file"]).is_file()]
-    return files
 
 
 def _scheduler(meta: dict) -> str:

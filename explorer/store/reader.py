@@ -408,6 +408,14 @@ class Store:
             self._readers[name] = MapReader(parts)
         return self._readers[name]
 
+    def files(self) -> list[Path]:
+        """The store's file and, for a store joined from shards, those of its shards that exist."""
+        path = Path(self.path)
+        if not self.is_joined:
+            return [path]
+        return [path] + [path.parent / s["file"] for s in self._shards()
+                         if (path.parent / s["file"]).is_file()]
+
     def _shards(self) -> list[dict]:
         return json.loads(attr_str(self._f.attrs["joined_from"]))
 

@@ -15,7 +15,9 @@ import store_helpers as H
 
 from explorer.cli import main
 from explorer.store import Store, StoreError, StoreWriter
+from explorer.store.info import describe_store
 from explorer.store.shards import join_shards, shard_path, shard_range
+from explorer.store.writer import human_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,3 +122,8 @@ def test_torchrun_two_ranks_equal_one_process(tiny_model_dir, reference_store, t
         assert joined.index.tolist() == list(range(n))
         H.assert_same_samples(joined, single, n)
         assert joined.meta["model_hash"] == single.meta["model_hash"]
+        assert joined.files() == [out, shard_path(out, 0), shard_path(out, 1)]
+        assert single.files() == [Path(reference_store)]
+        size = sum(p.stat().st_size for p in joined.files())
+        assert ", joined from 2 shards" in describe_store(joined)[0]
+        assert human_bytes(size) in describe_store(joined)[0]
