@@ -53,17 +53,13 @@ def _per_step(entries) -> list:
 
 def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[dict]:
     """SAE metrics of one SAE at every stored step, on `samples`."""
-    from explorer.sae import evaluate_sae, load_sae
-    from explorer.sae.nonfinite import raise_if_nonfinite
+    from explorer.sae import load_sae
+    from explorer.sae.metrics import evaluate_on_store
 
     sae = load_sae(entry.path, device=device)
     out = []
     for s in range(store.n_steps):
-        batches = store.tokens(
-            entry.block, entry.branch or "cond", steps=[s], samples=samples, batch_size=4096, seed=0
-        )
-        m = evaluate_sae(sae, batches)
-        raise_if_nonfinite(store, entry.block, entry.branch or "cond", [s], samples, m)
+        m = evaluate_on_store(sae, store, entry.block, entry.branch or "cond", [s], samples)
         out.append(
             {
                 "step": s,

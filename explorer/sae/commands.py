@@ -208,8 +208,7 @@ def cmd_train(args) -> int:
 
 def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
     """The field's reconstruction metrics on the store's held-out samples at the SAE's steps."""
-    from explorer.sae import evaluate_sae
-    from explorer.sae.nonfinite import raise_if_nonfinite
+    from explorer.sae.metrics import evaluate_on_store
 
     cfg = sae.cfg
     stored = [int(s) for s in store.layout.step_index]  # stored step → scheduler step
@@ -217,11 +216,7 @@ def sae_metrics(store, sae, held_out: list[int], batch_size: int = 4096):
     if missing:
         raise UserError(f"SAE {cfg.block} was trained on steps {missing} that the store lacks")
     steps = [stored.index(s) for s in cfg.steps]
-    batches = store.tokens(cfg.block, cfg.branch or "cond", steps=steps, samples=held_out,
-                           batch_size=batch_size, seed=0)
-    metrics = evaluate_sae(sae, batches)
-    raise_if_nonfinite(store, cfg.block, cfg.branch or "cond", steps, held_out, metrics)
-    return metrics
+    return evaluate_on_store(sae, store, cfg.block, cfg.branch or "cond", steps, held_out, batch_size)
 
 
 def fidelity(model, sae, prompts: list[str], seeds: list[int], scenes=None, steps=None,

@@ -99,3 +99,20 @@ def evaluate_sae(sae: TopKSAE, batches: Iterable, *, histogram_bins: int = 50) -
         feature_density=density,
         density_histogram=(edges, counts),
     )
+
+
+def evaluate_on_store(
+    sae: TopKSAE, store, block: str, branch: str, steps: list[int], samples: list[int],
+    batch_size: int = 4096,
+) -> SAEMetrics:
+    """`evaluate_sae` on the store's tokens of `block`/`branch` at stored `steps` of `samples`.
+
+    Metrics that come out NaN or inf (the loader has checked the SAE's weights, so the data did
+    it) raise the StoreError naming the first map holding NaN or inf.
+    """
+    from explorer.sae.nonfinite import raise_if_nonfinite
+
+    batches = store.tokens(block, branch, steps=steps, samples=samples, batch_size=batch_size, seed=0)
+    metrics = evaluate_sae(sae, batches)
+    raise_if_nonfinite(store, block, branch, steps, samples, metrics)
+    return metrics
