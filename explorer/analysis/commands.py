@@ -46,6 +46,12 @@ def register(sub) -> None:
     p.add_argument("--workspace", required=True)
     p.add_argument("--masks", help="user masks (PNG folder or HDF5); default: the workspace's or the shapes world's")
     p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument(
+        "--cross-attention", action="store_true",
+        help="also regenerate the composition's held-out samples with the workspace's model and "
+        "add each block's cross-attention (DAAM) curve beside the SAE one (seconds on the bundled "
+        "model; a GPU's work for SD 1.4)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -157,9 +163,14 @@ def cmd_evaluate(args) -> int:
     from explorer.workspace import Workspace
 
     ws = Workspace.open(args.workspace)
+    model = None
+    if args.cross_attention:
+        from explorer.engine import load_model
+
+        model = load_model(ws.model, device=None if args.device == "auto" else args.device)
     bar = ConsoleProgress()
     try:
-        report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device)
+        report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device, model=model)
     finally:
         bar.close()
     ws.report_unreadable_saes()  # left out of the report
@@ -169,6 +180,10 @@ def cmd_evaluate(args) -> int:
             m, b = rep["composition_miou"], rep["baseline_miou"]
             print(f"{block}: composition mIoU first step {m[0]:.3f} (baseline {b[0]:.3f}), "
                   f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
+        if "cross_attention" in rep:
+            a = rep["cross_attention"]["miou"]
+            print(f"{block}: cross-attention (DAAM) mIoU first step {a[0]:.3f}, "
+                  f"middle {a[len(a) // 2]:.3f}, last {a[-1]:.3f}")
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -306,7 +306,6 @@ def build_demo(
         m.check_blocks(cfg.blocks)
     ws = _prepare_folder(folder, cfg)
     _collect(ws, m, cfg, stage, cancel)
-    del m
 
     _train(ws, cfg, rep.stage("train"), cancel)
 
@@ -317,8 +316,9 @@ def build_demo(
         truth = ShapesTruth(store)  # one per build: the checker reads each image once
         _index(ws, store, settings, rep.stage("index"), cancel, truth)
         stage = rep.stage("evaluate")
+        # The model is kept from the collection for the cross-attention curve (seconds here).
         report = evaluate_workspace(
-            ws, settings=settings, store=store, truth=truth, progress=stage, cancel=cancel
+            ws, settings=settings, store=store, truth=truth, progress=stage, cancel=cancel, model=m
         )
     write_report(report, ws.root)
     ws.settings["demo"] = {**ws.settings["demo"], "complete": True,

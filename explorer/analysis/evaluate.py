@@ -206,12 +206,16 @@ def evaluate_workspace(
     device: str = "cpu",
     build_missing: bool = True,
     seed: int = 0,
+    model=None,
 ) -> dict:
     """Run every analysis on a workspace and return the report dict (report.py writes it).
 
     Index settings default to the workspace's ("index" in its settings) so that indexes built
     by `explorer demo` or `explorer index` stay current; masks default to its "masks" entry.
     `store`/`truth` may be passed in to share an open store and its cached ground truth.
+    `model` (a loaded `engine.Model`, the one the store was collected with): regenerate the
+    composition's held-out samples to add the cross-attention (DAAM) curve of each block
+    (cross_attention.py); None leaves it out.
     """
     from explorer.analysis.errors import AnalysisError
 
@@ -244,9 +248,11 @@ def evaluate_workspace(
         blocks = {}
         groups = _sae_groups(saes)
         n_groups = len(groups)
+        span = 0.55 if model is None or truth is None else 0.45  # the rest: cross-attention
+        composition_samples: list[int] = []
         for g, (block, entries) in enumerate(groups.items()):
-            base = 0.45 + 0.55 * g / n_groups
-            width = 0.55 / n_groups
+            base = 0.45 + span * g / n_groups
+            width = span / n_groups
             report = {"saes": {}, "matching": []}
             consecutive: list[Matching] = []
             if len(entries) > 1:
@@ -276,6 +282,7 @@ def evaluate_workspace(
                 if truth is not None:
                     per_step = _per_step(entries) or entries
                     eval_samples = indexes[per_step[0].id].held_out_samples()
+                    composition_samples = composition_samples or eval_samples
                     if progress is not None:
                         progress(base + width * 0.6, f"composition {block}")
                     curve = block_composition(
@@ -293,6 +300,16 @@ def evaluate_workspace(
                 for ix in indexes.values():
                     ix.close()
             blocks[block] = report
+        curved = [b for b, rep in blocks.items() if "composition" in rep]
+        if model is not None and curved:
+            from explorer.analysis.cross_attention import attention_composition
+
+            curves = attention_composition(
+                model, store, truth, curved, composition_samples, cancel=cancel,
+                progress=scaled(progress, 0.9, 1.0, "") if progress is not None else None,
+            )
+            for b, curve in curves.items():
+                blocks[b]["cross_attention"] = curve.to_json()
         out = {
             "schema": REPORT_SCHEMA,
             "version": REPORT_VERSION,

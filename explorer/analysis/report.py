@@ -56,18 +56,23 @@ class Curve:
     label: str
     t: list[float]
     miou: list[float]
-    kind: str  # "nearest": the paper's curve; "baseline"; "alone": one SAE's dictionary fixed
+    kind: str  # "nearest": the paper's curve; "baseline"; "attention": cross-attention (DAAM);
+    # "alone": one SAE's dictionary fixed
 
 
 def composition_curves(rep: dict) -> list[Curve]:
     """What the composition figure of one block's report draws (the report's PNG and the
     app's Evaluation page alike): the paper's curve, its baseline, and each SAE the curve
-    switches between (and a shared one) alone at every step. Empty without a composition."""
+    switches between (and a shared one) alone at every step; the cross-attention (DAAM) curve
+    where the evaluation regenerated the samples. Empty without a composition."""
     c = rep.get("composition")
     if not c:
         return []
     curves = [Curve("mIoU (own maps, nearest SAE)", c["t"], c["miou"], "nearest"),
               Curve("baseline (other sample)", c["t"], c["baseline_miou"], "baseline")]
+    a = rep.get("cross_attention")
+    if a:
+        curves.append(Curve(f"cross-attention (DAAM, threshold {a['threshold']:g})", a["t"], a["miou"], "attention"))
     for sid, s in rep.get("saes", {}).items():
         if s.get("composition") and on_curve(sid, rep):
             curves.append(Curve(f"{sid.split('/', 1)[-1]} alone", c["t"], s["composition"]["miou"], "alone"))
@@ -210,17 +215,27 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
         lines.append("")
         if "composition" in rep:
             c = rep["composition"]
+            a = rep.get("cross_attention")
             lines += [
                 f"### Composition (Figure 3a): {c['n_objects']} objects in {c['n_samples']} held-out samples",
                 "",
                 "Baseline: the same prediction from a random other sample's concept maps. The other "
                 f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
                 "",
-                "| step | t | mIoU | baseline | SAE used |",
-                "|---|---|---|---|---|",
             ]
+            if a:
+                lines += [
+                    "Cross-attention (DAAM): the same objects predicted from the block's attention to "
+                    f"each object's noun token, min-max normalised and thresholded at {a['threshold']:g}, "
+                    f"on the same samples regenerated ({a['images_reproduced']} of {a['n_samples']} "
+                    "images identical to the store's).",
+                    "",
+                ]
+            lines += ["| step | t | mIoU | baseline | " + ("cross-attention | " if a else "") + "SAE used |",
+                      "|---|---|---|---|" + ("---|" if a else "") + "---|"]
             for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
-                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {c['sae_at_step'][s]} |")
+                daam = f"{fmt(a['miou'][s])} | " if a else ""
+                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {daam}{c['sae_at_step'][s]} |")
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])

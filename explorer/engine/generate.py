@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from explorer.engine.hooks import BlockHooks, Edit, StepContext, step_t
+from explorer.engine.attention import CrossAttentionMaps
+from explorer.engine.hooks import BlockHooks, Edit, StepContext, split_branches, step_t
 from explorer.engine.loading import Model
 from explorer.errors import Cancelled, UserError
 
@@ -33,6 +35,8 @@ class StepInfo:
     latents: torch.Tensor  # x_{t-1}, (B, 4, h, w)
     pred_x0: torch.Tensor  # the scheduler's predicted clean latent, (B, 4, h, w)
     captures: dict[str, dict[str, torch.Tensor]]  # block → branch → (B, h, w, d), CPU
+    # block → branch → (B, h, w, T) cross-attention over the T text tokens, CPU (engine/attention.py)
+    attention: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def preview(self, model: Model) -> np.ndarray:
         """The predicted clean image at this step, (B, H, W, 3) uint8."""
@@ -151,6 +155,7 @@ def generate(
     negative_prompt: str = "",
     start: tuple[int, torch.Tensor] | None = None,
     record: Trajectory | None = None,
+    cross_attention: Sequence[str] = (),
 ) -> GenerationResult:
     """Generate one image per (prompt, seed); same seed and settings ⇒ identical image.
 
@@ -161,12 +166,14 @@ def generate(
       a run with the same prompts, seeds and settings that did not differ before step i);
       `on_step` is then called from step i on. Only where `resumable(scheduler)`.
     record: a `Trajectory` that receives the latents entering every step this call runs.
+    cross_attention: blocks whose cross-attention maps are handed to `on_step`
+      (StepInfo.attention); the image is unchanged.
     """
     steps = int(model.defaults.get("steps", 25) if steps is None else steps)
     guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
     check_settings(prompts, seeds, steps, guidance)
-    if capture or edits:
-        model.check_blocks([*capture, *(edits or {})])
+    if capture or edits or cross_attention:
+        model.check_blocks([*capture, *(edits or {}), *cross_attention])
     # A private scheduler per call: generation may run in a worker while another thread reads.
     scheduler = copy.deepcopy(model.pipe.scheduler)
     scheduler.set_timesteps(steps, device=model.device)
@@ -193,7 +200,10 @@ def generate(
         latents = begin.to(model.device, model.dtype)
     else:
         latents = initial_noise(model, seeds) * scheduler.init_noise_sigma
-    with BlockHooks(model.unet, capture, capture=bool(capture), edits=edits) as hooks:
+    maps = (CrossAttentionMaps(model.unet, cross_attention,
+                               {b: model.block_geometry(b)[:2] for b in cross_attention})
+            if cross_attention else nullcontext())
+    with BlockHooks(model.unet, capture, capture=bool(capture), edits=edits) as hooks, maps:
         for i, t in enumerate(scheduler.timesteps):
             if i < first:
                 continue
@@ -223,6 +233,8 @@ def generate(
                         latents=latents,
                         pred_x0=x0 if x0 is not None else latents,
                         captures=hooks.pop() if capture else {},
+                        attention={b: split_branches(a, branches) for b, a in maps.pop().items()}
+                        if cross_attention else {},
                     )
                 )
     images = decode_latents(model, latents)

@@ -114,7 +114,14 @@ def evaluate_job(root, *, cancel, progress) -> dict:
     from explorer.analysis.report import write_report
 
     workspace = Workspace.open(root)
-    report = evaluate_workspace(workspace, cancel=cancel,
+    model = None
+    if workspace.model == "bundled":
+        # The cross-attention (DAAM) curve regenerates the held-out samples: seconds on the
+        # bundled model; for a real one it is `explorer evaluate --cross-attention`'s work.
+        from explorer.engine import load_model
+
+        model = load_model("bundled", device="cpu")
+    report = evaluate_workspace(workspace, cancel=cancel, model=model,
                                 progress=lambda f, m: progress({"fraction": f, "message": m}))
     json_path, _ = write_report(report, workspace.root)
     return read_report(json_path)

@@ -37,8 +37,9 @@ from explorer.analysis.report import (
 )
 from explorer.ui.plots import trajectory_plot
 
-# The paper's curve, its baseline, then the single-SAE curves (thin).
-_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0)}
+# The paper's curve, its baseline, the cross-attention (DAAM) curve (dotted, black), then the
+# single-SAE curves (thin).
+_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "attention": ("#111111", 2.0)}
 _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
@@ -162,7 +163,8 @@ class ReportView(QWidget):
                 self.plot.plot(c.t, c.miou, pen=pen, name=c.label)
             else:
                 colour, width = _PENS[c.kind]
-                style = Qt.PenStyle.DashLine if c.kind == "baseline" else Qt.PenStyle.SolidLine
+                style = {"baseline": Qt.PenStyle.DashLine,
+                         "attention": Qt.PenStyle.DotLine}.get(c.kind, Qt.PenStyle.SolidLine)
                 item = self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
                                       symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
                                       name=c.label)

@@ -103,3 +103,22 @@ def test_a_block_without_per_sae_curves_has_no_fixed_dictionary_bars():
 
     rep = _block([0.2] * 5, {})
     assert "fixed_dictionary" not in shapes_bars({"b": rep})["b"]
+
+
+def test_the_cross_attention_curve_is_drawn_and_tabulated_beside_the_sae_one():
+    from explorer.analysis.report import composition_curves, markdown
+
+    rep = _block([0.2, 0.3, 0.4], {})
+    assert [c.kind for c in composition_curves(rep)] == ["nearest", "baseline"]
+    rep["cross_attention"] = {"t": rep["composition"]["t"], "miou": [0.05, 0.25, 0.45],
+                              "threshold": 0.4, "n_objects": 9, "n_samples": 3,
+                              "images_reproduced": 3, "objects_without_token": 0}
+    curves = composition_curves(rep)
+    assert [c.kind for c in curves] == ["nearest", "baseline", "attention"]
+    assert curves[2].miou == [0.05, 0.25, 0.45] and "threshold 0.4" in curves[2].label
+    report = {"workspace": "w", "store": {"n_samples": 3, "n_steps": 3, "blocks": ["b"]},
+              "ground_truth": "test", "held_out_samples": 3, "created": "now", "blocks": {"b": rep}}
+    md = markdown(report, {})
+    assert "| step | t | mIoU | baseline | cross-attention | SAE used |" in md
+    assert "| 2 | 0.00 | 0.400 | 0.030 | 0.450 |" in md
+    assert "(3 of 3 images identical to the store's)" in md

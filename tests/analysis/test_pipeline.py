@@ -58,6 +58,10 @@ def test_demo_builds_a_workspace_with_a_report(workspace):
     key = next(k for k in rep if "miou" in k and "baseline" not in k)
     assert len(rep[key]) == n_steps and all(isinstance(x, float) for x in rep[key])
     assert len(rep["baseline_miou"]) == n_steps
+    # The demo keeps its model for the cross-attention curve, on the composition's samples.
+    daam = rep["cross_attention"]
+    assert len(daam["miou"]) == n_steps and daam["n_samples"] == rep["composition"]["n_samples"]
+    assert daam["images_reproduced"] == daam["n_samples"]
     assert {s.split("/")[1] for s in rep["saes"]} == {"t1.00", "t0.00", "shared"}
     assert len(rep["matching"]) >= 3  # t1↔t0 and shared↔each
     chain = rep["chains"][0]  # a concept followed from t = 1.0 to t = 0.0
@@ -181,6 +185,10 @@ def test_cli_index_and_evaluate(workspace, capsys):
     ws.report_path.unlink()
     assert main(["evaluate", "--workspace", str(ws.root)]) == 0
     assert ws.report_path.is_file()
+    assert "cross_attention" not in json.loads(ws.report_path.read_text())["blocks"][BLOCK]
+    assert main(["evaluate", "--workspace", str(ws.root), "--cross-attention"]) == 0
+    assert "cross_attention" in json.loads(ws.report_path.read_text())["blocks"][BLOCK]
+    assert f"{BLOCK}: cross-attention (DAAM) mIoU first step" in capsys.readouterr().out
     md = ws.root / "report.md"
     assert "## Interventions" not in md.read_text()
     # What evaluate-interventions / evaluate-sae wrote is taken into the one report.
