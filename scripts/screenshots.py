@@ -20,6 +20,7 @@ def main() -> int:
     p.add_argument("--sample", type=int, default=1)
     p.add_argument("--feature", type=int, default=None, help="feature to show (default: first row)")
     p.add_argument("--steer", action="store_true", help="also run a steering edit (needs the model)")
+    p.add_argument("--word", default="circle", help="prompt word for the word-attention shot")
     p.add_argument("--dark", action="store_true")
     p.add_argument(
         "--move", metavar="SAE:F,F:PROMPT:SEED:X0,Y0,X1,Y1",
@@ -87,6 +88,14 @@ def main() -> int:
     shot("explorer-concept-map")
     view.slider.setValue(0)
     shot("explorer-concept-map-first-step")
+    # The word-attention (DAAM) overlay: the sample is regenerated on the model thread.
+    view.mode.setCurrentIndex(view.mode.findData("attention"))
+    wait(lambda: view._attention is not None)
+    view.word.setCurrentIndex(max(0, view.word.findText(args.word)))
+    shot("explorer-word-attention-first-step")
+    view.slider.setValue(view.slider.maximum() // 2)
+    shot("explorer-word-attention")
+    view.mode.setCurrentIndex(view.mode.findData("concepts"))
     page = window.feature_page
     page.scope.setCurrentIndex(page.scope.findData("all"))
     page.tabs.setCurrentIndex(0)

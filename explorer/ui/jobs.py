@@ -118,8 +118,6 @@ def evaluate_job(root, *, cancel, progress) -> dict:
     if workspace.model == "bundled":
         # The cross-attention (DAAM) curve regenerates the held-out samples: seconds on the
         # bundled model; for a real one it is `explorer evaluate --cross-attention`'s work.
-        from explorer.engine import load_model
-
         model = load_model("bundled", device="cpu")
     report = evaluate_workspace(workspace, cancel=cancel, model=model,
                                 progress=lambda f, m: progress({"fraction": f, "message": m}))
@@ -223,3 +221,27 @@ def steer_job(models: ModelHolder, cache: SteerCache, entry, prompt: str, seed: 
                                         start=start, record=trajectory).images[0]
     return {"original": cache.originals[key], "steered": res.images[0],
             "warnings": list(iv.warnings) + list(res.warnings), "key": key}
+
+
+def attention_job(models: ModelHolder, prompt: str, seed: int, steps: int, guidance: float | None,
+                  block: str, step_index: list[int], *, cancel, progress) -> dict:
+    """One stored sample regenerated with `block`'s cross-attention recorded (DAAM's maps):
+    {"maps": (stored steps, h, w, T) float16, cond branch; "words": [(word, token positions)]}."""
+    import numpy as np
+
+    from explorer.engine.attention import prompt_tokens
+
+    if not models.loaded:
+        progress({"stage": "loading"})
+    model = models.get()
+    where = {s: j for j, s in enumerate(step_index)}
+    maps: list = [None] * len(step_index)
+
+    def on_step(info):
+        progress({"stage": "step", "step": info.step, "n_steps": info.n_steps})
+        if info.step in where:
+            maps[where[info.step]] = info.attention[block]["cond"][0].numpy().astype(np.float16)
+
+    generate(model, [prompt], [seed], steps, guidance, on_step=on_step, cross_attention=[block],
+             cancel=cancel)
+    return {"maps": np.stack(maps), "words": prompt_tokens(model.pipe.tokenizer, prompt)}

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import ModelHolder, evaluate_job, open_workspace_job
+from explorer.ui.jobs import ModelHolder, attention_job, evaluate_job, open_workspace_job
 from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.autosaver = None
         self._notice = None  # the last non-modal notice box, kept alive while it shows
         self.entry = None  # the SAEEntry shown
+        self._attention_request: tuple[int, int, str] | None = None  # (request id, sample, block)
         self._settings = QSettings("ConceptExplorer", "ConceptExplorer")
 
         # Centre: the sample view, generation, steering.
@@ -93,6 +94,10 @@ class MainWindow(QMainWindow):
         self.generate_view.status.connect(self.statusBar().showMessage)
         self.steer_view.status.connect(self.statusBar().showMessage)
         self.sample_view.sample_changed.connect(self._on_sample_changed)
+        self.sample_view.attention_wanted.connect(self._want_attention)
+        self.service.returned.connect(self._attention_returned)
+        self.service.errored.connect(self._attention_errored)
+        self.service.cancelled.connect(self._attention_cancelled)
 
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
@@ -419,6 +424,33 @@ class MainWindow(QMainWindow):
         self.report_view.set_running(True)
         self.statusBar().showMessage("evaluating the workspace…")
         return self.pool.start(worker, slot="evaluate")
+
+    # --- cross-attention maps for the sample view's word overlay -----------------------------
+    def _want_attention(self, sample: int, block: str) -> None:
+        if self.source is None:
+            return
+        rid = self.service.submit(attention_job, self.models, block=block, kind="attention",
+                                  **self.source.generation(sample))
+        self._attention_request = (rid, sample, block)
+        self.statusBar().showMessage(f"regenerating sample {sample} to record {block}'s cross-attention…")
+
+    def _attention_returned(self, rid: int, value) -> None:
+        if self._attention_request is not None and rid == self._attention_request[0]:
+            _, sample, block = self._attention_request
+            self._attention_request = None
+            self.sample_view.set_attention(sample, block, value)
+            self.statusBar().showMessage(f"cross-attention maps of sample {sample} ready", 5_000)
+
+    def _attention_errored(self, rid: int, message: str) -> None:
+        if self._attention_request is not None and rid == self._attention_request[0]:
+            self._attention_request = None
+            self.sample_view.attention_failed(message)
+            self.statusBar().showMessage(message, 10_000)
+
+    def _attention_cancelled(self, rid: int) -> None:
+        if self._attention_request is not None and rid == self._attention_request[0]:
+            self._attention_request = None
+            self.sample_view.attention_failed("another generation replaced the request")
 
     def _on_evaluated(self, report, root) -> None:
         self.report_view.set_running(False)

@@ -30,7 +30,9 @@ from PySide6.QtWidgets import (
 
 from explorer.ui.image_view import ImageCanvas
 
-OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS = "none", "feature", "concepts"
+OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_ATTENTION = "none", "feature", "concepts", "attention"
+# Words whose cross-attention map says nothing about where an object goes: not offered first.
+_FUNCTION_WORDS = {"a", "an", "the", "at", "on", "in", "of", "and", "with", "to"}
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L17")
 # 20 well-separated categorical colours (Tableau 20 order), for concept maps.
 CATEGORICAL = np.array(
@@ -69,6 +71,7 @@ class SampleView(QWidget):
     """Image + overlay + scrubber; `source` is a SampleSource (see explorer.ui.sources)."""
 
     feature_clicked = Signal(int)  # a feature chosen from the list under the image
+    attention_wanted = Signal(int, str)  # (sample, block): regenerate it recording cross-attention
     step_changed = Signal(int)
     sample_changed = Signal(int)
 
@@ -78,6 +81,10 @@ class SampleView(QWidget):
         self.feature: int | None = None
         self.labels: dict[int, str] = {}
         self._concept_colours: dict[int, int] = {}
+        # Cross-attention maps of one sample: (sample, block) → {"maps", "words"}; the
+        # (sample, block) asked for and not back yet.
+        self._attention: tuple[tuple[int, str], dict] | None = None
+        self._attention_asked: tuple[int, str] | None = None
         self._lut = lookup_table(COLORMAPS[0])
 
         # Top bar: sample and prompt.
@@ -101,8 +108,15 @@ class SampleView(QWidget):
         self.mode = QComboBox()
         self.mode.addItem("Feature map", OVERLAY_FEATURE)
         self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
+        self.mode.addItem("Word attention (DAAM)", OVERLAY_ATTENTION)
         self.mode.addItem("No overlay", OVERLAY_NONE)
-        self.mode.setToolTip("What to draw over the image")
+        self.mode.setToolTip(
+            "What to draw over the image. Word attention: the block's cross-attention to one "
+            "prompt word at this step (regenerates the sample once, on the model thread)"
+        )
+        self.word = QComboBox()
+        self.word.setToolTip("The prompt word whose cross-attention map is drawn")
+        self.word.setVisible(False)
         self.cmap = QComboBox()
         self.cmap.addItems(COLORMAPS)
         self.opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=65)
@@ -112,6 +126,7 @@ class SampleView(QWidget):
         ctl = QHBoxLayout()
         ctl.addWidget(QLabel("Overlay"))
         ctl.addWidget(self.mode)
+        ctl.addWidget(self.word)
         ctl.addWidget(self.cmap)
         ctl.addWidget(QLabel("opacity"))
         ctl.addWidget(self.opacity)
@@ -165,6 +180,7 @@ class SampleView(QWidget):
         self.sample.valueChanged.connect(self._on_sample)
         self.show_final.toggled.connect(self.refresh)
         self.mode.currentIndexChanged.connect(self.refresh)
+        self.word.currentIndexChanged.connect(self.refresh_overlay)
         self.cmap.currentTextChanged.connect(self._on_cmap)
         self.opacity.valueChanged.connect(self.refresh_overlay)
         self.threshold.valueChanged.connect(self.refresh_overlay)
@@ -182,6 +198,7 @@ class SampleView(QWidget):
     def set_source(self, source) -> None:
         self.source = source
         self._concept_colours = {}
+        self._attention = self._attention_asked = None
         self.sample.blockSignals(True)
         self.sample.setRange(0, max(0, source.n_samples - 1))
         self.sample.blockSignals(False)
@@ -203,6 +220,27 @@ class SampleView(QWidget):
         self.labels = labels
         if self.mode.currentData() == OVERLAY_CONCEPTS:
             self.refresh_overlay()
+
+    def set_attention(self, sample: int, block: str, result: dict) -> None:
+        """Cross-attention maps of a sample regenerated on the model thread (jobs.attention_job)."""
+        self._attention_asked = None
+        self._attention = ((sample, block), result)
+        current = self.word.currentText()
+        self.word.blockSignals(True)
+        self.word.clear()
+        for word, tokens in result["words"]:
+            self.word.addItem(word, tokens)
+        if self.word.findText(current) >= 0:
+            self.word.setCurrentIndex(self.word.findText(current))
+        else:  # the first content word: "a large red square" → "large"
+            content = [k for k, (w, _) in enumerate(result["words"]) if w.lower() not in _FUNCTION_WORDS]
+            self.word.setCurrentIndex(content[0] if content else 0)
+        self.word.blockSignals(False)
+        self.refresh_overlay()
+
+    def attention_failed(self, message: str) -> None:
+        self._attention_asked = None
+        self.side_title.setText(f"Cross-attention maps could not be made: {message}")
 
     def goto(self, sample: int, step: int) -> None:
         self.sample.setValue(sample)
@@ -232,10 +270,13 @@ class SampleView(QWidget):
             return
         mode = self.mode.currentData()
         i, s = self.sample.value(), self.step
-        self.cmap.setEnabled(mode == OVERLAY_FEATURE)
-        self.threshold.setEnabled(mode == OVERLAY_FEATURE)
+        self.cmap.setEnabled(mode in (OVERLAY_FEATURE, OVERLAY_ATTENTION))
+        self.threshold.setEnabled(mode in (OVERLAY_FEATURE, OVERLAY_ATTENTION))
+        self.word.setVisible(mode == OVERLAY_ATTENTION)
         opacity = self.opacity.value() / 100
-        if mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
+        if mode == OVERLAY_ATTENTION:
+            self._attention_overlay(i, s, opacity)
+        elif mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
             grid = self.source.feature_map(i, s, self.feature)
             vmax = float(grid.max()) if grid.size else 0.0
             if vmax <= 0:
@@ -251,6 +292,42 @@ class SampleView(QWidget):
             self._show_legend(top_f, top_v)
         else:
             self.canvas.set_overlay(None)
+
+    def _attention_overlay(self, i: int, s: int, opacity: float) -> None:
+        key = (i, self.source.block)
+        if self._attention is None or self._attention[0] != key:
+            self.canvas.set_overlay(None)
+            self.word.setEnabled(False)
+            if self._attention_asked != key:
+                self._attention_asked = key
+                self.side_title.setText(f"Regenerating sample {i} to record {key[1]}'s cross-attention…")
+                self.side.clear()
+                self.attention_wanted.emit(*key)
+            return
+        self.word.setEnabled(True)
+        tokens = self.word.currentData() or []
+        grid = self._attention[1]["maps"][s][..., tokens].astype(np.float32).sum(-1)
+        vmax = float(grid.max()) if grid.size else 0.0
+        self.side_title.setText(
+            f"Cross-attention of {key[1]} to “{self.word.currentText()}” at this step: the share of "
+            "each position's attention that goes to the word's token(s), cond branch, mean over heads"
+        )
+        # Beside it, every word by the peak share of attention it draws at this step.
+        self.side.clear()
+        maps = self._attention[1]["maps"][s].astype(np.float32)
+        peaks = [(float(maps[..., toks].sum(-1).max()), k, w)
+                 for k, (w, toks) in enumerate(self._attention[1]["words"])]
+        for peak, k, word in sorted(peaks, reverse=True):
+            item = QListWidgetItem(f"{word}  peak {peak:.2f}")
+            item.setToolTip(f"“{word}” draws up to {peak:.0%} of a position's attention at this "
+                            "step; double-click to show its map")
+            item.setData(Qt.ItemDataRole.UserRole, ("word", k))
+            self.side.addItem(item)
+        if vmax <= 0:
+            self.canvas.set_overlay(None)
+            return
+        lo = vmax * self.threshold.value() / 100
+        self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
 
     def _show_legend(self, top_f: np.ndarray, top_v: np.ndarray) -> None:
         self.side_title.setText("Concept map: the top feature at each position (how many)")
@@ -299,7 +376,7 @@ class SampleView(QWidget):
         self.slider.setValue(self.slider.value() + 1)
 
     def _on_click(self, y: int, x: int) -> None:
-        if self.source is None or not self.source.has_index:
+        if self.source is None or not self.source.has_index or self.mode.currentData() == OVERLAY_ATTENTION:
             return
         active = self.source.active_at(self.sample.value(), self.step, y, x)
         self.side_title.setText(f"Features active at ({y}, {x}), step {self.step + 1}")
@@ -312,5 +389,7 @@ class SampleView(QWidget):
 
     def _on_side_item(self, item: QListWidgetItem) -> None:
         f = item.data(Qt.ItemDataRole.UserRole)
-        if f is not None:
+        if isinstance(f, tuple):  # a word of the attention list
+            self.word.setCurrentIndex(f[1])
+        elif f is not None:
             self.feature_clicked.emit(int(f))

@@ -72,6 +72,20 @@ class WorkspaceSource:
     def image(self, i: int) -> np.ndarray:
         return self.store.image(i)
 
+    def generation(self, i: int) -> dict:
+        """What regenerates sample i exactly: prompt, seed, sampling steps, guidance, and the
+        positions of the stored steps in the schedule."""
+        guidance = self.store.meta.get("guidance")
+        return {"prompt": self.prompt(i), "seed": int(self.store.seeds[i]),
+                "steps": int(self.store.layout.sampling_steps),
+                "guidance": None if guidance is None else float(guidance),
+                "step_index": [int(s) for s in self.store.layout.step_index]}
+
+    @property
+    def block(self) -> str:
+        """The block whose maps the views show: the SAE's, else the store's first."""
+        return self.entry.block if self.entry is not None else self.store.blocks[0]
+
     def preview(self, i: int, step: int) -> np.ndarray | None:
         if not self.has_previews:
             return None

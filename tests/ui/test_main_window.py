@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from explorer.ui.main_window import MainWindow
@@ -382,3 +382,46 @@ def test_a_collected_store_alone_opens_and_says_what_to_do(qtbot, window, tiny_w
     assert window.feature_page.title.text() == "No SAE: train one with `explorer train`"
     assert "no SAEs yet" in window.statusBar().currentMessage()
     assert _distinct_colours(window.sample_view.canvas) > 30  # the samples are there to scrub
+
+
+def test_word_attention_overlay_is_the_words_cross_attention_at_the_step(qtbot, window, tiny_workspace):
+    from explorer.engine import generate
+
+    _open(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    view.goto(1, 2)
+    view.mode.setCurrentIndex(view.mode.findData("attention"))
+    assert "Regenerating sample 1" in view.side_title.text()
+    qtbot.waitUntil(lambda: view._attention is not None, timeout=60_000)
+    prompt = window.source.prompt(1)
+    assert view.word.isVisible() and [view.word.itemText(k) for k in range(view.word.count())] == prompt.split()
+    assert view.word.currentText().lower() not in ("a", "an", "the")
+    # The overlay equals the map of a direct regeneration with the same settings.
+    settings = window.source.generation(1)
+    block = window.source.block
+    maps = {}
+    generate(window.models.get(), [prompt], [settings["seed"]], settings["steps"], settings["guidance"],
+             cross_attention=[block], on_step=lambda info: maps.setdefault(info.step, info.attention))
+    step = settings["step_index"][2]
+    for k in (view.word.currentIndex(), 0):
+        view.word.setCurrentIndex(k)
+        tokens = view.word.currentData()
+        expected = maps[step][block]["cond"][0][..., tokens].sum(-1).numpy()
+        assert view.canvas.overlay.isVisible()
+        np.testing.assert_allclose(view.canvas.overlay.image, expected, rtol=2e-3, atol=1e-4)
+        assert f"“{view.word.currentText()}”" in view.side_title.text()
+    # The list beside it ranks the words; double-clicking one shows its map.
+    peaks = [float(item.text().rsplit("peak ", 1)[1]) for item in
+             (view.side.item(r) for r in range(view.side.count()))]
+    assert len(peaks) == view.word.count() and peaks == sorted(peaks, reverse=True)
+    weakest = view.side.item(view.side.count() - 1)
+    word, k = weakest.text().split()[0], weakest.data(Qt.ItemDataRole.UserRole)[1]
+    view._on_side_item(weakest)
+    assert view.word.currentIndex() == k and view.word.currentText() == word
+    assert f"“{word}”" in view.side_title.text()
+    # Another sample asks again; the feature map needs no model.
+    view.sample.setValue(2)
+    assert not view.canvas.overlay.isVisible() and "Regenerating sample 2" in view.side_title.text()
+    qtbot.waitUntil(lambda: view._attention is not None and view._attention[0][0] == 2, timeout=60_000)
+    view.mode.setCurrentIndex(view.mode.findData("feature"))
+    assert not view.word.isVisible()
