@@ -3,9 +3,12 @@
 Baselines, measured in the same run on the same model and prompts:
 - diffusers' own `StableDiffusionPipeline.__call__` (plain generation, no hooks);
 - our denoising loop without hooks;
-- our loop capturing Δ of the model's default three blocks at every step, both branches.
+- our loop capturing Δ of the model's default three blocks at every step, both branches;
+- our loop recording those blocks' cross-attention maps (DAAM's; engine/attention.py), which
+  recomputes each attn2 layer's softmax beside diffusers' fused attention.
 
-Prints the ratios capture / no-hooks (target ≤ 1.10 on CPU) and ours / diffusers.
+Prints the ratios capture / no-hooks (target ≤ 1.10 on CPU), cross-attention / no-hooks, and
+ours / diffusers.
 Usage: python bench/bench_engine.py [--model bundled] [--n 8] [--steps 25] [--repeats 3]
 """
 
@@ -67,6 +70,9 @@ def main() -> None:
     def ours_capture():
         generate(model, prompts, seeds, args.steps, guidance, capture=blocks, on_step=keep)
 
+    def ours_attention():
+        generate(model, prompts, seeds, args.steps, guidance, cross_attention=blocks, on_step=keep)
+
     def diffusers_plain():
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         model.pipe(
@@ -79,8 +85,8 @@ def main() -> None:
             output_type="np",
         )
 
-    t_diff, t_plain, t_cap = _time_interleaved(
-        [diffusers_plain, ours_plain, ours_capture], args.repeats
+    t_diff, t_plain, t_cap, t_attn = _time_interleaved(
+        [diffusers_plain, ours_plain, ours_capture, ours_attention], args.repeats
     )
     print(
         f"model {model.name} ({model.device}), {args.n} images × {args.steps} steps, "
@@ -93,6 +99,10 @@ def main() -> None:
     print(
         f"{'explorer loop, capture ' + str(len(blocks)) + ' blocks':<40}{t_cap:8.3f} s   "
         f"capture overhead {t_cap / t_plain:.3f} (target ≤ 1.10)"
+    )
+    print(
+        f"{'explorer loop, cross-attention maps':<40}{t_attn:8.3f} s   "
+        f"cross-attention overhead {t_attn / t_plain:.3f}"
     )
     print(
         f"per image: {t_plain / args.n * 1000:.0f} ms; per step (batch of {args.n}): "
