@@ -132,18 +132,10 @@ def attention_composition(
         batch = kept[start : start + batch_size]
         prompts = [store.prompts[i] for i, _ in batch]
         seeds = [int(store.seeds[i]) for i, _ in batch]
-        maps: dict[str, dict[int, np.ndarray]] = {}  # block → stored step → (B, h, w, T)
-
-        def on_step(info, maps=maps):
-            if info.step in where:
-                for b, branches in info.attention.items():
-                    maps.setdefault(b, {})[where[info.step]] = branches["cond"].numpy()
-
-        res = generate(model, prompts, seeds, store.layout.sampling_steps,
-                       None if guidance is None else float(guidance),
-                       on_step=on_step, cross_attention=list(blocks), cancel=cancel)
-        for j, (i, t) in enumerate(batch):
-            reproduced += bool(np.array_equal(res.images[j], store.image(i)))
+        # Each object's token and its final mask on each block's grid, known before generating,
+        # so that every step is scored as it comes and no map outlives its step.
+        scored = []  # (index in batch, token positions, block → (1, h, w) mask)
+        for j, (_, t) in enumerate(batch):
             words = prompt_tokens(model.pipe.tokenizer, prompts[j])
             taken: set[int] = set()
             for obj in t.objects:
@@ -153,11 +145,23 @@ def attention_composition(
                     unplaced += 1
                     continue
                 taken.add(tokens[0])
-                for b in blocks:
-                    gt = to_grid(obj.mask, *geometry[b])[None]
-                    for s in range(len(stored)):
-                        pred = predicted_mask(maps[b][s][j], tokens, threshold)[None]
-                        sums[b][s] += float(iou_matrix(pred, gt)[0, 0])
+                scored.append((j, tokens, {b: to_grid(obj.mask, *geometry[b])[None] for b in blocks}))
+
+        def on_step(info, scored=scored):
+            s = where.get(info.step)
+            if s is None:
+                return
+            for b, branches in info.attention.items():
+                maps = branches["cond"].numpy()
+                for j, tokens, gt in scored:
+                    pred = predicted_mask(maps[j], tokens, threshold)[None]
+                    sums[b][s] += float(iou_matrix(pred, gt[b])[0, 0])
+
+        res = generate(model, prompts, seeds, store.layout.sampling_steps,
+                       None if guidance is None else float(guidance),
+                       on_step=on_step, cross_attention=list(blocks), cancel=cancel)
+        reproduced += sum(bool(np.array_equal(res.images[j], store.image(i)))
+                          for j, (i, _) in enumerate(batch))
         if progress is not None:
             progress(min(1.0, (start + len(batch)) / max(len(kept), 1)),
                      "composition: cross-attention maps")
