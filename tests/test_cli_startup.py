@@ -51,9 +51,10 @@ def test_info_on_a_workspace_needs_h5py_only(tiny_workspace):
                                      "explorer.analysis"])
 def test_every_lazy_name_is_its_module_s_object(package):
     pkg = importlib.import_module(package)
-    for name, module in pkg._EXPORTS.items():
-        assert getattr(pkg, name) is getattr(importlib.import_module(f"{package}.{module}"), name)
-        assert name in dir(pkg)
+    for module, names in pkg._MODULES.items():
+        for name in names:
+            assert getattr(pkg, name) is getattr(importlib.import_module(f"{package}.{module}"), name)
+            assert name in dir(pkg) and name in pkg.__all__
     with pytest.raises(AttributeError, match="has no attribute 'nosuch'"):
         pkg.nosuch  # noqa: B018
 
@@ -64,5 +65,5 @@ def test_the_steering_function_is_imported_from_its_module():
     import explorer.steering.steer as module
 
     assert explorer.steering.steer is module
-    assert "steer" not in explorer.steering._EXPORTS
+    assert "steer" not in explorer.steering.__all__
     assert callable(module.steer)

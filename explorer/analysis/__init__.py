@@ -8,22 +8,14 @@ and `build_demo` pull in torch and the store.
 
 from explorer.lazy import lazy_exports
 
-_EXPORTS = {
-    "DictEntry": "dictionary",
-    "Dictionary": "dictionary",
-    "AnalysisError": "errors",
-    "IndexError_": "errors",
-    "IndexFileError": "errors",
-    "FeatureIndex": "reader",
-    "Match": "reader",
-    "Patch": "reader",
-    "Suggestion": "suggestions",
-    "build_index": "index",
-    "IndexSettings": "index",
-    "evaluate_workspace": "evaluate",
-    "write_report": "report",
-    "build_demo": "demo",
-    "DemoConfig": "demo",
+_MODULES = {
+    "dictionary": ["DictEntry", "Dictionary"],
+    "errors": ["AnalysisError", "IndexError_", "IndexFileError"],
+    "reader": ["FeatureIndex", "Match", "Patch"],
+    "suggestions": ["Suggestion"],
+    "index": ["build_index", "IndexSettings"],
+    "evaluate": ["evaluate_workspace"],
+    "report": ["write_report"],
+    "demo": ["build_demo", "DemoConfig"],
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -6,21 +6,11 @@ import torch.
 
 from explorer.lazy import lazy_exports
 
-_EXPORTS = {
-    "SAEConfig": "config",
-    "SAELoadError": "io",
-    "load_sae": "io",
-    "save_sae": "io",
-    "SAEMetrics": "metrics",
-    "evaluate_sae": "metrics",
-    "Codes": "model",
-    "EncoderOutput": "model",
-    "ForwardOutput": "model",
-    "TopKSAE": "model",
-    "geometric_median": "model",
-    "TrainerConfig": "train",
-    "TrainResult": "train",
-    "train_sae": "train",
+_MODULES = {
+    "config": ["SAEConfig"],
+    "io": ["SAELoadError", "load_sae", "save_sae"],
+    "metrics": ["SAEMetrics", "evaluate_sae"],
+    "model": ["Codes", "EncoderOutput", "ForwardOutput", "TopKSAE", "geometric_median"],
+    "train": ["TrainerConfig", "TrainResult", "train_sae"],
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -15,30 +15,13 @@ attribute `steer` would clash with its module's name.
 
 from explorer.lazy import lazy_exports
 
-_EXPORTS = {
-    "BRANCH_MODES": "interventions",
-    "MAX_STRENGTH": "interventions",
-    "MODES": "interventions",
-    "FeatureEdit": "interventions",
-    "FeatureStats": "interventions",
-    "FeatureSteer": "interventions",
-    "Intervention": "interventions",
-    "PerSample": "interventions",
-    "build_edits": "interventions",
-    "check_strength": "interventions",
-    "make_edit": "interventions",
-    "validate": "interventions",
-    "QUADRANT_RECTS": "regions",
-    "Rect": "regions",
-    "parse_rect": "regions",
-    "region_weights": "regions",
-    "SteerResult": "steer",
-    "parse_feature": "steer",
-    "PRESETS": "windows",
-    "STAGES": "windows",
-    "Window": "windows",
-    "parse_window": "windows",
-    "stage_of": "windows",
+_MODULES = {
+    "interventions": [
+        "BRANCH_MODES", "MAX_STRENGTH", "MODES", "FeatureEdit", "FeatureStats", "FeatureSteer",
+        "Intervention", "PerSample", "build_edits", "check_strength", "make_edit", "validate",
+    ],
+    "regions": ["QUADRANT_RECTS", "Rect", "parse_rect", "region_weights"],
+    "steer": ["SteerResult", "parse_feature"],
+    "windows": ["PRESETS", "STAGES", "Window", "parse_window", "stage_of"],
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

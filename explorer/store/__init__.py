@@ -7,12 +7,9 @@ neither h5py nor torch. The reader and writer pull in h5py and numpy only;
 
 from explorer.lazy import lazy_exports
 
-_EXPORTS = {
-    "Store": "reader",
-    "SCHEMA_VERSION": "schema",
-    "Layout": "schema",
-    "StoreError": "schema",
-    "StoreWriter": "writer",
+_MODULES = {
+    "reader": ["Store"],
+    "schema": ["SCHEMA_VERSION", "Layout", "StoreError"],
+    "writer": ["StoreWriter"],
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
