@@ -93,6 +93,21 @@ def predicted_mask(attention: np.ndarray, tokens: Sequence[int], threshold: floa
     return (heat - lo) / (hi - lo) >= threshold
 
 
+def check_same_weights(model, store) -> None:
+    """Refuse to regenerate a store's samples on other weights than collected them: the maps
+    would describe other images than the store's masks."""
+    from explorer.analysis.errors import AnalysisError
+
+    want = store.meta.get("model_hash")
+    have = model.fingerprint()
+    if want and str(want) != have:
+        raise AnalysisError(
+            f"{store.path} was collected with other weights (fingerprint {str(want)[:16]}) than "
+            f"{model.folder} holds now ({have[:16]}): its samples cannot be regenerated for "
+            "cross-attention maps"
+        )
+
+
 def attention_composition(
     model,
     store,
@@ -115,6 +130,7 @@ def attention_composition(
     from explorer.engine import generate
     from explorer.engine.attention import prompt_tokens
 
+    check_same_weights(model, store)
     stored = list(store.layout.step_index)
     where = {s: j for j, s in enumerate(stored)}
     geometry = {b: store.geometry(b)[:2] for b in blocks}

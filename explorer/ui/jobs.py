@@ -223,17 +223,20 @@ def steer_job(models: ModelHolder, cache: SteerCache, entry, prompt: str, seed: 
             "warnings": list(iv.warnings) + list(res.warnings), "key": key}
 
 
-def attention_job(models: ModelHolder, prompt: str, seed: int, steps: int, guidance: float | None,
-                  block: str, step_index: list[int], *, cancel, progress) -> dict:
-    """One stored sample regenerated with `block`'s cross-attention recorded (DAAM's maps):
+def attention_job(models: ModelHolder, store, prompt: str, seed: int, steps: int,
+                  guidance: float | None, block: str, step_index: list[int], *, cancel,
+                  progress) -> dict:
+    """One sample of `store` regenerated with `block`'s cross-attention recorded (DAAM's maps):
     {"maps": (stored steps, h, w, T) float16, cond branch; "words": [(word, token positions)]}."""
     import numpy as np
 
+    from explorer.analysis.cross_attention import check_same_weights
     from explorer.engine.attention import prompt_tokens
 
     if not models.loaded:
         progress({"stage": "loading"})
     model = models.get()
+    check_same_weights(model, store)
     where = {s: j for j, s in enumerate(step_index)}
     maps: list = [None] * len(step_index)
 

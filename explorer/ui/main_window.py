@@ -429,8 +429,8 @@ class MainWindow(QMainWindow):
     def _want_attention(self, sample: int, block: str) -> None:
         if self.source is None:
             return
-        rid = self.service.submit(attention_job, self.models, block=block, kind="attention",
-                                  **self.source.generation(sample))
+        rid = self.service.submit(attention_job, self.models, self.source.store, block=block,
+                                  kind="attention", **self.source.generation(sample))
         self._attention_request = (rid, sample, block)
         self.statusBar().showMessage(f"regenerating sample {sample} to record {block}'s cross-attention…")
 

@@ -73,3 +73,13 @@ def test_the_curve_on_the_bundled_model_finds_the_objects(bundled_store):
     # 0.37 at the first step and 0.20 at the last; random maps would score about 0.03.
     assert curves["up_blocks.1.attentions.0"].miou[0] > 0.2
     assert curves["mid_block.attentions.0"].miou[-1] > 0.2
+
+
+def test_other_weights_than_collected_the_store_are_refused(bundled_store, tiny_model):
+    from explorer.analysis.cross_attention import attention_composition
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.truth import ShapesTruth
+
+    _, store = bundled_store
+    with pytest.raises(AnalysisError, match=r"was collected with other weights .* cannot be regenerated"):
+        attention_composition(tiny_model, store, ShapesTruth(store), ["mid_block.attentions.0"], [0])
