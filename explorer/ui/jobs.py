@@ -117,8 +117,13 @@ def evaluate_job(root, *, cancel, progress) -> dict:
     model = None
     if workspace.model == "bundled":
         # The cross-attention (DAAM) curve regenerates the held-out samples: seconds on the
-        # bundled model; for a real one it is `explorer evaluate --cross-attention`'s work.
+        # bundled model; for a real one it is `explorer evaluate --cross-attention`'s work. A
+        # workspace built with older bundled weights is evaluated without it (its samples
+        # cannot be regenerated; the app says so when it opens such a workspace).
         model = load_model("bundled", device="cpu")
+        with workspace.store() as store:
+            if store.meta.get("model_hash") not in (None, model.fingerprint()):
+                model = None
     report = evaluate_workspace(workspace, cancel=cancel, model=model,
                                 progress=lambda f, m: progress({"fraction": f, "message": m}))
     json_path, _ = write_report(report, workspace.root)

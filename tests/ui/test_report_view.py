@@ -132,3 +132,27 @@ def test_evaluate_from_the_app_rewrites_the_report_and_shows_it(qtbot, tiny_work
     assert w.sae_combo.currentData() == other and w.entry.id == other
     assert w.tabs.currentWidget().widget() is w.sample_view
     w.close()
+
+
+def test_the_apps_evaluate_adds_cross_attention_only_for_the_weights_that_made_the_store(
+        tiny_workspace, tmp_path, monkeypatch):
+    """On the bundled model the app's Evaluate regenerates the held-out samples for the
+    cross-attention curve; a workspace whose store other weights collected (an old demo) is
+    evaluated without it instead of failing."""
+    import json
+    import shutil
+
+    from explorer.engine import load_model
+    from explorer.ui import jobs
+
+    ws = shutil.copytree(tiny_workspace, tmp_path / "ws")
+    manifest = json.loads((ws / "workspace.json").read_text())
+    tiny = manifest["model"]
+    manifest["model"] = "bundled"  # as an old demo: "bundled", but collected by other weights
+    (ws / "workspace.json").write_text(json.dumps(manifest))
+    report = jobs.evaluate_job(ws, cancel=lambda: False, progress=lambda update: None)
+    assert report["blocks"] and not any("cross_attention" in b for b in report["blocks"].values())
+    # When "bundled" means the weights that collected the store, the curve is there.
+    monkeypatch.setattr(jobs, "load_model", lambda name, device=None: load_model(tiny, device=device))
+    report = jobs.evaluate_job(ws, cancel=lambda: False, progress=lambda update: None)
+    assert all("cross_attention" in b for b in report["blocks"].values())
