@@ -165,9 +165,12 @@ def cmd_evaluate(args) -> int:
     ws = Workspace.open(args.workspace)
     model = None
     if args.cross_attention:
+        from explorer.analysis.cross_attention import check_same_weights
         from explorer.engine import load_model
 
         model = load_model(ws.model, device=None if args.device == "auto" else args.device)
+        with ws.store() as store:  # before minutes of analysis, not after
+            check_same_weights(model, store)
     bar = ConsoleProgress()
     try:
         report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device, model=model)

@@ -189,6 +189,17 @@ def test_cli_index_and_evaluate(workspace, capsys):
     assert main(["evaluate", "--workspace", str(ws.root), "--cross-attention"]) == 0
     assert "cross_attention" in json.loads(ws.report_path.read_text())["blocks"][BLOCK]
     assert f"{BLOCK}: cross-attention (DAAM) mIoU first step" in capsys.readouterr().out
+    # A workspace whose model folder now holds other weights: one line, before any analysis.
+    before = ws.report_path.stat().st_mtime_ns
+    manifest = json.loads((ws.root / "workspace.json").read_text())
+    try:
+        (ws.root / "workspace.json").write_text(json.dumps({**manifest, "model": "bundled"}))
+        assert main(["evaluate", "--workspace", str(ws.root), "--cross-attention"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "was collected with other weights" in err and len(err.splitlines()) == 1
+        assert ws.report_path.stat().st_mtime_ns == before
+    finally:
+        (ws.root / "workspace.json").write_text(json.dumps(manifest))
     md = ws.root / "report.md"
     assert "## Interventions" not in md.read_text()
     # What evaluate-interventions / evaluate-sae wrote is taken into the one report.
