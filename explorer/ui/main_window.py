@@ -95,6 +95,7 @@ class MainWindow(QMainWindow):
         self.steer_view.status.connect(self.statusBar().showMessage)
         self.sample_view.sample_changed.connect(self._on_sample_changed)
         self.sample_view.attention_wanted.connect(self._want_attention)
+        self.service.progressed.connect(self._attention_progressed)
         self.service.returned.connect(self._attention_returned)
         self.service.errored.connect(self._attention_errored)
         self.service.cancelled.connect(self._attention_cancelled)
@@ -433,6 +434,17 @@ class MainWindow(QMainWindow):
                                   kind="attention", **self.source.generation(sample))
         self._attention_request = (rid, sample, block)
         self.statusBar().showMessage(f"regenerating sample {sample} to record {block}'s cross-attention…")
+
+    def _attention_progressed(self, rid: int, update) -> None:
+        # On a real model on a CPU the regeneration takes a while: say how far it is.
+        if self._attention_request is not None and rid == self._attention_request[0]:
+            _, sample, block = self._attention_request
+            if update.get("stage") == "loading":
+                self.statusBar().showMessage("loading the model for the cross-attention maps…")
+            elif update.get("stage") == "step":
+                self.statusBar().showMessage(
+                    f"regenerating sample {sample} to record {block}'s cross-attention: "
+                    f"step {update['step'] + 1}/{update['n_steps']}")
 
     def _attention_returned(self, rid: int, value) -> None:
         if self._attention_request is not None and rid == self._attention_request[0]:

@@ -81,3 +81,21 @@ def test_sdxl_matches_its_diffusers_pipeline(sdxl_dir):
                      width=model.resolution, output_type="np").images[0]
     diff = np.abs(np.round(ref * 255).astype(int) - ours.astype(int))
     assert diff.max() <= 1, diff.max()
+
+
+def test_sdxl_cross_attention_maps(sdxl_dir):
+    """SDXL-Turbo's setting (one branch) and its two-encoder context: the maps are still one
+    distribution over the tokens per position, and the image is the plain one."""
+    model = load_model(sdxl_dir, device="cpu")
+    blocks = model.block_names()
+    prompt = "a small red circle at the top on a white background"
+    got = []
+    res = generate(model, [prompt], [1], steps=2, guidance=0.0, cross_attention=blocks,
+                   on_step=lambda i: got.append(i.attention))
+    assert np.array_equal(res.images, generate(model, [prompt], [1], steps=2, guidance=0.0).images)
+    for block in blocks:
+        h, w, _ = model.block_geometry(block)
+        maps = got[1][block]["cond"]
+        assert set(got[1][block]) == {"cond"}
+        assert maps.shape == (1, h, w, model.pipe.tokenizer.model_max_length)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(1, h, w))

@@ -393,6 +393,11 @@ def test_word_attention_overlay_is_the_words_cross_attention_at_the_step(qtbot, 
     view.mode.setCurrentIndex(view.mode.findData("attention"))
     assert "Regenerating sample 1" in view.side_title.text()
     qtbot.waitUntil(lambda: view._attention is not None, timeout=60_000)
+    assert window.statusBar().currentMessage() == "cross-attention maps of sample 1 ready"
+    window._attention_request = (-7, 1, "b")  # a request's progress reaches the status bar
+    window._attention_progressed(-7, {"stage": "step", "step": 3, "n_steps": 25})
+    assert window.statusBar().currentMessage().endswith("b's cross-attention: step 4/25")
+    window._attention_request = None
     prompt = window.source.prompt(1)
     assert view.word.isVisible() and [view.word.itemText(k) for k in range(view.word.count())] == prompt.split()
     assert view.word.currentText().lower() not in ("a", "an", "the")
