@@ -152,7 +152,10 @@ def attention_composition(
         # so that every step is scored as it comes and no map outlives its step.
         scored = []  # (index in batch, token positions, block → (1, h, w) mask)
         for j, (_, t) in enumerate(batch):
-            words = prompt_tokens(model.pipe.tokenizer, prompts[j])
+            try:
+                words = prompt_tokens(model.pipe.tokenizer, prompts[j])
+            except ValueError:  # a tokenizer that merges across words: its objects go unplaced
+                words = []
             taken: set[int] = set()
             for obj in t.objects:
                 count += 1
