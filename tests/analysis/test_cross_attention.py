@@ -83,3 +83,18 @@ def test_other_weights_than_collected_the_store_are_refused(bundled_store, tiny_
     _, store = bundled_store
     with pytest.raises(AnalysisError, match=r"was collected with other weights .* cannot be regenerated"):
         attention_composition(tiny_model, store, ShapesTruth(store), ["mid_block.attentions.0"], [0])
+
+
+def test_a_prompt_whose_tokens_cannot_be_placed_leaves_its_objects_unscored(bundled_store, monkeypatch):
+    from explorer.analysis.cross_attention import attention_composition
+    from explorer.analysis.truth import ShapesTruth
+    from explorer.engine import attention
+
+    def merging(tokenizer, prompt):
+        raise ValueError(f"cannot place the tokens of 'x' in {prompt!r}")
+
+    monkeypatch.setattr(attention, "prompt_tokens", merging)
+    model, store = bundled_store
+    curve = attention_composition(model, store, ShapesTruth(store), ["mid_block.attentions.0"], [0, 1])
+    c = curve["mid_block.attentions.0"]
+    assert c.n_objects > 0 and c.unplaced == c.n_objects and not any(c.miou)
