@@ -16,20 +16,31 @@ An object's token is its noun (the shape word in the shapes world, the object's 
 masks) at the occurrence in the prompt that its other words precede: "a small red circle and a
 large blue circle" gives each circle its own token. CLIP's text encoder is causal, so that token
 also carries the words before it.
+
+The same regeneration gives a *mask-free dictionary* (`word_dictionary`): each content word's
+DAAM mask, its attention summed over all steps as DAAM does, stands in for an object mask in the
+paper's dictionary rule. A real model's study has no masks unless the user brings them; these
+need nothing but the prompts. On the shapes world it is checked against the exact-mask
+dictionary (`agreement`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from explorer.analysis.dictionary import Dictionary, DictionaryBuilder
 from explorer.analysis.masks import iou_matrix, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
+from explorer.analysis.truth import ObjectTruth, SampleTruth
 
 DAAM_THRESHOLD = 0.4
+# Words whose attention says nothing about where something is: no word mask is made for them.
+FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "on", "in", "of", "and", "with", "to", "is",
+                            "are", "by", "for", "from", "its", "it", "this", "that", "into"})
 NOUN_KINDS = ("shape", "object")  # the kinds of label that name an object (truth.py)
 _WORD = re.compile(r"[^\w-]+")
 
@@ -44,6 +55,8 @@ class AttentionCurve:
     threshold: float = DAAM_THRESHOLD
     reproduced: int = 0  # regenerated images identical to the store's
     unplaced: int = 0  # objects whose noun was not found in their prompt (scored 0)
+    # sample → its content words' DAAM masks (over all steps) as ground truth, for word_dictionary
+    word_truth: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -140,6 +153,7 @@ def attention_composition(
         if t is not None and t.objects:
             kept.append((i, t))
     sums = {b: np.zeros(len(stored)) for b in blocks}
+    word_truth: dict[str, dict] = {b: {} for b in blocks}
     count = unplaced = reproduced = 0
     guidance = store.meta.get("guidance")
     batch_size = int(batch_size or store.meta.get("batch_size") or 8)
@@ -151,11 +165,13 @@ def attention_composition(
         # Each object's token and its final mask on each block's grid, known before generating,
         # so that every step is scored as it comes and no map outlives its step.
         scored = []  # (index in batch, token positions, block → (1, h, w) mask)
+        batch_words = []
         for j, (_, t) in enumerate(batch):
             try:
                 words = prompt_tokens(model.pipe.tokenizer, prompts[j])
             except ValueError:  # a tokenizer that merges across words: its objects go unplaced
                 words = []
+            batch_words.append(words)
             taken: set[int] = set()
             for obj in t.objects:
                 count += 1
@@ -166,12 +182,15 @@ def attention_composition(
                 taken.add(tokens[0])
                 scored.append((j, tokens, {b: to_grid(obj.mask, *geometry[b])[None] for b in blocks}))
 
-        def on_step(info, scored=scored):
-            s = where.get(info.step)
-            if s is None:
-                return
+        heat: dict[str, np.ndarray] = {}  # block → (B, h, w, T) attention summed over all steps
+
+        def on_step(info, scored=scored, heat=heat):
             for b, branches in info.attention.items():
                 maps = branches["cond"].numpy()
+                heat[b] = heat[b] + maps if b in heat else maps.copy()
+                s = where.get(info.step)
+                if s is None:
+                    continue
                 for j, tokens, gt in scored:
                     pred = predicted_mask(maps[j], tokens, threshold)[None]
                     sums[b][s] += float(iou_matrix(pred, gt[b])[0, 0])
@@ -181,12 +200,84 @@ def attention_composition(
                        on_step=on_step, cross_attention=list(blocks), cancel=cancel)
         reproduced += sum(bool(np.array_equal(res.images[j], store.image(i)))
                           for j, (i, _) in enumerate(batch))
+        for j, (i, _) in enumerate(batch):
+            for b in blocks:
+                word_truth[b][i] = words_as_truth(batch_words[j], heat[b][j], threshold)
         if progress is not None:
             progress(min(1.0, (start + len(batch)) / max(len(kept), 1)),
                      "composition: cross-attention maps")
     denom = max(count, 1)
     return {
         b: AttentionCurve(b, list(store.t), [float(x) for x in sums[b] / denom], count, len(kept),
-                          threshold, reproduced, unplaced)
+                          threshold, reproduced, unplaced, word_truth[b])
         for b in blocks
     }
+
+
+def words_as_truth(words: Sequence[tuple[str, list[int]]], heat: np.ndarray,
+                   threshold: float = DAAM_THRESHOLD) -> SampleTruth:
+    """A prompt's content words with their DAAM masks ((h, w, T) attention summed over steps)
+    as a `SampleTruth` of objects labelled ("word", w): what the dictionary rule can read."""
+    objects, seen = [], set()
+    for word, tokens in words:
+        w = _clean(word)
+        if not w or w in FUNCTION_WORDS or w in seen:
+            continue
+        seen.add(w)
+        mask = predicted_mask(heat, tokens, threshold)
+        if mask.any():
+            objects.append(ObjectTruth([("word", w)], mask))
+    return SampleTruth(objects, None, 0, tuple(heat.shape[:2]))
+
+
+def word_dictionary(index, word_truth: dict) -> Dictionary:
+    """The paper's dictionary rule for the index's SAE at its labelling step, with the samples'
+    word masks (`words_as_truth`) in place of object masks."""
+    from explorer.analysis.index import fired_maps
+
+    builder = DictionaryBuilder(index.n_features)
+    for i, truth in sorted(word_truth.items()):
+        indices, values = index.codes(i, index.label_step)
+        h, w, k = indices.shape
+        features, maps = fired_maps(indices.reshape(h * w, k), values.reshape(h * w, k), h, w)
+        builder.add(features, maps, truth)
+    return builder.build()
+
+
+def agreement(words: Dictionary, masks: Dictionary) -> dict:
+    """How often a feature's top word label is among the words of its exact-mask concept labels
+    ("top left" counts for "top" and "left"; a background style, for "background" too), over
+    the features both dictionaries label."""
+    both = agree = 0
+    examples = []
+    mask_concepts = masks.concepts()
+    for f in range(words.n_features):
+        entry = words.entry(f)
+        if not entry or not mask_concepts[f]:
+            continue
+        both += 1
+        vocabulary = {part for label in mask_concepts[f] for part in label.split()}
+        if any(e.kind == "background" and e.label in mask_concepts[f] for e in masks.entry(f)):
+            vocabulary.add("background")
+        hit = entry[0].label in vocabulary
+        agree += hit
+        if len(examples) < 8:
+            examples.append({"feature": f, "word": entry[0].label,
+                             "mask_labels": sorted(mask_concepts[f]), "agrees": bool(hit)})
+    return {"n_compared": both, "n_agree": agree, "share": agree / both if both else None,
+            "examples": examples}
+
+
+def word_dictionary_summary(words: Dictionary, masks: Dictionary | None, n_samples: int) -> dict:
+    """What the report keeps of a mask-free dictionary: coverage, the words that come out on
+    top most often, and (with exact masks) the agreement."""
+    from collections import Counter
+
+    live = words.n_fired > 0
+    labelled = words.labelled() & live
+    tops = Counter(words.entry(int(f))[0].label for f in np.flatnonzero(labelled))
+    out = {"n_samples": n_samples, "n_live": int(live.sum()), "n_labelled": int(labelled.sum()),
+           "coverage": words.coverage(), "top_words": dict(tops.most_common(10))}
+    if masks is not None:
+        out["agreement"] = agreement(words, masks)
+    return out

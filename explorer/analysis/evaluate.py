@@ -310,6 +310,7 @@ def evaluate_workspace(
             )
             for b, curve in curves.items():
                 blocks[b]["cross_attention"] = curve.to_json()
+                _add_word_dictionaries(blocks[b], groups[b], curve, cancel)
         out = {
             "schema": REPORT_SCHEMA,
             "version": REPORT_VERSION,
@@ -337,6 +338,22 @@ def evaluate_workspace(
     finally:
         if own_store:
             store.close()
+
+
+def _add_word_dictionaries(report: dict, entries, curve, cancel: Cancel | None) -> None:
+    """Each SAE's mask-free dictionary from the regenerated samples' word masks
+    (cross_attention.word_dictionary), beside its exact-mask one."""
+    from explorer.analysis.cross_attention import word_dictionary, word_dictionary_summary
+
+    for entry in entries:
+        check(cancel)
+        ix = FeatureIndex.open(entry.index_path)
+        try:
+            words = word_dictionary(ix, curve.word_truth)
+            report["saes"][entry.id]["word_dictionary"] = word_dictionary_summary(
+                words, ix.dictionary_table, len(curve.word_truth))
+        finally:
+            ix.close()
 
 
 def workspace_index_settings(workspace, masks: str | Path | None = None) -> IndexSettings:

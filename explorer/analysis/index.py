@@ -271,7 +271,7 @@ def _encode(sae, maps: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
     return indices.cpu().numpy(), values.cpu().numpy()
 
 
-def _fired_maps(indices: np.ndarray, values: np.ndarray, h: int, w: int):
+def fired_maps(indices: np.ndarray, values: np.ndarray, h: int, w: int):
     """(features that fired, their (Ff, h, w) maps) from one step's codes (h·w, k)."""
     live = values > 0
     features = np.unique(indices[live])
@@ -313,7 +313,7 @@ def _build(store, sae, sae_dir, tmp, identity, settings, label_step, truth, prog
             codes_i[i] = indices.reshape(S, h, w, k).astype(index_dtype)
             codes_v[i] = values.reshape(S, h, w, k).astype(np.float16)
             acc.add(i, indices, values)
-            features, fmaps = _fired_maps(indices[label_step], values[label_step], h, w)
+            features, fmaps = fired_maps(indices[label_step], values[label_step], h, w)
             sugg.add(features, prompts[i])
             if dict_builder is not None and i in label_set:
                 t = truth.sample(i)

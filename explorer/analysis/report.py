@@ -172,6 +172,32 @@ def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _word_dictionary_rows(saes: dict) -> list[str]:
+    """The mask-free dictionaries (cross-attention word masks in place of object masks)."""
+    lines = [
+        "### Mask-free dictionary: prompt words' cross-attention masks in place of object masks",
+        "",
+        "The paper's rule with each content word's DAAM mask (attention summed over all steps, "
+        "threshold 0.4) as the mask, on the regenerated held-out samples. Agreement: features "
+        "whose top word is among the words of their exact-mask concept labels.",
+        "",
+        "| SAE | samples | labelled / live | coverage (words) | coverage (masks) | agreement | top words |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for sid, s in saes.items():
+        wd = s.get("word_dictionary")
+        if not wd:
+            continue
+        a = wd.get("agreement") or {}
+        agree = (f"{a['n_agree']} / {a['n_compared']} ({fmt(a['share'], 2)})"
+                 if a.get("n_compared") else "–")
+        words = ", ".join(f"{w} {n}" for w, n in wd["top_words"].items())
+        lines.append(f"| {sid} | {wd['n_samples']} | {wd['n_labelled']} / {wd['n_live']} | "
+                     f"{fmt(wd['coverage'], 2)} | {fmt(s.get('dictionary', {}).get('coverage'), 2)} | "
+                     f"{agree} | {words} |")
+    return [*lines, ""]
+
+
 def markdown(report: dict, figures: dict[str, list[str]]) -> str:
     st = report["store"]
     lines = [
@@ -239,6 +265,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])
+        if any(s.get("word_dictionary") for s in rep["saes"].values()):
+            lines += _word_dictionary_rows(rep["saes"])
         lines += [
             "### SAEs",
             "",

@@ -62,6 +62,9 @@ def test_demo_builds_a_workspace_with_a_report(workspace):
     daam = rep["cross_attention"]
     assert len(daam["miou"]) == n_steps and daam["n_samples"] == rep["composition"]["n_samples"]
     assert daam["images_reproduced"] == daam["n_samples"]
+    for s in rep["saes"].values():  # each SAE's mask-free dictionary, on the same samples
+        wd = s["word_dictionary"]
+        assert wd["n_samples"] == daam["n_samples"] and 0 <= wd["n_labelled"] <= wd["n_live"]
     assert {s.split("/")[1] for s in rep["saes"]} == {"t1.00", "t0.00", "shared"}
     assert len(rep["matching"]) >= 3  # t1↔t0 and shared↔each
     chain = rep["chains"][0]  # a concept followed from t = 1.0 to t = 0.0
