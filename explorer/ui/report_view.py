@@ -44,7 +44,13 @@ _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
 SAE_COLUMNS = ("SAE", "k", "latents", "trained t", "explained var.", "scaled MSE", "L0", "dead",
-               "labelled", "coverage", "purity")
+               "labelled", "coverage", "purity", "word coverage", "agrees")
+# What the last two columns mean (their header tooltips).
+_WORD_TIPS = (
+    "Mask-free dictionary: the share of live features the prompt words' cross-attention masks "
+    "label (evaluate --cross-attention)",
+    "Share of features labelled both ways whose top word is among their exact-mask labels",
+)
 
 
 class ReportView(QWidget):
@@ -77,6 +83,8 @@ class ReportView(QWidget):
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.saes = QTableWidget(0, len(SAE_COLUMNS))
         self.saes.setHorizontalHeaderLabels(SAE_COLUMNS)
+        for col, tip in zip(range(len(SAE_COLUMNS) - 2, len(SAE_COLUMNS)), _WORD_TIPS, strict=True):
+            self.saes.horizontalHeaderItem(col).setToolTip(tip)
         self.saes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.saes.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.saes.verticalHeader().setVisible(False)
@@ -241,5 +249,13 @@ def sae_rows(rep: dict) -> list[tuple[str, ...]]:
             fmt(own["dead_fraction"]),
             str(d["n_labelled"]) if have else "–",
             fmt(d["coverage"]) if have else "–", fmt(d["purity"]) if have else "–",
+            *_word_cells(s.get("word_dictionary")),
         ))
     return rows
+
+
+def _word_cells(wd: dict | None) -> tuple[str, str]:
+    if not wd:
+        return "–", "–"
+    share = (wd.get("agreement") or {}).get("share")
+    return fmt(wd["coverage"]), fmt(share, 2) if share is not None else "–"

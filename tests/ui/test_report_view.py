@@ -33,7 +33,8 @@ def _report():
              metrics_by_step=[{"trained_here": True, "explained_variance": 0.854, "fvu": 0.146, "l0": 8.0,
                                "dead_fraction": 0.0},
                               {"trained_here": False, "explained_variance": 0.1, "fvu": 0.9, "l0": 3.0,
-                               "dead_fraction": 0.5}])
+                               "dead_fraction": 0.5}],
+             word_dictionary={"coverage": 0.648, "agreement": {"share": 0.3014}})
     blocks = {BLOCK: rep, "down_blocks.0.attentions.0": {"saes": {}}}  # one without ground truth
     return {"created": "today", "blocks": blocks, "bars": shapes_bars(blocks)}
 
@@ -62,10 +63,14 @@ def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
     assert view.saes.rowCount() == 4
     row = next(r for r in range(4) if view.saes.item(r, 0).text() == f"{BLOCK}/t0.50")
     cells = [view.saes.item(row, c).text() for c in range(view.saes.columnCount())]
-    assert cells == [f"{BLOCK}/t0.50", "8", "128", "0.50", "0.854", "0.146", "8.0", "0.000", "95", "0.742", "0.295"]
+    assert cells == [f"{BLOCK}/t0.50", "8", "128", "0.50", "0.854", "0.146", "8.0", "0.000", "95", "0.742",
+                     "0.295", "0.648", "0.30"]
     with qtbot.waitSignal(view.sae_requested, timeout=1000) as got:
         view.saes.cellDoubleClicked.emit(row, 3)
     assert got.args == [f"{BLOCK}/t0.50"]
+    other = next(r for r in range(4) if view.saes.item(r, 0).text() == f"{BLOCK}/t1.00")
+    assert [view.saes.item(other, c).text() for c in (11, 12)] == ["–", "–"]  # no --cross-attention
+    assert "cross-attention" in view.saes.horizontalHeaderItem(11).toolTip()
     # A block without ground truth: no curve, a title that says so, its (here no) SAEs.
     view.block.setCurrentIndex(1)
     assert not _curves(view) and view.saes.rowCount() == 0 and view.verdicts.text() == ""
