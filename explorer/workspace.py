@@ -28,6 +28,7 @@ from explorer.errors import UserError
 
 SCHEMA = 1
 MANIFEST = "workspace.json"
+STORE = "store.h5"  # the store file a workspace holds unless its manifest names another
 
 
 class WorkspaceError(UserError):
@@ -109,9 +110,9 @@ class Workspace:
             raise WorkspaceError(f"{root} is not a folder")
         man = root / MANIFEST
         if not man.is_file():
-            if (root / "store.h5").is_file():
+            if (root / STORE).is_file():
                 return cls._adopt(root)
-            raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST} and no store.h5)")
+            raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST} and no {STORE})")
         try:
             manifest = json.loads(man.read_text())
         except ValueError as e:
@@ -133,7 +134,7 @@ class Workspace:
         """
         from explorer.store.reader import Store
 
-        with Store.open(root / "store.h5") as store:
+        with Store.open(root / STORE) as store:
             meta = store.meta
         # The bundled model by name (its folder differs between machines), else the folder.
         bundled = meta.get("model_name") == "mini-sd-shapes"
@@ -142,7 +143,7 @@ class Workspace:
             "schema": SCHEMA,
             "name": root.name,
             "model": model,
-            "store": "store.h5",
+            "store": STORE,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "settings": {},
         }
@@ -161,7 +162,7 @@ class Workspace:
             "schema": SCHEMA,
             "name": name or root.name,
             "model": str(model),
-            "store": "store.h5",
+            "store": STORE,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "settings": settings or {},
         }
@@ -186,7 +187,7 @@ class Workspace:
 
     @property
     def store_path(self) -> Path:
-        return self.root / self.manifest.get("store", "store.h5")
+        return self.root / self.manifest.get("store", STORE)
 
     @property
     def sae_root(self) -> Path:

@@ -166,9 +166,10 @@ def cmd_evaluate(args) -> int:
     model = None
     if args.cross_attention:
         from explorer.analysis.cross_attention import check_same_weights
+        from explorer.cli import device_arg
         from explorer.engine import load_model
 
-        model = load_model(ws.model, device=None if args.device == "auto" else args.device)
+        model = load_model(ws.model, device=device_arg(args))
         with ws.store() as store:  # before minutes of analysis, not after
             check_same_weights(model, store)
     bar = ConsoleProgress()

@@ -38,7 +38,8 @@ from explorer.analysis.progress import Cancel, Progress, check
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 
 DAAM_THRESHOLD = 0.4
-# Words whose attention says nothing about where something is: no word mask is made for them.
+# Words whose attention says nothing about where something is: no word mask is made for them,
+# and the app's word overlay does not open on one.
 FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "on", "in", "of", "and", "with", "to", "is",
                             "are", "by", "for", "from", "its", "it", "this", "that", "into"})
 NOUN_KINDS = ("shape", "object")  # the kinds of label that name an object (truth.py)
@@ -144,7 +145,8 @@ def attention_composition(
     from explorer.engine.attention import prompt_tokens
 
     check_same_weights(model, store)
-    stored = list(store.layout.step_index)
+    settings = store.regeneration()
+    stored = settings["step_index"]
     where = {s: j for j, s in enumerate(stored)}
     geometry = {b: store.geometry(b)[:2] for b in blocks}
     kept = []
@@ -155,7 +157,6 @@ def attention_composition(
     sums = {b: np.zeros(len(stored)) for b in blocks}
     word_truth: dict[str, dict] = {b: {} for b in blocks}
     count = unplaced = reproduced = 0
-    guidance = store.meta.get("guidance")
     batch_size = int(batch_size or store.meta.get("batch_size") or 8)
     for start in range(0, len(kept), batch_size):
         check(cancel)
@@ -195,8 +196,7 @@ def attention_composition(
                     pred = predicted_mask(maps[j], tokens, threshold)[None]
                     sums[b][s] += float(iou_matrix(pred, gt[b])[0, 0])
 
-        res = generate(model, prompts, seeds, store.layout.sampling_steps,
-                       None if guidance is None else float(guidance),
+        res = generate(model, prompts, seeds, settings["steps"], settings["guidance"],
                        on_step=on_step, cross_attention=list(blocks), cancel=cancel)
         reproduced += sum(bool(np.array_equal(res.images[j], store.image(i)))
                           for j, (i, _) in enumerate(batch))

@@ -172,14 +172,14 @@ def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _word_dictionary_rows(saes: dict) -> list[str]:
+def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
     """The mask-free dictionaries (cross-attention word masks in place of object masks)."""
     lines = [
         "### Mask-free dictionary: prompt words' cross-attention masks in place of object masks",
         "",
         "The paper's rule with each content word's DAAM mask (attention summed over all steps, "
-        "threshold 0.4) as the mask, on the regenerated held-out samples. Agreement: features "
-        "whose top word is among the words of their exact-mask concept labels.",
+        f"threshold {threshold:g}) as the mask, on the regenerated held-out samples. Agreement: "
+        "features whose top word is among the words of their exact-mask concept labels.",
         "",
         "| SAE | samples | labelled / live | coverage (words) | coverage (masks) | agreement | top words |",
         "|---|---|---|---|---|---|---|",
@@ -266,7 +266,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])
         if any(s.get("word_dictionary") for s in rep["saes"].values()):
-            lines += _word_dictionary_rows(rep["saes"])
+            lines += _word_dictionary_rows(rep["saes"], rep["cross_attention"]["threshold"])
         lines += [
             "### SAEs",
             "",

@@ -15,13 +15,14 @@ def describe_store(store, check: bool = False) -> list[str]:
 
     meta = store.meta
     path = Path(store.path)
-    size = sum(p.stat().st_size for p in store.files())
+    files = store.files()
+    size = sum(p.stat().st_size for p in files)
     n, planned = store.n_samples, store.n_planned
     t = store.t
     lines = [
         f"store {path}: {n:,}/{planned:,} samples complete ({human_bytes(size)} on disk"
         + (f", {human_bytes(size / n)} per sample" if n else "") + ")"
-        + (f", joined from {len(store.files()) - 1} shards" if store.is_joined else ""),
+        + (f", joined from {len(files) - 1} shards" if store.is_joined else ""),
         f"  model {meta.get('model_name', '?')} ({meta.get('model_folder', '?')}, fingerprint "
         f"{str(meta.get('model_hash', '?'))[:16]}), guidance {meta.get('guidance', '?')}, "
         f"{_scheduler(meta)}",

@@ -408,6 +408,15 @@ class Store:
             self._readers[name] = MapReader(parts)
         return self._readers[name]
 
+    def regeneration(self) -> dict:
+        """What regenerates its samples as they were collected, besides each one's prompt and
+        seed: the sampling steps, the guidance (None when not recorded: the model's default) and
+        the positions of the stored steps in the schedule."""
+        guidance = self.meta.get("guidance")
+        return {"steps": int(self.layout.sampling_steps),
+                "guidance": None if guidance is None else float(guidance),
+                "step_index": [int(s) for s in self.layout.step_index]}
+
     def files(self) -> list[Path]:
         """The store's file and, for a store joined from shards, those of its shards that exist."""
         path = Path(self.path)

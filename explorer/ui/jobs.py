@@ -120,9 +120,14 @@ def evaluate_job(root, *, cancel, progress) -> dict:
         # bundled model; for a real one it is `explorer evaluate --cross-attention`'s work. A
         # workspace built with older bundled weights is evaluated without it (its samples
         # cannot be regenerated; the app says so when it opens such a workspace).
+        from explorer.analysis.cross_attention import check_same_weights
+        from explorer.analysis.errors import AnalysisError
+
         model = load_model("bundled", device="cpu")
         with workspace.store() as store:
-            if store.meta.get("model_hash") not in (None, model.fingerprint()):
+            try:
+                check_same_weights(model, store)
+            except AnalysisError:
                 model = None
     report = evaluate_workspace(workspace, cancel=cancel, model=model,
                                 progress=lambda f, m: progress({"fraction": f, "message": m}))

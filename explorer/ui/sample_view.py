@@ -28,11 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.analysis.cross_attention import FUNCTION_WORDS
 from explorer.ui.image_view import ImageCanvas
 
 OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_ATTENTION = "none", "feature", "concepts", "attention"
-# Words whose cross-attention map says nothing about where an object goes: not offered first.
-_FUNCTION_WORDS = {"a", "an", "the", "at", "on", "in", "of", "and", "with", "to"}
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L17")
 # 20 well-separated categorical colours (Tableau 20 order), for concept maps.
 CATEGORICAL = np.array(
@@ -233,7 +232,7 @@ class SampleView(QWidget):
         if self.word.findText(current) >= 0:
             self.word.setCurrentIndex(self.word.findText(current))
         else:  # the first content word: "a large red square" → "large"
-            content = [k for k, (w, _) in enumerate(result["words"]) if w.lower() not in _FUNCTION_WORDS]
+            content = [k for k, (w, _) in enumerate(result["words"]) if w.lower() not in FUNCTION_WORDS]
             self.word.setCurrentIndex(content[0] if content else 0)
         self.word.blockSignals(False)
         self.refresh_overlay()

@@ -75,11 +75,8 @@ class WorkspaceSource:
     def generation(self, i: int) -> dict:
         """What regenerates sample i exactly: prompt, seed, sampling steps, guidance, and the
         positions of the stored steps in the schedule."""
-        guidance = self.store.meta.get("guidance")
         return {"prompt": self.prompt(i), "seed": int(self.store.seeds[i]),
-                "steps": int(self.store.layout.sampling_steps),
-                "guidance": None if guidance is None else float(guidance),
-                "step_index": [int(s) for s in self.store.layout.step_index]}
+                **self.store.regeneration()}
 
     @property
     def block(self) -> str:

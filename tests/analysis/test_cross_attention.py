@@ -188,7 +188,7 @@ def test_word_dictionary_applies_the_papers_rule_with_word_masks_and_is_scored_a
 def test_the_report_tabulates_the_mask_free_dictionaries():
     from explorer.analysis.report import markdown
 
-    rep = {"saes": {"b/t0.50": {
+    rep = {"cross_attention": {"threshold": 0.4}, "saes": {"b/t0.50": {
         "t": [0.5], "metrics_by_step": [],
         "dictionary": {"available": True, "coverage": 0.74, "n_live": 128, "n_labelled": 95,
                        "purity": 0.3, "best": []},
@@ -200,3 +200,4 @@ def test_the_report_tabulates_the_mask_free_dictionaries():
               "ground_truth": "test", "held_out_samples": 3, "created": "now", "blocks": {"b": rep}}
     md = markdown(report, {})
     assert "| b/t0.50 | 40 | 83 / 128 | 0.65 | 0.74 | 18 / 73 (0.25) | left 12, cross 11 |" in md
+    assert "(attention summed over all steps, threshold 0.4) as the mask" in md
