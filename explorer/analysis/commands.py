@@ -188,6 +188,10 @@ def cmd_evaluate(args) -> int:
             a = rep["cross_attention"]["miou"]
             print(f"{block}: cross-attention (DAAM) mIoU first step {a[0]:.3f}, "
                   f"middle {a[len(a) // 2]:.3f}, last {a[-1]:.3f}")
+        if "linear_probe" in rep:
+            p, pb = rep["linear_probe"]["miou"], rep["linear_probe"]["baseline_miou"]
+            print(f"{block}: linear probe of Δ mIoU first step {p[0]:.3f} (baseline {pb[0]:.3f}), "
+                  f"middle {p[len(p) // 2]:.3f}, last {p[-1]:.3f}")
     print(f"wrote {json_path} and {md_path}")
     return 0
 

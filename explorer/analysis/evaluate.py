@@ -2,8 +2,8 @@
 
 Per block and SAE: SAE metrics at every step on held-out samples, dictionary coverage and
 purity with the best feature per label, feature evolution (where features peak, how many fire
-at each step), composition mIoU by step against its baseline, and decoder matching between the
-block's SAEs (written into their indexes for the app). Nothing is estimated or copied: every
+at each step), composition mIoU by step against its baseline and against a linear probe's
+ceiling (linear_probe.py), and decoder matching between the block's SAEs (written into their indexes for the app). Nothing is estimated or copied: every
 number comes from this run's store, SAEs and indexes.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from explorer.analysis.composition import block_composition
 from explorer.analysis.index import IndexSettings, build_index, split_samples
+from explorer.analysis.linear_probe import block_probe
 from explorer.analysis.matching import (
     Matching,
     follow,
@@ -243,7 +244,7 @@ def evaluate_workspace(
                 )
             elif not entry.index_path.is_file():
                 raise AnalysisError(f"{entry.id} has no index; run `explorer index` first")
-        _, held = split_samples(store.n_samples, settings.holdout_every)
+        label_samples, held = split_samples(store.n_samples, settings.holdout_every)
         metric_samples = held[:METRIC_SAMPLES]
         blocks = {}
         groups = _sae_groups(saes)
@@ -296,6 +297,12 @@ def evaluate_workspace(
                         check(cancel)
                         alone = block_composition([indexes[entry.id]], truth, eval_samples, seed=seed)
                         report["saes"][entry.id]["composition"] = alone.to_json()
+                    if progress is not None:
+                        progress(base + width * 0.8, f"linear probe {block}")
+                    probe = block_probe(store, truth, block, label_samples, eval_samples, seed=seed,
+                                        cancel=cancel)
+                    if probe is not None:
+                        report["linear_probe"] = probe.to_json()
             finally:
                 for ix in indexes.values():
                     ix.close()
@@ -421,6 +428,9 @@ def shapes_bars(blocks: dict) -> dict:
         ]
         if fixed:
             bars[block]["fixed_dictionary"] = fixed
+        probe = rep.get("linear_probe")
+        if probe:
+            bars[block]["linear_probe"] = curve_bar(probe["miou"], probe["baseline_miou"])
     mid_block = next((b for b in blocks if "mid_block" in b), None)
     if mid_block is not None:
         sid = _mid_step_sae(blocks[mid_block]["saes"])

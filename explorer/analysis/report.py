@@ -57,14 +57,15 @@ class Curve:
     t: list[float]
     miou: list[float]
     kind: str  # "nearest": the paper's curve; "baseline"; "attention": cross-attention (DAAM);
-    # "alone": one SAE's dictionary fixed
+    # "probe": the linear probe's ceiling; "alone": one SAE's dictionary fixed
 
 
 def composition_curves(rep: dict) -> list[Curve]:
     """What the composition figure of one block's report draws (the report's PNG and the
     app's Evaluation page alike): the paper's curve, its baseline, and each SAE the curve
     switches between (and a shared one) alone at every step; the cross-attention (DAAM) curve
-    where the evaluation regenerated the samples. Empty without a composition."""
+    where the evaluation regenerated the samples; the linear probe's ceiling. Empty without a
+    composition."""
     c = rep.get("composition")
     if not c:
         return []
@@ -73,6 +74,9 @@ def composition_curves(rep: dict) -> list[Curve]:
     a = rep.get("cross_attention")
     if a:
         curves.append(Curve(f"cross-attention (DAAM, threshold {a['threshold']:g})", a["t"], a["miou"], "attention"))
+    p = rep.get("linear_probe")
+    if p:
+        curves.append(Curve("linear probe of Δ (ceiling)", p["t"], p["miou"], "probe"))
     for sid, s in rep.get("saes", {}).items():
         if s.get("composition") and on_curve(sid, rep):
             curves.append(Curve(f"{sid.split('/', 1)[-1]} alone", c["t"], s["composition"]["miou"], "alone"))
@@ -227,12 +231,17 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                 for f in bar.get("fixed_dictionary", []):
                     if on_curve(f["sae"], rep):
                         lines.append(f"  - one dictionary at every step, `{f['sae']}`: {curve_verdict(f)}")
+                if bar.get("linear_probe"):
+                    lines.append(f"  - linear probe of Δ (what the block holds): {curve_verdict(bar['linear_probe'])}")
         rule = next((b["rule"] for b in report["bars"].values() if "rule" in b), None)
         if rule:
             lines += ["", f"Rule: {rule}. The bar is scored on the paper's curve (each step read "
                       "through the SAE trained nearest to it); the indented lines apply the same rule "
                       "to the curve of each of those SAEs (and of a shared one) alone, its dictionary "
-                      "held fixed over all steps (informational; every SAE's is in report.json)."]
+                      "held fixed over all steps (informational; every SAE's is in report.json). "
+                      "The linear probe's line applies it to the probe's curve: where the probe "
+                      "fails too, the block's Δ does not hold the layout at that step, whatever "
+                      "reads it."]
         lines.append("")
     for block, rep in report["blocks"].items():
         lines += [f"## {block}", ""]
@@ -257,11 +266,26 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     "images identical to the store's).",
                     "",
                 ]
-            lines += ["| step | t | mIoU | baseline | " + ("cross-attention | " if a else "") + "SAE used |",
-                      "|---|---|---|---|" + ("---|" if a else "") + "---|"]
+            p = rep.get("linear_probe")
+            if p:
+                lines += [
+                    "Linear probe (the ceiling): a ridge regression from each position's Δ to the "
+                    "prompt words of the final object covering it, fitted on the "
+                    f"{p['n_train_samples']} labelling samples and read on the held-out ones as "
+                    f"DAAM's maps are (min-max normalised, ≥ {p['threshold']:g}); probe baseline: "
+                    "the probe read on a random other sample's Δ. One weight matrix for every "
+                    "position, so what it finds, the block's Δ holds at that position: where it "
+                    "stays at its baseline, no position-local reading (concepts, attention) can "
+                    "find the layout.",
+                    "",
+                ]
+            cols = ["step", "t", "mIoU", "baseline"] + (["cross-attention"] if a else []) + (
+                ["linear probe", "probe baseline"] if p else []) + ["SAE used"]
+            lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
             for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
                 daam = f"{fmt(a['miou'][s])} | " if a else ""
-                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {daam}{c['sae_at_step'][s]} |")
+                probe = f"{fmt(p['miou'][s])} | {fmt(p['baseline_miou'][s])} | " if p else ""
+                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {daam}{probe}{c['sae_at_step'][s]} |")
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])

@@ -37,9 +37,10 @@ from explorer.analysis.report import (
 )
 from explorer.ui.plots import trajectory_plot
 
-# The paper's curve, its baseline, the cross-attention (DAAM) curve (dotted, black), then the
-# single-SAE curves (thin).
-_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "attention": ("#111111", 2.0)}
+# The paper's curve, its baseline, the cross-attention (DAAM) curve (dotted, black), the linear
+# probe's ceiling (dash-dot, pink), then the single-SAE curves (thin).
+_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "attention": ("#111111", 2.0),
+         "probe": ("#e377c2", 2.0)}
 _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
@@ -171,8 +172,8 @@ class ReportView(QWidget):
                 self.plot.plot(c.t, c.miou, pen=pen, name=c.label)
             else:
                 colour, width = _PENS[c.kind]
-                style = {"baseline": Qt.PenStyle.DashLine,
-                         "attention": Qt.PenStyle.DotLine}.get(c.kind, Qt.PenStyle.SolidLine)
+                style = {"baseline": Qt.PenStyle.DashLine, "attention": Qt.PenStyle.DotLine,
+                         "probe": Qt.PenStyle.DashDotLine}.get(c.kind, Qt.PenStyle.SolidLine)
                 item = self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
                                       symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
                                       name=c.label)
@@ -233,6 +234,8 @@ def _verdicts_html(bars: dict, rep: dict) -> str:
     for f in bars.get("fixed_dictionary", []):
         if on_curve(f["sae"], rep):
             lines.append(f"<b>{f['sae'].split('/', 1)[-1]}</b> alone: {curve_verdict(f)}")
+    if bars.get("linear_probe"):
+        lines.append(f"<b>Linear probe of Δ</b> (what the block holds): {curve_verdict(bars['linear_probe'])}")
     return "<br>".join(lines)
 
 

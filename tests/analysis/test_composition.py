@@ -122,3 +122,15 @@ def test_the_cross_attention_curve_is_drawn_and_tabulated_beside_the_sae_one():
     assert "| step | t | mIoU | baseline | cross-attention | SAE used |" in md
     assert "| 2 | 0.00 | 0.400 | 0.030 | 0.450 |" in md
     assert "(3 of 3 images identical to the store's)" in md
+    # The linear probe: a curve, two columns and an indented verdict under the block's bar.
+    from explorer.analysis.evaluate import shapes_bars
+
+    rep["linear_probe"] = {"t": rep["composition"]["t"], "miou": [0.5, 0.6, 0.65],
+                           "baseline_miou": [0.07, 0.06, 0.05], "threshold": 0.4, "n_train_samples": 12}
+    assert [c.kind for c in composition_curves(rep)] == ["nearest", "baseline", "attention", "probe"]
+    report["bars"] = shapes_bars({"b": rep})
+    md = markdown(report, {})
+    assert "| step | t | mIoU | baseline | cross-attention | linear probe | probe baseline | SAE used |" in md
+    assert "| 2 | 0.00 | 0.400 | 0.030 | 0.450 | 0.650 | 0.050 |" in md
+    assert "fitted on the 12 labelling samples" in md
+    assert "  - linear probe of Δ (what the block holds): first-step mIoU 0.500 vs baseline 0.070 (clearly above)" in md

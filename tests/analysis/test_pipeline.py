@@ -62,6 +62,11 @@ def test_demo_builds_a_workspace_with_a_report(workspace):
     daam = rep["cross_attention"]
     assert len(daam["miou"]) == n_steps and daam["n_samples"] == rep["composition"]["n_samples"]
     assert daam["images_reproduced"] == daam["n_samples"]
+    # The linear probe's ceiling, on the same held-out samples and objects.
+    probe = rep["linear_probe"]
+    assert len(probe["miou"]) == len(probe["baseline_miou"]) == n_steps
+    assert (probe["n_samples"], probe["n_objects"]) == (rep["composition"]["n_samples"], rep["composition"]["n_objects"])
+    assert all(0.0 <= x <= 1.0 for x in probe["miou"] + probe["baseline_miou"])
     for s in rep["saes"].values():  # each SAE's mask-free dictionary, on the same samples
         wd = s["word_dictionary"]
         assert wd["n_samples"] == daam["n_samples"] and 0 <= wd["n_labelled"] <= wd["n_live"]
@@ -191,7 +196,9 @@ def test_cli_index_and_evaluate(workspace, capsys):
     assert "cross_attention" not in json.loads(ws.report_path.read_text())["blocks"][BLOCK]
     assert main(["evaluate", "--workspace", str(ws.root), "--cross-attention"]) == 0
     assert "cross_attention" in json.loads(ws.report_path.read_text())["blocks"][BLOCK]
-    assert f"{BLOCK}: cross-attention (DAAM) mIoU first step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{BLOCK}: cross-attention (DAAM) mIoU first step" in out
+    assert f"{BLOCK}: linear probe of Δ mIoU first step" in out
     # A workspace whose model folder now holds other weights: one line, before any analysis.
     before = ws.report_path.stat().st_mtime_ns
     manifest = json.loads((ws.root / "workspace.json").read_text())

@@ -77,6 +77,27 @@ def test_the_page_draws_the_papers_curve_its_baseline_and_each_sae_alone(qtbot):
     assert "no composition curve" in view.plot.getPlotItem().titleLabel.text
 
 
+def test_cross_attention_and_the_linear_probe_get_their_own_lines_and_verdict(qtbot):
+    report = _report()
+    rep = report["blocks"][BLOCK]
+    rep["cross_attention"] = {"t": T, "miou": [0.01] * 11, "threshold": 0.4}
+    rep["linear_probe"] = {"t": T, "miou": [0.5] + [0.6] * 10, "baseline_miou": [0.08] * 11}
+    report["bars"] = shapes_bars(report["blocks"])
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.set_report(report)
+    curves = {c.name(): c for c in _curves(view)}
+    assert list(curves)[:4] == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
+                                "cross-attention (DAAM, threshold 0.4)", "linear probe of Δ (ceiling)"]
+    probe = curves["linear probe of Δ (ceiling)"]
+    np.testing.assert_allclose(probe.getData()[1], rep["linear_probe"]["miou"])
+    assert probe.opts["pen"].style() == Qt.PenStyle.DashDotLine
+    assert curves["cross-attention (DAAM, threshold 0.4)"].opts["pen"].style() == Qt.PenStyle.DotLine
+    last = view.verdicts.text().split("<br>")[-1]
+    assert last.startswith("<b>Linear probe of Δ</b>")
+    assert "first-step mIoU 0.500 vs baseline 0.080 (clearly above)" in last and "(saturated by the middle)" in last
+
+
 def test_the_step_line_follows_the_scrubber_and_a_click_asks_for_a_step(qtbot):
     view = ReportView()
     qtbot.addWidget(view)

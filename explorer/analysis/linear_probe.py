@@ -1,0 +1,230 @@
+"""How much of the final layout a block's Δ holds at each step: a linear probe, the ceiling for
+the composition curves.
+
+The composition curve (composition.py) reads the final layout through the SAE's concepts and
+their dictionary; the cross-attention curve (cross_attention.py) reads it through the nouns'
+attention. When both stay at their baseline, is the layout not there yet, or is the reading
+missing it? This probe answers with supervision: per block and stored step, a ridge regression
+maps each position's Δ to the prompt words of the final object covering it (a multi-hot target
+over the objects' query words: colour, shape, place), fitted on the labelling samples (the
+dictionary's; never the held-out ones).
+
+On a held-out sample, an object's score map is the mean of its words' predicted maps, read as
+DAAM reads attention (min–max normalised, ≥ 0.4) into a mask, and scored by IoU against the
+object's final mask on the block's grid, exactly as the other curves are. Baseline: the probe
+read on a random other sample's Δ (composition's derangement), for this sample's objects.
+
+The probe is linear and position-local like the readouts it bounds: one weight matrix for all
+positions, so it adds no position of its own; what it finds at a position, the block's Δ at that
+position holds. A curve at its baseline therefore means no position-local linear reader (an SAE
+dictionary, a word's attention) can find the layout in that block at that step.
+
+Memory: the normal equations ((d + 1)² per step) accumulate sample by sample; the steps are
+taken in groups sized to `budget_bytes`, so memory is set by the block's width, not the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from explorer.analysis.composition import derangement
+from explorer.analysis.masks import iou_matrix, to_grid
+from explorer.analysis.progress import Cancel, Progress, check
+
+# DAAM's reading of a score map (cross_attention.py uses the same τ for the words' attention).
+THRESHOLD = 0.4
+# Ridge strength relative to the mean diagonal of XᵀX (scale-free across blocks and models).
+RIDGE = 1e-3
+DEFAULT_BUDGET = 256 << 20
+
+
+@dataclass
+class ProbeCurve:
+    t: list[float]
+    miou: list[float]
+    baseline: list[float]
+    n_objects: int
+    n_samples: int
+    n_train_samples: int
+    n_words: int
+    branch: str
+    threshold: float = THRESHOLD
+    ridge: float = RIDGE
+
+    def to_json(self) -> dict:
+        return {
+            "t": self.t,
+            "miou": self.miou,
+            "baseline_miou": self.baseline,
+            "n_objects": self.n_objects,
+            "n_samples": self.n_samples,
+            "n_train_samples": self.n_train_samples,
+            "n_words": self.n_words,
+            "branch": self.branch,
+            "threshold": self.threshold,
+            "ridge": self.ridge,
+        }
+
+
+def word_targets(objects: Sequence[tuple[set[str], np.ndarray]], vocab: dict[str, int]) -> np.ndarray:
+    """(h·w, V) multi-hot: the words of every object covering each position (grid masks)."""
+    if not objects:
+        raise ValueError("no objects")
+    shape = objects[0][1].shape
+    y = np.zeros((shape[0] * shape[1], len(vocab)), np.float32)
+    for words, mask in objects:
+        cols = [vocab[w] for w in words if w in vocab]
+        if cols:
+            y[np.ix_(mask.reshape(-1), cols)] = 1.0
+    return y
+
+
+def solve_ridge(xtx: np.ndarray, xty: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """Weights (d + 1, V) from the normal equations of [X, 1] (the bias is not penalised)."""
+    n = xtx.shape[0]
+    lam = ridge * float(np.trace(xtx)) / n
+    penalty = np.full(n, lam)
+    penalty[-1] = 0.0
+    return np.linalg.solve(xtx + np.diag(penalty), xty)
+
+
+def object_masks(scores: np.ndarray, objects: Sequence[tuple[set[str], np.ndarray]],
+                 vocab: dict[str, int], threshold: float = THRESHOLD) -> np.ndarray:
+    """(n_objects, h, w) bool: each object's mean word score, min–max normalised, ≥ threshold.
+
+    scores: (h·w, V) predicted targets. An object none of whose words the probe was trained on
+    gets an empty mask (IoU 0).
+    """
+    h, w = objects[0][1].shape
+    out = np.zeros((len(objects), h, w), bool)
+    for k, (words, _) in enumerate(objects):
+        cols = [vocab[x] for x in words if x in vocab]
+        if not cols:
+            continue
+        m = scores[:, cols].mean(axis=1)
+        lo, hi = float(m.min()), float(m.max())
+        if hi > lo:
+            out[k] = ((m - lo) / (hi - lo) >= threshold).reshape(h, w)
+    return out
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    """(G, h, w, d) → (G, h·w, d + 1) float64 with a column of ones."""
+    G = x.shape[0]
+    flat = x.reshape(G, -1, x.shape[-1]).astype(np.float64)
+    return np.concatenate([flat, np.ones((*flat.shape[:2], 1))], axis=-1)
+
+
+def _read(store, block: str, branch: str, sample: int, steps: Sequence[int]) -> np.ndarray:
+    """Δ of one sample at `steps`: (G, h, w, d); a NaN or inf is the store's one-line error."""
+    if len(steps) == store.n_steps:
+        return store.maps(block, branch, sample)[list(steps)]
+    x = np.stack([store.activation(block, branch, sample, s) for s in steps])
+    bad = ~np.isfinite(x.reshape(len(steps), -1)).all(axis=1)
+    if bad.any():
+        raise store.nonfinite_error(block, branch, sample, int(steps[int(np.argmax(bad))]))
+    return x
+
+
+def step_groups(n_steps: int, d: int, n_words: int, budget_bytes: int = DEFAULT_BUDGET) -> list[list[int]]:
+    """Consecutive steps whose normal equations fit in `budget_bytes` together (at least one)."""
+    per_step = 8 * (d + 1) * (d + 1 + n_words)
+    size = max(1, min(n_steps, budget_bytes // per_step))
+    return [list(range(a, min(a + size, n_steps))) for a in range(0, n_steps, size)]
+
+
+def block_probe(
+    store,
+    truth,
+    block: str,
+    train_samples: Sequence[int],
+    held_samples: Sequence[int],
+    *,
+    branch: str | None = None,
+    seed: int = 0,
+    budget_bytes: int = DEFAULT_BUDGET,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> ProbeCurve | None:
+    """The probe's mIoU per stored step for one block (module docstring); None when no
+    labelling sample has an object to learn from."""
+    if branch is None:
+        branch = "cond" if "cond" in store.branches else store.branches[0]
+    S = store.n_steps
+    h, w, d = store.geometry(block)
+
+    def grid_objects(samples):
+        out = {}
+        for i in samples:
+            check(cancel)
+            t = truth.sample(i)
+            if t is not None:
+                out[i] = [(o.query_words, to_grid(o.mask, h, w)) for o in t.objects]
+        return out
+
+    # A store too small to split holds out every sample: the probe must not be scored on what
+    # it was fitted to, so those are left out of its fit (and there is none).
+    held_set = set(held_samples)
+    fit = [i for i in train_samples if i not in held_set]
+    train = {i: objs for i, objs in grid_objects(fit).items() if objs}
+    if not train:
+        return None
+    vocab: dict[str, int] = {}
+    for objs in train.values():
+        for words, _ in objs:
+            for x in sorted(words):
+                vocab.setdefault(x, len(vocab))
+    targets = {i: word_targets(objs, vocab) for i, objs in train.items()}
+    # Held-out samples with truth, in order: the baseline's derangement runs over all of them
+    # (as composition's does), objects or not.
+    held = grid_objects(held_samples)
+    kept = list(held)
+    perm = derangement(len(kept), seed)
+    count = sum(len(held[i]) for i in kept)
+
+    own = np.zeros(S)
+    base = np.zeros(S)
+    groups = step_groups(S, d, len(vocab), budget_bytes)
+    total = len(groups) * (len(train) + len(kept))
+    done = 0
+    for steps in groups:
+        G = len(steps)
+        xtx = np.zeros((G, d + 1, d + 1))
+        xty = np.zeros((G, d + 1, len(vocab)))
+        for i, y in targets.items():
+            check(cancel)
+            x = _with_bias(_read(store, block, branch, i, steps))
+            xtx += np.matmul(x.transpose(0, 2, 1), x)
+            xty += np.matmul(x.transpose(0, 2, 1), y.astype(np.float64))
+            done += 1
+            if progress is not None:
+                progress(done / total, f"probe {block}: fitting")
+        weights = np.stack([solve_ridge(xtx[g], xty[g]) for g in range(G)])
+        for j, i in enumerate(kept):
+            check(cancel)
+            done += 1
+            objs = held[i]
+            if not objs:
+                continue
+            gts = np.stack([m for _, m in objs])
+            mine = _with_bias(_read(store, block, branch, i, steps)) @ weights
+            theirs = _with_bias(_read(store, block, branch, kept[perm[j]], steps)) @ weights
+            for g, s in enumerate(steps):
+                own[s] += np.diag(iou_matrix(object_masks(mine[g], objs, vocab), gts)).sum()
+                base[s] += np.diag(iou_matrix(object_masks(theirs[g], objs, vocab), gts)).sum()
+            if progress is not None:
+                progress(done / total, f"probe {block}: scoring")
+    denom = max(count, 1)
+    return ProbeCurve(
+        t=list(store.t),
+        miou=[float(x) for x in own / denom],
+        baseline=[float(x) for x in base / denom],
+        n_objects=count,
+        n_samples=len(kept),
+        n_train_samples=len(train),
+        n_words=len(vocab),
+        branch=branch,
+    )
