@@ -62,7 +62,10 @@ def line_plot(
     """Draw `series` as lines with markers and a legend; returns the PNG path."""
     W, H = size
     left, right, top, bottom = 64, 16, 36, 52
-    img = Image.new("RGB", size, "white")
+    # The legend goes under the plot, in two columns: inside it, it hid the curves that run
+    # high (the linear probe's ceiling).
+    rows = (len(series) + 1) // 2
+    img = Image.new("RGB", (W, H + 16 * rows + 8 if rows else H), "white")
     d = ImageDraw.Draw(img)
     font, small = _font(14), _font(12)
     xs = [x for s in series for x in s.x]
@@ -96,7 +99,6 @@ def line_plot(
     d.text((left + pw / 2, H - 18), xlabel, fill="black", font=small, anchor="ma")
     d.text((8, top - 20), ylabel, fill="black", font=small)
 
-    legend_width = max((d.textlength(s.label[:32], font=small) for s in series), default=0)
     # Thin (secondary) lines first, so the main ones are drawn over them; legend rows keep
     # the given order.
     for k, s in sorted(enumerate(series), key=lambda ks: not ks[1].thin):
@@ -118,10 +120,10 @@ def line_plot(
         if not s.thin:
             for x, y in pts:
                 d.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
-        ly = top + 8 + 16 * k
-        lx = left + pw - legend_width - 30
+        ly = H + 4 + 16 * (k // 2)
+        lx = left + (k % 2) * (pw // 2)
         d.line([(lx, ly), (lx + 20, ly)], fill=colour, width=1 if s.thin else 2)
-        d.text((lx + 26, ly), s.label[:32], fill="black", font=small, anchor="lm")
+        d.text((lx + 26, ly), s.label[:44], fill="black", font=small, anchor="lm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

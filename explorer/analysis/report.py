@@ -76,7 +76,7 @@ def composition_curves(rep: dict) -> list[Curve]:
         curves.append(Curve(f"cross-attention (DAAM, threshold {a['threshold']:g})", a["t"], a["miou"], "attention"))
     p = rep.get("linear_probe")
     if p:
-        curves.append(Curve("linear probe of Δ (ceiling)", p["t"], p["miou"], "probe"))
+        curves.append(Curve("linear probe (ceiling)", p["t"], p["miou"], "probe"))
     for sid, s in rep.get("saes", {}).items():
         if s.get("composition") and on_curve(sid, rep):
             curves.append(Curve(f"{sid.split('/', 1)[-1]} alone", c["t"], s["composition"]["miou"], "alone"))

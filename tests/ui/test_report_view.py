@@ -88,8 +88,8 @@ def test_cross_attention_and_the_linear_probe_get_their_own_lines_and_verdict(qt
     view.set_report(report)
     curves = {c.name(): c for c in _curves(view)}
     assert list(curves)[:4] == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
-                                "cross-attention (DAAM, threshold 0.4)", "linear probe of Δ (ceiling)"]
-    probe = curves["linear probe of Δ (ceiling)"]
+                                "cross-attention (DAAM, threshold 0.4)", "linear probe (ceiling)"]
+    probe = curves["linear probe (ceiling)"]
     np.testing.assert_allclose(probe.getData()[1], rep["linear_probe"]["miou"])
     assert probe.opts["pen"].style() == Qt.PenStyle.DashDotLine
     assert curves["cross-attention (DAAM, threshold 0.4)"].opts["pen"].style() == Qt.PenStyle.DotLine
