@@ -88,3 +88,12 @@ def test_user_masks_label_the_feature_that_reads_them(ws, tmp_path):
     report = evaluate_workspace(ws, masks=masks, settings=settings)
     rep = report["blocks"][BLOCK]
     assert len(rep["composition_miou"]) == S and len(rep["baseline_miou"]) == S
+    # Every sample is held out here, so nothing is left to fit the linear probe on: no probe.
+    assert "linear_probe" not in rep
+    # With half held out, the probe learns the user's labels ("dog", "cat") from the masks: Δ
+    # marks the masked quadrant at every step, so it finds the objects at every step (from four
+    # fitting samples of 16 positions each it scores 0.77–1.0 here).
+    halves = IndexSettings(masks=str(masks), holdout_every=2)
+    probe = evaluate_workspace(ws, masks=masks, settings=halves)["blocks"][BLOCK]["linear_probe"]
+    assert (probe["n_train_samples"], probe["n_samples"], probe["n_words"]) == (4, 4, 2)
+    assert min(probe["miou"]) > 0.6 and len(probe["miou"]) == S
