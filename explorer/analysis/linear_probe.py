@@ -177,7 +177,6 @@ def block_probe(
         for words, _ in objs:
             for x in sorted(words):
                 vocab.setdefault(x, len(vocab))
-    targets = {i: word_targets(objs, vocab) for i, objs in train.items()}
     # Held-out samples with truth, in order: the baseline's derangement runs over all of them
     # (as composition's does), objects or not.
     held = grid_objects(held_samples)
@@ -194,11 +193,13 @@ def block_probe(
         G = len(steps)
         xtx = np.zeros((G, d + 1, d + 1))
         xty = np.zeros((G, d + 1, len(vocab)))
-        for i, y in targets.items():
+        for i, objs in train.items():
             check(cancel)
+            y = word_targets(objs, vocab)  # made per sample: all of them would grow with the store
             x = _with_bias(_read(store, block, branch, i, steps))
-            xtx += np.matmul(x.transpose(0, 2, 1), x)
-            xty += np.matmul(x.transpose(0, 2, 1), y.astype(np.float64))
+            for g in range(G):  # step by step: a temporary of one step's size, not the group's
+                xtx[g] += x[g].T @ x[g]
+                xty[g] += x[g].T @ y
             done += 1
             if progress is not None:
                 progress(done / total, f"probe {block}: fitting")
