@@ -201,6 +201,10 @@ class Workspace:
     def report_path(self) -> Path:
         return self.root / "report.json"
 
+    def probe_path(self, block: str) -> Path:
+        """Where `explorer evaluate` keeps a block's fitted linear probe."""
+        return self.root / "probes" / f"{block}.safetensors"
+
     def sae_dir(self, block: str, name: str) -> Path:
         return self.sae_root / block / name
 

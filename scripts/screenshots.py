@@ -95,6 +95,11 @@ def main() -> int:
     shot("explorer-word-attention-first-step")
     view.slider.setValue(view.slider.maximum() // 2)
     shot("explorer-word-attention")
+    # The word probe: where the step's Δ says the word's object will be (read from the store).
+    view.mode.setCurrentIndex(view.mode.findData("probe"))
+    view.slider.setValue(0)
+    view.word.setCurrentIndex(max(0, view.word.findText(args.word)))
+    shot("explorer-word-probe-first-step")
     view.mode.setCurrentIndex(view.mode.findData("concepts"))
     page = window.feature_page
     page.scope.setCurrentIndex(page.scope.findData("all"))

@@ -303,6 +303,7 @@ def evaluate_workspace(
                                         cancel=cancel)
                     if probe is not None:
                         report["linear_probe"] = probe.to_json()
+                        probe.weights.save(workspace.probe_path(block))  # for the Sample view
             finally:
                 for ix in indexes.values():
                     ix.close()

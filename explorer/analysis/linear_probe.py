@@ -21,12 +21,18 @@ dictionary, a word's attention) can find the layout in that block at that step.
 
 Memory: the normal equations ((d + 1)² per step) accumulate sample by sample; the steps are
 taken in groups sized to `budget_bytes`, so memory is set by the block's width, not the store.
+
+The fitted weights (`ProbeWeights`) are kept with the curve; `explorer evaluate` saves them in
+the workspace (`probes/<block>.safetensors`), and the app's Sample view reads any sample's Δ
+through them: where, at this step, the block's Δ says each word will end up.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +48,73 @@ DEFAULT_BUDGET = 256 << 20
 
 
 @dataclass
+class ProbeWeights:
+    """A block's fitted probe: per stored step, (d + 1, V) weights over [Δ, 1] → word scores."""
+
+    weights: np.ndarray  # (S, d + 1, V) float32
+    words: list[str]
+    block: str
+    branch: str
+    fingerprint: str  # of the store it was fitted on (its samples' Δ are what it reads)
+    n_train_samples: int = 0
+
+    def scores(self, delta: np.ndarray, step: int) -> np.ndarray:
+        """(h, w, d) Δ at stored step `step` → (h, w, V) word scores (about 0 to 1)."""
+        h, w, d = delta.shape
+        x = delta.reshape(-1, d).astype(np.float32)
+        W = self.weights[step]
+        return (x @ W[:-1] + W[-1]).reshape(h, w, -1)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.numpy import save
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        meta = {"words": json.dumps(self.words), "block": self.block, "branch": self.branch,
+                "store_fingerprint": self.fingerprint, "n_train_samples": str(self.n_train_samples),
+                "threshold": str(THRESHOLD), "ridge": str(RIDGE)}
+        # Written by Python (the umask's permissions; safetensors' writer makes it owner-only).
+        tmp.write_bytes(save({"weights": np.ascontiguousarray(self.weights, np.float32)}, metadata=meta))
+        tmp.replace(path)  # a reader never sees half a file
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, block: str | None = None, fingerprint: str | None = None,
+             n_steps: int | None = None) -> ProbeWeights:
+        """Read a saved probe; a damaged file, or one fitted for another block or store, is an
+        AnalysisError of one line naming the file."""
+        from safetensors import SafetensorError, safe_open
+
+        from explorer.analysis.errors import AnalysisError
+
+        path = Path(path)
+        again = "run `explorer evaluate` again to refit it"
+        try:
+            with safe_open(str(path), "np") as f:
+                meta = f.metadata() or {}
+                weights = f.get_tensor("weights")
+            words = json.loads(meta["words"])
+            probe = cls(weights, list(words), meta["block"], meta.get("branch", "cond"),
+                        meta.get("store_fingerprint", ""), int(meta.get("n_train_samples", 0)))
+        except FileNotFoundError:
+            raise AnalysisError(f"{path}: no linear probe saved; {again}") from None
+        except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:
+            raise AnalysisError(f"{path}: not a readable linear probe ({e}); {again}") from None
+        if weights.ndim != 3 or weights.shape[2] != len(words):
+            raise AnalysisError(f"{path}: weights of shape {weights.shape} do not fit its "
+                                f"{len(words)} words; {again}")
+        if block is not None and probe.block != block:
+            raise AnalysisError(f"{path}: a probe of {probe.block}, not {block}")
+        if fingerprint is not None and probe.fingerprint != fingerprint:
+            raise AnalysisError(f"{path}: fitted on another store (fingerprint {probe.fingerprint}, "
+                                f"this one {fingerprint}); {again}")
+        if n_steps is not None and weights.shape[0] != n_steps:
+            raise AnalysisError(f"{path}: {weights.shape[0]} steps, the store has {n_steps}; {again}")
+        return probe
+
+
+@dataclass
 class ProbeCurve:
     t: list[float]
     miou: list[float]
@@ -53,6 +126,7 @@ class ProbeCurve:
     branch: str
     threshold: float = THRESHOLD
     ridge: float = RIDGE
+    weights: ProbeWeights | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -186,6 +260,7 @@ def block_probe(
 
     own = np.zeros(S)
     base = np.zeros(S)
+    all_weights = np.zeros((S, d + 1, len(vocab)), np.float32)
     groups = step_groups(S, d, len(vocab), budget_bytes)
     total = len(groups) * (len(train) + len(kept))
     done = 0
@@ -204,6 +279,7 @@ def block_probe(
             if progress is not None:
                 progress(done / total, f"probe {block}: fitting")
         weights = np.stack([solve_ridge(xtx[g], xty[g]) for g in range(G)])
+        all_weights[steps] = weights
         for j, i in enumerate(kept):
             check(cancel)
             done += 1
@@ -228,4 +304,6 @@ def block_probe(
         n_train_samples=len(train),
         n_words=len(vocab),
         branch=branch,
+        weights=ProbeWeights(all_weights, list(vocab), block, branch, getattr(store, "fingerprint", ""),
+                             len(train)),
     )

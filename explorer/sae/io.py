@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from explorer.errors import UserError
 from explorer.sae.config import SAEConfig
@@ -107,7 +107,10 @@ def save_sae(sae: TopKSAE, folder: str | Path, *, format: str = "native") -> Pat
         weights_name = SAELENS_WEIGHTS_FILE
     else:
         raise ValueError(f"unknown SAE format {format!r} (use 'native' or 'saelens')")
-    _atomic_write(folder / weights_name, lambda p: save_file(tensors, str(p)))
+    # Serialised here and written by Python, so the file gets the umask's permissions
+    # (safetensors' own writer makes it owner-only, which a colleague opening a shared
+    # workspace on a cluster could not read).
+    _atomic_write(folder / weights_name, lambda p: p.write_bytes(save(tensors)))
     text = json.dumps(meta, indent=2, sort_keys=True)
     _atomic_write(folder / CFG_FILE, lambda p: p.write_text(text))
     return folder

@@ -32,6 +32,8 @@ from explorer.analysis.cross_attention import FUNCTION_WORDS
 from explorer.ui.image_view import ImageCanvas
 
 OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_ATTENTION = "none", "feature", "concepts", "attention"
+OVERLAY_PROBE = "probe"
+WORD_MODES = (OVERLAY_ATTENTION, OVERLAY_PROBE)
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L17")
 # 20 well-separated categorical colours (Tableau 20 order), for concept maps.
 CATEGORICAL = np.array(
@@ -84,6 +86,8 @@ class SampleView(QWidget):
         # (sample, block) asked for and not back yet.
         self._attention: tuple[tuple[int, str], dict] | None = None
         self._attention_asked: tuple[int, str] | None = None
+        # Whose words the word box holds: ("attention", sample, block) or ("probe", block).
+        self._words_of: tuple | None = None
         self._lut = lookup_table(COLORMAPS[0])
 
         # Top bar: sample and prompt.
@@ -108,13 +112,16 @@ class SampleView(QWidget):
         self.mode.addItem("Feature map", OVERLAY_FEATURE)
         self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
         self.mode.addItem("Word attention (DAAM)", OVERLAY_ATTENTION)
+        self.mode.addItem("Word probe (what Δ holds)", OVERLAY_PROBE)
         self.mode.addItem("No overlay", OVERLAY_NONE)
         self.mode.setToolTip(
             "What to draw over the image. Word attention: the block's cross-attention to one "
-            "prompt word at this step (regenerates the sample once, on the model thread)"
+            "prompt word at this step (regenerates the sample once, on the model thread). Word "
+            "probe: where this step's Δ says the object named by the word will be in the final "
+            "image (the evaluation's linear probe, read from the store)"
         )
         self.word = QComboBox()
-        self.word.setToolTip("The prompt word whose cross-attention map is drawn")
+        self.word.setToolTip("The word whose map is drawn")
         self.word.setVisible(False)
         self.cmap = QComboBox()
         self.cmap.addItems(COLORMAPS)
@@ -198,6 +205,7 @@ class SampleView(QWidget):
         self.source = source
         self._concept_colours = {}
         self._attention = self._attention_asked = None
+        self._words_of = None
         self.sample.blockSignals(True)
         self.sample.setRange(0, max(0, source.n_samples - 1))
         self.sample.blockSignals(False)
@@ -224,18 +232,26 @@ class SampleView(QWidget):
         """Cross-attention maps of a sample regenerated on the model thread (jobs.attention_job)."""
         self._attention_asked = None
         self._attention = ((sample, block), result)
+        self._fill_words(("attention", sample, block), result["words"])
+        self.refresh_overlay()
+
+    def _fill_words(self, owner: tuple, items) -> None:
+        """Put `items` ((word, data) pairs) in the word box, keeping the chosen word if it is
+        among them, else choosing the first content word ("a large red square" → "large")."""
+        if self._words_of == owner:
+            return
+        self._words_of = owner
         current = self.word.currentText()
         self.word.blockSignals(True)
         self.word.clear()
-        for word, tokens in result["words"]:
-            self.word.addItem(word, tokens)
+        for word, data in items:
+            self.word.addItem(word, data)
         if self.word.findText(current) >= 0:
             self.word.setCurrentIndex(self.word.findText(current))
-        else:  # the first content word: "a large red square" → "large"
-            content = [k for k, (w, _) in enumerate(result["words"]) if w.lower() not in FUNCTION_WORDS]
+        else:
+            content = [k for k, (w, _) in enumerate(items) if w.lower() not in FUNCTION_WORDS]
             self.word.setCurrentIndex(content[0] if content else 0)
         self.word.blockSignals(False)
-        self.refresh_overlay()
 
     def attention_failed(self, message: str) -> None:
         self._attention_asked = None
@@ -269,12 +285,14 @@ class SampleView(QWidget):
             return
         mode = self.mode.currentData()
         i, s = self.sample.value(), self.step
-        self.cmap.setEnabled(mode in (OVERLAY_FEATURE, OVERLAY_ATTENTION))
-        self.threshold.setEnabled(mode in (OVERLAY_FEATURE, OVERLAY_ATTENTION))
-        self.word.setVisible(mode == OVERLAY_ATTENTION)
+        self.cmap.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
+        self.threshold.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
+        self.word.setVisible(mode in WORD_MODES)
         opacity = self.opacity.value() / 100
         if mode == OVERLAY_ATTENTION:
             self._attention_overlay(i, s, opacity)
+        elif mode == OVERLAY_PROBE:
+            self._probe_overlay(i, s, opacity)
         elif mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
             grid = self.source.feature_map(i, s, self.feature)
             vmax = float(grid.max()) if grid.size else 0.0
@@ -303,6 +321,7 @@ class SampleView(QWidget):
                 self.side.clear()
                 self.attention_wanted.emit(*key)
             return
+        self._fill_words(("attention", *key), self._attention[1]["words"])
         self.word.setEnabled(True)
         tokens = self.word.currentData() or []
         grid = self._attention[1]["maps"][s][..., tokens].astype(np.float32).sum(-1)
@@ -322,6 +341,41 @@ class SampleView(QWidget):
                             "step; double-click to show its map")
             item.setData(Qt.ItemDataRole.UserRole, ("word", k))
             self.side.addItem(item)
+        if vmax <= 0:
+            self.canvas.set_overlay(None)
+            return
+        lo = vmax * self.threshold.value() / 100
+        self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+
+    def _probe_overlay(self, i: int, s: int, opacity: float) -> None:
+        probe = self.source.probe()
+        if probe is None:
+            self.canvas.set_overlay(None)
+            self.word.setEnabled(False)
+            self.side.clear()
+            self.side_title.setText(f"No word probe for {self.source.block}: {self.source.probe_error} "
+                                    "(the Evaluation tab's Evaluate fits it)")
+            return
+        self._fill_words(("probe", self.source.block), [(w, k) for k, w in enumerate(probe.words)])
+        self.word.setEnabled(True)
+        scores = np.clip(self.source.probe_scores(i, s), 0.0, None)
+        k = self.word.currentData()
+        grid = scores[..., k] if k is not None else np.zeros(scores.shape[:2], np.float32)
+        self.side_title.setText(
+            f"Word probe of {self.source.block} for “{self.word.currentText()}” at this step: where "
+            "this step's Δ says the object the word names will be in the final image (linear probe "
+            f"fitted by Evaluate on {probe.n_train_samples} labelling samples; 1 = certainly there)"
+        )
+        # Beside it, every word the probe knows by its peak score at this step.
+        self.side.clear()
+        peaks = sorted(((float(scores[..., c].max()), c, w) for c, w in enumerate(probe.words)), reverse=True)
+        for peak, c, word in peaks:
+            item = QListWidgetItem(f"{word}  peak {peak:.2f}")
+            item.setToolTip(f"“{word}”: the probe's highest score at this step is {peak:.2f}; "
+                            "double-click to show its map")
+            item.setData(Qt.ItemDataRole.UserRole, ("word", c))
+            self.side.addItem(item)
+        vmax = float(grid.max()) if grid.size else 0.0
         if vmax <= 0:
             self.canvas.set_overlay(None)
             return
@@ -375,7 +429,7 @@ class SampleView(QWidget):
         self.slider.setValue(self.slider.value() + 1)
 
     def _on_click(self, y: int, x: int) -> None:
-        if self.source is None or not self.source.has_index or self.mode.currentData() == OVERLAY_ATTENTION:
+        if self.source is None or not self.source.has_index or self.mode.currentData() in WORD_MODES:
             return
         active = self.source.active_at(self.sample.value(), self.step, y, x)
         self.side_title.setText(f"Features active at ({y}, {x}), step {self.step + 1}")
@@ -388,7 +442,7 @@ class SampleView(QWidget):
 
     def _on_side_item(self, item: QListWidgetItem) -> None:
         f = item.data(Qt.ItemDataRole.UserRole)
-        if isinstance(f, tuple):  # a word of the attention list
+        if isinstance(f, tuple):  # a word of the attention or probe list
             self.word.setCurrentIndex(f[1])
         elif f is not None:
             self.feature_clicked.emit(int(f))

@@ -22,6 +22,9 @@ class WorkspaceSource:
         self.store = workspace.store()
         self.index = None
         self.index_error: str | None = None
+        # The current block's linear probe: (block, file mtime) → ProbeWeights or None.
+        self._probe: tuple[tuple[str, int], object] | None = None
+        self.probe_error: str | None = None
         if entry is not None:
             self.set_sae(entry)
         self._prompts = self.store.prompts
@@ -104,3 +107,34 @@ class WorkspaceSource:
         idx, val = self.index.codes(i, step)
         pairs = [(int(f), float(v)) for f, v in zip(idx[y, x], val[y, x]) if v > 0]
         return sorted(pairs, key=lambda p: -p[1])
+
+    # --- linear probe (saved by `explorer evaluate`) -----------------------------------------
+    def probe(self):
+        """The current block's fitted linear probe, or None with `probe_error` saying why.
+
+        Read again when the file changes (the app's Evaluate refits it)."""
+        from explorer.analysis.linear_probe import ProbeWeights
+        from explorer.errors import UserError
+
+        block = self.block
+        path = self.workspace.probe_path(block)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = -1
+        if self._probe is not None and self._probe[0] == (block, stamp):
+            return self._probe[1]
+        probe = None
+        self.probe_error = None
+        try:
+            probe = ProbeWeights.load(path, block=block, fingerprint=self.store.fingerprint,
+                                      n_steps=self.n_steps)
+        except UserError as e:
+            self.probe_error = str(e)
+        self._probe = ((block, stamp), probe)
+        return probe
+
+    def probe_scores(self, i: int, step: int) -> np.ndarray:
+        """(h, w, V) word scores of sample i's Δ at `step`, through the block's probe."""
+        probe = self.probe()
+        return probe.scores(self.store.activation(self.block, probe.branch, i, step), step)

@@ -1,16 +1,21 @@
 """The linear probe of the final layout (analysis/linear_probe.py) on a store whose Δ holds the
 layout from the second step on and only noise at the first."""
 
+import os
+
 import numpy as np
 import pytest
 
+from explorer.analysis.errors import AnalysisError
 from explorer.analysis.linear_probe import (
+    ProbeWeights,
     block_probe,
     object_masks,
     solve_ridge,
     step_groups,
     word_targets,
 )
+from explorer.analysis.masks import iou_matrix, to_grid
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 from explorer.store import Layout, Store, StoreWriter
 from explorer.store.schema import StoreError
@@ -129,3 +134,47 @@ def test_targets_and_masks():
     assert m[0].tolist() == [[True, True], [False, False]]
     assert m[1].tolist() == [[False, False], [False, True]]
     assert not m[2].any()
+
+
+def test_saved_weights_read_any_sample_as_the_curve_did(store, tmp_path):
+    curve = block_probe(store, _Truth(), BLOCK, TRAIN, HELD)
+    old = os.umask(0o022)
+    try:
+        path = curve.weights.save(tmp_path / "probes" / f"{BLOCK}.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable in a shared workspace
+    probe = ProbeWeights.load(path, block=BLOCK, fingerprint=store.fingerprint, n_steps=S)
+    assert probe.words == ["circle", "red", "blue"] and probe.n_train_samples == len(TRAIN)
+    vocab = {w: k for k, w in enumerate(probe.words)}
+    # The curve again, sample by sample through the saved weights (the app's path).
+    for s in range(S):
+        total = 0.0
+        for i in HELD:
+            t = _Truth().sample(i)
+            objs = [(o.query_words, to_grid(o.mask, H, W)) for o in t.objects]
+            scores = probe.scores(store.activation(BLOCK, "cond", i, s), s)
+            assert scores.shape == (H, W, 3)
+            masks = object_masks(scores.reshape(H * W, -1), objs, vocab)
+            total += np.diag(iou_matrix(masks, np.stack([m for _, m in objs]))).sum()
+        assert total / len(HELD) == pytest.approx(curve.miou[s], abs=1e-6)
+
+
+def test_a_probe_for_another_block_or_store_or_a_damaged_one_is_one_line(store, tmp_path):
+    curve = block_probe(store, _Truth(), BLOCK, TRAIN, HELD)
+    path = curve.weights.save(tmp_path / "p.safetensors")
+    cases = [
+        (dict(block="up_blocks.1.attentions.0"), "a probe of mid_block.attentions.0, not up_blocks"),
+        (dict(fingerprint="0123456789abcdef"), "fitted on another store"),
+        (dict(n_steps=S + 1), f"{S} steps, the store has {S + 1}"),
+    ]
+    for kwargs, text in cases:
+        with pytest.raises(AnalysisError) as e:
+            ProbeWeights.load(path, **kwargs)
+        assert text in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:100])
+    for missing_or_bad in (bad, tmp_path / "none.safetensors"):
+        with pytest.raises(AnalysisError) as e:
+            ProbeWeights.load(missing_or_bad)
+        assert str(missing_or_bad) in str(e.value) and "explorer evaluate" in str(e.value)

@@ -235,3 +235,18 @@ def test_saelens_errors(tmp_path):
         load_sae(tmp_path / "c")
     with pytest.raises(SAELoadError, match="not a folder"):
         load_sae(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("fmt", ["native", "saelens"])
+def test_saved_weights_take_the_umasks_permissions(tmp_path, fmt):
+    # A workspace written on a cluster is opened by colleagues: the weights must be as readable
+    # as the JSON beside them (safetensors' own writer made them owner-only).
+    import os
+
+    old = os.umask(0o022)
+    try:
+        folder = save_sae(small_sae(), tmp_path / "sae", format=fmt)
+    finally:
+        os.umask(old)
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".safetensors")
+    assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files)

@@ -430,3 +430,44 @@ def test_word_attention_overlay_is_the_words_cross_attention_at_the_step(qtbot, 
     qtbot.waitUntil(lambda: view._attention is not None and view._attention[0][0] == 2, timeout=60_000)
     view.mode.setCurrentIndex(view.mode.findData("feature"))
     assert not view.word.isVisible()
+
+
+def test_word_probe_overlay_reads_the_stores_delta_through_the_saved_probe(qtbot, window, tiny_workspace,
+                                                                          monkeypatch):
+    from explorer.analysis.linear_probe import ProbeWeights
+
+    _open(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    view.goto(1, 2)
+    view.mode.setCurrentIndex(view.mode.findData("probe"))
+    block = window.source.block
+    probe = ProbeWeights.load(window.workspace.probe_path(block))
+    assert view.word.isVisible() and view.word.isEnabled()
+    assert [view.word.itemText(k) for k in range(view.word.count())] == probe.words
+    assert "Regenerating" not in view.side_title.text()  # read from the store: no model
+    delta = window.source.store.activation(block, "cond", 1, 2)
+    shown = 0
+    for k in range(min(3, view.word.count())):
+        view.word.setCurrentIndex(k)
+        expected = np.clip(probe.scores(delta, 2)[..., k], 0.0, None)
+        if expected.max() > 0:
+            shown += 1
+            assert view.canvas.overlay.isVisible()
+            np.testing.assert_allclose(view.canvas.overlay.image, expected, rtol=1e-5, atol=1e-6)
+        assert f"“{probe.words[k]}”" in view.side_title.text()
+    assert shown > 0
+    # Every word the probe knows, ranked by its peak at this step; a double-click shows its map.
+    peaks = [float(view.side.item(r).text().rsplit("peak ", 1)[1]) for r in range(view.side.count())]
+    assert len(peaks) == len(probe.words) and peaks == sorted(peaks, reverse=True)
+    last = view.side.item(view.side.count() - 1)
+    word = last.text().split("  peak")[0]
+    view._on_side_item(last)  # the list is rebuilt: `last` is gone after this
+    assert view.word.currentText() == word and f"“{word}”" in view.side_title.text()
+    # Scrubbing reads the next step's Δ.
+    view.slider.setValue(3)
+    assert f"step 4/{window.source.n_steps}" in view.step_label.text()
+    # Without a saved probe (never evaluated): it says so, and what fits one.
+    monkeypatch.setattr(type(window.workspace), "probe_path", lambda self, b: self.root / "nowhere.safetensors")
+    view.refresh_overlay()
+    assert not view.canvas.overlay.isVisible() and not view.word.isEnabled()
+    assert "No word probe" in view.side_title.text() and "Evaluate" in view.side_title.text()
