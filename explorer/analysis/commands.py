@@ -184,6 +184,11 @@ def cmd_evaluate(args) -> int:
             m, b = rep["composition_miou"], rep["baseline_miou"]
             print(f"{block}: composition mIoU first step {m[0]:.3f} (baseline {b[0]:.3f}), "
                   f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
+            c = rep["composition"]
+            if c.get("vote_miou"):
+                v, vb = c["vote_miou"], c["vote_baseline_miou"]
+                print(f"{block}: concept vote mIoU first step {v[0]:.3f} (baseline {vb[0]:.3f}), "
+                      f"middle {v[len(v) // 2]:.3f}, last {v[-1]:.3f}")
         if "cross_attention" in rep:
             a = rep["cross_attention"]["miou"]
             print(f"{block}: cross-attention (DAAM) mIoU first step {a[0]:.3f}, "

@@ -429,6 +429,9 @@ def shapes_bars(blocks: dict) -> dict:
         ]
         if fixed:
             bars[block]["fixed_dictionary"] = fixed
+        c = rep.get("composition", {})
+        if c.get("vote_miou"):
+            bars[block]["concept_vote"] = curve_bar(c["vote_miou"], c["vote_baseline_miou"])
         probe = rep.get("linear_probe")
         if probe:
             bars[block]["linear_probe"] = curve_bar(probe["miou"], probe["baseline_miou"])

@@ -57,7 +57,8 @@ class Curve:
     t: list[float]
     miou: list[float]
     kind: str  # "nearest": the paper's curve; "baseline"; "attention": cross-attention (DAAM);
-    # "probe": the linear probe's ceiling; "alone": one SAE's dictionary fixed
+    # "vote": the concept vote (every active feature); "probe": the linear probe's ceiling;
+    # "alone": one SAE's dictionary fixed
 
 
 def composition_curves(rep: dict) -> list[Curve]:
@@ -71,6 +72,8 @@ def composition_curves(rep: dict) -> list[Curve]:
         return []
     curves = [Curve("mIoU (own maps, nearest SAE)", c["t"], c["miou"], "nearest"),
               Curve("baseline (other sample)", c["t"], c["baseline_miou"], "baseline")]
+    if c.get("vote_miou"):
+        curves.append(Curve("concept vote (every active feature)", c["t"], c["vote_miou"], "vote"))
     a = rep.get("cross_attention")
     if a:
         curves.append(Curve(f"cross-attention (DAAM, threshold {a['threshold']:g})", a["t"], a["miou"], "attention"))
@@ -231,6 +234,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                 for f in bar.get("fixed_dictionary", []):
                     if on_curve(f["sae"], rep):
                         lines.append(f"  - one dictionary at every step, `{f['sae']}`: {curve_verdict(f)}")
+                if bar.get("concept_vote"):
+                    lines.append(f"  - concept vote (every active feature): {curve_verdict(bar['concept_vote'])}")
                 if bar.get("linear_probe"):
                     lines.append(f"  - linear probe of Δ (what the block holds): {curve_verdict(bar['linear_probe'])}")
         rule = next((b["rule"] for b in report["bars"].values() if "rule" in b), None)
@@ -239,9 +244,10 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                       "through the SAE trained nearest to it); the indented lines apply the same rule "
                       "to the curve of each of those SAEs (and of a shared one) alone, its dictionary "
                       "held fixed over all steps (informational; every SAE's is in report.json). "
-                      "The linear probe's line applies it to the probe's curve: where the probe "
-                      "fails too, the block's Δ does not hold the layout at that step, whatever "
-                      "reads it."]
+                      "The concept vote's line applies it to the same SAEs read through every active "
+                      "feature instead of the top one; the linear probe's, to the probe's curve: "
+                      "where the probe fails too, the block's Δ does not hold the layout at that "
+                      "step, whatever reads it."]
         lines.append("")
     for block, rep in report["blocks"].items():
         lines += [f"## {block}", ""]
@@ -266,6 +272,16 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     "images identical to the store's).",
                     "",
                 ]
+            vote = bool(c.get("vote_miou"))
+            if vote:
+                lines += [
+                    "Concept vote: the same SAEs and dictionaries, but every active feature at a "
+                    "position votes, with its activation, for the objects its concept labels name "
+                    "(the paper keeps only the top one); each object's vote map is min-max "
+                    f"normalised and thresholded at {c.get('vote_threshold', 0.4):g}. Vote baseline: "
+                    "the same from the other sample's codes.",
+                    "",
+                ]
             p = rep.get("linear_probe")
             if p:
                 lines += [
@@ -279,13 +295,15 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
                     "find the layout.",
                     "",
                 ]
-            cols = ["step", "t", "mIoU", "baseline"] + (["cross-attention"] if a else []) + (
+            cols = ["step", "t", "mIoU", "baseline"] + (["concept vote", "vote baseline"] if vote else []) + (
+                ["cross-attention"] if a else []) + (
                 ["linear probe", "probe baseline"] if p else []) + ["SAE used"]
             lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
             for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
+                votes = f"{fmt(c['vote_miou'][s])} | {fmt(c['vote_baseline_miou'][s])} | " if vote else ""
                 daam = f"{fmt(a['miou'][s])} | " if a else ""
                 probe = f"{fmt(p['miou'][s])} | {fmt(p['baseline_miou'][s])} | " if p else ""
-                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {daam}{probe}{c['sae_at_step'][s]} |")
+                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {votes}{daam}{probe}{c['sae_at_step'][s]} |")
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])

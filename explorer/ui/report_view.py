@@ -37,10 +37,10 @@ from explorer.analysis.report import (
 )
 from explorer.ui.plots import trajectory_plot
 
-# The paper's curve, its baseline, the cross-attention (DAAM) curve (dotted, black), the linear
-# probe's ceiling (dash-dot, pink), then the single-SAE curves (thin).
-_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "attention": ("#111111", 2.0),
-         "probe": ("#e377c2", 2.0)}
+# The paper's curve, its baseline, the concept vote (olive), the cross-attention (DAAM) curve
+# (dotted, black), the linear probe's ceiling (dash-dot, pink), then the single-SAE curves (thin).
+_PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "vote": ("#bcbd22", 2.5),
+         "attention": ("#111111", 2.0), "probe": ("#e377c2", 2.0)}
 _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
@@ -234,6 +234,8 @@ def _verdicts_html(bars: dict, rep: dict) -> str:
     for f in bars.get("fixed_dictionary", []):
         if on_curve(f["sae"], rep):
             lines.append(f"<b>{f['sae'].split('/', 1)[-1]}</b> alone: {curve_verdict(f)}")
+    if bars.get("concept_vote"):
+        lines.append(f"<b>Concept vote</b> (every active feature): {curve_verdict(bars['concept_vote'])}")
     if bars.get("linear_probe"):
         lines.append(f"<b>Linear probe of Δ</b> (what the block holds): {curve_verdict(bars['linear_probe'])}")
     return "<br>".join(lines)

@@ -134,3 +134,99 @@ def test_the_cross_attention_curve_is_drawn_and_tabulated_beside_the_sae_one():
     assert "| 2 | 0.00 | 0.400 | 0.030 | 0.450 | 0.650 | 0.050 |" in md
     assert "fitted on the 12 labelling samples" in md
     assert "  - linear probe of Δ (what the block holds): first-step mIoU 0.500 vs baseline 0.070 (clearly above)" in md
+    # The concept vote: a curve after the baseline, two columns, its own verdict line.
+    rep["composition"].update(vote_miou=[0.45, 0.5, 0.55], vote_baseline_miou=[0.05, 0.04, 0.04], vote_threshold=0.4)
+    assert [c.kind for c in composition_curves(rep)] == ["nearest", "baseline", "vote", "attention", "probe"]
+    report["bars"] = shapes_bars({"b": rep})
+    md = markdown(report, {})
+    assert ("| step | t | mIoU | baseline | concept vote | vote baseline | cross-attention | linear probe | "
+            "probe baseline | SAE used |") in md
+    assert "| 0 | 1.00 | 0.200 | 0.030 | 0.450 | 0.050 | 0.050 | 0.500 | 0.070 |" in md
+    assert "  - concept vote (every active feature): first-step mIoU 0.450 vs baseline 0.050 (clearly above)" in md
+
+
+class _Dictionary:
+    """What word_tables reads: each feature's concept labels."""
+
+    def __init__(self, n_features, named):
+        self.n_features = n_features
+        self.named = named  # feature → labels
+
+    def concepts(self):
+        return [self.named.get(f, []) for f in range(self.n_features)]
+
+
+class _Index:
+    """What block_composition reads of a FeatureIndex, from arrays: codes (n, S, h, w, k)."""
+
+    def __init__(self, indices, values, dictionary, t):
+        self.indices, self.values = indices, values
+        self.n_steps, self.h, self.w = indices.shape[1:4]
+        self.dictionary_table = dictionary
+        self.t, self.sae_t, self.label_step, self.sae_id = t, [t[0]], 0, "b/t1.00"
+
+    def sample_codes(self, i):
+        return self.indices[i], self.values[i]
+
+
+class _Truth:
+    def __init__(self, objects):
+        self.objects = objects  # per sample: [(words, (h, w) mask)]
+
+    def sample(self, i):
+        from explorer.analysis.truth import ObjectTruth, SampleTruth
+
+        return SampleTruth([ObjectTruth([("colour", w) for w in sorted(ws)], m) for ws, m in self.objects[i]],
+                           shape=(8, 8))
+
+
+def test_the_concept_vote_reads_features_the_top_one_hides():
+    from explorer.analysis.composition import block_composition
+
+    rng = np.random.default_rng(3)
+    n, S, k = 12, 2, 3
+    objects = [[({"red"}, m)] for [(_, m)] in _objects(n, rng)]
+    indices = np.zeros((n, S, 8, 8, k), np.int32)
+    values = np.zeros((n, S, 8, 8, k), np.float32)
+    indices[..., 0], values[..., 0] = 9, 3.0  # an unnamed feature on top everywhere
+    for i, [(_, m)] in enumerate(objects):
+        indices[i, :, m, 1], values[i, :, m, 1] = 5, 1.0  # "red", second, on the object only
+    ix = _Index(indices, values, _Dictionary(10, {5: ["red"]}), [1.0, 0.0])
+    curve = block_composition([ix], _Truth(objects), range(n))
+    assert curve.miou == [0.0, 0.0]  # the top-1 reading sees only feature 9, which names nothing
+    assert np.allclose(curve.vote, 1.0) and max(curve.vote_baseline) < 0.3
+    assert curve.to_json()["vote_threshold"] == 0.4
+
+
+def test_the_concept_vote_equals_a_direct_computation():
+    from explorer.analysis.composition import block_composition, derangement
+
+    rng = np.random.default_rng(4)
+    n, S, k, F = 10, 3, 4, 12
+    objects = [[({"red", "circle"}, m) for [(_, m)] in _objects(2, rng)] for _ in range(n)]
+    objects[3] = []  # a sample whose objects the image lost: in the derangement, not scored
+    indices = rng.integers(0, F, (n, S, 8, 8, k)).astype(np.int32)
+    values = np.where(rng.random((n, S, 8, 8, k)) < 0.7, rng.gamma(2.0, 1.0, (n, S, 8, 8, k)), 0.0)
+    named = {f: [rng.choice(["red", "circle", "blue", "left"])] for f in range(F) if f % 3}
+    ix = _Index(indices, values.astype(np.float32), _Dictionary(F, named), [1.0, 0.5, 0.0])
+    curve = block_composition([ix], _Truth(objects), range(n), seed=2)
+    # The slow way: loops over positions and codes.
+    perm = derangement(n, 2)
+    own, base, count = np.zeros(S), np.zeros(S), 0
+    for i in range(n):
+        for words, gt in objects[i]:
+            count += 1
+            for s in range(S):
+                for src, acc in ((i, own), (perm[i], base)):
+                    score = np.zeros((8, 8))
+                    for y in range(8):
+                        for x in range(8):
+                            for c in range(k):
+                                f, v = indices[src, s, y, x, c], values[src, s, y, x, c]
+                                if v > 0 and words & set(named.get(int(f), [])):
+                                    score[y, x] += v
+                    pred = (score - score.min()) / (score.max() - score.min()) >= 0.4 if score.max() > score.min() \
+                        else np.zeros((8, 8), bool)
+                    acc[s] += (pred & gt).sum() / max((pred | gt).sum(), 1)
+    np.testing.assert_allclose(curve.vote, own / count, rtol=1e-5)
+    np.testing.assert_allclose(curve.vote_baseline, base / count, rtol=1e-5)

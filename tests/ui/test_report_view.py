@@ -82,17 +82,21 @@ def test_cross_attention_and_the_linear_probe_get_their_own_lines_and_verdict(qt
     rep = report["blocks"][BLOCK]
     rep["cross_attention"] = {"t": T, "miou": [0.01] * 11, "threshold": 0.4}
     rep["linear_probe"] = {"t": T, "miou": [0.5] + [0.6] * 10, "baseline_miou": [0.08] * 11}
+    rep["composition"].update(vote_miou=[0.45] * 11, vote_baseline_miou=[0.05] * 11)
     report["bars"] = shapes_bars(report["blocks"])
     view = ReportView()
     qtbot.addWidget(view)
     view.set_report(report)
     curves = {c.name(): c for c in _curves(view)}
-    assert list(curves)[:4] == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
-                                "cross-attention (DAAM, threshold 0.4)", "linear probe (ceiling)"]
+    assert list(curves)[:5] == ["mIoU (own maps, nearest SAE)", "baseline (other sample)",
+                                "concept vote (every active feature)", "cross-attention (DAAM, threshold 0.4)",
+                                "linear probe (ceiling)"]
+    np.testing.assert_allclose(curves["concept vote (every active feature)"].getData()[1], [0.45] * 11)
     probe = curves["linear probe (ceiling)"]
     np.testing.assert_allclose(probe.getData()[1], rep["linear_probe"]["miou"])
     assert probe.opts["pen"].style() == Qt.PenStyle.DashDotLine
     assert curves["cross-attention (DAAM, threshold 0.4)"].opts["pen"].style() == Qt.PenStyle.DotLine
+    assert "<b>Concept vote</b> (every active feature): first-step mIoU 0.450" in view.verdicts.text()
     last = view.verdicts.text().split("<br>")[-1]
     assert last.startswith("<b>Linear probe of Δ</b>")
     assert "first-step mIoU 0.500 vs baseline 0.080 (clearly above)" in last and "(saturated by the middle)" in last
