@@ -76,7 +76,8 @@ class ReportView(QWidget):
         self.message.setWordWrap(True)
         self.plot, self.step_line = trajectory_plot("composition mIoU")
         self.plot.showGrid(y=True, alpha=0.2)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        # Two columns: one column of up to ten curves hid the high ones (the probe's ceiling).
+        self.legend = self.plot.addLegend(offset=(-10, 10), colCount=2)
         self.plot.scene().sigMouseClicked.connect(self._on_click)
         self.verdicts = QLabel()
         self.verdicts.setWordWrap(True)
@@ -182,8 +183,9 @@ class ReportView(QWidget):
         self.plot.setTitle(None if curves or not rep else "no composition curve for this block")
         if curves:
             self._t = list(curves[0].t)
-            # Headroom for the legend in the top corner.
-            self.plot.setYRange(0.0, min(1.0, top * 1.6), padding=0)
+            # Headroom for the legend in the top corner: a quarter of the height is enough for
+            # its rows at two columns; past 1.0 there is no mIoU to show, but there is room.
+            self.plot.setYRange(0.0, max(top * 1.45, 0.15), padding=0)
             self.plot.setXRange(0.0, 1.0)
             self.plot.addItem(self.step_line)
         bars = (self.report or {}).get("bars", {}).get(block)
