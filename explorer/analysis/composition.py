@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explorer.analysis.dictionary import Dictionary
-from explorer.analysis.masks import iou_matrix, to_grid
+from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
 
 # The concept vote's reading of a vote map: DAAM's τ, as the cross-attention and probe curves.
@@ -83,13 +83,19 @@ def word_tables(dictionary: Dictionary) -> dict[str, np.ndarray]:
     return tables
 
 
-def predict_mask(top_feature: np.ndarray, words: set[str], tables: dict[str, np.ndarray]) -> np.ndarray:
-    """(h, w) bool: positions whose top feature names one of `words`."""
+def word_lut(words: set[str], tables: dict[str, np.ndarray]) -> np.ndarray | None:
+    """(F + 1,) bool: features whose concept labels name any of `words`; None when none do."""
     lut = None
     for word in words:
         t = tables.get(word)
         if t is not None:
             lut = t.copy() if lut is None else lut | t
+    return lut
+
+
+def predict_mask(top_feature: np.ndarray, words: set[str], tables: dict[str, np.ndarray]) -> np.ndarray:
+    """(h, w) bool: positions whose top feature names one of `words`."""
+    lut = word_lut(words, tables)
     if lut is None:
         return np.zeros(top_feature.shape, bool)
     return lut[top_feature]
@@ -106,17 +112,9 @@ def vote_masks(indices: np.ndarray, values: np.ndarray, words: Sequence[set[str]
     active = np.where(values > 0, indices, -1)  # −1 indexes the tables' always-False last slot
     out = np.zeros((len(words), h, w), bool)
     for o, ws in enumerate(words):
-        lut = None
-        for word in ws:
-            t = tables.get(word)
-            if t is not None:
-                lut = t.copy() if lut is None else lut | t
-        if lut is None:
-            continue
-        score = (values * lut[active]).sum(-1)
-        lo, hi = float(score.min()), float(score.max())
-        if hi > lo:
-            out[o] = (score - lo) / (hi - lo) >= threshold
+        lut = word_lut(ws, tables)
+        if lut is not None:
+            out[o] = minmax_mask((values * lut[active]).sum(-1), threshold)
     return out
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explorer.analysis.dictionary import Dictionary, DictionaryBuilder
-from explorer.analysis.masks import iou_matrix, to_grid
+from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 
@@ -100,11 +100,7 @@ def object_token(words: Sequence[tuple[str, list[int]]], labels: Sequence[tuple[
 def predicted_mask(attention: np.ndarray, tokens: Sequence[int], threshold: float = DAAM_THRESHOLD) -> np.ndarray:
     """(h, w) bool: DAAM's mask from (h, w, T) attention, the tokens' maps summed and min-max
     normalised."""
-    heat = attention[..., list(tokens)].sum(-1)
-    lo, hi = float(heat.min()), float(heat.max())
-    if hi <= lo:
-        return np.zeros(heat.shape, bool)
-    return (heat - lo) / (hi - lo) >= threshold
+    return minmax_mask(attention[..., list(tokens)].sum(-1), threshold)
 
 
 def check_same_weights(model, store) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer.analysis.composition import derangement
-from explorer.analysis.masks import iou_matrix, to_grid
+from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
 
 # DAAM's reading of a score map (cross_attention.py uses the same τ for the words' attention).
@@ -178,10 +178,7 @@ def object_masks(scores: np.ndarray, objects: Sequence[tuple[set[str], np.ndarra
         cols = [vocab[x] for x in words if x in vocab]
         if not cols:
             continue
-        m = scores[:, cols].mean(axis=1)
-        lo, hi = float(m.min()), float(m.max())
-        if hi > lo:
-            out[k] = ((m - lo) / (hi - lo) >= threshold).reshape(h, w)
+        out[k] = minmax_mask(scores[:, cols].mean(axis=1), threshold).reshape(h, w)
     return out
 
 

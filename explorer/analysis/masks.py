@@ -73,6 +73,17 @@ def threshold_maps(maps: np.ndarray, threshold: float = MAP_THRESHOLD) -> np.nda
     return (maps / safe >= threshold) & (top > 0)[..., None, None]
 
 
+def minmax_mask(score: np.ndarray, threshold: float) -> np.ndarray:
+    """DAAM's reading of a score map: min–max normalised, ≥ threshold; a flat map is empty.
+
+    The cross-attention, concept-vote and linear-probe curves all turn their maps into masks
+    this way, so they differ only in the map."""
+    lo, hi = float(score.min()), float(score.max())
+    if hi <= lo:
+        return np.zeros(score.shape, bool)
+    return (score - lo) / (hi - lo) >= threshold
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every mask in a (A, ...) with every mask in b (B, ...) → (A, B) float32.
 

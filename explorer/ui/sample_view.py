@@ -294,13 +294,7 @@ class SampleView(QWidget):
         elif mode == OVERLAY_PROBE:
             self._probe_overlay(i, s, opacity)
         elif mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
-            grid = self.source.feature_map(i, s, self.feature)
-            vmax = float(grid.max()) if grid.size else 0.0
-            if vmax <= 0:
-                self.canvas.set_overlay(None)
-                return
-            lo = vmax * self.threshold.value() / 100
-            self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+            self._draw_map(self.source.feature_map(i, s, self.feature), opacity)
         elif mode == OVERLAY_CONCEPTS and self.source.has_index:
             top_f, top_v = self.source.concept_map(i, s)
             for f in np.unique(top_f[top_v > 0]):
@@ -325,27 +319,17 @@ class SampleView(QWidget):
         self.word.setEnabled(True)
         tokens = self.word.currentData() or []
         grid = self._attention[1]["maps"][s][..., tokens].astype(np.float32).sum(-1)
-        vmax = float(grid.max()) if grid.size else 0.0
         self.side_title.setText(
             f"Cross-attention of {key[1]} to “{self.word.currentText()}” at this step: the share of "
             "each position's attention that goes to the word's token(s), cond branch, mean over heads"
         )
         # Beside it, every word by the peak share of attention it draws at this step.
-        self.side.clear()
         maps = self._attention[1]["maps"][s].astype(np.float32)
-        peaks = [(float(maps[..., toks].sum(-1).max()), k, w)
-                 for k, (w, toks) in enumerate(self._attention[1]["words"])]
-        for peak, k, word in sorted(peaks, reverse=True):
-            item = QListWidgetItem(f"{word}  peak {peak:.2f}")
-            item.setToolTip(f"“{word}” draws up to {peak:.0%} of a position's attention at this "
-                            "step; double-click to show its map")
-            item.setData(Qt.ItemDataRole.UserRole, ("word", k))
-            self.side.addItem(item)
-        if vmax <= 0:
-            self.canvas.set_overlay(None)
-            return
-        lo = vmax * self.threshold.value() / 100
-        self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+        self._list_words(
+            [(float(maps[..., toks].sum(-1).max()), k, w) for k, (w, toks) in enumerate(self._attention[1]["words"])],
+            lambda word, peak: f"“{word}” draws up to {peak:.0%} of a position's attention at this step",
+        )
+        self._draw_map(grid, opacity)
 
     def _probe_overlay(self, i: int, s: int, opacity: float) -> None:
         probe = self.source.probe()
@@ -367,20 +351,31 @@ class SampleView(QWidget):
             f"fitted by Evaluate on {probe.n_train_samples} labelling samples; 1 = certainly there)"
         )
         # Beside it, every word the probe knows by its peak score at this step.
-        self.side.clear()
-        peaks = sorted(((float(scores[..., c].max()), c, w) for c, w in enumerate(probe.words)), reverse=True)
-        for peak, c, word in peaks:
-            item = QListWidgetItem(f"{word}  peak {peak:.2f}")
-            item.setToolTip(f"“{word}”: the probe's highest score at this step is {peak:.2f}; "
-                            "double-click to show its map")
-            item.setData(Qt.ItemDataRole.UserRole, ("word", c))
-            self.side.addItem(item)
+        self._list_words(
+            [(float(scores[..., c].max()), c, w) for c, w in enumerate(probe.words)],
+            lambda word, peak: f"“{word}”: the probe's highest score at this step is {peak:.2f}",
+        )
+        self._draw_map(grid, opacity)
+
+    def _draw_map(self, grid: np.ndarray, opacity: float) -> None:
+        """A map over the image in the chosen colormap, hidden below the threshold's share of
+        its maximum; nothing where it never rises above 0."""
         vmax = float(grid.max()) if grid.size else 0.0
         if vmax <= 0:
             self.canvas.set_overlay(None)
             return
         lo = vmax * self.threshold.value() / 100
         self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+
+    def _list_words(self, peaks, tip) -> None:
+        """The side list in the word modes: (peak, index in the word box, word), highest first;
+        double-clicking one shows its map."""
+        self.side.clear()
+        for peak, k, word in sorted(peaks, reverse=True):
+            item = QListWidgetItem(f"{word}  peak {peak:.2f}")
+            item.setToolTip(f"{tip(word, peak)}; double-click to show its map")
+            item.setData(Qt.ItemDataRole.UserRole, ("word", k))
+            self.side.addItem(item)
 
     def _show_legend(self, top_f: np.ndarray, top_v: np.ndarray) -> None:
         self.side_title.setText("Concept map: the top feature at each position (how many)")
