@@ -19,9 +19,11 @@ def describe_workspace(ws, check: bool = False) -> list[str]:
     from explorer.store.info import describe_store
 
     lines = [f"workspace {ws.root} ({ws.name}): model {ws.model}"]
+    store_blocks = None
     if ws.store_path.is_file():
         with Store.open(ws.store_path) as store:
             lines += ["  " + line for line in describe_store(store, check)]
+            store_blocks = store.blocks
     else:
         lines.append(f"  no store yet ({ws.store_path.name})")
     saes = ws.saes()
@@ -38,6 +40,9 @@ def describe_workspace(ws, check: bool = False) -> list[str]:
         labels = f"unreadable ({e})"
     lines.append(f"  labels: {labels}; report: "
                  + ("yes" if ws.report_path.is_file() else "no (`explorer evaluate`)"))
+    probes = [b for b in (store_blocks or []) if ws.probe_path(b).is_file()]
+    if probes:  # what the Sample view's word probe reads
+        lines.append(f"  linear probes: {', '.join(probes)}")
     return lines
 
 

@@ -36,6 +36,7 @@ def test_a_workspace_is_described_with_its_store_and_saes(tiny_workspace, capsys
     for e in saes:  # the tiny workspace is fully indexed
         assert f"    {e.id}: " in out and f"k {e.k}; indexed" in out
     assert "report: yes" in out and "every map finite" not in out  # no --check: no full read
+    assert f"  linear probes: {', '.join(blocks)}" in out  # evaluate fitted one per block
 
 
 def test_check_reads_every_map_and_names_the_first_bad_one(tiny_workspace, tmp_path, capsys):
