@@ -180,23 +180,17 @@ def cmd_evaluate(args) -> int:
     ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
     for block, rep in report["blocks"].items():
-        if "composition_miou" in rep:
-            m, b = rep["composition_miou"], rep["baseline_miou"]
-            print(f"{block}: composition mIoU first step {m[0]:.3f} (baseline {b[0]:.3f}), "
-                  f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
-            c = rep["composition"]
-            if c.get("vote_miou"):
-                v, vb = c["vote_miou"], c["vote_baseline_miou"]
-                print(f"{block}: concept vote mIoU first step {v[0]:.3f} (baseline {vb[0]:.3f}), "
-                      f"middle {v[len(v) // 2]:.3f}, last {v[-1]:.3f}")
-        if "cross_attention" in rep:
-            a = rep["cross_attention"]["miou"]
-            print(f"{block}: cross-attention (DAAM) mIoU first step {a[0]:.3f}, "
-                  f"middle {a[len(a) // 2]:.3f}, last {a[-1]:.3f}")
-        if "linear_probe" in rep:
-            p, pb = rep["linear_probe"]["miou"], rep["linear_probe"]["baseline_miou"]
-            print(f"{block}: linear probe of Δ mIoU first step {p[0]:.3f} (baseline {pb[0]:.3f}), "
-                  f"middle {p[len(p) // 2]:.3f}, last {p[-1]:.3f}")
+        c = rep.get("composition", {})
+        curves = [("composition", c.get("miou"), c.get("baseline_miou")),
+                  ("concept vote", c.get("vote_miou"), c.get("vote_baseline_miou")),
+                  ("cross-attention (DAAM)", rep.get("cross_attention", {}).get("miou"), None),
+                  ("linear probe of Δ", rep.get("linear_probe", {}).get("miou"),
+                   rep.get("linear_probe", {}).get("baseline_miou"))]
+        for name, m, b in curves:
+            if m:
+                base = f" (baseline {b[0]:.3f})" if b else ""
+                print(f"{block}: {name} mIoU first step {m[0]:.3f}{base}, "
+                      f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explorer.analysis.dictionary import Dictionary
-from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
+from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
 
-# The concept vote's reading of a vote map: DAAM's τ, as the cross-attention and probe curves.
-VOTE_THRESHOLD = 0.4
+# The concept vote's maps are read as DAAM reads a word's attention (masks.minmax_mask).
+VOTE_THRESHOLD = DAAM_THRESHOLD
 
 
 @dataclass
@@ -116,6 +116,14 @@ def vote_masks(indices: np.ndarray, values: np.ndarray, words: Sequence[set[str]
         if lut is not None:
             out[o] = minmax_mask((values * lut[active]).sum(-1), threshold)
     return out
+
+
+def object_grids(truth, sample: int, h: int, w: int) -> list[tuple[set[str], np.ndarray]] | None:
+    """A sample's objects as (query words, (h, w) mask on the block's grid); None without truth."""
+    t = truth.sample(sample)
+    if t is None:
+        return None
+    return [(o.query_words, to_grid(o.mask, h, w)) for o in t.objects]
 
 
 def derangement(n: int, seed: int = 0) -> np.ndarray:
@@ -201,10 +209,9 @@ def block_composition(
     kept = []
     for j, i in enumerate(samples):
         check(cancel)
-        truth_i = truth.sample(i)
-        if truth_i is None:
+        objs = object_grids(truth, i, h, w)
+        if objs is None:
             continue
-        objs = [(o.query_words, to_grid(o.mask, h, w)) for o in truth_i.objects]
         objects.append(objs)
         kept.append(i)
         if progress is not None:

@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explorer.analysis.dictionary import Dictionary, DictionaryBuilder
-from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
+from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 
-DAAM_THRESHOLD = 0.4
 # Words whose attention says nothing about where something is: no word mask is made for them,
 # and the app's word overlay does not open on one.
 FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "on", "in", "of", "and", "with", "to", "is",

@@ -3,7 +3,8 @@
 Per block and SAE: SAE metrics at every step on held-out samples, dictionary coverage and
 purity with the best feature per label, feature evolution (where features peak, how many fire
 at each step), composition mIoU by step against its baseline and against a linear probe's
-ceiling (linear_probe.py), and decoder matching between the block's SAEs (written into their indexes for the app). Nothing is estimated or copied: every
+ceiling (linear_probe.py), and decoder matching between the block's SAEs (written into their
+indexes for the app). Nothing is estimated or copied: every
 number comes from this run's store, SAEs and indexes.
 """
 

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.analysis.composition import derangement
-from explorer.analysis.masks import iou_matrix, minmax_mask, to_grid
+from explorer.analysis.composition import derangement, object_grids
+from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask
 from explorer.analysis.progress import Cancel, Progress, check
 
-# DAAM's reading of a score map (cross_attention.py uses the same τ for the words' attention).
-THRESHOLD = 0.4
+# The probe's maps are read as DAAM reads a word's attention (masks.minmax_mask).
+THRESHOLD = DAAM_THRESHOLD
 # Ridge strength relative to the mean diagonal of XᵀX (scale-free across blocks and models).
 RIDGE = 1e-3
 DEFAULT_BUDGET = 256 << 20
@@ -189,17 +189,6 @@ def _with_bias(x: np.ndarray) -> np.ndarray:
     return np.concatenate([flat, np.ones((*flat.shape[:2], 1))], axis=-1)
 
 
-def _read(store, block: str, branch: str, sample: int, steps: Sequence[int]) -> np.ndarray:
-    """Δ of one sample at `steps`: (G, h, w, d); a NaN or inf is the store's one-line error."""
-    if len(steps) == store.n_steps:
-        return store.maps(block, branch, sample)[list(steps)]
-    x = np.stack([store.activation(block, branch, sample, s) for s in steps])
-    bad = ~np.isfinite(x.reshape(len(steps), -1)).all(axis=1)
-    if bad.any():
-        raise store.nonfinite_error(block, branch, sample, int(steps[int(np.argmax(bad))]))
-    return x
-
-
 def step_groups(n_steps: int, d: int, n_words: int, budget_bytes: int = DEFAULT_BUDGET) -> list[list[int]]:
     """Consecutive steps whose normal equations fit in `budget_bytes` together (at least one)."""
     per_step = 8 * (d + 1) * (d + 1 + n_words)
@@ -231,9 +220,9 @@ def block_probe(
         out = {}
         for i in samples:
             check(cancel)
-            t = truth.sample(i)
-            if t is not None:
-                out[i] = [(o.query_words, to_grid(o.mask, h, w)) for o in t.objects]
+            objs = object_grids(truth, i, h, w)
+            if objs is not None:
+                out[i] = objs
         return out
 
     # A store too small to split holds out every sample: the probe must not be scored on what
@@ -268,7 +257,7 @@ def block_probe(
         for i, objs in train.items():
             check(cancel)
             y = word_targets(objs, vocab)  # made per sample: all of them would grow with the store
-            x = _with_bias(_read(store, block, branch, i, steps))
+            x = _with_bias(store.maps(block, branch, i, steps))
             for g in range(G):  # step by step: a temporary of one step's size, not the group's
                 xtx[g] += x[g].T @ x[g]
                 xty[g] += x[g].T @ y
@@ -284,8 +273,8 @@ def block_probe(
             if not objs:
                 continue
             gts = np.stack([m for _, m in objs])
-            mine = _with_bias(_read(store, block, branch, i, steps)) @ weights
-            theirs = _with_bias(_read(store, block, branch, kept[perm[j]], steps)) @ weights
+            mine = _with_bias(store.maps(block, branch, i, steps)) @ weights
+            theirs = _with_bias(store.maps(block, branch, kept[perm[j]], steps)) @ weights
             for g, s in enumerate(steps):
                 own[s] += np.diag(iou_matrix(object_masks(mine[g], objs, vocab), gts)).sum()
                 base[s] += np.diag(iou_matrix(object_masks(theirs[g], objs, vocab), gts)).sum()

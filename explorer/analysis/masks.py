@@ -73,7 +73,11 @@ def threshold_maps(maps: np.ndarray, threshold: float = MAP_THRESHOLD) -> np.nda
     return (maps / safe >= threshold) & (top > 0)[..., None, None]
 
 
-def minmax_mask(score: np.ndarray, threshold: float) -> np.ndarray:
+# DAAM's τ (Tang et al., 2023): a word's attention map, min-max normalised, is its mask from here.
+DAAM_THRESHOLD = 0.4
+
+
+def minmax_mask(score: np.ndarray, threshold: float = DAAM_THRESHOLD) -> np.ndarray:
     """DAAM's reading of a score map: min–max normalised, ≥ threshold; a flat map is empty.
 
     The cross-attention, concept-vote and linear-probe curves all turn their maps into masks

@@ -277,16 +277,18 @@ class Store:
             reader.read(self._sample(sample), self._step(step), out)
         return out
 
-    def maps(self, block: str, branch: str, sample: int) -> np.ndarray:
-        """Δ of `block` in `branch` for one sample at every stored step: (S, h, w, d) float16.
+    def maps(self, block: str, branch: str, sample: int, steps: Sequence[int] | None = None) -> np.ndarray:
+        """Δ of `block` in `branch` for one sample at `steps` (default: every stored step):
+        (len(steps), h, w, d) float16.
 
         A map holding NaN or inf is a StoreError naming it (the index, which reads whole
         samples, would otherwise write NaN codes; the check costs ~0.1 ms a MB)."""
         i = self._sample(sample)
-        out = self._read_steps(block, branch, i, range(self.n_steps))
+        steps = list(range(self.n_steps)) if steps is None else [self._step(s) for s in steps]
+        out = self._read_steps(block, branch, i, steps)
         bad = first_nonfinite(out)
         if bad is not None:
-            raise self.nonfinite_error(block, branch, i, bad)
+            raise self.nonfinite_error(block, branch, i, steps[bad])
         return out
 
     def find_nonfinite(

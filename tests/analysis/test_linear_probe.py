@@ -104,7 +104,7 @@ def test_a_nan_in_delta_is_the_stores_one_line_error(tmp_path, budget):
     _make_store(tmp_path / "bad.h5", nan_at=(3, 2))
     with Store.open(tmp_path / "bad.h5") as s, pytest.raises(StoreError) as e:
         block_probe(s, _Truth(), BLOCK, TRAIN, HELD, budget_bytes=budget)
-    assert "bad.h5" in str(e.value) and "sample 3" in str(e.value) and "\n" not in str(e.value)
+    assert "bad.h5" in str(e.value) and "sample 3, step 2 " in str(e.value) and "\n" not in str(e.value)
 
 
 def test_ridge_equals_least_squares_on_augmented_rows():
