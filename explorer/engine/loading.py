@@ -191,9 +191,15 @@ def load_model(
         if bars:
             diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
-    # The paper samples with DDIM; the bundled model ships a DDIM config already.
+    # The paper samples with DDIM; the bundled model ships a DDIM config already. The folder's
+    # own clipping setting is kept; where its config has none (SD 1.x ships PNDM configs, some
+    # without the key) SD's `false`, not DDIM's default `true`, which would clip the predicted
+    # latents to [-1, 1] every step.
     if not isinstance(pipe.scheduler, DDIMScheduler) and kind == "sd":
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        source = pipe.scheduler.config
+        pipe.scheduler = DDIMScheduler.from_config(
+            source, clip_sample=bool(source.get("clip_sample", False))
+        )
     pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)

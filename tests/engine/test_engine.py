@@ -159,3 +159,36 @@ def test_loading_prints_no_progress_bar_and_leaves_the_setting_as_it_was(tiny_mo
             assert dlog.is_progress_bar_enabled() is enabled
     finally:
         (dlog.enable_progress_bar if before else dlog.disable_progress_bar)()
+
+
+# A config's `true` is turned to false by diffusers' StableDiffusionPipeline itself (with a
+# deprecation warning) before the swap sees it: the swap keeps what the pipeline would use.
+@pytest.mark.parametrize(("clip", "expected"), [(None, False), (False, False), (True, False)])
+def test_the_ddim_swap_keeps_the_folders_clipping_and_defaults_to_sds(
+    tiny_model_dir, tmp_path, clip, expected
+):
+    """An SD 1.x folder ships a PNDM config; the loader swaps in DDIM. Its clip_sample is the
+    folder's own, or SD's false when the config has none (DDIM's own default is true)."""
+    import json
+    import shutil
+    import warnings
+
+    folder = tmp_path / "pndm"
+    shutil.copytree(tiny_model_dir, folder)
+    cfg_path = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["_class_name"] = "PNDMScheduler"
+    cfg.pop("clip_sample", None)
+    if clip is not None:
+        cfg["clip_sample"] = clip
+    cfg_path.write_text(json.dumps(cfg))
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "PNDMScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers on clip_sample / steps_offset
+        scheduler = load_model(folder, device="cpu").pipe.scheduler
+    assert type(scheduler).__name__ == "DDIMScheduler"
+    assert scheduler.config.clip_sample is expected
+    assert scheduler.config.beta_schedule == cfg["beta_schedule"]  # the rest carried over
