@@ -98,13 +98,25 @@ def token_source(store, block: str, branch: str, steps: list[int], samples: list
         epoch += 1
 
 
+def init_seed(seed: int, step: int) -> int:
+    """The initialisation seed of the per-step SAE of scheduler step `step` under base `seed`
+    (a shared SAE uses `seed` itself, so none of the per-step ones repeats it)."""
+    return seed + 1 + step
+
+
 def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      steps: str = "t=1.0,0.5,0.0", shared: bool = False, latents: int = 0,
                      k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
                      resume: bool = False, seed: int = 0, device: str | None = None,
                      batch_topk: bool = False, dead_tokens: int = 1_000_000,
-                     tag: str = "", progress: bool = True) -> list[Path]:
-    """Train the SAE(s) of one block; returns their folders."""
+                     tag: str = "", progress: bool = True,
+                     keep_checkpoint: bool = False) -> list[Path]:
+    """Train the SAE(s) of one block; returns the folders it trained.
+
+    Each per-step SAE starts from a seed of its own, `init_seed(seed, step)`: with one shared
+    initialisation, short runs stay close to it and cross-step matching measures the shared
+    start rather than the data. The token stream's shuffle keeps the base seed.
+    With `resume`, an SAE already finished (cfg.json and no checkpoint) is left as it is."""
     from explorer.sae import TrainerConfig, train_sae
     from explorer.sae.nonfinite import nonfinite_error
     from explorer.sae.train import NonFiniteTraining
@@ -131,6 +143,10 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             total = int(tokens) if tokens else available
             if (folder / "cfg.json").is_file() and not resume:
                 raise UserError(f"{folder} already holds an SAE; pass --resume or choose another --out")
+            if resume and (folder / "cfg.json").is_file() and not (folder / "checkpoint.pt").is_file():
+                if progress:
+                    print(f"{block}/{name}: already trained, left as it is", file=sys.stderr)
+                continue
             if available < batch_size:
                 raise UserError(f"store {store_path}: {block} holds {available:,} training tokens at "
                                 f"t = {store.t[group[0]]:.2f}, fewer than one batch of {batch_size:,}; "
@@ -140,7 +156,8 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                     d_in=d_in, d_sae=int(latents) or 4 * d_in, k=k, batch_size=batch_size, lr=lr,
                     total_tokens=total, decay_tokens=total // 5, dead_tokens=dead_tokens,
                     init_tokens=min(16384, max(batch_size, total // 4)), batch_topk=batch_topk,
-                    seed=seed, device=device, block=block, branch=branch,
+                    seed=seed if shared else init_seed(seed, int(store.layout.step_index[group[0]])),
+                    device=device, block=block, branch=branch,
                     steps=[int(store.layout.step_index[s]) for s in group],
                     t=[float(store.t[s]) for s in group], store_hash=store.fingerprint,
                     model=str(store.meta.get("model_name", "")),
@@ -157,7 +174,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                                   stream_dtype(store, block, cfg.device))
             try:
                 train_sae(source, cfg, folder, resume=resume and (folder / "checkpoint.pt").is_file(),
-                          progress=progress)
+                          progress=progress, keep_checkpoint=keep_checkpoint)
             except NonFiniteTraining as e:
                 raise nonfinite_error(store, block, branch, group, samples, folder, e) from None
             folders.append(folder)
@@ -192,7 +209,7 @@ def cmd_train(args) -> int:
             shared=args.shared, latents=args.latents, k=args.k, batch_size=args.batch_size,
             lr=args.lr, tokens=args.tokens, resume=args.resume, seed=args.seed, device=device,
             batch_topk=args.batch_topk, dead_tokens=args.dead_tokens, tag=args.tag,
-            progress=env is None or env[0] == 0,
+            progress=env is None or env[0] == 0, keep_checkpoint=args.keep_checkpoint,
         )
     finally:
         if env is not None:
@@ -384,12 +401,17 @@ def register(sub) -> None:
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
     p.add_argument("--dead-tokens", type=positive_int, default=1_000_000,
                    help="a latent not fired for this many tokens counts as dead (AuxK)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed: the token shuffle and a shared SAE use it; the SAE of "
+                   "scheduler step s starts from seed + 1 + s")
     p.add_argument("--device", type=device_name, default=None)
     p.add_argument("--out", type=output_folder,
                    help="folder for the SAE folders (one per step, or 'shared')")
     p.add_argument("--tag", default="", help="suffix for the SAE folder names, e.g. -k20")
-    p.add_argument("--resume", action="store_true", help="continue a killed run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run (finished SAEs are left as they are)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep checkpoint.pt (optimiser state, ~3x the weights) after training")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate-sae", help="SAE metrics (Table 1 form) and model fidelity")

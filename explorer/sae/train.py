@@ -79,7 +79,7 @@ class TrainerConfig(SAEProvenance):
     init_tokens: int = 16384
     """Tokens (whole batches, at least one) used for the geometric median and the scale."""
     seed: int = 0
-    """Seed of the weight initialisation."""
+    """Seed of the weight initialisation (recorded in cfg.json's stats)."""
     device: str = "cpu"
     """Device to train on."""
     log_every: int = 20
@@ -123,7 +123,7 @@ class TrainerConfig(SAEProvenance):
 class TrainResult:
     sae: TopKSAE
     folder: Path
-    """The SAE folder (cfg.json + sae.safetensors), also holding checkpoint.pt."""
+    """The SAE folder (cfg.json + sae.safetensors; checkpoint.pt too if it was kept)."""
     tokens_seen: int
     steps: int
     stats: dict[str, Any]
@@ -325,11 +325,14 @@ def train_sae(
     resume: bool = False,
     progress: bool = True,
     init: TopKSAE | None = None,
+    keep_checkpoint: bool = False,
 ) -> TrainResult:
     """Train a TopK SAE on `source` and write it to `out_dir` (see the module docstring).
 
     With resume=True and out_dir/checkpoint.pt present, training continues from it and the
     source's first `tokens_seen` tokens are skipped; without a checkpoint it starts afresh.
+    The checkpoint (optimiser state: about three times the weights) exists to resume a killed
+    run; a finished one removes it, leaving weights and config, unless `keep_checkpoint`.
     `init` warm-starts from an existing SAE (e.g. a neighbouring timestep's): its weights and
     input scale replace the random / geometric-median initialisation.
     """
@@ -458,13 +461,20 @@ def train_sae(
         world_size=world,
         lr=cfg.lr,
         seconds_this_run=time.perf_counter() - started,
+        seed=cfg.seed,
     )
     if cfg.batch_topk and "threshold" in running:
         stats["batch_topk_threshold"] = float(running["threshold"])
     sae.cfg.stats = stats
-    checkpoint()
+    if keep_checkpoint:
+        checkpoint()
+    else:
+        _raise_if_diverged(running, steps, tokens_seen, world)  # what checkpoint() checks
     if rank == 0:
         save_sae(sae, out_dir)
+        if not keep_checkpoint:
+            # After the SAE is written: a crash before this line leaves a resumable run.
+            ckpt_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
     return TrainResult(sae, out_dir, tokens_seen, steps, stats, history, resumed_from)

@@ -9,7 +9,7 @@ import torch
 
 from explorer.cli import main
 from explorer.sae import load_sae
-from explorer.sae.commands import train_samples
+from explorer.sae.commands import init_seed, train_samples
 from explorer.store import Store
 from explorer.workspace import Workspace
 
@@ -32,8 +32,34 @@ def test_train_contract_one_sae_per_t_with_the_keys_others_rely_on(tiny_workspac
         assert cfg["k"] == 4 and cfg["num_latents"] == 64 and cfg["d_in"] == d_in
         assert cfg["block"] == BLOCK and cfg["branch"] == "cond" and len(cfg["steps"]) == 1
         assert (f / "sae.safetensors").is_file()
-    # A second run must not silently overwrite trained SAEs.
+        assert not (f / "checkpoint.pt").exists()  # a finished run: weights and config only
+    # Each per-step SAE starts from a seed of its own (base 0 + 1 + its scheduler step), so
+    # their initial decoders differ and cross-step matching measures training, not the start.
+    seeds = {json.loads((f / "cfg.json").read_text())["stats"]["seed"] for f in folders}
+    steps = {json.loads((f / "cfg.json").read_text())["steps"][0] for f in folders}
+    assert seeds == {init_seed(0, s) for s in steps} and len(seeds) == 3
+    # A second run must not silently overwrite trained SAEs; --resume leaves finished ones be.
     assert main(args) == 2
+    before = {f: (f / "sae.safetensors").read_bytes() for f in folders}
+    assert main([*args, "--resume"]) == 0
+    assert all((f / "sae.safetensors").read_bytes() == b for f, b in before.items())
+
+
+def test_per_step_saes_start_from_different_weights(tiny_workspace, tmp_path):
+    """Two per-step SAEs trained for one step at lr ~0 keep their initial decoders: those
+    differ (own seeds), and the same base seed gives the same ones again."""
+    store = Workspace.open(tiny_workspace).store_path
+    decoders = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["train", "--store", str(store), "--block", BLOCK, "--steps", "t=1.0,0.0",
+                     "--latents", "32", "--k", "4", "--tokens", "256", "--batch-size", "256",
+                     "--lr", "1e-12", "--out", str(out)]) == 0
+        decoders.append([load_sae(f).W_dec for f in sorted(p.parent for p in out.glob("*/cfg.json"))])
+    (a1, a0), (b1, b0) = decoders
+    assert torch.equal(a1, b1) and torch.equal(a0, b0)
+    cos = torch.nn.functional.cosine_similarity(a1, a0, dim=1)
+    assert cos.abs().max() < 0.99  # not the same rows (the old shared seed gave cosine 1.0)
 
 
 def test_train_shared_and_bad_input(tiny_workspace, tmp_path, capsys):
@@ -90,7 +116,8 @@ def test_torchrun_trains_one_sae_on_two_ranks(tiny_workspace, tmp_path, capsys):
     store = Workspace.open(tiny_workspace).store_path
     out = tmp_path / "ddp"
     args = ["train", "--store", str(store), "--block", BLOCK, "--steps", "t=0.5", "--latents", "32",
-            "--k", "4", "--batch-size", "64", "--tokens", "1024", "--out", str(out)]
+            "--k", "4", "--batch-size", "64", "--tokens", "1024", "--out", str(out),
+            "--keep-checkpoint"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([*torchrun, "-m", "explorer", *args], cwd=tmp_path, env=env,

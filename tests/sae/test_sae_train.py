@@ -59,15 +59,28 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     straight = train_sae(source, cfg, tmp_path / "straight", progress=False)
 
     assert resumed.resumed_from == 2048
+    assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()  # finished: weights and config only
     assert resumed.tokens_seen == straight.tokens_seen == 3968
     assert resumed.steps == straight.steps
     for name, value in straight.sae.state_dict().items():
         assert_close(resumed.sae.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_a_finished_run_leaves_weights_and_config_unless_asked_to_keep_the_checkpoint(tmp_path):
+    source = SparseSource(1000)
+    cfg = _cfg(d_sae=64, init_tokens=64, checkpoint_every=256, seed=7)
+    train_sae(source, cfg, tmp_path / "plain", progress=False)
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["cfg.json", "sae.safetensors"]
+    assert load_sae(tmp_path / "plain").cfg.stats["seed"] == 7  # the initialisation's seed
+    kept = train_sae(source, cfg, tmp_path / "kept", progress=False, keep_checkpoint=True)
+    state = torch.load(tmp_path / "kept" / CHECKPOINT_FILE, weights_only=True)
+    assert state["tokens_seen"] == kept.tokens_seen  # the final state, not an intermediate one
+
+
 def test_resume_rejects_a_different_config(tmp_path):
     source = SparseSource(1000)
-    train_sae(source, _cfg(d_sae=64, init_tokens=64), tmp_path, progress=False)
+    train_sae(source, _cfg(d_sae=64, init_tokens=64), tmp_path, progress=False,
+              keep_checkpoint=True)
     with pytest.raises(ValueError, match="batch_size"):
         train_sae(source, _cfg(d_sae=64, init_tokens=64, batch_size=32), tmp_path, resume=True)
 
