@@ -384,6 +384,21 @@ def cmd_evaluate_sae(args) -> int:
     return 0
 
 
+def cmd_export_sae(args) -> int:
+    """Write an SAE folder (ours, SAELens's or sparsify's) in SAELens's format or ours."""
+    from explorer.sae import load_sae, save_sae
+
+    out = Path(args.out)
+    if (out / "cfg.json").exists():
+        raise UserError(f"{out} already holds an SAE; choose another --out")
+    sae = load_sae(args.sae, code_width=args.code_width)
+    save_sae(sae, out, format=args.format)
+    cfg = sae.cfg
+    what = f"k {cfg.k}" if cfg.activation == "topk" else f"{cfg.activation}, code width {cfg.k}"
+    print(f"wrote {out} ({args.format}: d_in {cfg.d_in}, {cfg.d_sae} latents, {what})")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train TopK SAEs of one block from a store (resumable)")
     p.add_argument("--store", help="the activation store (default: the workspace's)")
@@ -413,6 +428,18 @@ def register(sub) -> None:
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep checkpoint.pt (optimiser state, ~3x the weights) after training")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export-sae", help="write an SAE folder in SAELens's format (or ours)",
+        description="Read an SAE folder (ours, SAELens's topk / standard / jumprelu, or "
+        "sparsify's) and write it as SAELens writes one (cfg.json + sae_weights.safetensors, "
+        "loadable with sae_lens.SAE.load_from_disk) or in the explorer's own format.")
+    p.add_argument("sae", help="the SAE folder to read")
+    p.add_argument("--out", required=True, type=output_folder, help="the folder to write")
+    p.add_argument("--format", default="saelens", choices=["saelens", "native"])
+    p.add_argument("--code-width", type=positive_int, default=None,
+                   help="codes kept per token for a ReLU / JumpReLU SAE (default: 64)")
+    p.set_defaults(func=cmd_export_sae)
 
     p = sub.add_parser("evaluate-sae", help="SAE metrics (Table 1 form) and model fidelity")
     p.add_argument("--workspace", required=True)

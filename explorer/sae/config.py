@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 NORMALISATIONS = ("none", "mean_norm")
+# What turns pre-activations into codes: TopK (what the explorer trains), ReLU (SAELens's
+# "standard" SAE) or JumpReLU (SAELens's "jumprelu", which is also what its BatchTopK saves).
+ACTIVATIONS = ("topk", "relu", "jumprelu")
 BRANCHES = ("cond", "uncond", "")
 
 
@@ -58,14 +61,15 @@ class SAEProvenance:
 
 @dataclass
 class SAEConfig(SAEProvenance):
-    """Shape, training knobs and provenance of one TopK SAE."""
+    """Shape, training knobs and provenance of one SAE (TopK, or an imported ReLU / JumpReLU)."""
 
     d_in: int
     """Width of the activations (channels of the captured block)."""
     d_sae: int
     """Number of latents (dictionary size)."""
     k: int
-    """Latents kept per token."""
+    """Latents kept per token: TopK's k; for "relu" / "jumprelu" the code width, how many of
+    each token's largest activations `encode` returns (latents beyond it are cut)."""
     batch_topk: bool = False
     """Train with BatchTopK (k·B latents per batch); inference is plain per-token TopK."""
     k_aux: int = 256
@@ -80,6 +84,8 @@ class SAEConfig(SAEProvenance):
     """Factor making mean ‖x‖ = sqrt(d_in) on the training data (1.0 for "none")."""
     stats: dict[str, Any] = field(default_factory=dict)
     """Training statistics (tokens, final FVU, dead fraction, ...), JSON-serialisable."""
+    activation: str = "topk"
+    """One of ACTIVATIONS; only "topk" SAEs are trained here, the others are imported."""
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae", "k", "dead_tokens"):
@@ -99,6 +105,10 @@ class SAEConfig(SAEProvenance):
             raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale!r}")
         if self.normalisation == "none" and self.input_scale != 1.0:
             raise ValueError("input_scale must be 1.0 when normalisation is 'none'")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.batch_topk and self.activation != "topk":
+            raise ValueError(f"batch_topk needs activation 'topk', not {self.activation!r}")
         super().__post_init__()  # branch, steps, t
         if not isinstance(self.stats, dict):
             raise ValueError(f"stats must be a dict, got {type(self.stats).__name__}")

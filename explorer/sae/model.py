@@ -7,6 +7,12 @@ the factor lives in the SAE so callers always pass raw activations and get raw o
 Weights follow SAELens's names and shapes: W_enc (d_in, d_sae), W_dec (d_sae, d_in),
 b_enc (d_sae,), b_dec (d_in,) which is b_pre.
 
+Imported SAEs may use SAELens's other inference activations instead of TopK (cfg.activation):
+"relu", z = ReLU(pre), and "jumprelu", z = ReLU(pre)·[pre > θ] with a per-latent threshold θ
+(the `threshold` buffer). `activations` gives their exact dense codes; `encode` keeps each
+token's cfg.k largest, so every consumer still sees (…, k) codes. Only TopK goes through the
+fused kernels (kernels.py) and only TopK trains (`forward`).
+
 BatchTopK (cfg.batch_topk) only changes training: the k·B largest activations of a batch are
 kept, so a token may use more or fewer than k latents. At inference (eval mode, `encode`,
 `dense_codes`) every token uses plain per-token TopK with the same k: downstream code (heat
@@ -81,7 +87,8 @@ def geometric_median(x: Tensor, *, max_iter: int = 100, tol: float = 1e-6) -> Te
 
 
 class TopKSAE(nn.Module):
-    """TopK sparse autoencoder with a fused sparse encoder and an embedding-bag decoder."""
+    """TopK sparse autoencoder with a fused sparse encoder and an embedding-bag decoder (or an
+    imported ReLU / JumpReLU one, read through the same (…, k) codes)."""
 
     def __init__(
         self,
@@ -99,6 +106,9 @@ class TopKSAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
         self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, **kw))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
+        if cfg.activation == "jumprelu":
+            # Only JumpReLU SAEs hold it, so TopK state dicts (and checkpoints) are unchanged.
+            self.register_buffer("threshold", torch.zeros(cfg.d_sae, **kw))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -151,10 +161,32 @@ class TopKSAE(nn.Module):
 
     def encode_with_pre_acts(self, x: Tensor, *, batch_topk: bool = False) -> EncoderOutput:
         """Encoder output for x of shape (..., d_in), flattened to (N, ·)."""
+        if self.cfg.activation != "topk":
+            acts, pre = self._dense_activations(x)
+            values, indices = acts.topk(self.cfg.k, dim=-1, sorted=False)
+            return EncoderOutput(values, indices, pre.relu())
         values, indices, pre = fused_encoder(
             self._scaled(x), self.W_enc, self.b_enc, self.b_dec, self.cfg.k, batch_topk
         )
         return EncoderOutput(values, indices, pre)
+
+    def _dense_activations(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(every latent's activation, pre-activations), both (N, d_sae); plain matmuls."""
+        pre = torch.addmm(self.b_enc, self._scaled(x) - self.b_dec, self.W_enc)
+        if self.cfg.activation == "topk":
+            acts = pre.relu()
+            top = acts.topk(self.cfg.k, dim=-1, sorted=False)
+            acts = torch.zeros_like(acts).scatter_(-1, top.indices, top.values)
+        elif self.cfg.activation == "jumprelu":
+            acts = pre.relu() * (pre > self.threshold).to(pre.dtype)
+        else:
+            acts = pre.relu()
+        return acts, pre
+
+    def activations(self, x: Tensor) -> Tensor:
+        """The SAE's own dense codes (..., d_sae): what SAELens's `encode` returns, never cut
+        to cfg.k (for TopK the same as `dense_codes`)."""
+        return self._dense_activations(x)[0].reshape(*x.shape[:-1], self.cfg.d_sae)
 
     def encode(self, x: Tensor) -> Codes:
         """Per-token TopK codes of x (..., d_in): values and indices (..., k), largest first."""
@@ -194,6 +226,8 @@ class TopKSAE(nn.Module):
         x − x̂ (Gao et al.), which gives dead latents a gradient again.
         """
         cfg = self.cfg
+        if cfg.activation != "topk":
+            raise ValueError(f"only TopK SAEs train here, not {cfg.activation!r} ones")
         xs = self._scaled(x)
         dense = cfg.k * MAIN_DENSE_FRACTION >= cfg.d_sae
         values, indices, pre = fused_encoder(

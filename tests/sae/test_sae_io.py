@@ -223,9 +223,12 @@ def test_load_errors_name_folder_and_problem(tmp_path, damage, kwargs, message):
 
 def test_saelens_errors(tmp_path):
     tensors = _hand_tensors()
-    _write_saelens(tmp_path / "a", {**SAELENS_V6, "architecture": "jumprelu"}, tensors)
-    with pytest.raises(SAELoadError, match="architecture 'jumprelu'"):
+    _write_saelens(tmp_path / "a", {**SAELENS_V6, "architecture": "transcoder"}, tensors)
+    with pytest.raises(SAELoadError, match="architecture 'transcoder' is not supported"):
         load_sae(tmp_path / "a")
+    _write_saelens(tmp_path / "d", {**SAELENS_V6, "reshape_activations": "hook_z"}, tensors)
+    with pytest.raises(SAELoadError, match="reshape_activations 'hook_z'"):
+        load_sae(tmp_path / "d")
     no_k = {key: value for key, value in SAELENS_V6.items() if key != "k"}
     _write_saelens(tmp_path / "b", no_k, tensors)
     with pytest.raises(SAELoadError, match="no k"):
