@@ -9,9 +9,11 @@ index already holds, and says which kind it is:
   `MAX_WORDS` of them, written as a phrase: "large red circle", "striped background",
   "circle at top left";
 * else from the **label suggestions** (prompt words, no masks: what a real model without
-  user masks has): the top word by lift, if its lift is at least `MIN_LIFT` on `MIN_MATCHES`
-  co-occurrences, marked "≈ dog" because co-occurring with a word is weaker evidence than
-  overlapping its object.
+  user masks has): the top content word by lift, if its lift is at least `MIN_LIFT` on at
+  least `MIN_WORD_SAMPLES` samples, marked "≈ dog" because co-occurring with a word is weaker
+  evidence than overlapping its object. Function words ("of", "on", ...: the cross-attention
+  module's FUNCTION_WORDS) never name a feature: on real prompts they are in some prompts
+  and not others, so a feature that fires on a few of those gets a lift from them by chance.
 
 Features with neither get no name. User labels always win; provisional names are never exported.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from explorer.analysis.cross_attention import FUNCTION_WORDS
 from explorer.analysis.dictionary import CONCEPT_SHARE, Dictionary
 
 # The mark of a name from prompt words alone ("≈ dog"), weaker evidence than a dictionary name.
@@ -28,6 +31,8 @@ WORD_GUESS = "≈ "
 MIN_MATCHES = 2
 MAX_WORDS = 3
 MIN_LIFT = 1.5
+# Samples in which the feature fired and the prompt held the word: two can be a coincidence.
+MIN_WORD_SAMPLES = 3
 # Word order of the phrase (the shapes world's prompt order); other kinds go after the shape.
 _PHRASE_ORDER = {"size": 0, "colour": 1, "shape": 2, "object": 3}
 
@@ -69,7 +74,10 @@ def suggestion_labels(
     vocabulary: list[str],
 ) -> dict[int, str]:
     """Provisional names from label suggestions: flat rows (feature, word id, lift, count)."""
-    good = (np.asarray(lift) >= MIN_LIFT) & (np.asarray(count) >= MIN_MATCHES)
+    content = np.array([w.lower() not in FUNCTION_WORDS for w in vocabulary], bool)
+    word = np.asarray(word, np.int64)
+    good = (np.asarray(lift) >= MIN_LIFT) & (np.asarray(count) >= MIN_WORD_SAMPLES)
+    good &= content[word]
     out: dict[int, tuple[float, str]] = {}
     for f, w, li in zip(np.asarray(feature)[good].tolist(), np.asarray(word)[good].tolist(),
                         np.asarray(lift)[good].tolist(), strict=True):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from explorer.analysis.autolabel import dictionary_labels, is_word_guess, phrase, suggestion_labels
+from explorer.analysis.cross_attention import FUNCTION_WORDS
 from explorer.analysis.dictionary import Dictionary
 
 
@@ -54,6 +55,45 @@ def test_suggestion_names_take_the_best_lift_above_the_floor():
     )
     assert names == {0: "≈ dog"}  # feature 1: lift too low; feature 2: a single co-occurrence
     assert is_word_guess(names[0]) and not is_word_guess("large red circle")
+
+
+def test_function_words_never_name_a_feature_and_a_name_needs_support():
+    """Real prompts: "of" and "on" are in many prompts but not all, so a feature that fires on
+    the prompts holding one of them gets a lift from it ("≈ of", "≈ on" before)."""
+    from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
+
+    nouns = ["dog", "cat", "tree", "house", "car", "boat"]
+    glues = ["a photo of a", "a drawing of a", "a photo on a", "a drawing on a"]
+    prompts, fired = [], []
+    for rep in range(2):
+        for g, glue in enumerate(glues):
+            for noun in nouns:
+                prompts.append(f"{glue} {noun}")
+                f = {1} if g < 2 else {2}  # 1: every "of" prompt; 2: every "on" prompt
+                if noun == "dog":
+                    f.add(0)
+                if g == 2:
+                    f.add(4)  # "a photo on a": lifts "photo" and "on" alike
+                if noun == "cat" and rep == 0 and g < 2:
+                    f.add(3)  # two samples only
+                fired.append(sorted(f))
+    builder = SuggestionBuilder(5, build_vocabulary(prompts))
+    for p, f in zip(prompts, fired, strict=True):
+        builder.add(np.array(f, np.int64), p)
+    s = builder.top()
+    vocab = builder.vocabulary
+    best = {}
+    for f, w, li in zip(s["feature"], s["word"], s["lift"], strict=True):
+        best.setdefault(int(f), {})[vocab[w]] = float(li)
+    # What the names were made from: "of" (lift 2) is feature 1's best word, "on" feature 2's.
+    assert max(best[1], key=best[1].get) == "of" and best[1]["of"] >= 1.5
+    assert max(best[2], key=best[2].get) == "on" and best[2]["on"] >= 1.5
+    names = suggestion_labels(s["feature"], s["word"], s["lift"], s["count"], vocab)
+    assert names[0] == "≈ dog"
+    assert 1 not in names and 2 not in names  # no name rather than "≈ of" / "≈ on"
+    assert names[4] == "≈ photo"  # the content word beside the function word
+    assert best[3]["cat"] >= 1.5 and 3 not in names  # lift, but on two samples only
+    assert not any(n.removeprefix("≈ ") in FUNCTION_WORDS for n in names.values())
 
 
 def test_an_index_names_features_from_its_dictionary_first(tiny_workspace):
