@@ -26,6 +26,8 @@ from explorer.analysis.matching import (
     match_decoders,
     matching_stats,
     random_baseline,
+    shared_start,
+    spread_baseline,
 )
 from explorer.analysis.progress import Cancel, Progress, check, scaled
 from explorer.analysis.reader import FeatureIndex, write_matches
@@ -129,6 +131,7 @@ def match_block(entries, cancel: Cancel | None = None) -> tuple[list[dict], list
     pairs += [(s, p) for s in shared for p in per_step]
     decoders = {e.id: load_sae(e.path).W_dec.detach().cpu().numpy() for e in entries}
     rows: dict[str, list] = defaultdict(list)
+    baselines: dict[str, dict[str, float]] = defaultdict(dict)  # SAE → other → spread mean cos
     out = []
     consecutive = []
     for j, (a, b) in enumerate(pairs):
@@ -137,6 +140,7 @@ def match_block(entries, cancel: Cancel | None = None) -> tuple[list[dict], list
         if j < len(per_step) - 1:
             consecutive.append(m)
         base = random_baseline(decoders[a.id])
+        spread = spread_baseline(decoders[a.id], decoders[b.id])
         out.append(
             {
                 "a": a.id,
@@ -145,14 +149,17 @@ def match_block(entries, cancel: Cancel | None = None) -> tuple[list[dict], list
                 "t_b": b.t,
                 "stats": matching_stats(m.cosine),
                 "random_baseline": matching_stats(base),
+                "spread_baseline": matching_stats(spread),
+                "shared_start": shared_start(a.cfg.get("stats") or {}, b.cfg.get("stats") or {}),
             }
         )
         rows[a.id].append((b.id, m.a, m.b, m.cosine))
         rows[b.id].append((a.id, m.b, m.a, m.cosine))
+        baselines[a.id][b.id] = baselines[b.id][a.id] = float(np.mean(spread)) if len(spread) else 0.0
     for e in entries:
         if e.index_path.is_file():
             try:
-                write_matches(e.index_path, rows.get(e.id, []))
+                write_matches(e.index_path, rows.get(e.id, []), baselines.get(e.id, {}))
             except OSError as err:
                 # Another reader in this process (the app showing this SAE) keeps HDF5 from
                 # opening the index for writing: the numbers still go into the report.

@@ -7,8 +7,13 @@ assignment that maximises the summed cosine similarity (Hungarian, scipy's
 much the concept changed. Chaining the matches of consecutive steps follows a concept from
 t = 1.0 to t = 0.0.
 
-The baseline for "how similar is similar": the same assignment between one SAE and random unit
-vectors of the same shape (what an unrelated dictionary would score).
+Baselines for "how similar is similar", both an unrelated dictionary of the other SAE's shape:
+`random_baseline` draws isotropic random vectors; `spread_baseline` draws Gaussian vectors with
+the mean and covariance of the other SAE's unit decoder rows. Activations are far from isotropic
+and decoder rows follow them, so two unrelated dictionaries of one block match better than
+isotropic vectors do: a cosine means something where it clears the spread baseline. And two
+SAEs that started from the same random weights (`shared_start`) can score high after a short
+training from the start alone; the trainer gives each per-step SAE its own seed.
 """
 
 from __future__ import annotations
@@ -49,6 +54,25 @@ def random_baseline(w: np.ndarray, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng([seed, 0x5EED])
     other = rng.standard_normal(np.shape(w))
     return match_decoders(w, other).cosine
+
+
+def spread_baseline(w_a: np.ndarray, w_b: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Cosines of the optimal matching between `w_a` and as many Gaussian vectors as `w_b` has
+    rows, drawn with the mean and covariance of `w_b`'s unit rows."""
+    b = unit_rows(w_b)
+    rng = np.random.default_rng([seed, 0x5E7])
+    cov = np.cov(b, rowvar=False) if len(b) > 1 else np.eye(b.shape[1])
+    other = rng.multivariate_normal(b.mean(0), np.atleast_2d(cov), size=len(b), method="eigh")
+    return match_decoders(w_a, other).cosine
+
+
+def shared_start(stats_a: dict, stats_b: dict) -> bool | None:
+    """Whether two SAEs started from the same random weights, by the seed their cfg.json stats
+    record; None when either records none (trained before seeds were recorded, or imported)."""
+    a, b = stats_a.get("seed"), stats_b.get("seed")
+    if a is None or b is None:
+        return None
+    return a == b
 
 
 def matching_stats(cos: np.ndarray) -> dict[str, float]:

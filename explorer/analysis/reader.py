@@ -271,6 +271,14 @@ class FeatureIndex:
         others = json.loads(str(g.attrs["others"]))
         return others, {name: g[name][()] for name in ("other", "feature", "other_feature", "cosine")}
 
+    def match_baselines(self) -> dict[str, float]:
+        """Per other SAE, the mean cosine an unrelated dictionary spread like it scores in the
+        same matching (`matching.spread_baseline`): a match's cosine means something above it.
+        Empty for indexes matched before baselines were stored."""
+        if "matches" not in self._f:
+            return {}
+        return json.loads(str(self._f["matches"].attrs.get("baseline_mean_cosine", "{}")))
+
     def matches(self, feature: int) -> list[Match]:
         """The feature's partners in the other SAEs of its block (decoder-cosine matching)."""
         feature = self._feature(feature)
@@ -282,8 +290,10 @@ class FeatureIndex:
         return sorted(out, key=lambda x: x.other_sae_id)
 
 
-def write_matches(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """Replace the /matches group of an index: rows of (other SAE id, features, partners, cosines)."""
+def write_matches(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                  baselines: dict[str, float] | None = None) -> None:
+    """Replace the /matches group of an index: rows of (other SAE id, features, partners, cosines),
+    and per other SAE the mean cosine of the spread-matched random baseline (matching.py)."""
     others = [r[0] for r in rows]
     other = np.concatenate([np.full(len(r[1]), i, np.int32) for i, r in enumerate(rows)]) if rows else np.zeros(0, np.int32)
     feats = np.concatenate([r[1] for r in rows]).astype(np.int32) if rows else np.zeros(0, np.int32)
@@ -294,6 +304,7 @@ def write_matches(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.n
             del f["matches"]
         g = f.create_group("matches")
         g.attrs["others"] = json.dumps(others)
+        g.attrs["baseline_mean_cosine"] = json.dumps(baselines or {})
         g.create_dataset("other", data=other)
         g.create_dataset("feature", data=feats)
         g.create_dataset("other_feature", data=partners)

@@ -350,12 +350,23 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             lines.append("")
         if rep.get("matching"):
             lines += ["### Matching (decoder cosine, optimal one-to-one assignment)", "",
-                      "| SAE a | SAE b | mean cos | share > 0.5 | share > 0.9 | random mean cos |",
-                      "|---|---|---|---|---|---|"]
+                      "Baselines: the same matching against an unrelated dictionary of b's shape, "
+                      "isotropic random vectors (random) or Gaussian vectors spread like b's "
+                      "decoder rows (spread); a match means something where it clears them. "
+                      "Same start: both SAEs began from the same random weights (their seeds).", "",
+                      "| SAE a | SAE b | mean cos | share > 0.5 | share > 0.9 | random mean cos "
+                      "| spread mean cos | spread share > 0.5 | same start |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for m in rep["matching"]:
                 s, r = m["stats"], m["random_baseline"]
+                sp = m.get("spread_baseline") or {}
+                start = {True: "yes", False: "no"}.get(m.get("shared_start"), "unknown")
                 lines.append(f"| {m['a']} | {m['b']} | {fmt(s['mean_cosine'])} | {fmt(s['share_above_0.5'])} | "
-                             f"{fmt(s['share_above_0.9'])} | {fmt(r['mean_cosine'])} |")
+                             f"{fmt(s['share_above_0.9'])} | {fmt(r['mean_cosine'])} | "
+                             f"{fmt(sp.get('mean_cosine'))} | {fmt(sp.get('share_above_0.5'))} | {start} |")
+            if any(m.get("shared_start") for m in rep["matching"]):
+                lines += ["", "Some pairs started from the same random weights: after short training "
+                          "their cosines partly measure that shared start, not the data."]
             lines.append("")
     return "\n".join(lines) + "\n"
 

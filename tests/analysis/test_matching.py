@@ -1,6 +1,13 @@
 import numpy as np
 
-from explorer.analysis.matching import follow, match_decoders, matching_stats, random_baseline
+from explorer.analysis.matching import (
+    follow,
+    match_decoders,
+    matching_stats,
+    random_baseline,
+    shared_start,
+    spread_baseline,
+)
 
 
 def test_hungarian_recovers_a_noisy_permutation():
@@ -36,3 +43,29 @@ def test_different_widths_match_the_smaller():
     b = np.concatenate([a[::-1], rng.standard_normal((4, 5))])
     m = match_decoders(a, b)
     assert len(m.a) == 6 and np.array_equal(m.b, 5 - m.a)
+
+
+def test_the_spread_baseline_explains_what_unrelated_dictionaries_of_one_block_share():
+    """Two independent dictionaries drawn from the same anisotropic distribution (what two
+    unrelated SAEs of one block look like): their matching clears the isotropic random baseline
+    by far, but not the spread-matched one; a true match (noisy permutation) clears both."""
+    rng = np.random.default_rng(3)
+    d, n = 32, 96
+    # A few dominant directions, as activations (and decoder rows after them) have.
+    basis = rng.standard_normal((d, d)) * np.geomspace(4.0, 0.05, d)[:, None]
+    mean = rng.standard_normal(d)
+    a = mean + rng.standard_normal((n, d)) @ basis
+    unrelated = mean + rng.standard_normal((n, d)) @ basis
+    m = matching_stats(match_decoders(a, unrelated).cosine)["mean_cosine"]
+    iso = matching_stats(random_baseline(a))["mean_cosine"]
+    spread = matching_stats(spread_baseline(a, unrelated))["mean_cosine"]
+    assert m > iso + 0.3  # the isotropic baseline would call this a match
+    assert abs(m - spread) < 0.06  # the spread baseline says it is what unrelated ones score
+    related = a[rng.permutation(n)] + 0.05 * rng.standard_normal((n, d)) @ basis
+    assert matching_stats(match_decoders(a, related).cosine)["mean_cosine"] > spread + 0.2
+
+
+def test_shared_start_reads_the_seeds():
+    assert shared_start({"seed": 1}, {"seed": 1}) is True
+    assert shared_start({"seed": 1}, {"seed": 2}) is False
+    assert shared_start({}, {"seed": 2}) is None

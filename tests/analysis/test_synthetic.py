@@ -62,7 +62,14 @@ def test_without_masks_report_has_no_dictionary_or_composition(ws):
     assert "composition_miou" not in rep
     assert all(not s["dictionary"]["available"] for s in rep["saes"].values())
     assert len(rep["matching"]) == 1 and "mean_cosine" in rep["matching"][0]["stats"]
+    # Matching beside its baselines; these SAEs record no seed, so the start is unknown.
+    match = rep["matching"][0]
+    assert match["spread_baseline"]["n"] == 16 and match["shared_start"] is None
+    md = md_path.read_text()
+    assert "| spread mean cos |" in md and "| unknown |" in md
     with FeatureIndex.open(ws.sae(f"{BLOCK}/t1.00").index_path) as ix:
+        baseline = ix.match_baselines()[f"{BLOCK}/t0.00"]
+        assert baseline == pytest.approx(match["spread_baseline"]["mean_cosine"])
         assert ix.dictionary(0) == [] and not ix.has_dictionary
         assert ix.suggestions(0) == []  # it fires on every sample: no word is associated with it
     assert "Evaluation" in md_path.read_text()
