@@ -1,4 +1,4 @@
-"""Writing the evaluation: report.json (every number), report.md (readable), figures/*.png."""
+"""Writing the evaluation: report.json (every number), report.md (readable), figures/*.png (+ .svg)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.plot import Series, line_plot
+from explorer.figures import Series, line_plot
 
 
 def _json_default(o):
