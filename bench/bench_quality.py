@@ -147,14 +147,23 @@ def train_ours(args, world: World | None, train: Iterator[Tensor], held: list[Te
 
 def train_saelens(args, world, train, held, d_in: int, lr: float | None) -> Score:
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig  # type: ignore[import-not-found]
+    from sae_lens.saes.sae import TrainStepInput  # type: ignore[import-not-found]
 
     lr = 3e-4 if lr is None else lr  # SAELens's LanguageModelSAERunnerConfig default
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=args.latents, k=args.k,
                                                 device="cpu", dtype="float32"))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+    # SAETrainer's dead-latent bookkeeping: a latent is dead after 1,000 steps without firing
+    # (its dead_feature_window default), which feeds TopK's AuxK loss.
+    since_fired = torch.zeros(args.latents, dtype=torch.long)
     t0, seen = time.perf_counter(), 0
     for x in train:
-        out = sae.training_forward_pass(_saelens_step_input(sae, x))
+        out = sae.training_forward_pass(TrainStepInput(
+            sae_in=x, coefficients={}, dead_neuron_mask=since_fired > 1000,
+            n_training_steps=seen // args.batch, is_logging_step=False))
+        with torch.no_grad():
+            since_fired += 1
+            since_fired[(out.feature_acts > 0).any(dim=0)] = 0
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
@@ -172,14 +181,6 @@ def train_saelens(args, world, train, held, d_in: int, lr: float | None) -> Scor
     return Score("saelens", d_in, args.latents, args.k, seen, lr, ev, fvu, dead, rec, seen / seconds)
 
 
-def _saelens_step_input(sae, x: Tensor):
-    from sae_lens.saes.sae import TrainStepInput  # type: ignore[import-not-found]
-
-    n_dead = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
-    return TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=n_dead,
-                          n_training_steps=0)
-
-
 def train_sparsify(args, world, train, held, d_in: int, lr: float | None) -> Score:
     from sparsify import SaeConfig  # type: ignore[import-not-found]
     from sparsify.sparse_coder import SparseCoder  # type: ignore[import-not-found]
@@ -193,8 +194,10 @@ def train_sparsify(args, world, train, held, d_in: int, lr: float | None) -> Sco
         out = sae(x)
         opt.zero_grad()
         out.fvu.backward()
-        sae.set_decoder_norm_to_unit_norm()
+        # sparsify's Trainer: drop the decoder gradient along its own rows, step, renormalise.
+        sae.remove_gradient_parallel_to_decoder_directions()
         opt.step()
+        sae.set_decoder_norm_to_unit_norm()
         seen += x.shape[0]
     seconds = time.perf_counter() - t0
 
