@@ -60,3 +60,10 @@ def test_a_read_only_folder_opens_without_its_manifest(collected, tmp_path, monk
 def test_a_folder_without_a_store_is_still_not_a_workspace(tmp_path):
     with pytest.raises(WorkspaceError, match=r"is not a workspace \(no workspace\.json and no store\.h5\)"):
         Workspace.open(tmp_path)
+
+
+def test_demo_workspace_lives_in_the_users_data_folder(monkeypatch, tmp_path):
+    from explorer.analysis.demo import default_workspace_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_workspace_dir() == tmp_path / "data" / "concept-explorer" / "demo"

@@ -95,7 +95,7 @@ def cmd_index(args) -> int:
 
     from explorer.analysis.errors import AnalysisError
     from explorer.analysis.index import build_index
-    from explorer.analysis.progress import ConsoleProgress
+    from explorer.analysis.progress import console_progress
     from explorer.analysis.truth import open_truth
     from explorer.store import Store
 
@@ -128,12 +128,9 @@ def cmd_index(args) -> int:
         try:
             for folder, name in targets:
                 _warn_other_store(Path(folder), name, store)
-                bar = ConsoleProgress()
-                try:
+                with console_progress() as bar:
                     res = build_index(store, folder, settings, force=args.force, progress=bar,
                                       device=args.device, truth=truth, out=args.out)
-                finally:
-                    bar.close()
                 _report_build(res, name)
         finally:
             if truth is not None and hasattr(truth, "close"):
@@ -158,7 +155,7 @@ def _warn_other_store(folder: Path, name: str, store) -> None:
 
 def cmd_evaluate(args) -> int:
     from explorer.analysis.evaluate import evaluate_workspace
-    from explorer.analysis.progress import ConsoleProgress
+    from explorer.analysis.progress import console_progress
     from explorer.analysis.report import write_report
     from explorer.workspace import Workspace
 
@@ -172,11 +169,8 @@ def cmd_evaluate(args) -> int:
         model = load_model(ws.model, device=device_arg(args))
         with ws.store() as store:  # before minutes of analysis, not after
             check_same_weights(model, store)
-    bar = ConsoleProgress()
-    try:
+    with console_progress() as bar:
         report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device, model=model)
-    finally:
-        bar.close()
     ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
     for block, rep in report["blocks"].items():
@@ -202,17 +196,14 @@ def cmd_demo(args) -> int:
     def show(update: dict) -> None:
         bar(update["fraction"], f"{update['stage']}: {update['message']}")
 
-    from explorer.analysis.progress import ConsoleProgress
+    from explorer.analysis.progress import console_progress
 
-    bar = ConsoleProgress()
-    try:
+    with console_progress() as bar:
         folder = build_demo(
             args.workspace, small=args.small, model=args.model, n_prompts=args.num_prompts,
             blocks=args.blocks.split(",") if args.blocks else None,
             placeless=args.placeless or None,
             device=device_arg(args), progress=show,
         )
-    finally:
-        bar.close()
     print(f"demo workspace ready: {folder} (open it with `python main.py {folder}`)")
     return 0

@@ -14,9 +14,7 @@ run the same code on a tiny model in seconds.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -78,14 +76,11 @@ class DemoConfig:
 
 
 def default_workspace_dir() -> Path:
-    """The demo workspace in the user's data folder (XDG on Linux, the platform's elsewhere)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or os.environ.get("APPDATA") or Path.home())
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / APP_DIR_NAME / "demo"
+    """The demo workspace in the user's data folder (platformdirs: XDG_DATA_HOME or
+    ~/.local/share on Linux, Application Support on macOS, LOCALAPPDATA on Windows)."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_DIR_NAME, appauthor=False) / "demo"
 
 
 def is_built(folder: str | Path) -> bool:

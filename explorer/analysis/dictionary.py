@@ -220,8 +220,11 @@ class Dictionary:
         }
 
     def best_features(self, kinds: tuple[str, ...] | None = None) -> list[dict]:
-        """For each label (of `kinds`), the feature with the best mean IoU over samples showing it."""
+        """For each label (of `kinds`), the feature with the best mean IoU over samples showing it,
+        and how many features hold the label as a concept label (`sharing`: 1 is one clean
+        feature per concept, many is a concept split across features)."""
         out = []
+        hits = (self.shares() >= CONCEPT_SHARE) & (self.count > 0) if self.labels else None
         for i, (kind, label) in enumerate(zip(self.kinds, self.labels, strict=True)):
             if kinds is not None and kind not in kinds:
                 continue
@@ -238,6 +241,7 @@ class Dictionary:
                     "iou": float(mean[f]),
                     "samples": n,
                     "dictionary_count": int(self.count[f, i]),
+                    "sharing": int(hits[:, i].sum()),
                 }
             )
         return sorted(out, key=lambda d: (d["kind"], d["label"]))

@@ -87,6 +87,7 @@ def dictionary_summary(index: FeatureIndex) -> dict:
         return {"available": False}
     live = table.n_fired > 0
     labelled = table.labelled() & live
+    best = table.best_features(BEST_KINDS)
     return {
         "available": True,
         "label_step": index.label_step,
@@ -99,8 +100,20 @@ def dictionary_summary(index: FeatureIndex) -> dict:
         "n_pure": int((table.pure() & labelled).sum()),
         "features_with_concept_of_kind": table.concept_kind_counts(),
         "n_label_samples": table.n_samples,
-        "best": table.best_features(BEST_KINDS),
+        "best": best,
+        "concept_iou": concept_iou(best),
     }
+
+
+# The shapes world's concepts a good SAE should each hold in one feature.
+CONCEPT_IOU_KINDS = ("colour", "shape", "background")
+
+
+def concept_iou(best: list[dict]) -> float | None:
+    """Mean best-feature IoU over the colour, shape and background labels: one number per SAE
+    that rises when training finds cleaner concepts (None without such labels)."""
+    ious = [b["iou"] for b in best if b["kind"] in CONCEPT_IOU_KINDS]
+    return float(np.mean(ious)) if ious else None
 
 
 def evolution_summary(index: FeatureIndex) -> dict:

@@ -8,8 +8,10 @@ work (samples, SAEs, stages); a True answer raises `Cancelled`.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tqdm.auto import tqdm
 
 from explorer.errors import Cancelled
 
@@ -33,27 +35,25 @@ def scaled(progress: Progress | None, start: float, stop: float, prefix: str = "
     return report
 
 
-class ConsoleProgress:
-    """One rewritten line on stderr, at most every 0.2 s (and always at 100%)."""
+@contextmanager
+def console_progress(stream=None) -> Iterator[Progress]:
+    """A `Progress` callback drawn as a tqdm bar on stderr, closed when the block ends.
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self._last = 0.0
-        self._width = 0
+    The bar counts thousandths of the task and never moves backwards (a stage that restarts
+    its own fraction only updates the message); the message is the bar's description.
+    """
+    bar = tqdm(total=_UNITS, file=stream or sys.stderr, mininterval=0.2, dynamic_ncols=True,
+               bar_format="{percentage:5.1f}%|{bar:20}| {elapsed}<{remaining} {desc}")
 
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if fraction < 1.0 and now - self._last < 0.2:
-            return
-        self._last = now
-        line = f"[{fraction * 100:5.1f}%] {message}"[:120]
-        pad = max(0, self._width - len(line))
-        self.stream.write("\r" + line + " " * pad)
-        self._width = len(line)
-        self.stream.flush()
+    def report(fraction: float, message: str) -> None:
+        done = round(min(max(fraction, 0.0), 1.0) * _UNITS)
+        bar.set_description_str(message[:100], refresh=False)
+        bar.update(max(0, done - bar.n))
 
-    def close(self) -> None:
-        if self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._width = 0
+    try:
+        yield report
+    finally:
+        bar.close()
+
+
+_UNITS = 1000

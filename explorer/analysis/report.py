@@ -1,4 +1,4 @@
-"""Writing the evaluation: report.json (every number), report.md (readable), figures/*.png."""
+"""Writing the evaluation: report.json (every number), report.md (readable), figures/*.png (+ .svg)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.plot import Series, line_plot
+from explorer.figures import Series, line_plot
 
 
 def _json_default(o):
@@ -331,10 +331,16 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             d = s["dictionary"]
             if not d.get("available") or not d["best"]:
                 continue
-            lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}):", "",
-                      "| kind | label | feature | mean IoU | samples |", "|---|---|---|---|---|"]
+            lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}; "
+                      "sharing: features holding the label as a concept label):", "",
+                      "| kind | label | feature | mean IoU | samples | sharing |",
+                      "|---|---|---|---|---|---|"]
             for b in d["best"]:
-                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {fmt(b['iou'])} | {b['samples']} |")
+                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {fmt(b['iou'])} | "
+                             f"{b['samples']} | {b.get('sharing', '–')} |")
+            if d.get("concept_iou") is not None:
+                lines += ["", f"Concept IoU (mean best-feature IoU over colours, shapes and "
+                          f"backgrounds): {fmt(d['concept_iou'])}"]
             lines.append("")
         if rep.get("chains"):
             lines += ["### Concepts followed across steps (t = 1.0 → 0.0)", "",

@@ -20,7 +20,7 @@ def _params(module) -> int:
 
 def _loss_curve(train_dir: Path, out: Path) -> tuple[int, float, float] | None:
     """Plot the UNet loss (raw and smoothed); returns (last step, first/last smoothed loss)."""
-    from explorer.plot import Series, line_plot
+    from explorer.figures import Series, line_plot
 
     log = train_dir / "unet_log.csv"
     if not log.is_file():

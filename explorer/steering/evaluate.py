@@ -1,34 +1,10 @@
 """Intervention evaluation with exact truth: the paper's Tables 4 and 5 on the shapes world.
 
-Protocol (per stage early / middle / final, mid block, cond branch, the stage's own SAE):
-
-- Test prompts: held-in (train split) scenes with one object standing at one of the four
-  corner places, from seeds far from the training set's, written *without their place* by
-  default, as the paper's prompts name no places: the model chooses the layout, and the edit
-  has to change that choice. Each prompt gets, from a generator seeded by its own seed, a target
-  quadrant other than the one its object takes in the unedited image, and a target background
-  style other than its own. `placed=True` keeps the place in the prompt ("… at the top left"),
-  a harder test: the edit must overrule the text, which every other block keeps reading.
-  `styled=False` also leaves the background out ("a large red square"), for a model trained
-  with background dropout: the paper's style edits add a style the prompt does not name; the
-  target style is then one the unedited image does not show.
-- Features: the stage SAE's dictionary (the workspace index if it has one, else built on the
-  fly from a separate labelling set with the paper's rule, see `features`). Spatial: the
-  features holding the object's colour or shape word. Global: the one feature holding the
-  target background style.
-- Spatial success: the object's centre of mass (all regions of its colour the checker finds,
-  weighted by area) lies in the target quadrant (chance 0.25; no region = failure).
-- Global success: the checker reads the target background style.
-- Change: mean absolute pixel difference to the unedited image, in [0, 1]. LPIPS is not
-  computed: its networks come as pretrained weights fetched at run time (the `lpips` package
-  pulls AlexNet/VGG through torchvision), which this offline setup cannot do.
-- Strengths: `calibration.calibrated_beta` (the paper's SD 1.4 β mapped to this model's code
-  scale by a rule that never looks at success); plus a spatial control with the early β in every
-  stage, so that a stage effect cannot be a β effect.
-- Dose-response (`beta_scales`): the calibration is a rule, not a measurement, so the spatial and
-  global edits are also run at multiples of the calibrated β (the same multiples in every
-  stage). The bars are read at scale 1; the sweep shows whether the stage pattern depends on
-  the strength, which a single β cannot.
+Per stage (early / middle / final), the stage's own SAE edits held-in one-object scenes whose
+prompts name no place: spatial edits must move the object to a target quadrant, global edits
+must change the background style, both scored by the shapes checker against exact truth, at
+the calibrated strength and multiples of it. The protocol and why each choice was made:
+docs/steering.md, "Evaluation (Tables 4 and 5 analogues)".
 """
 
 from __future__ import annotations

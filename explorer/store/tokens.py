@@ -141,12 +141,10 @@ class PreadMaps:
     allocated) is read through `MapReader.read`. Call `close()` when the stream ends.
 
     Cold files: a buffer's maps are scattered over the file, and read one by one each waits
-    for the disk (one request in flight). So `begin` is told each buffer's maps, and each read
-    asks for its map without waiting (`RWF_NOWAIT`) until one is not in the page cache; then
-    every map of the buffer is announced with `posix_fadvise(WILLNEED)`, and the kernel fetches
-    them all at once while they are read in turn (this VM's disk, evicted file, medians of 4
-    in turns: 0.28 → 0.59 GB/s at the bundled map size, 0.55 → 1.03 GB/s at SD 1.4's).
-    A file in the page cache costs nothing more: the probe is the read itself.
+    for the disk. So `begin` is told each buffer's maps, each read asks for its map without
+    waiting (`RWF_NOWAIT`) until one is not in the page cache, and then the whole buffer is
+    announced with `posix_fadvise(WILLNEED)` so the kernel fetches it at once (measurements:
+    docs/store.md). A file in the page cache costs nothing more: the probe is the read itself.
     """
 
     def __init__(self, reader: MapReader):

@@ -53,6 +53,28 @@ def test_background_label_and_concepts_purity_best_feature():
     best = {b["label"]: b for b in table.best_features()}
     assert best["red"]["feature"] == 0 and best["red"]["iou"] == 1.0
     assert best["striped"]["feature"] == 1
+    # "red" is a concept label of feature 0 only; "striped" of none (feature 1's style varies).
+    assert best["red"]["sharing"] == 1 and best["striped"]["sharing"] == 0
+
+
+def test_sharing_counts_a_concept_split_across_features():
+    d = DictionaryBuilder(3)
+    obj = _square(2, 2)
+    truth = _truth(([("shape", "circle"), ("colour", "red")], obj))
+    # Features 0 and 1 both draw the red circle; feature 2 the rest.
+    maps = np.stack([obj, obj, ~obj]).astype(np.float32)
+    d.add(np.array([0, 1, 2]), maps, truth)
+    best = {b["label"]: b for b in d.build().best_features()}
+    assert best["red"]["sharing"] == 2 and best["circle"]["sharing"] == 2
+
+
+def test_concept_iou_averages_colour_shape_and_background_only():
+    from explorer.analysis.evaluate import concept_iou
+
+    best = [{"kind": "colour", "iou": 0.5}, {"kind": "shape", "iou": 1.0},
+            {"kind": "place", "iou": 0.0}]
+    assert concept_iou(best) == 0.75
+    assert concept_iou([{"kind": "place", "iou": 0.3}]) is None
 
 
 def test_grid_helpers():
