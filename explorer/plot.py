@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from explorer.atomic import atomic_path
+
 PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
            (140, 86, 75), (127, 127, 127))
 
@@ -126,5 +128,6 @@ def line_plot(
         d.text((lx + 26, ly), s.label[:44], fill="black", font=small, anchor="lm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
     return path

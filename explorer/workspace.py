@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.atomic import atomic_write_text
 from explorer.errors import UserError
 
 SCHEMA = 1
@@ -79,21 +79,6 @@ class SAEEntry:
         else:
             when = "?"
         return f"{self.block} · {when} · {self.n_latents} latents, k = {self.k}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename, fsynced, so a crash leaves the old or the new file, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. `path` is a folder: leave nothing behind
-        raise
 
 
 class Workspace:

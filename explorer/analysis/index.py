@@ -9,14 +9,13 @@ Memory is bounded by one sample's codes plus the (F, S, N) tables: independent o
 of samples.
 
 Re-running on an unchanged store and SAE (same fingerprint, same weights hash, same settings)
-is a no-op; anything else rebuilds. The file is written beside as `index.h5.tmp` and renamed
+is a no-op; anything else rebuilds. The file is written beside as a temp file (explorer.atomic) and renamed
 into place when whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from explorer.analysis.reader import FeatureIndex, Match, Patch
 from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
 from explorer.analysis.truth import open_truth
+from explorer.atomic import atomic_path
 
 DEFAULT_TOP_N = 16
 __all__ = ["FeatureIndex", "IndexResult", "IndexSettings", "Match", "Patch", "build_index"]
@@ -197,18 +197,15 @@ def build_index(
         own_truth = truth is None
         if own_truth:
             truth = open_truth(store, settings.masks, settings.use_checker)
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tokens, table_bytes = _build(
-                store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress, cancel
-            )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            with atomic_path(path) as tmp:
+                tokens, table_bytes = _build(
+                    store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress,
+                    cancel,
+                )
         finally:
             if own_truth and truth is not None and hasattr(truth, "close"):
                 truth.close()
-        os.replace(tmp, path)
         return IndexResult(path, True, time.perf_counter() - t0, tokens, table_bytes)
     finally:
         if own_store:

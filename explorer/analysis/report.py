@@ -362,7 +362,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
 
 def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """report.json, report.md and figures/ into `folder` (each file written whole, then renamed)."""
-    from explorer.workspace import atomic_write_text
+    from explorer.atomic import atomic_write_text
 
     folder = Path(folder)
     figures = write_figures(report, folder / "figures")

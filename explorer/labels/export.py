@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explorer.atomic import atomic_write_text
 from explorer.labels import storage
 from explorer.labels.document import LabelDocument
 from explorer.labels.errors import LabelsError, one_line
 from explorer.labels.label import TAG_SEP, FeatureLabel, clean_tags
-from explorer.workspace import atomic_write_text
 
 FORMATS = ("json", "csv", "jsonl")
 CSV_COLUMNS = ("sae_id", "block", "feature", "label", "notes", "tags", "author", "updated")

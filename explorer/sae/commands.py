@@ -358,7 +358,7 @@ def cmd_evaluate_sae(args) -> int:
         raise UserError(f"workspace {ws.root}: none of its per-step SAEs could be loaded")
     table = table1(rows)
     print(table)
-    from explorer.workspace import atomic_write_text
+    from explorer.atomic import atomic_write_text
 
     out = ws.root / "sae_metrics.json"
     atomic_write_text(out, json.dumps(rows, indent=1))
