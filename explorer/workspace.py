@@ -11,7 +11,9 @@ W/
 ```
 
 Paths inside workspace.json are relative to the folder, so a workspace can be moved or copied
-from a GPU box as a whole.
+from a GPU box as a whole. Every name read from a file here (the manifest's store, an SAE's block)
+is checked to stay inside the folder, links resolved (explorer.safepaths): a folder someone sent
+cannot make this program read or write elsewhere.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from pathlib import Path
 
 from explorer.atomic import atomic_write_text
 from explorer.errors import UserError
+from explorer.safepaths import UnsafePathError, inside, safe_component, safe_relative
 
 SCHEMA = 1
 MANIFEST = "workspace.json"
 STORE = "store.h5"  # the store file a workspace holds unless its manifest names another
+# What this program reads or writes at the top of a workspace: none may be a link out of it.
+TOP_LEVEL = (MANIFEST, "saes", "probes", "figures", "labels.json", "report.json", "report.md",
+             "sae_metrics.json", "sae_metrics.md", "steering")
 
 
 class WorkspaceError(UserError):
@@ -98,15 +104,20 @@ class Workspace:
             if (root / STORE).is_file():
                 return cls._adopt(root)
             raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST} and no {STORE})")
+        _refuse_links_out(root)
         try:
             manifest = json.loads(man.read_text())
         except ValueError as e:
             raise WorkspaceError(f"{man} is not valid JSON ({e})") from None
+        if not isinstance(manifest, dict):
+            raise WorkspaceError(f"{man} does not hold a JSON object")
         if manifest.get("schema") != SCHEMA:
             raise WorkspaceError(
                 f"{man} has workspace schema {manifest.get('schema')!r}; this version reads {SCHEMA}"
             )
-        return cls(root, manifest)
+        ws = cls(root, manifest)
+        ws.store_path  # noqa: B018  (checks the manifest's store before anything reads it)
+        return ws
 
     @classmethod
     def _adopt(cls, root: Path) -> Workspace:
@@ -119,6 +130,8 @@ class Workspace:
         """
         from explorer.store.reader import Store
 
+        _refuse_links_out(root)
+        inside(root, root / STORE, "the store")
         with Store.open(root / STORE) as store:
             meta = store.meta
         # The bundled model by name (its folder differs between machines), else the folder.
@@ -172,7 +185,10 @@ class Workspace:
 
     @property
     def store_path(self) -> Path:
-        return self.root / self.manifest.get("store", STORE)
+        """The store the manifest names: a relative path inside the folder (UnsafePathError, one
+        line, for anything else; a store kept elsewhere is opened by typing its path)."""
+        rel = safe_relative(self.manifest.get("store", STORE), "store", self.root / MANIFEST)
+        return inside(self.root, self.root / rel, "the store")
 
     @property
     def sae_root(self) -> Path:
@@ -188,10 +204,13 @@ class Workspace:
 
     def probe_path(self, block: str) -> Path:
         """Where `explorer evaluate` keeps a block's fitted linear probe."""
-        return self.root / "probes" / f"{block}.safetensors"
+        safe_component(block, "block", self.root)
+        return inside(self.root, self.root / "probes" / f"{block}.safetensors", "the probe")
 
     def sae_dir(self, block: str, name: str) -> Path:
-        return self.sae_root / block / name
+        safe_component(block, "block", self.root)
+        safe_component(name, "SAE name", self.root)
+        return inside(self.root, self.sae_root / block / name, "the SAE folder")
 
     def saes(self) -> list[SAEEntry]:
         """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped and
@@ -211,6 +230,12 @@ class Workspace:
                 continue
             folder = cfg_path.parent
             block = cfg.get("block") or folder.parent.name
+            try:
+                safe_component(block, "block", cfg_path)
+                _refuse_links_out(self.root, folder)
+            except UnsafePathError as e:
+                self.unreadable_saes[folder] = str(e)
+                continue
             out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
         return out
 
@@ -246,3 +271,15 @@ class Workspace:
         return (f"{self.root} was built with other weights of {self.model} than it holds now; "
                 "its numbers describe the old weights (rebuild it: File → Build Demo Workspace "
                 "for the demo)")
+
+
+def _refuse_links_out(root: Path, folder: Path | None = None) -> None:
+    """UnsafePathError when `folder` (default: the workspace's own files, `TOP_LEVEL`), or an
+    entry in it, is a link that leads out of the workspace `root`."""
+    if folder is None:
+        paths = [root / name for name in TOP_LEVEL]
+    else:
+        paths = [folder, *folder.iterdir()]
+    for path in paths:
+        if path.is_symlink() or path == folder:
+            inside(root, path, path.name)
