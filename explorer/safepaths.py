@@ -81,6 +81,9 @@ def safe_sae_id(sae_id: object, source: str | Path) -> str:
     """An SAE id ("<block>/<name>") of plain components; else UnsafePathError naming `source`."""
     if not isinstance(sae_id, str) or not sae_id:
         raise UnsafePathError(f"{source}: sae_id {sae_id!r} is not a name")
+    if sae_id.startswith(("/", "\\")):
+        raise UnsafePathError(f"{source}: sae_id {sae_id!r} is an absolute path, not "
+                              "'<block>/<name>'")
     for part in sae_id.split("/"):
         problem = _problem(part)
         if problem:

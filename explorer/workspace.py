@@ -27,7 +27,7 @@ from pathlib import Path
 
 from explorer.atomic import atomic_write_text
 from explorer.errors import UserError
-from explorer.safepaths import UnsafePathError, inside, safe_component, safe_relative
+from explorer.safepaths import inside, safe_component, safe_relative
 
 SCHEMA = 1
 MANIFEST = "workspace.json"
@@ -66,6 +66,14 @@ class SAEEntry:
     @property
     def t(self) -> list[float]:
         return list(self.cfg.get("t", []))
+
+    @property
+    def holdout_every(self) -> int | None:
+        """The hold-out rule the SAE was trained with (cfg.json; 4 for one trained before the
+        field existed, None for one not trained here). See explorer.sae.config."""
+        if "holdout_every" in self.cfg:
+            return self.cfg["holdout_every"]
+        return 4 if self.cfg.get("store_hash") else None
 
     @property
     def k(self) -> int:
@@ -214,7 +222,8 @@ class Workspace:
 
     def saes(self) -> list[SAEEntry]:
         """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped and
-        listed in `unreadable_saes` (folder → problem), for commands to report."""
+        listed in `unreadable_saes` (folder → problem), for commands to report. UnsafePathError
+        for a block name or a link that leads out of the workspace."""
         out = []
         self.unreadable_saes = {}
         if not self.sae_root.is_dir():
@@ -230,12 +239,9 @@ class Workspace:
                 continue
             folder = cfg_path.parent
             block = cfg.get("block") or folder.parent.name
-            try:
-                safe_component(block, "block", cfg_path)
-                _refuse_links_out(self.root, folder)
-            except UnsafePathError as e:
-                self.unreadable_saes[folder] = str(e)
-                continue
+            # A tampered folder is refused whole (one line), not skipped: nothing is read from it.
+            safe_component(block, "block", cfg_path)
+            _refuse_links_out(self.root, folder)
             out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
         return out
 
@@ -266,7 +272,7 @@ class Workspace:
                 return None  # a missing model folder is reported where the model is loaded
             if str(model_hash) == folder_fingerprint(self.model):
                 return None
-        except Exception:
+        except OSError:  # an unreadable weight file: reported, by name, where the model loads
             return None
         return (f"{self.root} was built with other weights of {self.model} than it holds now; "
                 "its numbers describe the old weights (rebuild it: File → Build Demo Workspace "

@@ -205,6 +205,16 @@ def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
     return [*lines, ""]
 
 
+def _held_out_line(report: dict) -> str:
+    n, rule = report["held_out_samples"], report.get("holdout_every", 4)
+    if n:
+        return (f"Held-out samples (every {rule}th: not used to train the SAEs or for the "
+                f"dictionary; used for SAE metrics and composition): {n}.")
+    return (f"No held-out samples: the store's {report['store']['n_samples']} samples are too few "
+            f"for the SAEs' rule (every {rule}th held out), so SAE metrics and composition are "
+            "read on samples the SAEs and the dictionary were trained on.")
+
+
 def markdown(report: dict, figures: dict[str, list[str]]) -> str:
     st = report["store"]
     lines = [
@@ -212,8 +222,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
         "",
         f"Store: {st['n_samples']} samples × {st['n_steps']} steps, blocks {', '.join(st['blocks'])}"
         f" (model {st.get('model') or '?'}, fingerprint {st.get('fingerprint') or '?'}).",
-        f"Ground truth: {report['ground_truth']}. Held-out samples (not used for the dictionary; "
-        f"used for SAE metrics and composition): {report['held_out_samples']}.",
+        f"Ground truth: {report['ground_truth']}. {_held_out_line(report)}",
         f"Written {report['created']} in {report.get('seconds', 0):.1f} s. All numbers are from this run.",
         "",
     ]

@@ -144,7 +144,7 @@ def train_vae(cfg: TrainConfig):
     if (final / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        return AutoencoderKL.from_pretrained(final)
+        return AutoencoderKL.from_pretrained(final, use_safetensors=True)
     torch.manual_seed(cfg.seed)
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
