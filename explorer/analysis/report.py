@@ -205,6 +205,14 @@ def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
     return [*lines, ""]
 
 
+def samples_phrase(report: dict, n: int) -> str:
+    """"{n} held-out samples", or, when the store had none to hold out, words that do not call
+    the trained-on samples held out (reports from before the rule was recorded: held out)."""
+    if report.get("held_out_samples", 1):
+        return f"{n} held-out samples"
+    return f"{n} samples (none held out: the SAEs were trained on them)"
+
+
 def _held_out_line(report: dict) -> str:
     n, rule = report["held_out_samples"], report.get("holdout_every", 4)
     if n:
@@ -267,7 +275,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             c = rep["composition"]
             a = rep.get("cross_attention")
             lines += [
-                f"### Composition (Figure 3a): {c['n_objects']} objects in {c['n_samples']} held-out samples",
+                f"### Composition (Figure 3a): {c['n_objects']} objects in "
+                f"{samples_phrase(report, c['n_samples'])}",
                 "",
                 "Baseline: the same prediction from a random other sample's concept maps. The other "
                 f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
