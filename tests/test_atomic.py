@@ -115,3 +115,19 @@ def test_permissions_are_a_plain_files(tmp_path):
         os.umask(old)
         importlib.reload(atomic)
     assert stat.S_IMODE((tmp_path / "p.txt").stat().st_mode) == 0o640
+
+
+def test_an_index_being_written_is_told_apart_from_a_missing_one(tmp_path):
+    from explorer.analysis.errors import IndexFileError
+    from explorer.analysis.reader import FeatureIndex
+
+    path = tmp_path / "index.h5"
+    with pytest.raises(IndexFileError, match="does not exist"):
+        FeatureIndex.open(path)
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:  # what build_index holds
+        assert tmp.name.startswith(".index.h5.") and tmp.suffix == ".tmp"
+        with pytest.raises(IndexFileError, match="still being built"):
+            FeatureIndex.open(path)
+        raise RuntimeError("build cancelled")
+    with pytest.raises(IndexFileError, match="does not exist"):
+        FeatureIndex.open(path)
