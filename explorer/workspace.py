@@ -229,6 +229,8 @@ class Workspace:
         if not self.sae_root.is_dir():
             return out
         for cfg_path in sorted(self.sae_root.glob("*/*/cfg.json")):
+            # A tampered folder is refused whole (one line), not skipped, before it is read.
+            _refuse_links_out(self.root, cfg_path.parent)
             try:
                 cfg = json.loads(cfg_path.read_text())
             except (ValueError, OSError) as e:
@@ -239,9 +241,7 @@ class Workspace:
                 continue
             folder = cfg_path.parent
             block = cfg.get("block") or folder.parent.name
-            # A tampered folder is refused whole (one line), not skipped: nothing is read from it.
             safe_component(block, "block", cfg_path)
-            _refuse_links_out(self.root, folder)
             out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
         return out
 
