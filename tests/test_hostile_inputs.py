@@ -291,7 +291,7 @@ workspace, in the spirit of SQLite's and HDF5's lists of what they survive. Ever
 status 2 and exactly one line on stderr (shown, with the test's temp folder as `<tmp>`), and the
 test compares every file's size and modification time under the temp folder (the workspace and
 the `outside/` folder beside it that links and paths point at) before and after: nothing written
-outside, nothing lost inside.
+outside, nothing lost inside. A row is written only when all of these checks passed.
 
 Regenerate with
 `EXPLORER_ROBUSTNESS_DOC=docs/robustness.md python -m pytest tests/test_hostile_inputs.py`.
