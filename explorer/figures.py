@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from explorer.atomic import atomic_path
+
 DPI = 100
 
 
@@ -63,7 +65,8 @@ def line_plot(
     ax.grid(True, color="0.9")
     if series:
         fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
-    fig.savefig(path, format="png")
-    with rc_context({"svg.fonttype": "none"}):  # labels stay editable text in the SVG
-        fig.savefig(path.with_suffix(".svg"), format="svg")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    with atomic_path(path.with_suffix(".svg")) as tmp, rc_context({"svg.fonttype": "none"}):
+        fig.savefig(tmp, format="svg")  # labels stay editable text in the SVG
     return path

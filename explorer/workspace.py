@@ -11,24 +11,30 @@ W/
 ```
 
 Paths inside workspace.json are relative to the folder, so a workspace can be moved or copied
-from a GPU box as a whole.
+from a GPU box as a whole. Every name read from a file here (the manifest's store, an SAE's block)
+is checked to stay inside the folder, links resolved (explorer.safepaths): a folder someone sent
+cannot make this program read or write elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.atomic import atomic_write_text
 from explorer.errors import UserError
+from explorer.safepaths import inside, safe_component, safe_relative
 
 SCHEMA = 1
 MANIFEST = "workspace.json"
 STORE = "store.h5"  # the store file a workspace holds unless its manifest names another
+# What this program reads or writes at the top of a workspace: none may be a link out of it.
+TOP_LEVEL = (MANIFEST, "saes", "probes", "figures", "labels.json", "report.json", "report.md",
+             "sae_metrics.json", "sae_metrics.md", "steering")
 
 
 class WorkspaceError(UserError):
@@ -62,6 +68,14 @@ class SAEEntry:
         return list(self.cfg.get("t", []))
 
     @property
+    def holdout_every(self) -> int | None:
+        """The hold-out rule the SAE was trained with (cfg.json; 4 for one trained before the
+        field existed, None for one not trained here). See explorer.sae.config."""
+        if "holdout_every" in self.cfg:
+            return self.cfg["holdout_every"]
+        return 4 if self.cfg.get("store_hash") else None
+
+    @property
     def k(self) -> int:
         return int(self.cfg["k"])
 
@@ -81,21 +95,6 @@ class SAEEntry:
         return f"{self.block} · {when} · {self.n_latents} latents, k = {self.k}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename, fsynced, so a crash leaves the old or the new file, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. `path` is a folder: leave nothing behind
-        raise
-
-
 class Workspace:
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
@@ -113,15 +112,20 @@ class Workspace:
             if (root / STORE).is_file():
                 return cls._adopt(root)
             raise WorkspaceError(f"{root} is not a workspace (no {MANIFEST} and no {STORE})")
+        _refuse_links_out(root)
         try:
             manifest = json.loads(man.read_text())
         except ValueError as e:
             raise WorkspaceError(f"{man} is not valid JSON ({e})") from None
+        if not isinstance(manifest, dict):
+            raise WorkspaceError(f"{man} does not hold a JSON object")
         if manifest.get("schema") != SCHEMA:
             raise WorkspaceError(
                 f"{man} has workspace schema {manifest.get('schema')!r}; this version reads {SCHEMA}"
             )
-        return cls(root, manifest)
+        ws = cls(root, manifest)
+        ws.store_path  # noqa: B018  (checks the manifest's store before anything reads it)
+        return ws
 
     @classmethod
     def _adopt(cls, root: Path) -> Workspace:
@@ -134,6 +138,8 @@ class Workspace:
         """
         from explorer.store.reader import Store
 
+        _refuse_links_out(root)
+        inside(root, root / STORE, "the store")
         with Store.open(root / STORE) as store:
             meta = store.meta
         # The bundled model by name (its folder differs between machines), else the folder.
@@ -187,7 +193,10 @@ class Workspace:
 
     @property
     def store_path(self) -> Path:
-        return self.root / self.manifest.get("store", STORE)
+        """The store the manifest names: a relative path inside the folder (UnsafePathError, one
+        line, for anything else; a store kept elsewhere is opened by typing its path)."""
+        rel = safe_relative(self.manifest.get("store", STORE), "store", self.root / MANIFEST)
+        return inside(self.root, self.root / rel, "the store")
 
     @property
     def sae_root(self) -> Path:
@@ -203,19 +212,25 @@ class Workspace:
 
     def probe_path(self, block: str) -> Path:
         """Where `explorer evaluate` keeps a block's fitted linear probe."""
-        return self.root / "probes" / f"{block}.safetensors"
+        safe_component(block, "block", self.root)
+        return inside(self.root, self.root / "probes" / f"{block}.safetensors", "the probe")
 
     def sae_dir(self, block: str, name: str) -> Path:
-        return self.sae_root / block / name
+        safe_component(block, "block", self.root)
+        safe_component(name, "SAE name", self.root)
+        return inside(self.root, self.sae_root / block / name, "the SAE folder")
 
     def saes(self) -> list[SAEEntry]:
         """Every SAE folder under saes/, sorted by block then name; unreadable ones skipped and
-        listed in `unreadable_saes` (folder → problem), for commands to report."""
+        listed in `unreadable_saes` (folder → problem), for commands to report. UnsafePathError
+        for a block name or a link that leads out of the workspace."""
         out = []
         self.unreadable_saes = {}
         if not self.sae_root.is_dir():
             return out
         for cfg_path in sorted(self.sae_root.glob("*/*/cfg.json")):
+            # A tampered folder is refused whole (one line), not skipped, before it is read.
+            _refuse_links_out(self.root, cfg_path.parent)
             try:
                 cfg = json.loads(cfg_path.read_text())
             except (ValueError, OSError) as e:
@@ -226,6 +241,7 @@ class Workspace:
                 continue
             folder = cfg_path.parent
             block = cfg.get("block") or folder.parent.name
+            safe_component(block, "block", cfg_path)
             out.append(SAEEntry(f"{block}/{folder.name}", block, folder.name, folder, cfg))
         return out
 
@@ -256,8 +272,20 @@ class Workspace:
                 return None  # a missing model folder is reported where the model is loaded
             if str(model_hash) == folder_fingerprint(self.model):
                 return None
-        except Exception:
+        except OSError:  # an unreadable weight file: reported, by name, where the model loads
             return None
         return (f"{self.root} was built with other weights of {self.model} than it holds now; "
                 "its numbers describe the old weights (rebuild it: File → Build Demo Workspace "
                 "for the demo)")
+
+
+def _refuse_links_out(root: Path, folder: Path | None = None) -> None:
+    """UnsafePathError when `folder` (default: the workspace's own files, `TOP_LEVEL`), or an
+    entry in it, is a link that leads out of the workspace `root`."""
+    if folder is None:
+        paths = [root / name for name in TOP_LEVEL]
+    else:
+        paths = [folder, *folder.iterdir()]
+    for path in paths:
+        if path.is_symlink() or path == folder:
+            inside(root, path, path.name)

@@ -26,8 +26,9 @@ def register(sub) -> None:
     p.add_argument("--label-step", type=nonnegative_int, help="store step whose maps label the dictionary (default: the SAE's)")
     p.add_argument("--no-checker", action="store_true",
                    help="shapes world: label against the scene's masks instead of the generated image's")
-    p.add_argument("--holdout-every", type=nonnegative_int, default=4,
-                   help="keep every N-th sample out of the dictionary (0: use all)")
+    p.add_argument("--holdout-every", type=nonnegative_int,
+                   help="keep every N-th sample out of the dictionary (default and only accepted "
+                   "value: the SAE's own rule, from its cfg.json)")
     p.add_argument("--out", type=output_file,
                    help="index file to write (one --sae only; default: index.h5 beside the SAE)")
     p.add_argument("--force", action="store_true", help="rebuild even if the index is current")
@@ -114,16 +115,28 @@ def cmd_index(args) -> int:
             raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
         targets = [(e.path, e.id) for e in entries]
         store_path = Path(args.store) if args.store else ws.store_path
-        ws.settings["index"] = asdict(settings)
-        ws.save()
     else:
+        ws = None
         if not args.store or not args.sae:
             raise AnalysisError("give --store and --sae (or --workspace)")
         store_path = Path(args.store)
         targets = [(Path(args.sae), args.sae)]
     if args.out and len(targets) != 1:
         raise AnalysisError("--out takes the index of one SAE: name it with --sae")
+    if args.holdout_every is not None:  # a rule other than the SAEs' own: refused before work
+        from explorer.analysis.index import sae_holdout
+        from explorer.sae import SAELoadError, load_sae
+
+        for folder, _ in targets:
+            try:
+                cfg = load_sae(folder).cfg
+            except SAELoadError as e:
+                raise AnalysisError(f"SAE {e}") from None
+            sae_holdout(cfg, folder, args.holdout_every)
     with Store.open(store_path) as store:
+        if ws is not None:  # recorded once the store proved readable: a refusal writes nothing
+            ws.settings["index"] = asdict(settings)
+            ws.save()
         truth = open_truth(store, settings.masks, settings.use_checker)
         try:
             for folder, name in targets:

@@ -230,7 +230,7 @@ def _train(ws, cfg: DemoConfig, report, cancel) -> None:
                 steps=[int(store.layout.step_index[s]) for s in plan["steps"]],
                 t=[float(store.t[s]) for s in plan["steps"]],
                 store_hash=store.fingerprint, model=str(store.meta.get("model_name", "")),
-                decay_tokens=total // 5, total_tokens=total,
+                holdout_every=cfg.holdout_every, decay_tokens=total // 5, total_tokens=total,
             )
             label = f"training SAE {plan['block']}/{plan['name']}"
             source = _token_source(

@@ -13,12 +13,19 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from explorer.analysis.composition import block_composition
-from explorer.analysis.index import IndexSettings, build_index, split_samples
+from explorer.analysis.index import (
+    IndexSettings,
+    build_index,
+    has_holdout,
+    sae_holdout,
+    split_samples,
+)
 from explorer.analysis.linear_probe import block_probe
 from explorer.analysis.matching import (
     Matching,
@@ -249,10 +256,13 @@ def evaluate_workspace(
         saes = workspace.saes()
         if not saes:
             raise AnalysisError(f"workspace {workspace.root} has no SAEs (train one first)")
+        holdout = _holdout_rule(saes, settings.holdout_every if settings else None)
         if masks is None and workspace.settings.get("masks"):
             masks = workspace.root / workspace.settings["masks"]
         if settings is None:
             settings = workspace_index_settings(workspace, masks)
+            holdout = _holdout_rule(saes, settings.holdout_every)
+        settings = replace(settings, holdout_every=holdout)
         if truth is None:
             truth = open_truth(store, settings.masks, settings.use_checker)
         step = scaled(progress, 0.0, 0.45)
@@ -265,7 +275,9 @@ def evaluate_workspace(
                 )
             elif not entry.index_path.is_file():
                 raise AnalysisError(f"{entry.id} has no index; run `explorer index` first")
-        label_samples, held = split_samples(store.n_samples, settings.holdout_every)
+        label_samples, held = split_samples(store.n_samples, holdout)
+        # Without a real hold-out set the numbers are read on trained-on samples: said so.
+        held_out = has_holdout(store.n_samples, holdout)
         metric_samples = held[:METRIC_SAMPLES]
         blocks = {}
         groups = _sae_groups(saes)
@@ -355,7 +367,8 @@ def evaluate_workspace(
                 "model": store.meta.get("model_name", "") if hasattr(store, "meta") else "",
             },
             "ground_truth": _truth_name(truth),
-            "held_out_samples": len(held),
+            "held_out_samples": len(held) if held_out else 0,
+            "holdout_every": holdout,
             "blocks": blocks,
         }
         if isinstance(truth, ShapesTruth):
@@ -383,6 +396,22 @@ def _add_word_dictionaries(report: dict, entries, curve, cancel: Cancel | None) 
                 words, ix.dictionary_table, len(curve.word_truth))
         finally:
             ix.close()
+
+
+def _holdout_rule(saes, asked: int | None) -> int:
+    """The one hold-out rule of the workspace's SAEs (each from its cfg.json); AnalysisError if
+    they differ or `asked` is another."""
+    from types import SimpleNamespace
+
+    from explorer.analysis.errors import AnalysisError
+
+    rules = {e.id: sae_holdout(SimpleNamespace(holdout_every=e.holdout_every), e.path, asked)
+             for e in saes}
+    if len(set(rules.values())) > 1:
+        shown = ", ".join(f"{sid}: {r}" for sid, r in sorted(rules.items()))
+        raise AnalysisError(f"the workspace's SAEs were trained with different hold-out rules "
+                            f"({shown}); evaluate them in separate workspaces")
+    return next(iter(rules.values()))
 
 
 def workspace_index_settings(workspace, masks: str | Path | None = None) -> IndexSettings:

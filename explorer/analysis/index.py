@@ -9,16 +9,15 @@ Memory is bounded by one sample's codes plus the (F, S, N) tables: independent o
 of samples.
 
 Re-running on an unchanged store and SAE (same fingerprint, same weights hash, same settings)
-is a no-op; anything else rebuilds. The file is written beside as `index.h5.tmp` and renamed
+is a no-op; anything else rebuilds. The file is written beside as a temp file (explorer.atomic) and renamed
 into place when whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -33,6 +32,7 @@ from explorer.analysis.reader import FeatureIndex, Match, Patch
 from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
 from explorer.analysis.truth import open_truth
+from explorer.atomic import atomic_path
 
 DEFAULT_TOP_N = 16
 __all__ = ["FeatureIndex", "IndexResult", "IndexSettings", "Match", "Patch", "build_index"]
@@ -49,13 +49,37 @@ class IndexSettings:
     """User masks (PNG folder or HDF5); default: the shapes world's, when the store has them."""
     use_checker: bool = True
     """Shapes world: find objects in the generated image (True) or trust the scene (False)."""
-    holdout_every: int = 4
+    holdout_every: int | None = None
     """Every this-many-th sample (i % holdout_every == holdout_every − 1) is kept out of the
-    dictionary, so composition can be scored on samples the dictionary never saw (0: none)."""
+    dictionary, so composition can be scored on samples the dictionary never saw (0: none).
+    None: the SAE's own rule (its cfg.json's holdout_every); another number than the SAE's is
+    refused, since it would score on samples the SAE was trained on."""
+
+
+def sae_holdout(cfg, sae_dir, asked: int | None) -> int:
+    """The hold-out rule to index and evaluate an SAE with: its cfg.json's; `asked` (a number
+    the person gave) must match it. An SAE not trained here (no rule recorded) takes `asked`,
+    else the old default 4."""
+    own = getattr(cfg, "holdout_every", None)
+    if own is None:
+        return 4 if asked is None else asked
+    if asked is not None and asked != own:
+        raise AnalysisError(
+            f"hold-out every {asked} does not match SAE {sae_dir}, trained holding out every "
+            f"{own}th sample (its cfg.json's holdout_every); leave --holdout-every out"
+        )
+    return own
+
+
+def has_holdout(n: int, holdout_every: int) -> bool:
+    """Whether the rule keeps some, but not all, of `n` samples out: a real hold-out set."""
+    return holdout_every >= 2 and 0 < n // holdout_every < n
 
 
 def split_samples(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
-    """(labelling samples, held-out samples). Without a usable split both are all samples."""
+    """(labelling samples, held-out samples). Without a usable split (`has_holdout` false: no
+    rule, or fewer samples than the rule needs) both are all samples, and reports say that
+    these are not held out."""
     if holdout_every < 2:
         return list(range(n)), list(range(n))
     held = [i for i in range(n) if i % holdout_every == holdout_every - 1]
@@ -133,6 +157,7 @@ def is_current(store, sae_dir: Path, settings: IndexSettings | None = None) -> b
     if not path.is_file():
         return False
     sae = load_sae(sae_dir)
+    settings = replace(settings, holdout_every=sae_holdout(sae.cfg, sae_dir, settings.holdout_every))
     label_step = settings.label_step if settings.label_step is not None else label_step_for(store, sae.cfg)
     return current_identity(path) == _identity(store, Path(sae_dir), settings, label_step)
 
@@ -185,6 +210,9 @@ def build_index(
             raise AnalysisError(f"SAE {sae_dir} expects d_in={cfg.d_in}; block {cfg.block} has d={d}")
         if store.n_samples == 0:
             raise AnalysisError(f"store {store.path} has no complete samples")
+        # The SAE's own hold-out rule (refused if the settings ask another), resolved before the
+        # identity: an index built before the rule was recorded (4) stays current.
+        settings = replace(settings, holdout_every=sae_holdout(cfg, sae_dir, settings.holdout_every))
         label_step = settings.label_step if settings.label_step is not None else label_step_for(store, cfg)
         if not 0 <= label_step < store.n_steps:
             raise AnalysisError(f"label step {label_step} is not in [0, {store.n_steps})")
@@ -197,18 +225,15 @@ def build_index(
         own_truth = truth is None
         if own_truth:
             truth = open_truth(store, settings.masks, settings.use_checker)
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tokens, table_bytes = _build(
-                store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress, cancel
-            )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            with atomic_path(path) as tmp:
+                tokens, table_bytes = _build(
+                    store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress,
+                    cancel,
+                )
         finally:
             if own_truth and truth is not None and hasattr(truth, "close"):
                 truth.close()
-        os.replace(tmp, path)
         return IndexResult(path, True, time.perf_counter() - t0, tokens, table_bytes)
     finally:
         if own_store:

@@ -68,15 +68,18 @@ class ProbeWeights:
     def save(self, path: str | Path) -> Path:
         from safetensors.numpy import save
 
+        from explorer.atomic import atomic_write_bytes
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         meta = {"words": json.dumps(self.words), "block": self.block, "branch": self.branch,
                 "store_fingerprint": self.fingerprint, "n_train_samples": str(self.n_train_samples),
                 "threshold": str(THRESHOLD), "ridge": str(RIDGE)}
-        # Written by Python (the umask's permissions; safetensors' writer makes it owner-only).
-        tmp.write_bytes(save({"weights": np.ascontiguousarray(self.weights, np.float32)}, metadata=meta))
-        tmp.replace(path)  # a reader never sees half a file
+        # Written by Python (the umask's permissions; safetensors' writer makes it owner-only);
+        # atomic, so a reader never sees half a file.
+        atomic_write_bytes(
+            path, save({"weights": np.ascontiguousarray(self.weights, np.float32)}, metadata=meta)
+        )
         return path
 
     @classmethod

@@ -19,6 +19,7 @@ from explorer.analysis import schema as X
 from explorer.analysis.dictionary import DictEntry, Dictionary
 from explorer.analysis.errors import IndexFileError
 from explorer.analysis.suggestions import Suggestion
+from explorer.atomic import temp_files
 
 
 class Patch(NamedTuple):
@@ -76,7 +77,7 @@ class FeatureIndex:
         """Open an index; IndexFileError (one line) if it is missing, corrupt or half-written."""
         path = Path(path)
         if not path.is_file():
-            if path.with_name(path.name + ".tmp").exists():
+            if temp_files(path):
                 raise IndexFileError(f"{path} is still being built (or a build was interrupted)")
             raise IndexFileError(f"{path} does not exist; build it with `explorer index`")
         try:

@@ -205,6 +205,24 @@ def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
     return [*lines, ""]
 
 
+def samples_phrase(report: dict, n: int) -> str:
+    """"{n} held-out samples", or, when the store had none to hold out, words that do not call
+    the trained-on samples held out (reports from before the rule was recorded: held out)."""
+    if report.get("held_out_samples", 1):
+        return f"{n} held-out samples"
+    return f"{n} samples (none held out: the SAEs were trained on them)"
+
+
+def _held_out_line(report: dict) -> str:
+    n, rule = report["held_out_samples"], report.get("holdout_every", 4)
+    if n:
+        return (f"Held-out samples (every {rule}th: not used to train the SAEs or for the "
+                f"dictionary; used for SAE metrics and composition): {n}.")
+    return (f"No held-out samples: the store's {report['store']['n_samples']} samples are too few "
+            f"for the SAEs' rule (every {rule}th held out), so SAE metrics and composition are "
+            "read on samples the SAEs and the dictionary were trained on.")
+
+
 def markdown(report: dict, figures: dict[str, list[str]]) -> str:
     st = report["store"]
     lines = [
@@ -212,8 +230,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
         "",
         f"Store: {st['n_samples']} samples × {st['n_steps']} steps, blocks {', '.join(st['blocks'])}"
         f" (model {st.get('model') or '?'}, fingerprint {st.get('fingerprint') or '?'}).",
-        f"Ground truth: {report['ground_truth']}. Held-out samples (not used for the dictionary; "
-        f"used for SAE metrics and composition): {report['held_out_samples']}.",
+        f"Ground truth: {report['ground_truth']}. {_held_out_line(report)}",
         f"Written {report['created']} in {report.get('seconds', 0):.1f} s. All numbers are from this run.",
         "",
     ]
@@ -258,7 +275,8 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             c = rep["composition"]
             a = rep.get("cross_attention")
             lines += [
-                f"### Composition (Figure 3a): {c['n_objects']} objects in {c['n_samples']} held-out samples",
+                f"### Composition (Figure 3a): {c['n_objects']} objects in "
+                f"{samples_phrase(report, c['n_samples'])}",
                 "",
                 "Baseline: the same prediction from a random other sample's concept maps. The other "
                 f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
@@ -379,7 +397,7 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
 
 def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """report.json, report.md and figures/ into `folder` (each file written whole, then renamed)."""
-    from explorer.workspace import atomic_write_text
+    from explorer.atomic import atomic_write_text
 
     folder = Path(folder)
     figures = write_figures(report, folder / "figures")

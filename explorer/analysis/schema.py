@@ -16,7 +16,7 @@
     /suggestions/{feature,word,lift,count}, /suggestions/vocabulary
     /matches/{other,feature,other_feature,cosine}, attr others (JSON list of SAE ids)
 
-Everything but /matches is written once into `index.h5.tmp` and renamed into place when whole,
+Everything but /matches is written once into a temp file beside it and renamed into place whole,
 so an `index.h5` is always complete. /matches is added later by `explorer evaluate` (it needs
 the other SAEs of the block) and is replaced, not appended, on every run.
 """

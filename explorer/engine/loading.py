@@ -178,11 +178,15 @@ def load_model(
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
     try:
+        # Weights only from safetensors: a pickled .bin in a folder someone sent can run code.
         if kind == "sdxl":
-            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(folder, dtype=dtype)
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
+                folder, dtype=dtype, use_safetensors=True
+            )
         else:
             pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-                folder, dtype=dtype, safety_checker=None, requires_safety_checker=False
+                folder, dtype=dtype, safety_checker=None, requires_safety_checker=False,
+                use_safetensors=True,
             )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

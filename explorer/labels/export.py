@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explorer.atomic import atomic_write_text
 from explorer.labels import storage
 from explorer.labels.document import LabelDocument
 from explorer.labels.errors import LabelsError, one_line
 from explorer.labels.label import TAG_SEP, FeatureLabel, clean_tags
-from explorer.workspace import atomic_write_text
 
 FORMATS = ("json", "csv", "jsonl")
 CSV_COLUMNS = ("sae_id", "block", "feature", "label", "notes", "tags", "author", "updated")
@@ -160,6 +160,11 @@ class Row:
     updated: str
 
 
+# Labels for every latent of a dozen 16k-latent SAEs fit in a few MiB; far more is not a labels
+# file (a gzip bomb unzips to gigabytes from a few kB).
+MAX_IMPORT_BYTES = 64 << 20
+
+
 def read_rows(path: str | Path) -> list[Row]:
     """Every label in a JSON, CSV or JSONL file (format from extension, else sniffed).
 
@@ -181,13 +186,24 @@ def read_rows(path: str | Path) -> list[Row]:
 
 
 def _read_maybe_gzip(path: Path) -> str:
-    if not path.name.endswith(".gz"):
-        return storage.read_text(path)
+    """The file's text, read (and unzipped) in chunks and refused past `MAX_IMPORT_BYTES`, so a
+    gzip bomb or a huge file stops at the cap instead of filling memory."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    chunks, size = [], 0
     try:
-        raw = gzip.decompress(path.read_bytes())
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_IMPORT_BYTES:
+                    raise LabelsError(
+                        f"{path} holds more than {MAX_IMPORT_BYTES >> 20} MiB of labels text"
+                        f"{' unzipped' if opener is gzip.open else ''}; refusing to import it"
+                    )
+                chunks.append(chunk)
     except (OSError, EOFError) as e:  # also gzip.BadGzipFile; EOFError: cut short
         reason = getattr(e, "strerror", None) or one_line(e)
         raise LabelsError(f"cannot read {path} ({reason})") from None
+    raw = b"".join(chunks)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -20,6 +20,7 @@ from explorer.labels.document import LabelDocument
 from explorer.labels.errors import LabelsError
 from explorer.labels.export import Row, read_rows
 from explorer.labels.label import FeatureLabel, Key
+from explorer.safepaths import UnsafePathError, safe_sae_id
 
 Policy = Literal["keep", "theirs"]
 POLICIES = ("keep", "theirs")
@@ -161,6 +162,10 @@ def _resolve(row: Row, saes: list[SAELike] | None) -> str:
 
 
 def _to_label(row: Row, sae_id: str) -> FeatureLabel:
+    try:  # an id becomes part of paths (saes/<block>/<name>): plain names only
+        safe_sae_id(sae_id, row.where)
+    except UnsafePathError as e:
+        raise LabelsError(str(e)) from None
     try:
         return FeatureLabel(sae_id, row.feature, row.label, row.notes, row.tags,
                             updated=row.updated, author=row.author)

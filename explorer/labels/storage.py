@@ -8,7 +8,7 @@
 Labels are sorted by (sae_id, feature) so the file diffs cleanly under version control.
 
 Safety rules:
-* a write replaces the file atomically (tmp + fsync + rename, `atomic_write_text`), so a killed
+* a write replaces the file atomically (explorer.atomic: unique tmp + fsync + rename), so a killed
   process leaves the old or the new file, never half of one;
 * a file this code cannot read is never overwritten: before the next write it is renamed to
   `labels.json.corrupt-<timestamp>`, so a person can still recover what was in it.
@@ -17,22 +17,21 @@ Safety rules:
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from explorer.atomic import atomic_write_text
 from explorer.labels.errors import LabelsError, one_line
 from explorer.labels.label import FeatureLabel
-from explorer.workspace import atomic_write_text
 
 SCHEMA = 1
 FORMAT = "concept-explorer-labels"
 
-# atomic_write_text names its tmp file after the pid, so two threads of one process writing the
-# same path would share a tmp file. Every write goes through this lock.
+# Two threads saving the same file (the autosaver and a menu action) would each see the other's
+# new file as "another version" and check it again; one at a time keeps that check simple.
 WRITE_LOCK = threading.RLock()
 
 # What identifies one version of a file on disk, to skip re-validating a file we wrote ourselves.
@@ -120,22 +119,6 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def fsync_dir(folder: Path) -> None:
-    """Flush a directory entry: the rename is durable across a power cut only after this."""
-    if os.name != "posix":  # Windows cannot open a directory; its rename is already durable
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories; the data is still safe
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_document(path: Path, text: str, known: Stamp | None) -> Stamp | None:
     """Atomically replace `path` with `text`; returns the new file's stamp.
 
@@ -151,7 +134,6 @@ def write_document(path: Path, text: str, known: Stamp | None) -> Stamp | None:
             atomic_write_text(path, text)
         except OSError as e:
             raise LabelsError(f"cannot write {path} ({e.strerror or one_line(e)})") from None
-        fsync_dir(path.parent)
         return stamp_of(path)
 
 

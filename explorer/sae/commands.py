@@ -27,7 +27,9 @@ from explorer.argtypes import (
 )
 from explorer.errors import UserError
 
-HOLDOUT_EVERY = 4  # every 4th sample is held out of SAE training (the analysis uses the same rule)
+# Every 4th sample is held out of SAE training; each SAE's cfg.json records the rule
+# (holdout_every), and the index, evaluation and app read it from there.
+HOLDOUT_EVERY = 4
 
 
 def parse_steps(spec: str, store) -> list[int]:
@@ -76,12 +78,16 @@ def stream_dtype(store, block: str, device: str):
     return np.float32
 
 
-def train_samples(n: int) -> list[int]:
-    return [i for i in range(n) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+def train_samples(n: int, every: int = HOLDOUT_EVERY) -> list[int]:
+    from explorer.analysis.index import split_samples
+
+    return split_samples(n, every)[0]
 
 
-def held_out_samples(n: int) -> list[int]:
-    return [i for i in range(n) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+def held_out_samples(n: int, every: int = HOLDOUT_EVERY) -> list[int]:
+    from explorer.analysis.index import split_samples
+
+    return split_samples(n, every)[1]
 
 
 def token_source(store, block: str, branch: str, steps: list[int], samples: list[int],
@@ -131,7 +137,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         chosen = parse_steps(steps, store)
         groups = [chosen] if shared else [[s] for s in chosen]
         d_in = store.geometry(block)[2]
-        samples = train_samples(store.n_samples) or list(range(store.n_samples))
+        samples = train_samples(store.n_samples)
         device = resolve_train_device(device)
         # Every SAE's settings are checked before the first one trains: a mistake found half
         # way would leave some SAEs written and others not.
@@ -160,7 +166,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                     device=device, block=block, branch=branch,
                     steps=[int(store.layout.step_index[s]) for s in group],
                     t=[float(store.t[s]) for s in group], store_hash=store.fingerprint,
-                    model=str(store.meta.get("model_name", "")),
+                    model=str(store.meta.get("model_name", "")), holdout_every=HOLDOUT_EVERY,
                 )
             except ValueError as e:  # e.g. k above the number of latents
                 raise UserError(f"train {block}/{name}: {e}") from None
@@ -375,7 +381,7 @@ def cmd_evaluate_sae(args) -> int:
         raise UserError(f"workspace {ws.root}: none of its per-step SAEs could be loaded")
     table = table1(rows)
     print(table)
-    from explorer.workspace import atomic_write_text
+    from explorer.atomic import atomic_write_text
 
     out = ws.root / "sae_metrics.json"
     atomic_write_text(out, json.dumps(rows, indent=1))

@@ -21,6 +21,10 @@ def _positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+# The hold-out rule SAEs were trained with before cfg.json recorded it (sae/commands.py's).
+LEGACY_HOLDOUT_EVERY = 4
+
+
 @dataclass(kw_only=True)
 class SAEProvenance:
     """Where an SAE's activations came from: the fields SAEConfig and TrainerConfig share.
@@ -41,12 +45,22 @@ class SAEProvenance:
     """Hash of the activation store the SAE was trained on."""
     model: str = ""
     """Diffusion model the activations came from."""
+    holdout_every: int | None = None
+    """The hold-out rule training kept: every this-many-th sample of the store (i % n == n − 1)
+    stayed out of training (0: none). The index, evaluation and app read it from here, so they
+    never score on samples the SAE was trained on. None: not trained here (built by hand or
+    imported); a cfg.json from before the field existed was trained with 4 (`from_dict`)."""
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}, got {self.branch!r}")
         self.steps = [int(s) for s in self.steps]
         self.t = [float(v) for v in self.t]
+        if self.holdout_every is not None and (
+            isinstance(self.holdout_every, bool) or not isinstance(self.holdout_every, int)
+            or self.holdout_every < 0
+        ):
+            raise ValueError(f"holdout_every must be an integer >= 0, got {self.holdout_every!r}")
         if any(s < 0 for s in self.steps):
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if any(not 0.0 <= v <= 1.0 for v in self.t):
@@ -129,7 +143,10 @@ class SAEConfig(SAEProvenance):
     def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
         """Build from a dict, ignoring keys that are not fields (derived or foreign keys)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in d.items() if key in names})
+        d = {key: value for key, value in d.items() if key in names}
+        if "holdout_every" not in d and d.get("store_hash"):
+            d["holdout_every"] = LEGACY_HOLDOUT_EVERY  # trained before the rule was recorded
+        return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

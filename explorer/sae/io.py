@@ -28,7 +28,6 @@ SAELens version unless the SAE came from a SAELens folder that named one.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from explorer.atomic import atomic_write_bytes, atomic_write_text
 from explorer.errors import UserError
 from explorer.sae.config import SAEConfig
 from explorer.sae.model import TopKSAE
@@ -69,12 +69,6 @@ class SAELoadError(UserError, ValueError):
         super().__init__(f"{folder}: {problem}")
         self.folder = Path(folder)
         self.problem = problem
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _tensors_for_save(sae: TopKSAE, fold_scale: bool) -> dict[str, torch.Tensor]:
@@ -145,9 +139,9 @@ def save_sae(sae: TopKSAE, folder: str | Path, *, format: str = "native") -> Pat
     # Serialised here and written by Python, so the file gets the umask's permissions
     # (safetensors' own writer makes it owner-only, which a colleague opening a shared
     # workspace on a cluster could not read).
-    _atomic_write(folder / weights_name, lambda p: p.write_bytes(save(tensors)))
+    atomic_write_bytes(folder / weights_name, save(tensors))
     text = json.dumps(meta, indent=2, sort_keys=True)
-    _atomic_write(folder / CFG_FILE, lambda p: p.write_text(text))
+    atomic_write_text(folder / CFG_FILE, text)
     return folder
 
 

@@ -17,7 +17,6 @@ summed over ranks, and only rank 0 writes checkpoints and the final SAE folder.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from explorer.atomic import atomic_path
 from explorer.errors import UserError
 from explorer.sae.config import SAEConfig, SAEProvenance
 from explorer.sae.io import save_sae
@@ -225,9 +225,9 @@ def train_step(
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+    # atomic: a crash or kill mid-write leaves the previous checkpoint intact
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 class NonFiniteTraining(ValueError):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer.atomic import atomic_write_text
+
 
 def _params(module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -245,7 +247,7 @@ pairs never seen in training.
 {notes}
 """
     out = model_dir / "MODEL.md"
-    out.write_text(text)
+    atomic_write_text(out, text)
     return out
 
 

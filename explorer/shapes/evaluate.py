@@ -128,8 +128,12 @@ def check_model(
     if grid is not None:
         from PIL import Image
 
+        from explorer.atomic import atomic_path
+
         grid.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image_grid(images[:64])).save(grid)
+        fmt = Image.registered_extensions().get(Path(grid).suffix.lower(), "PNG")
+        with atomic_path(grid) as tmp:  # the format from the name: the temp name ends in .tmp
+            Image.fromarray(image_grid(images[:64])).save(tmp, format=fmt)
     probe = probe_layout(model, range(probe_seeds), steps, guidance) if probe_seeds else {}
     return AdherenceReport(
         layout_probe=probe,

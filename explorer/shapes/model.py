@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from explorer.atomic import atomic_write_text
 from explorer.shapes.world import vocabulary
 
 MAX_TOKENS = 40
@@ -156,5 +157,5 @@ def random_pipeline(folder: Path, channels: tuple[int, int] = (64, 128), steps: 
     tok = make_tokenizer()
     save_pipeline(folder, make_unet(channels), make_vae(), make_text_encoder(tok), tok)
     settings = {"steps": steps, "guidance": guidance, "blocks": list(DEFAULT_BLOCKS)}
-    (Path(folder) / "explorer.json").write_text(json.dumps(settings))
+    atomic_write_text(Path(folder) / "explorer.json", json.dumps(settings))
     return Path(folder)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer.atomic import atomic_path
 from explorer.errors import UserError
 from explorer.shapes.model import (
     make_scheduler,
@@ -96,9 +97,13 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:  # a file object: np.save adds no ".npy"
+        np.save(f, array)
 
 
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -139,7 +144,7 @@ def train_vae(cfg: TrainConfig):
     if (final / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        return AutoencoderKL.from_pretrained(final)
+        return AutoencoderKL.from_pretrained(final, use_safetensors=True)
     torch.manual_seed(cfg.seed)
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -205,9 +210,8 @@ def encode_dataset(cfg: TrainConfig, vae, tokenizer) -> tuple[np.ndarray, np.nda
             bar.update(len(seeds))
     bar.close()
     ids = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="np").input_ids
-    np.save(ids_path, ids.astype(np.int64))
-    np.save(lat_path.with_suffix(".tmp.npy"), latents)
-    lat_path.with_suffix(".tmp.npy").replace(lat_path)
+    _atomic_npy(ids_path, ids.astype(np.int64))
+    _atomic_npy(lat_path, latents)
     return latents, ids
 
 
@@ -222,8 +226,7 @@ def caption_ids(cfg: TrainConfig, tokenizer, places: bool = True,
         return np.load(path)
     prompts = [Scene.from_seed(int(s)).caption(places, background) for s in range(cfg.dataset)]
     ids = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="np").input_ids
-    np.save(path.with_suffix(".tmp.npy"), ids.astype(np.int64))
-    path.with_suffix(".tmp.npy").replace(path)
+    _atomic_npy(path, ids.astype(np.int64))
     return np.load(path)
 
 

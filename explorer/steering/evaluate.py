@@ -520,7 +520,7 @@ def evaluate_interventions(
 
     report.seconds = time.time() - t0
     if write:
-        from explorer.workspace import atomic_write_text
+        from explorer.atomic import atomic_write_text
 
         report.json_path = ws.root / f"{stem}.json"
         report.md_path = ws.root / f"{stem}.md"
@@ -546,10 +546,12 @@ def _save_examples(ws, name: str, base: np.ndarray, edited: np.ndarray, cases, k
     """A two-row figure (unedited above, edited below) of the first `k` test prompts."""
     from PIL import Image
 
+    from explorer.atomic import atomic_path
     from explorer.shapes.evaluate import image_grid
 
     k = min(k, len(cases))
     grid = image_grid(np.concatenate([base[:k], edited[:k]]), cols=k)
     folder = ws.root / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(folder / f"{name}.png")
+    with atomic_path(folder / f"{name}.png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")

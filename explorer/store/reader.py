@@ -475,8 +475,15 @@ class Store:
         """A joined store must find each shard beside it, holding at least what it joined."""
         if not self.is_joined:
             return
+        from explorer.safepaths import UnsafePathError, inside, safe_component
+
         for shard in self._shards():
-            p = self.path.parent / shard["file"]
+            # A name from the file: a plain file name beside the store, never a path elsewhere.
+            try:
+                p = self.path.parent / safe_component(shard["file"], "shard", self.path)
+                inside(self.path.parent, p, "the shard")
+            except UnsafePathError as e:
+                raise StoreError(str(e)) from None
             if not p.is_file():
                 raise StoreError(f"{self.path} joins {shard['file']}, which is missing beside it")
             try:

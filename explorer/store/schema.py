@@ -198,10 +198,22 @@ def attr_str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+# Far beyond any real store (1000 steps, one map of 64 MiB), small enough that a file claiming
+# more is refused before anything is read or allocated from its shapes.
+MAX_STEPS = 1000
+MAX_MAP_BYTES = 64 << 20
+
+
 def read_layout(f) -> Layout:
-    """The layout of an open store file (h5py.File); KeyError/ValueError if a part is missing."""
+    """The layout of an open store file (h5py.File); KeyError/ValueError if a part is missing,
+    StoreError if the datasets' shapes disagree with each other (a damaged or forged file)."""
     blocks_order = json.loads(attr_str(f.attrs["blocks"]))
     branches = tuple(json.loads(attr_str(f.attrs["branches"])))
+    if not isinstance(blocks_order, list) or not all(isinstance(b, str) for b in blocks_order):
+        raise _damaged(f, "its 'blocks' attribute is not a list of names")
+    for name in (TIMESTEPS, T, STEP_INDEX):  # checked before they are read whole
+        if f[name].ndim != 1 or f[name].shape[0] > MAX_STEPS:
+            raise _damaged(f, f"/{name} has shape {f[name].shape}, not (steps ≤ {MAX_STEPS},)")
     blocks = {}
     dtype = None
     for block in blocks_order:
@@ -209,7 +221,7 @@ def read_layout(f) -> Layout:
         blocks[block] = tuple(int(x) for x in shape[2:])
         dtype = str(f[block_dataset(block, branches[0])].dtype)
     masks = tuple(int(x) for x in f[MASKS].shape[1:]) if MASKS in f else None
-    return Layout(
+    layout = Layout(
         n_samples=int(f[PROMPTS].shape[0]),
         blocks=blocks,
         branches=branches,
@@ -223,3 +235,28 @@ def read_layout(f) -> Layout:
         masks=masks,
         dtype=dtype or "float16",
     )
+    _check_shapes(f, layout)
+    return layout
+
+
+def _damaged(f, problem: str) -> StoreError:
+    return StoreError(f"{f.filename} is damaged: {problem}")
+
+
+def _check_shapes(f, layout: Layout) -> None:
+    """StoreError unless every per-sample dataset holds (n_samples, *its layout shape) and the
+    step lists agree: readers size buffers from these shapes."""
+    n, steps = layout.n_samples, layout.n_steps
+    if not (len(layout.t) == len(layout.step_index) == steps):
+        raise _damaged(f, "/t, /step_index and /timesteps disagree on the number of steps")
+    for name in (SEEDS, INDEX):
+        if f[name].shape != (n,):
+            raise _damaged(f, f"/{name} has shape {f[name].shape}, not ({n},) like /prompts")
+    for name, (shape, _, dtype) in layout.per_sample().items():
+        got = f[name].shape
+        if got != (n, *shape):
+            raise _damaged(f, f"/{name} has shape {got}, not {(n, *shape)}")
+        one = shape if name == IMAGES else shape[1:]  # one image, or one step's map
+        map_bytes = int(np.prod(one, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if map_bytes > MAX_MAP_BYTES:
+            raise _damaged(f, f"/{name} has absurd per-sample shape {shape}")

@@ -22,11 +22,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from explorer.atomic import atomic_path
 from explorer.errors import UserError
 from explorer.store import schema as S
 from explorer.store.reader import Store
 from explorer.store.schema import StoreError
-from explorer.store.writer import tmp_path
 
 # Rank 0 waits at the final barrier for the slowest rank: a long collection must not time out.
 BARRIER_TIMEOUT = timedelta(days=7)
@@ -73,15 +73,8 @@ def join_shards(out: str | Path, world: int | None = None) -> int:
                 raise StoreError(f"cannot join {out}: shard {p.name} is missing")
             stores.append(Store.open(p))
         _check_compatible(out, stores)
-        tmp = tmp_path(out)
-        tmp.unlink(missing_ok=True)
-        try:
-            total = _write_joined(tmp, stores)
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return total
+        with atomic_path(out) as tmp:
+            return _write_joined(tmp, stores)
     finally:
         for s in stores:
             s.close()

@@ -34,6 +34,7 @@ from explorer.analysis.report import (
     fmt,
     on_curve,
     own_step_summary,
+    samples_phrase,
 )
 from explorer.ui.plots import trajectory_plot
 
@@ -150,7 +151,8 @@ class ReportView(QWidget):
             c = report["blocks"][curved[0]]["composition"]
             self.message.setText(
                 f"How early each block's concepts predict where each prompted object ends up: "
-                f"{c['n_objects']} objects in {c['n_samples']} held-out samples, scored against the "
+                f"{c['n_objects']} objects in {samples_phrase(report, c['n_samples'])}, scored "
+                "against the "
                 f"final image. Written {report.get('created', '?')}. Click the plot to show a step.")
         # Prefer the mid block, the paper's, among those with a curve.
         first = next((b for b in curved if "mid_block" in b), curved[0] if curved else None)

@@ -14,6 +14,7 @@ from explorer.analysis.errors import IndexFileError
 from explorer.analysis.index import IndexSettings, build_index
 from explorer.analysis.reader import FeatureIndex, Patch
 from explorer.analysis.topk import naive_top_n
+from explorer.atomic import temp_files
 from explorer.errors import Cancelled
 from explorer.store import Store
 from explorer.workspace import Workspace
@@ -167,7 +168,7 @@ def test_cancel_leaves_no_half_index(workspace, tmp_path):
     calls = []
     with Store.open(ws.store_path) as store, pytest.raises(Cancelled):
         build_index(store, entry.path, out=out, cancel=lambda: calls.append(1) or len(calls) > 3)
-    assert not out.exists() and not out.with_name("index.h5.tmp").exists()
+    assert not out.exists() and not temp_files(out)
 
 
 def test_open_errors_are_one_line(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from explorer.analysis.evaluate import evaluate_workspace
 from explorer.analysis.index import IndexSettings, build_index
 from explorer.analysis.reader import FeatureIndex
-from explorer.analysis.report import write_report
+from explorer.analysis.report import markdown, write_report
 from explorer.sae import SAEConfig, TopKSAE, save_sae
 from explorer.store import Layout, Store, StoreWriter
 from explorer.workspace import Workspace
@@ -97,6 +97,9 @@ def test_user_masks_label_the_feature_that_reads_them(ws, tmp_path):
     assert len(rep["composition_miou"]) == S and len(rep["baseline_miou"]) == S
     # Every sample is held out here, so nothing is left to fit the linear probe on: no probe.
     assert "linear_probe" not in rep
+    # No hold-out rule: the report says the samples are not held out (issue 18, item 7).
+    assert report["held_out_samples"] == 0 and report["holdout_every"] == 0
+    assert "No held-out samples" in markdown(report, {})
     # With half held out, the probe learns the user's labels ("dog", "cat") from the masks: Δ
     # marks the masked quadrant at every step, so it finds the objects at every step (from four
     # fitting samples of 16 positions each it scores 0.77–1.0 here).
