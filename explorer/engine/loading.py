@@ -138,12 +138,9 @@ def resolve_folder(path: str | Path) -> Path:
     return Path(path).expanduser()
 
 
-def load_model(
-    path: str | Path = "bundled",
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> Model:
-    """Load an SD-family pipeline from a local diffusers folder ("bundled" for the shipped one)."""
+def inspect_folder(path: str | Path) -> tuple[Path, str]:
+    """(folder, kind) of a diffusers pipeline folder from its files alone, no weights read:
+    kind is "sd" or "sdxl". ModelLoadError names the folder and what is wrong with it."""
     folder = resolve_folder(path)
     if not folder.exists():
         raise ModelLoadError(f"model folder {folder} does not exist")
@@ -164,10 +161,35 @@ def load_model(
     if missing:
         raise ModelLoadError(f"{folder} lacks the {', '.join(f'{m}/' for m in missing)} "
                              f"folder{'s' if len(missing) > 1 else ''} its model_index.json names")
+    return folder, ("sdxl" if "XL" in class_name else "sd")
+
+
+def read_defaults(folder: Path, kind: str) -> dict:
+    """Generation defaults (steps, guidance, blocks) of the model family, updated by the
+    folder's explorer.json; the blocks are not yet checked against the UNet."""
+    defaults = dict(SDXL_DEFAULTS if kind == "sdxl" else SD1_DEFAULTS)
+    settings = folder / SETTINGS_FILE
+    if settings.is_file():
+        try:
+            extra = json.loads(settings.read_text())
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"{settings}: cannot be read ({e})") from None
+        if not isinstance(extra, dict):
+            raise ModelLoadError(f"{settings}: expected a JSON object of generation defaults")
+        defaults.update(extra)
+    return defaults
+
+
+def load_model(
+    path: str | Path = "bundled",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Model:
+    """Load an SD-family pipeline from a local diffusers folder ("bundled" for the shipped one)."""
+    folder, kind = inspect_folder(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    kind = "sdxl" if "XL" in class_name else "sd"
 
     import diffusers
     from diffusers import DDIMScheduler
@@ -197,16 +219,7 @@ def load_model(
     pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    defaults = dict(SDXL_DEFAULTS if kind == "sdxl" else SD1_DEFAULTS)
-    settings = folder / SETTINGS_FILE
-    if settings.is_file():
-        try:
-            extra = json.loads(settings.read_text())
-        except (ValueError, OSError) as e:
-            raise ModelLoadError(f"{settings}: cannot be read ({e})") from None
-        if not isinstance(extra, dict):
-            raise ModelLoadError(f"{settings}: expected a JSON object of generation defaults")
-        defaults.update(extra)
+    defaults = read_defaults(folder, kind)
     model = Model(folder=folder, pipe=pipe, kind=kind, device=device, dtype=dtype, defaults=defaults)
     # A folder of another SD-family shape may not have the paper's blocks: fall back to every
     # cross-attention block at the middle of the UNet rather than failing at collection time.
