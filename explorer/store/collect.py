@@ -293,14 +293,18 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
     layout = writer.layout
     n = layout.n_samples
     stored = {s: k for k, s in enumerate(layout.step_index)}
+    # Counted in whole prompt-steps: fractions of a prompt per step summed past the total
+    # (4.000000000000001 of 4), which showed "4/4" at 88%, a negative ETA and a TqdmWarning.
+    per_prompt = layout.sampling_steps
     bar = tqdm(
-        total=n,
-        initial=writer.n_complete,
-        unit="prompt",
+        total=n * per_prompt,
+        initial=writer.n_complete * per_prompt,
+        unit="step",
         desc=writer.path.name,
         disable=not progress,
         smoothing=0.05,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps{postfix} [{elapsed}<{remaining}, {rate_fmt}]",
+        postfix=f"{writer.n_complete}/{n} prompts",
     )
     try:
         while writer.n_complete < n:
@@ -319,7 +323,7 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                     pred = info.pred_x0.to(torch.float16).cpu().numpy()
                     preview = info.preview(model) if layout.previews else None
                     writer.write_step(k, deltas, pred, preview)
-                bar.update(size / info.n_steps)
+                bar.update(min(size, bar.total - bar.n))  # size prompts took one step
                 if on_progress is not None:
                     on_progress(start + size * (info.step + 1) / info.n_steps, n)
 
@@ -347,8 +351,8 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                            f"Δ of {block} ({branch}) holds NaN or inf from stored step {step}; "
                            "training, indexing and evaluation will refuse it", file=sys.stderr)
             writer.finish_batch(res.images)
-            bar.n = writer.n_complete
-            bar.refresh()
+            bar.n = writer.n_complete * per_prompt
+            bar.set_postfix_str(f"{writer.n_complete}/{n} prompts")
     except Cancelled:
         bar.set_postfix_str(f"cancelled; {writer.n_complete} complete")
         raise
