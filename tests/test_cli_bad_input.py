@@ -394,3 +394,11 @@ def test_unwritable_outputs_are_refused_before_any_work(ws, tiny_model_dir, tmp_
         assert "FVU" not in err and "tokens (" not in err, err  # no metrics, no training began
     assert sorted(p.name for p in (ro / "out").iterdir()) == []
     assert (ws2 / "report.json").read_bytes() == report
+
+
+def test_a_missing_workspace_does_not_exist_and_a_file_is_not_a_workspace(tmp_path, capsys):
+    _one_line(*_run(["evaluate-sae", "--workspace", tmp_path / "nope"], capsys),
+              f"{tmp_path / 'nope'} does not exist")
+    (tmp_path / "afile").write_text("x")
+    _one_line(*_run(["evaluate-sae", "--workspace", tmp_path / "afile"], capsys),
+              f"{tmp_path / 'afile'} is a file, not a workspace folder")
