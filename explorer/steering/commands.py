@@ -135,8 +135,11 @@ def _add_stats(ws, entry, sae, model, args, block, steps):
 
 def cmd_evaluate_interventions(args) -> int:
     from explorer.cli import device_arg
+    from explorer.preflight import check_writable_folder
     from explorer.steering.evaluate import evaluate_interventions
 
+    # Its report and figures go into the workspace: proven writable before the model loads.
+    check_writable_folder(args.workspace)
     report = evaluate_interventions(
         args.workspace,
         n=args.n,
