@@ -113,14 +113,21 @@ def cmd_shapes_train(args) -> int:
         raise UserError(f"explorer shapes train: {e}") from None
     if not args.resume and (cfg.out / "config.json").exists():
         raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
+    from explorer.preflight import check_writable_folder
+
+    check_writable_folder(cfg.out)  # before hours of training, not at the first checkpoint
     folder = train(cfg)
     print(f"pipeline written to {folder}")
     return 0
 
 
 def cmd_shapes_check(args) -> int:
+    from explorer.preflight import check_writable_file
     from explorer.shapes.evaluate import check_model
 
+    for out in (args.json, args.grid):
+        if out:
+            check_writable_file(out)  # before the images are generated
     report = check_model(
         args.model,
         n=args.n,

@@ -384,6 +384,8 @@ def test_unwritable_outputs_are_refused_before_any_work(ws, tiny_model_dir, tmp_
         (["index", "--store", ro_ws / "store.h5", "--sae", sae, "--out", ro / "out" / "i.h5"],
          f"{ro / 'out' / 'i.h5'}: cannot write into {ro / 'out'}: Read-only file system"),
         (["evaluate", "--workspace", ws2], f"{sae2}: cannot write there: Read-only file system"),
+        (["evaluate-interventions", "--workspace", ro_ws, "--model", model],
+         f"{ro_ws}: cannot write there: Read-only file system"),
     ]
     results = _read_only_run([ro, sae2], [argv for argv, _ in cases])
     for (_, message), (code, err) in zip(cases, results, strict=True):
@@ -402,3 +404,24 @@ def test_a_missing_workspace_does_not_exist_and_a_file_is_not_a_workspace(tmp_pa
     (tmp_path / "afile").write_text("x")
     _one_line(*_run(["evaluate-sae", "--workspace", tmp_path / "afile"], capsys),
               f"{tmp_path / 'afile'} is a file, not a workspace folder")
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/sys/kernel"), reason="needs Linux's sysfs")
+def test_every_other_output_is_probed_before_the_work(ws, tiny_model_dir, capsys, no_model_load,
+                                                     monkeypatch):
+    # sysfs takes no new file, even from root: an unwritable target on any Linux machine.
+    import explorer.shapes.evaluate as shapes_evaluate
+    import explorer.shapes.train as shapes_train
+
+    monkeypatch.setattr(shapes_train, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(shapes_evaluate, "check_model", lambda *a, **k: pytest.fail("generated"))
+    sys_out = "/sys/explorer-test"
+    for argv, path in [
+        (["shapes", "train", "--out", sys_out], sys_out),
+        (["shapes", "check", "--model", tiny_model_dir, "--json", f"{sys_out}/r.json"],
+         f"{sys_out}/r.json"),
+        (["collect", "--join", "--out", f"{sys_out}/s.h5"], f"{sys_out}/s.h5"),
+        (["demo", "--workspace", sys_out, "--model", tiny_model_dir], sys_out),
+        (["labels", "export", "--workspace", ws, "--out", f"{sys_out}/l.json"], f"{sys_out}/l.json"),
+    ]:
+        _one_line(*_run(argv, capsys), f"{path}: cannot write into /sys: ")

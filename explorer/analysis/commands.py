@@ -211,6 +211,10 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from explorer.analysis.demo import build_demo
     from explorer.cli import device_arg
+    from explorer.preflight import check_writable_folder
+
+    if args.workspace:
+        check_writable_folder(args.workspace)  # before the collection, not at its first write
 
     def show(update: dict) -> None:
         bar(update["fraction"], f"{update['stage']}: {update['message']}")

@@ -86,10 +86,12 @@ def register(sub) -> None:
 
 
 def cmd_collect(args) -> int:
+    from explorer.preflight import check_writable_file
     from explorer.store.shards import dist_env, join_shards
 
     out = Path(args.out)
     if args.join:
+        check_writable_file(out)
         n = join_shards(out)
         print(f"joined the shards of {out}: {n} complete samples")
         return 0
