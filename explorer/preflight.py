@@ -97,7 +97,7 @@ def _config(path: Path) -> dict | None:
 def read_model(path: str | Path) -> ModelPlan:
     """A model folder's plan from its JSON files: the same one-line errors as `load_model` for
     a folder that is missing or not a pipeline, in a fraction of a second."""
-    from explorer.engine.loading import inspect_folder, read_defaults
+    from explorer.modelfolder import inspect_folder, read_defaults
 
     folder, kind = inspect_folder(path)
     defaults = read_defaults(folder, kind)

@@ -222,8 +222,8 @@ def _stored_model_folder(out: Path, env) -> str | None:
 
 
 def _prompt_set(args, folder: str):
-    from explorer.engine.loading import BUNDLED, resolve_folder
     from explorer.errors import UserError
+    from explorer.modelfolder import BUNDLED, resolve_folder
     from explorer.store import sources
 
     if args.prompts:
