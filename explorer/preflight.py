@@ -66,8 +66,7 @@ class ModelPlan:
         return float(self.defaults.get("guidance", 7.5))
 
     def branches(self, guidance: float) -> tuple[str, ...]:
-        """The guidance branches the engine runs (store.collect.engine_branches on the model)."""
-        return ("uncond", "cond") if guidance > 1.0 or self.kind == "sd" else ("cond",)
+        return guidance_branches(self.kind, guidance)
 
     def check_blocks(self, blocks) -> list[str]:
         """The blocks, or the one-line error `Model.check_blocks` gives after a load."""
@@ -82,6 +81,32 @@ class ModelPlan:
                     f"available: {', '.join(self.blocks)}"
                 )
         return blocks
+
+
+def guidance_branches(kind: str, guidance: float) -> tuple[str, ...]:
+    """The guidance branches the engine runs for a model family at this guidance, in its batch
+    order (see engine.generate): SD always runs both; SDXL at guidance ≤ 1 (Turbo) only cond."""
+    return ("uncond", "cond") if guidance > 1.0 or kind == "sd" else ("cond",)
+
+
+def kept_steps(keep_steps, n: int) -> list[int]:
+    """--keep-steps as sorted step indices of an `n`-step schedule (default: all of them)."""
+    keep = list(range(n)) if keep_steps is None else sorted({int(s) for s in keep_steps})
+    bad = [s for s in keep if not 0 <= s < n]
+    if bad or not keep:
+        raise UserError(f"--keep-steps must be step indices in [0, {n}), got {bad or 'none'}")
+    return keep
+
+
+def kept_branches(branches, run: tuple[str, ...], guidance: float) -> tuple[str, ...]:
+    """--branches among those the engine `run`s at this guidance (default: all of them)."""
+    kept = run if branches is None else tuple(b for b in run if b in set(branches))
+    unknown = sorted(set(branches or ()) - set(run))
+    if unknown or not kept:
+        raise UserError(f"--branches {','.join(branches or ()) or '(none)'}: "
+                        f"{', '.join(unknown) or 'none'} not run at guidance {guidance:g}; "
+                        f"available: {', '.join(run)}")
+    return kept
 
 
 def _config(path: Path) -> dict | None:

@@ -25,6 +25,7 @@ import torch
 
 from explorer.engine import Model, StepInfo, generate, step_t
 from explorer.errors import Cancelled, UserError
+from explorer.preflight import guidance_branches, kept_branches, kept_steps
 from explorer.store.reader import Store
 from explorer.store.schema import Layout, StoreError
 from explorer.store.sources import PromptSet
@@ -43,7 +44,7 @@ class CollectResult(NamedTuple):
 
 def engine_branches(model: Model, guidance: float) -> tuple[str, ...]:
     """The guidance branches the engine runs, in its batch order (see engine.generate)."""
-    return ("uncond", "cond") if guidance > 1.0 or model.kind == "sd" else ("cond",)
+    return guidance_branches(model.kind, guidance)
 
 
 def schedule(model: Model, steps: int) -> list[int]:
@@ -69,23 +70,13 @@ def plan_layout(
     blocks = model.check_blocks(list(dict.fromkeys(blocks)))
     timesteps = schedule(model, steps)
     n = len(timesteps)
-    keep = list(range(n)) if keep_steps is None else sorted(set(int(s) for s in keep_steps))
-    bad = [s for s in keep if not 0 <= s < n]
-    if bad or not keep:
-        raise UserError(f"--keep-steps must be step indices in [0, {n}), got {bad or 'none'}")
-    run = engine_branches(model, guidance)
-    kept_branches = run if branches is None else tuple(b for b in run if b in set(branches))
-    unknown = set(branches or ()) - set(run)
-    if unknown or not kept_branches:
-        raise UserError(
-            f"branches {', '.join(sorted(unknown)) or 'none'} are not run at guidance "
-            f"{guidance:g}; available: {', '.join(run)}"
-        )
+    keep = kept_steps(keep_steps, n)
+    run = kept_branches(branches, engine_branches(model, guidance), guidance)
     unet = model.unet.config
     return Layout(
         n_samples=n_samples,
         blocks={b: model.block_geometry(b) for b in blocks},
-        branches=kept_branches,
+        branches=run,
         timesteps=tuple(timesteps[s] for s in keep),
         t=tuple(step_t(s, n) for s in keep),
         step_index=tuple(keep),

@@ -174,28 +174,16 @@ def _preflight(args, out: Path, env, folder: str) -> None:
     """The model folder, the blocks, --keep-steps and --branches checked against the model's
     configs, and the store's folder proven writable, all before the model loads. A resumed
     store keeps its own settings; they are checked against it after the load."""
-    from explorer.errors import UserError
-    from explorer.preflight import check_writable_file, read_model
+    from explorer.preflight import check_writable_file, kept_branches, kept_steps, read_model
 
     plan = read_model(folder)
     check_writable_file(out)
     if args.resume and (out.exists() or env is not None):
         return
     plan.check_blocks(args.blocks or plan.defaults["blocks"])
-    n = args.steps or plan.steps  # DDIM and Euler run as many steps as asked
-    keep = args.keep_steps
-    if keep is not None:
-        bad = [s for s in keep if not 0 <= s < n]
-        if bad or not keep:
-            raise UserError(f"--keep-steps must be step indices in [0, {n}), got {bad or 'none'}")
-    if args.branches is not None:
-        guidance = plan.guidance if args.guidance is None else args.guidance
-        run = plan.branches(guidance)
-        unknown = sorted(set(args.branches) - set(run))
-        if unknown or not args.branches:
-            raise UserError(f"--branches {','.join(args.branches) or '(none)'}: "
-                            f"{', '.join(unknown) or 'none'} not run at guidance {guidance:g}; "
-                            f"available: {', '.join(run)}")
+    kept_steps(args.keep_steps, args.steps or plan.steps)  # DDIM and Euler run as many as asked
+    guidance = plan.guidance if args.guidance is None else args.guidance
+    kept_branches(args.branches, plan.branches(guidance), guidance)
 
 
 def _load_model(args, folder: str, env):
