@@ -340,22 +340,23 @@ def _read_only_run(folders, argvs, env_extra=None) -> list[tuple[int, str]]:
         "print(json.dumps(out))\n"
     )
     cmd = [sys.executable, "-c", script, json.dumps([[str(a) for a in argv] for argv in argvs])]
-    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
-    if probe.returncode == 0:
+    dirs = [d for f in folders for d in (f, *f.rglob("*")) if d.is_dir()]
+    userns = shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"]).returncode == 0
+    if userns:
         mounts = "".join(f"mount --bind -o ro {shlex.quote(str(f))} {shlex.quote(str(f))} && "
                          for f in folders)
         cmd = ["unshare", "-rm", "sh", "-c", mounts + 'exec "$@"', "sh", *cmd]
     elif os.geteuid() != 0:
-        for f in folders:
-            f.chmod(0o555)
+        for d in dirs:
+            d.chmod(0o555)
     else:
         pytest.skip("no way to make a folder read-only here (root without user namespaces)")
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                              env={**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})})
     finally:
-        for f in folders:
-            f.chmod(0o755)
+        for d in dirs:
+            d.chmod(0o755)
     assert res.returncode == 0, res.stderr
     return [tuple(r) for r in json.loads(res.stdout.strip().splitlines()[-1])]
 
