@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from pathlib import Path
 
 
@@ -43,7 +44,18 @@ class OneLineParser(argparse.ArgumentParser):
     the usage block followed by the error."""
 
     def error(self, message: str):
+        if self._subcommand_missing(message):
+            # `explorer labels` alone: what there is to choose from, not "required: labels_command".
+            self.print_help(sys.stderr)
+            self.exit(2, f"{self.prog}: error: choose one of the commands above\n")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _subcommand_missing(self, message: str) -> bool:
+        wanted = message.removeprefix("the following arguments are required: ")
+        return wanted != message and any(
+            isinstance(a, argparse._SubParsersAction) and a.dest in wanted.split(", ")
+            for a in self._actions
+        )
 
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(:\d+)?$")

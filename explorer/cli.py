@@ -70,11 +70,16 @@ def device_arg(args) -> str | None:
 
 
 def cmd_generate(args) -> int:
+    from explorer.preflight import check_writable_file, read_model
+
+    if not args.prompt.strip() and not args.allow_empty:
+        raise UserError("the prompt is empty (pass --allow-empty to generate unconditionally)")
+    read_model(args.model)  # a folder that is not a pipeline: before the load, not inside it
+    check_writable_file(args.out)
+
     from explorer.engine import generate, load_model
 
     model = load_model(args.model, device=device_arg(args))
-    if not args.prompt.strip() and not args.allow_empty:
-        raise UserError("the prompt is empty (pass --allow-empty to generate unconditionally)")
     res = generate(model, [args.prompt], [args.seed], args.steps, args.guidance)
     out = Path(args.out)
     save_png(res.images[0], out)
@@ -108,14 +113,21 @@ def cmd_shapes_train(args) -> int:
         raise UserError(f"explorer shapes train: {e}") from None
     if not args.resume and (cfg.out / "config.json").exists():
         raise UserError(f"{cfg.out} already holds a training run; pass --resume to continue it")
+    from explorer.preflight import check_writable_folder
+
+    check_writable_folder(cfg.out)  # before hours of training, not at the first checkpoint
     folder = train(cfg)
     print(f"pipeline written to {folder}")
     return 0
 
 
 def cmd_shapes_check(args) -> int:
+    from explorer.preflight import check_writable_file
     from explorer.shapes.evaluate import check_model
 
+    for out in (args.json, args.grid):
+        if out:
+            check_writable_file(out)  # before the images are generated
     report = check_model(
         args.model,
         n=args.n,
@@ -172,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="generate one image")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", required=True, help="the text prompt")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--out", required=True, type=image_file, help="PNG file to write")
-    p.add_argument("--allow-empty", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--allow-empty", action="store_true",
+                   help="accept an empty --prompt (an unconditional image)")
     add_model_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -183,13 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = shapes.add_subparsers(dest="shapes_command", required=True)
     p = ssub.add_parser("train", help="train the miniature Stable Diffusion (resumable)")
     p.add_argument("--out", required=True, help="training folder (checkpoints, logs, pipeline/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
     p.add_argument("--steps", type=positive_int, default=3600, help="UNet training steps")
-    p.add_argument("--vae-steps", type=nonnegative_int, default=1000)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=positive_float, default=3e-4)
+    p.add_argument("--vae-steps", type=nonnegative_int, default=1000,
+                   help="VAE training steps (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="scenes per step (default 64)")
+    p.add_argument("--lr", type=positive_float, default=3e-4,
+                   help="UNet learning rate (default 3e-4)")
     p.add_argument("--dataset", type=positive_int, default=40_000, help="scenes encoded for the UNet stage")
-    p.add_argument("--threads", type=nonnegative_int, default=0)
+    p.add_argument("--threads", type=nonnegative_int, default=0,
+                   help="CPU threads for torch (default 0: torch's own choice)")
     p.add_argument("--resume", action="store_true", help="continue a killed run")
     p.add_argument(
         "--init-from",
@@ -217,24 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = ssub.add_parser("check", help="measure prompt adherence of a model with the checker")
     p.add_argument("--n", type=positive_int, default=200, help="number of prompts")
-    p.add_argument("--split", default="train", choices=["train", "held_out"])
-    p.add_argument("--batch-size", type=positive_int, default=50)
+    p.add_argument("--split", default="train", choices=["train", "held_out"],
+                   help="shapes-world split the prompts come from (default train)")
+    p.add_argument("--batch-size", type=positive_int, default=50,
+                   help="images generated at once (default 50)")
     p.add_argument("--json", type=output_file, help="also write the numbers to this JSON file")
     p.add_argument("--grid", type=image_file, help="write a PNG grid of the first 64 images here")
     add_model_flags(p)
     p.set_defaults(func=cmd_shapes_check)
 
     p = ssub.add_parser("card", help="write MODEL.md for a trained model folder")
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", required=True, help="the trained pipeline folder")
     p.add_argument("--train-dir", required=True, help="the folder `shapes train` wrote")
     p.add_argument("--check", action="append", default=[], help="JSON from `shapes check` (repeat)")
     p.add_argument("--grid", help="a sample grid PNG already in the model folder")
     p.set_defaults(func=cmd_shapes_card)
 
     p = ssub.add_parser("render", help="print prompts of the shapes world (and render PNGs)")
-    p.add_argument("--n", type=positive_int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="train", choices=["train", "held_out"])
+    p.add_argument("--n", type=positive_int, default=10, help="number of scenes (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first scene (then +1 each)")
+    p.add_argument("--split", default="train", choices=["train", "held_out"],
+                   help="shapes-world split (default train)")
     p.add_argument("--out", help="folder for PNGs")
     p.set_defaults(func=cmd_shapes_render)
 

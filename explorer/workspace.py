@@ -106,7 +106,8 @@ class Workspace:
     def open(cls, path: str | Path) -> Workspace:
         root = Path(path).expanduser()
         if not root.is_dir():
-            raise WorkspaceError(f"{root} is not a folder")
+            raise WorkspaceError(f"{root} does not exist" if not root.exists()
+                                 else f"{root} is a file, not a workspace folder")
         man = root / MANIFEST
         if not man.is_file():
             if (root / STORE).is_file():

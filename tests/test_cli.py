@@ -38,3 +38,41 @@ def test_shapes_render_prints_prompts(capsys):
     assert main(["shapes", "render", "--n", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all("background" in ln for ln in lines)
+
+
+def _parsers(parser, path=("explorer",)):
+    """Every (command path, parser) of the argparse tree, the root first."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_of_every_subcommand_has_help():
+    from explorer.cli import build_parser
+
+    missing = []
+    commands = 0
+    for path, parser in _parsers(build_parser()):
+        commands += 1
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help" and not (action.help or "").strip():
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings)}")
+    assert commands > 15  # the walk reaches the nested subcommands (labels export, shapes train)
+    assert missing == [], "options without help: " + ", ".join(missing)
+
+
+def test_a_command_group_alone_prints_its_subcommands(capsys):
+    import pytest
+
+    for argv, names in [(["labels"], ["export", "import"]), (["shapes"], ["train", "render"]),
+                        ([], ["generate", "collect"])]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert "required" not in err and "_command" not in err, err
+        assert all(name in err for name in names), err

@@ -228,3 +228,201 @@ def test_evaluate_sae_names_a_nan_map_among_the_held_out_samples(ws, capsys):
     assert code == 2 and "Traceback" not in err, err
     assert f"({BLOCK}/cond): the map of sample 3, step {step} holds NaN or inf" in err.splitlines()[-1]
     assert (metrics.read_bytes() if metrics.exists() else None) == before
+
+
+# --- mistakes found before the model loads (issue 19) ---------------------------------------
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """A model load fails the test: the command had to refuse its input before loading one."""
+    import explorer.engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(explorer.engine, "load_model", refuse)
+
+
+def test_generate_refuses_an_empty_prompt_before_loading_the_model(tiny_model_dir, tmp_path,
+                                                                   capsys, no_model_load):
+    _one_line(*_run(["generate", "--model", tiny_model_dir, "--prompt", "", "--out",
+                     tmp_path / "g.png"], capsys), "the prompt is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompts", "missing.txt"], "missing.txt does not exist"),
+    (["--prompts", "empty.txt"], "empty.txt holds no prompts"),
+    (["--num-prompts", "2", "--blocks", "no_such_block"], "unknown block(s) no_such_block for model"),
+    (["--num-prompts", "2", "--keep-steps", "0,99"], "--keep-steps must be step indices in [0, 4), got [99]"),
+    (["--num-prompts", "2", "--branches", "cond,foo"], "--branches cond,foo: foo not run at guidance 3"),
+])
+def test_collect_refuses_its_input_before_loading_the_model(tiny_model_dir, tmp_path, capsys,
+                                                            monkeypatch, no_model_load, extra,
+                                                            message):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _one_line(*_run(["collect", "--model", tiny_model_dir, "--out", tmp_path / "s.h5", *extra],
+                    capsys), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--feature", "9999=1"], "feature 9999 does not exist (the SAE has"),
+    (["--region", "1,1,0,0"], "empty region"),
+    (["--block", "no_block"], "no cond SAE for block no_block in this workspace"),
+    (["--sae", f"{BLOCK}/t9"], f"has no SAE '{BLOCK}/t9'"),
+])
+def test_steer_refuses_its_input_before_loading_the_model(ws, tiny_model_dir, tmp_path, capsys,
+                                                          no_model_load, extra, message):
+    base = ["steer", "--workspace", ws, "--model", tiny_model_dir, "--prompt", "a red square",
+            "--out", tmp_path / "s.png"]
+    if "--feature" not in extra:
+        base += ["--feature", "1=2"]
+    _one_line(*_run([*base, *extra], capsys), message)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_train_refuses_k_above_the_latents_before_reading_the_store(ws, capsys, monkeypatch):
+    import explorer.sae as sae_pkg
+    import explorer.store as store_pkg
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the store was read before the settings were checked")
+
+    monkeypatch.setattr(store_pkg.Store, "open", refuse)
+    monkeypatch.setattr(sae_pkg, "train_sae", refuse)
+    before = sorted(p.relative_to(ws) for p in ws.rglob("*"))
+    _one_line(*_run(["train", "--workspace", ws, "--block", BLOCK, "--latents", "8", "--k", "20"],
+                    capsys), "--k 20 exceeds --latents 8")
+    assert sorted(p.relative_to(ws) for p in ws.rglob("*")) == before
+
+
+def test_train_names_the_default_latents_when_k_exceeds_them(ws, capsys, monkeypatch):
+    import explorer.sae as sae_pkg
+
+    monkeypatch.setattr(sae_pkg, "train_sae", lambda *a, **k: pytest.fail("trained"))
+    code, err = _run(["train", "--workspace", ws, "--block", BLOCK, "--k", "100000",
+                      "--tag=-big"], capsys)
+    _one_line(code, err, "--k 100000 exceeds --latents (default 4·d_in = ")
+    assert "d_sae" not in err
+
+
+# Unwritable outputs: proven so by a probe file before any work. A folder is made read-only by
+# a read-only bind mount in a user namespace (chmod does not stop root, and the tests may run
+# as root); where user namespaces are off, by chmod for a user other than root.
+
+
+def _read_only_run(folders, argvs, env_extra=None) -> list[tuple[int, str]]:
+    """Run each `explorer` command line in one child process in which `folders` are read-only;
+    their exit statuses and stderr."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from explorer.cli import main\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            code = main(argv)\n"
+        "        except SystemExit as e:\n"
+        "            code = e.code\n"
+        "        except BaseException as e:\n"
+        "            code, err = 99, io.StringIO(f'Traceback: {type(e).__name__}: {e}')\n"
+        "    out.append([code, err.getvalue().strip()])\n"
+        "print(json.dumps(out))\n"
+    )
+    cmd = [sys.executable, "-c", script, json.dumps([[str(a) for a in argv] for argv in argvs])]
+    dirs = [d for f in folders for d in (f, *f.rglob("*")) if d.is_dir()]
+    userns = shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"]).returncode == 0
+    if userns:
+        mounts = "".join(f"mount --bind -o ro {shlex.quote(str(f))} {shlex.quote(str(f))} && "
+                         for f in folders)
+        cmd = ["unshare", "-rm", "sh", "-c", mounts + 'exec "$@"', "sh", *cmd]
+    elif os.geteuid() != 0:
+        for d in dirs:
+            d.chmod(0o555)
+    else:
+        pytest.skip("no way to make a folder read-only here (root without user namespaces)")
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})})
+    finally:
+        for d in dirs:
+            d.chmod(0o755)
+    assert res.returncode == 0, res.stderr
+    return [tuple(r) for r in json.loads(res.stdout.strip().splitlines()[-1])]
+
+
+def test_unwritable_outputs_are_refused_before_any_work(ws, tiny_model_dir, tmp_path):
+    # A model whose weights cannot load: a command that reaches the load says so instead.
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    for weights in (model / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"cut")
+    ro = tmp_path / "ro"
+    (ro / "out").mkdir(parents=True)
+    ro_ws = shutil.copytree(ws, ro / "ws")
+    sae = next(p.parent for p in (ro_ws / "saes" / BLOCK).glob("*/cfg.json"))
+    # A workspace that can be written, but whose SAE folder (copied from elsewhere) cannot.
+    ws2 = shutil.copytree(ws, tmp_path / "ws2")
+    sae2 = sorted((ws2 / "saes").glob("*/*/cfg.json"))[0].parent  # the first that evaluate reads
+    report = (ws2 / "report.json").read_bytes()
+    cases = [
+        (["generate", "--model", model, "--prompt", "a red square", "--out", ro / "out" / "g.png"],
+         f"{ro / 'out' / 'g.png'}: cannot write into {ro / 'out'}: Read-only file system"),
+        (["train", "--store", ro_ws / "store.h5", "--block", BLOCK, "--latents", "16", "--k", "2",
+          "--out", ro / "out" / "saes"],
+         f"{ro / 'out' / 'saes'}: cannot write into {ro / 'out'}: Read-only file system"),
+        (["evaluate-sae", "--workspace", ro_ws],
+         f"{ro_ws}: cannot write there: Read-only file system"),
+        (["index", "--store", ro_ws / "store.h5", "--sae", sae, "--out", ro / "out" / "i.h5"],
+         f"{ro / 'out' / 'i.h5'}: cannot write into {ro / 'out'}: Read-only file system"),
+        (["evaluate", "--workspace", ws2], f"{sae2}: cannot write there: Read-only file system"),
+        (["evaluate-interventions", "--workspace", ro_ws, "--model", model],
+         f"{ro_ws}: cannot write there: Read-only file system"),
+    ]
+    results = _read_only_run([ro, sae2], [argv for argv, _ in cases])
+    for (_, message), (code, err) in zip(cases, results, strict=True):
+        if "Permission denied" in err:  # chmod, not a read-only mount
+            message = message.replace("Read-only file system", "Permission denied")
+        _one_line(code, err, message)
+        assert ".tmp" not in err and "probe" not in err, err
+        assert "FVU" not in err and "tokens (" not in err, err  # no metrics, no training began
+    assert sorted(p.name for p in (ro / "out").iterdir()) == []
+    assert (ws2 / "report.json").read_bytes() == report
+
+
+def test_a_missing_workspace_does_not_exist_and_a_file_is_not_a_workspace(tmp_path, capsys):
+    _one_line(*_run(["evaluate-sae", "--workspace", tmp_path / "nope"], capsys),
+              f"{tmp_path / 'nope'} does not exist")
+    (tmp_path / "afile").write_text("x")
+    _one_line(*_run(["evaluate-sae", "--workspace", tmp_path / "afile"], capsys),
+              f"{tmp_path / 'afile'} is a file, not a workspace folder")
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/sys/kernel"), reason="needs Linux's sysfs")
+def test_every_other_output_is_probed_before_the_work(ws, tiny_model_dir, capsys, no_model_load,
+                                                     monkeypatch):
+    # sysfs takes no new file, even from root: an unwritable target on any Linux machine.
+    import explorer.shapes.evaluate as shapes_evaluate
+    import explorer.shapes.train as shapes_train
+
+    monkeypatch.setattr(shapes_train, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(shapes_evaluate, "check_model", lambda *a, **k: pytest.fail("generated"))
+    sys_out = "/sys/explorer-test"
+    for argv, path in [
+        (["shapes", "train", "--out", sys_out], sys_out),
+        (["shapes", "check", "--model", tiny_model_dir, "--json", f"{sys_out}/r.json"],
+         f"{sys_out}/r.json"),
+        (["collect", "--join", "--out", f"{sys_out}/s.h5"], f"{sys_out}/s.h5"),
+        (["demo", "--workspace", sys_out, "--model", tiny_model_dir], sys_out),
+        (["labels", "export", "--workspace", ws, "--out", f"{sys_out}/l.json"], f"{sys_out}/l.json"),
+    ]:
+        _one_line(*_run(argv, capsys), f"{path}: cannot write into /sys: ")

@@ -44,9 +44,10 @@ def register(sub) -> None:
             "indexes first. Writes report.json, report.md and figures/ into the workspace."
         ),
     )
-    p.add_argument("--workspace", required=True)
+    p.add_argument("--workspace", required=True, help="workspace folder")
     p.add_argument("--masks", help="user masks (PNG folder or HDF5); default: the workspace's or the shapes world's")
-    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu",
+                   help="device for encoding missing indexes (cpu, cuda, …)")
     p.add_argument(
         "--cross-attention", action="store_true",
         help="also regenerate the composition's held-out samples with the workspace's model and "
@@ -98,6 +99,7 @@ def cmd_index(args) -> int:
     from explorer.analysis.index import build_index
     from explorer.analysis.progress import console_progress
     from explorer.analysis.truth import open_truth
+    from explorer.preflight import check_writable_folder
     from explorer.store import Store
 
     settings = _settings(args)
@@ -107,6 +109,7 @@ def cmd_index(args) -> int:
         ws = Workspace.open(args.workspace)
         entries = ws.saes()
         ws.report_unreadable_saes()
+        check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
         if args.sae:
             entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
                 ws.sae(args.sae)
@@ -123,6 +126,10 @@ def cmd_index(args) -> int:
         targets = [(Path(args.sae), args.sae)]
     if args.out and len(targets) != 1:
         raise AnalysisError("--out takes the index of one SAE: name it with --sae")
+    if args.out:
+        from explorer.preflight import check_writable_file
+
+        check_writable_file(args.out)  # an index beside its SAE is checked by build_index
     if args.holdout_every is not None:  # a rule other than the SAEs' own: refused before work
         from explorer.analysis.index import sae_holdout
         from explorer.sae import SAELoadError, load_sae
@@ -170,9 +177,15 @@ def cmd_evaluate(args) -> int:
     from explorer.analysis.evaluate import evaluate_workspace
     from explorer.analysis.progress import console_progress
     from explorer.analysis.report import write_report
+    from explorer.preflight import check_writable_folder
     from explorer.workspace import Workspace
 
     ws = Workspace.open(args.workspace)
+    # The report, the probes and every SAE's index are written: all proven writable before
+    # minutes of analysis (an SAE folder copied read-only would fail half way).
+    check_writable_folder(ws.root, given=args.workspace)
+    for entry in ws.saes():
+        check_writable_folder(entry.path)
     model = None
     if args.cross_attention:
         from explorer.analysis.cross_attention import check_same_weights
@@ -205,6 +218,10 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from explorer.analysis.demo import build_demo
     from explorer.cli import device_arg
+    from explorer.preflight import check_writable_folder
+
+    if args.workspace:
+        check_writable_folder(args.workspace)  # before the collection, not at its first write
 
     def show(update: dict) -> None:
         bar(update["fraction"], f"{update['stage']}: {update['message']}")

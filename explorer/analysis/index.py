@@ -181,6 +181,7 @@ def build_index(
     dictionary with (default: `truth.open_truth(store, settings.masks, ...)`); pass one object
     to several builds to read each sample's truth once.
     """
+    from explorer.preflight import check_writable_file
     from explorer.sae import SAELoadError, load_sae
     from explorer.store import Store
 
@@ -222,6 +223,7 @@ def build_index(
             return IndexResult(path, False, time.perf_counter() - t0, 0)
         if not force and path.is_file():
             _refuse_replacing_another_stores_index(path, store)
+        check_writable_file(path)  # one line naming the index, not HDF5's traceback of its .tmp
         own_truth = truth is None
         if own_truth:
             truth = open_truth(store, settings.masks, settings.use_checker)

@@ -7,7 +7,6 @@ tests exercise on the bundled model is the code path researchers run on real che
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,32 +15,21 @@ import torch
 
 from explorer.errors import UserError
 
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
-BUNDLED_NAME = "mini-sd-shapes"
-BUNDLED = RESOURCES / BUNDLED_NAME
-# Settings the explorer reads beside a model's own files (steps, guidance, default blocks).
-SETTINGS_FILE = "explorer.json"
-
-# The paper's setting for SD 1.x (PAPER.md): three cross-attention blocks, 50 DDIM steps, 7.5.
-SD1_DEFAULTS = {
-    "steps": 50,
-    "guidance": 7.5,
-    "blocks": ["down_blocks.2.attentions.1", "mid_block.attentions.0", "up_blocks.1.attentions.0"],
-}
-SDXL_DEFAULTS = {
-    "steps": 4,
-    "guidance": 0.0,
-    "blocks": [
-        "down_blocks.2.attentions.1",
-        "mid_block.attentions.0",
-        "up_blocks.0.attentions.0",
-        "up_blocks.0.attentions.1",
-    ],
-}
-
-
-class ModelLoadError(UserError):
-    """A model folder that cannot be used, with the folder and the reason in one line."""
+# A model folder's own files (which folder, which family, its defaults) are read without torch
+# by explorer/modelfolder.py, so that the CLI checks them before a load; imported here for the
+# names the engine has always offered.
+from explorer.modelfolder import (  # noqa: F401
+    BUNDLED,
+    BUNDLED_NAME,
+    RESOURCES,
+    SD1_DEFAULTS,
+    SDXL_DEFAULTS,
+    SETTINGS_FILE,
+    ModelLoadError,
+    inspect_folder,
+    read_defaults,
+    resolve_folder,
+)
 
 
 @dataclass
@@ -132,42 +120,16 @@ def _block_depth(block: str, n_levels: int) -> int:
     return n_levels - 1 - idx
 
 
-def resolve_folder(path: str | Path) -> Path:
-    if str(path) in ("bundled", "", BUNDLED_NAME):
-        return BUNDLED
-    return Path(path).expanduser()
-
-
 def load_model(
     path: str | Path = "bundled",
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> Model:
     """Load an SD-family pipeline from a local diffusers folder ("bundled" for the shipped one)."""
-    folder = resolve_folder(path)
-    if not folder.exists():
-        raise ModelLoadError(f"model folder {folder} does not exist")
-    index = folder / "model_index.json"
-    if not index.is_file():
-        raise ModelLoadError(f"{folder} is not a diffusers pipeline folder (no model_index.json)")
-    try:
-        manifest = json.loads(index.read_text())
-        class_name = manifest["_class_name"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{index} is not a valid model_index.json ({e})") from None
-    # A component the index names but the folder lacks: say which (diffusers reports a missing
-    # config.json somewhere inside).
-    wanted = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-    missing = [name for name in wanted
-               if isinstance(manifest.get(name), list) and None not in manifest[name]
-               and not (folder / name).is_dir()]
-    if missing:
-        raise ModelLoadError(f"{folder} lacks the {', '.join(f'{m}/' for m in missing)} "
-                             f"folder{'s' if len(missing) > 1 else ''} its model_index.json names")
+    folder, kind = inspect_folder(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    kind = "sdxl" if "XL" in class_name else "sd"
 
     import diffusers
     from diffusers import DDIMScheduler
@@ -207,16 +169,7 @@ def load_model(
     pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    defaults = dict(SDXL_DEFAULTS if kind == "sdxl" else SD1_DEFAULTS)
-    settings = folder / SETTINGS_FILE
-    if settings.is_file():
-        try:
-            extra = json.loads(settings.read_text())
-        except (ValueError, OSError) as e:
-            raise ModelLoadError(f"{settings}: cannot be read ({e})") from None
-        if not isinstance(extra, dict):
-            raise ModelLoadError(f"{settings}: expected a JSON object of generation defaults")
-        defaults.update(extra)
+    defaults = read_defaults(folder, kind)
     model = Model(folder=folder, pipe=pipe, kind=kind, device=device, dtype=dtype, defaults=defaults)
     # A folder of another SD-family shape may not have the paper's blocks: fall back to every
     # cross-attention block at the middle of the UNet rather than failing at collection time.

@@ -8,6 +8,7 @@ from pathlib import Path
 from explorer.labels.document import LabelDocument
 from explorer.labels.export import FORMATS, export_labels, format_for
 from explorer.labels.importer import import_labels
+from explorer.preflight import check_writable_file
 from explorer.workspace import Workspace
 
 
@@ -21,6 +22,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     out = Path(args.out)
     fmt = format_for(out, args.format)  # before loading: a typo should fail fast
+    check_writable_file(out)
     doc = LabelDocument.load(ws.labels_path)
     n = export_labels(doc, out, fmt, model_id=model_id_of(ws))
     print(f"wrote {out} ({n} label{'s' if n != 1 else ''}, {fmt})")

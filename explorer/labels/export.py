@@ -1,7 +1,8 @@
 """Label files for other tools: JSON, CSV and Neuronpedia-style JSONL, written and read back.
 
 JSON   the labels.json document itself (explorer.labels.storage).
-CSV    columns sae_id, block, feature, label, notes, tags (joined by ';'), author, updated.
+CSV    columns sae_id, block, feature, label, notes, tags (comma separated, as the app's Tags
+       field takes them; ';' is read too), author, updated.
        The last two are extra to the usual six so that CSV round-trips exactly.
 JSONL  one object per line, shaped like a row of Neuronpedia's `Explanation` table (the rows of
        its explanation exports and of /api/explanation/export):
@@ -248,7 +249,7 @@ def _record_row(rec: Any, where: str) -> Row:
         raise LabelsError(f"{where} is not a JSON object")
     tags = rec.get("tags") or ()
     if not isinstance(tags, (list, tuple, str)):
-        raise LabelsError(f"{where}: 'tags' must be a list or a ';'-joined string")
+        raise LabelsError(f"{where}: 'tags' must be a list or a comma-separated string")
     return _row(
         where,
         sae_id=rec.get("sae_id"),

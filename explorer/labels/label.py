@@ -7,6 +7,7 @@ equal (import uses that equality to tell "unchanged" from "conflict").
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,8 +15,11 @@ from typing import Any
 
 Key = tuple[str, int]  # (sae_id, feature)
 
-# Tags are written joined by ';' in CSV, so a tag can never contain one: "a;b" becomes two tags.
-TAG_SEP = ";"
+# Tags are typed comma separated (the app's Tags field) and written so in CSV, quoted by the csv
+# module: a tag can never contain a comma, "shape,colour" is two tags. ';' also separates, as in
+# files written before.
+TAG_SEP = ", "
+_TAG_SPLIT = re.compile(r"[,;]")
 
 
 def now_iso() -> str:
@@ -37,7 +41,7 @@ def clean_text(value: Any) -> str:
 def clean_tags(tags: Iterable[Any] | str | None) -> tuple[str, ...]:
     """Tags as a tuple: whitespace collapsed, empty ones dropped, duplicates removed, order kept.
 
-    A single string is split on ';', so a UI line edit can pass what the user typed.
+    A single string is split on ',' (and ';'), so a UI line edit can pass what the user typed.
     """
     if tags is None:
         return ()
@@ -45,7 +49,7 @@ def clean_tags(tags: Iterable[Any] | str | None) -> tuple[str, ...]:
         tags = [tags]
     out: list[str] = []
     for tag in tags:
-        for part in str(tag).split(TAG_SEP):
+        for part in _TAG_SPLIT.split(str(tag)):
             part = " ".join(part.split())
             if part and part not in out:
                 out.append(part)

@@ -149,6 +149,10 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             total = int(tokens) if tokens else available
             if (folder / "cfg.json").is_file() and not resume:
                 raise UserError(f"{folder} already holds an SAE; pass --resume or choose another --out")
+            d_sae = int(latents) or 4 * d_in
+            if k > d_sae:
+                given = f"--latents {latents}" if latents else f"--latents (default 4·d_in = {d_sae})"
+                raise UserError(f"--k {k} exceeds {given}: a TopK SAE keeps k of its latents")
             if resume and (folder / "cfg.json").is_file() and not (folder / "checkpoint.pt").is_file():
                 if progress:
                     print(f"{block}/{name}: already trained, left as it is", file=sys.stderr)
@@ -159,7 +163,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                                 "pass a smaller --batch-size")
             try:
                 cfg = TrainerConfig(
-                    d_in=d_in, d_sae=int(latents) or 4 * d_in, k=k, batch_size=batch_size, lr=lr,
+                    d_in=d_in, d_sae=d_sae, k=k, batch_size=batch_size, lr=lr,
                     total_tokens=total, decay_tokens=total // 5, dead_tokens=dead_tokens,
                     init_tokens=min(16384, max(batch_size, total // 4)), batch_topk=batch_topk,
                     seed=seed if shared else init_seed(seed, int(store.layout.step_index[group[0]])),
@@ -198,6 +202,14 @@ def cmd_train(args) -> int:
         out = out or ws.sae_dir(args.block, "x").parent
     if not store or not out:
         raise UserError("give --store and --out, or --workspace")
+    # Before the store is read and minutes of training: the settings, and a folder that takes
+    # the SAEs (the SAEs of a long run would otherwise be lost at the first save).
+    if args.latents and args.k > args.latents:
+        raise UserError(f"--k {args.k} exceeds --latents {args.latents}: a TopK SAE keeps k of "
+                        "its latents")
+    from explorer.preflight import check_writable_folder
+
+    check_writable_folder(out)
     from explorer.store.shards import dist_env
 
     env = dist_env()  # torchrun with more than one process: DDP, rank 0 writes the SAEs
@@ -330,6 +342,7 @@ def sae_metrics_markdown(rows: list[dict], table: str, args) -> str:
 
 
 def cmd_evaluate_sae(args) -> int:
+    from explorer.preflight import check_writable_folder
     from explorer.sae import load_sae
     from explorer.sae.io import SAELoadError
     from explorer.store import Store
@@ -340,6 +353,7 @@ def cmd_evaluate_sae(args) -> int:
     ws.report_unreadable_saes()
     if not entries:
         raise UserError(f"workspace {ws.root} has no per-step SAEs to evaluate")
+    check_writable_folder(ws.root, given=args.workspace)  # before the metrics, not after
     blocks = sorted({e.block for e in entries})
     if args.fidelity_block and args.fidelity_block not in blocks:
         raise UserError(f"--fidelity-block {args.fidelity_block!r}: workspace {ws.root} has per-step "
@@ -409,15 +423,18 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train TopK SAEs of one block from a store (resumable)")
     p.add_argument("--store", help="the activation store (default: the workspace's)")
     p.add_argument("--workspace", help="a workspace: store and SAE folder default to its own")
-    p.add_argument("--block", required=True)
-    p.add_argument("--branch", default="cond", choices=["cond", "uncond"])
+    p.add_argument("--block", required=True, help="the store's block to train on, e.g. "
+                   "mid_block.attentions.0")
+    p.add_argument("--branch", default="cond", choices=["cond", "uncond"],
+                   help="guidance branch whose Δ is read (default cond)")
     p.add_argument("--steps", default="t=1.0,0.5,0.0",
                    help="all | t=1.0,0.5,0.0 | store step indices (default: the paper's three t)")
     p.add_argument("--shared", action="store_true", help="one SAE across all chosen steps")
     p.add_argument("--latents", type=nonnegative_int, default=0, help="number of latents (default 4·d_in)")
-    p.add_argument("--k", type=positive_int, default=8)
-    p.add_argument("--batch-size", type=positive_int, default=4096)
-    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--k", type=positive_int, default=8,
+                   help="active latents per token, at most --latents (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default 4096)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate (default 1e-4)")
     p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch)")
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
     p.add_argument("--dead-tokens", type=positive_int, default=1_000_000,
@@ -425,7 +442,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="base seed: the token shuffle and a shared SAE use it; the SAE of "
                    "scheduler step s starts from seed + 1 + s")
-    p.add_argument("--device", type=device_name, default=None)
+    p.add_argument("--device", type=device_name, default=None,
+                   help="cpu, cuda, cuda:1, … (default: the GPU if there is one)")
     p.add_argument("--out", type=output_folder,
                    help="folder for the SAE folders (one per step, or 'shared')")
     p.add_argument("--tag", default="", help="suffix for the SAE folder names, e.g. -k20")
@@ -448,9 +466,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_export_sae)
 
     p = sub.add_parser("evaluate-sae", help="SAE metrics (Table 1 form) and model fidelity")
-    p.add_argument("--workspace", required=True)
+    p.add_argument("--workspace", required=True, help="workspace folder (its store and SAEs)")
     p.add_argument("--fidelity", type=nonnegative_int, default=0,
                    help="also regenerate N shapes-world prompts with the SAE spliced in")
     p.add_argument("--fidelity-block", help="only measure fidelity for the SAEs of this block")
-    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="device for --fidelity's generation (auto, cpu, cuda, …)")
     p.set_defaults(func=cmd_evaluate_sae)

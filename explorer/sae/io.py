@@ -164,7 +164,7 @@ def load_sae(
     folder = Path(folder)
     cfg_path = folder / CFG_FILE
     if not folder.is_dir():
-        raise SAELoadError(folder, "not a folder")
+        raise SAELoadError(folder, "is not a folder" if folder.exists() else "does not exist")
     if not cfg_path.is_file():
         raise SAELoadError(folder, f"missing {CFG_FILE}")
     try:

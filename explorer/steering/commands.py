@@ -18,6 +18,7 @@ DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
 def cmd_steer(args) -> int:
     from explorer.cli import device_arg, save_png
     from explorer.engine import load_model
+    from explorer.preflight import check_writable_file, read_model, sae_latents
     from explorer.steering.interventions import MODES, Intervention, check_strength, validate
     from explorer.steering.regions import parse_rect
     from explorer.steering.saes import choose_sae, load_entry
@@ -34,10 +35,12 @@ def cmd_steer(args) -> int:
     for f in feats:
         check_strength(f.strength, args.mode)  # NaN/inf refused before the model loads
     window = parse_window(args.window)
-    model = load_model(args.model or ws.model, device=device_arg(args))
-    steps = int(model.defaults.get("steps", 25) if args.steps is None else args.steps)
+    # Everything below up to the load reads only the model's and the SAEs' JSON files: a
+    # mistake costs a second, not a model load.
+    plan = read_model(args.model or ws.model)
+    steps = int(plan.steps if args.steps is None else args.steps)
     window.check(steps)
-    block = args.block or _default_block(ws, model)
+    block = args.block or _default_block(ws)
     if args.sae:
         entry = ws.sae(args.sae)
         if args.block and entry.block != args.block:
@@ -48,7 +51,14 @@ def cmd_steer(args) -> int:
         ws.report_unreadable_saes()
         if note:
             print(f"note: {note}", file=sys.stderr)
-    region = parse_rect(args.region, model.resolution) if args.region else None
+    # A region in pixels needs the image size; a config that does not give it waits for the load.
+    region = parse_rect(args.region, plan.resolution) if args.region and plan.resolution else None
+    d_sae = sae_latents(entry.path)
+    validate(Intervention(block, feats, args.mode, region, window, args.branches), d_sae)
+    check_writable_file(args.out)
+    model = load_model(args.model or ws.model, device=device_arg(args))
+    if region is None and args.region:
+        region = parse_rect(args.region, model.resolution)
     iv = Intervention(block, feats, args.mode, region, window, args.branches, sae_id=entry.id)
     sae = load_entry(entry, device=model.device)
     iv = validate(iv, int(sae.cfg.d_sae))
@@ -68,7 +78,7 @@ def cmd_steer(args) -> int:
     return 0
 
 
-def _default_block(ws, model) -> str:
+def _default_block(ws) -> str:
     blocks = sorted({e.block for e in ws.saes()})
     if DEFAULT_BLOCK in blocks:
         return DEFAULT_BLOCK
@@ -125,8 +135,11 @@ def _add_stats(ws, entry, sae, model, args, block, steps):
 
 def cmd_evaluate_interventions(args) -> int:
     from explorer.cli import device_arg
+    from explorer.preflight import check_writable_folder
     from explorer.steering.evaluate import evaluate_interventions
 
+    # Its report and figures go into the workspace: proven writable before the model loads.
+    check_writable_folder(args.workspace)
     report = evaluate_interventions(
         args.workspace,
         n=args.n,
@@ -156,8 +169,8 @@ def register(sub) -> None:
         description="Generate one image with SAE feature interventions on a block's update Δ.",
     )
     p.add_argument("--workspace", required=True, help="workspace folder (for its SAEs)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", required=True, help="the text prompt")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument(
         "--feature",
         action="append",
@@ -165,7 +178,8 @@ def register(sub) -> None:
         help="a feature and its strength (repeatable): β for spatial/global, a multiple of the "
         "mean activation for add, the fraction removed for ablate; 0 leaves it alone",
     )
-    p.add_argument("--mode", default="spatial", choices=["spatial", "global", "add", "ablate"])
+    p.add_argument("--mode", default="spatial", choices=["spatial", "global", "add", "ablate"],
+                   help="how features are edited (default spatial; see docs/steering.md)")
     p.add_argument(
         "--region",
         metavar="x0,y0,x1,y1",
@@ -194,7 +208,7 @@ def register(sub) -> None:
         description="The paper's Table 4/5 analogues on the bundled shapes world, with exact "
         "truth from the checker; writes interventions.json and interventions.md.",
     )
-    p.add_argument("--workspace", required=True)
+    p.add_argument("--workspace", required=True, help="workspace folder (for its SAEs)")
     p.add_argument("--n", type=positive_int, default=48, help="test prompts (one object each)")
     p.add_argument(
         "--n-label",
@@ -202,8 +216,9 @@ def register(sub) -> None:
         default=64,
         help="images for the on-the-fly dictionary when the SAE has no index",
     )
-    p.add_argument("--block", default=DEFAULT_BLOCK)
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--block", default=DEFAULT_BLOCK, help=f"block to edit (default {DEFAULT_BLOCK})")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="images generated at once (default 16)")
     p.add_argument(
         "--beta-scales",
         type=positive_float,

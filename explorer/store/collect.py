@@ -25,6 +25,7 @@ import torch
 
 from explorer.engine import Model, StepInfo, generate, step_t
 from explorer.errors import Cancelled, UserError
+from explorer.preflight import guidance_branches, kept_branches, kept_steps
 from explorer.store.reader import Store
 from explorer.store.schema import Layout, StoreError
 from explorer.store.sources import PromptSet
@@ -43,7 +44,7 @@ class CollectResult(NamedTuple):
 
 def engine_branches(model: Model, guidance: float) -> tuple[str, ...]:
     """The guidance branches the engine runs, in its batch order (see engine.generate)."""
-    return ("uncond", "cond") if guidance > 1.0 or model.kind == "sd" else ("cond",)
+    return guidance_branches(model.kind, guidance)
 
 
 def schedule(model: Model, steps: int) -> list[int]:
@@ -69,23 +70,13 @@ def plan_layout(
     blocks = model.check_blocks(list(dict.fromkeys(blocks)))
     timesteps = schedule(model, steps)
     n = len(timesteps)
-    keep = list(range(n)) if keep_steps is None else sorted(set(int(s) for s in keep_steps))
-    bad = [s for s in keep if not 0 <= s < n]
-    if bad or not keep:
-        raise UserError(f"--keep-steps must be step indices in [0, {n}), got {bad or 'none'}")
-    run = engine_branches(model, guidance)
-    kept_branches = run if branches is None else tuple(b for b in run if b in set(branches))
-    unknown = set(branches or ()) - set(run)
-    if unknown or not kept_branches:
-        raise UserError(
-            f"branches {', '.join(sorted(unknown)) or 'none'} are not run at guidance "
-            f"{guidance:g}; available: {', '.join(run)}"
-        )
+    keep = kept_steps(keep_steps, n)
+    run = kept_branches(branches, engine_branches(model, guidance), guidance)
     unet = model.unet.config
     return Layout(
         n_samples=n_samples,
         blocks={b: model.block_geometry(b) for b in blocks},
-        branches=kept_branches,
+        branches=run,
         timesteps=tuple(timesteps[s] for s in keep),
         t=tuple(step_t(s, n) for s in keep),
         step_index=tuple(keep),
@@ -293,14 +284,18 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
     layout = writer.layout
     n = layout.n_samples
     stored = {s: k for k, s in enumerate(layout.step_index)}
+    # Counted in whole prompt-steps: fractions of a prompt per step summed past the total
+    # (4.000000000000001 of 4), which showed "4/4" at 88%, a negative ETA and a TqdmWarning.
+    per_prompt = layout.sampling_steps
     bar = tqdm(
-        total=n,
-        initial=writer.n_complete,
-        unit="prompt",
+        total=n * per_prompt,
+        initial=writer.n_complete * per_prompt,
+        unit="step",
         desc=writer.path.name,
         disable=not progress,
         smoothing=0.05,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps{postfix} [{elapsed}<{remaining}, {rate_fmt}]",
+        postfix=f"{writer.n_complete}/{n} prompts",
     )
     try:
         while writer.n_complete < n:
@@ -319,7 +314,7 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                     pred = info.pred_x0.to(torch.float16).cpu().numpy()
                     preview = info.preview(model) if layout.previews else None
                     writer.write_step(k, deltas, pred, preview)
-                bar.update(size / info.n_steps)
+                bar.update(min(size, bar.total - bar.n))  # size prompts took one step
                 if on_progress is not None:
                     on_progress(start + size * (info.step + 1) / info.n_steps, n)
 
@@ -347,8 +342,8 @@ def _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progres
                            f"Δ of {block} ({branch}) holds NaN or inf from stored step {step}; "
                            "training, indexing and evaluation will refuse it", file=sys.stderr)
             writer.finish_batch(res.images)
-            bar.n = writer.n_complete
-            bar.refresh()
+            bar.n = writer.n_complete * per_prompt
+            bar.set_postfix_str(f"{writer.n_complete}/{n} prompts")
     except Cancelled:
         bar.set_postfix_str(f"cancelled; {writer.n_complete} complete")
         raise

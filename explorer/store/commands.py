@@ -86,10 +86,12 @@ def register(sub) -> None:
 
 
 def cmd_collect(args) -> int:
+    from explorer.preflight import check_writable_file
     from explorer.store.shards import dist_env, join_shards
 
     out = Path(args.out)
     if args.join:
+        check_writable_file(out)
         n = join_shards(out)
         print(f"joined the shards of {out}: {n} complete samples")
         return 0
@@ -99,8 +101,12 @@ def cmd_collect(args) -> int:
 
         # Before loading the model: a mistake should cost a second, not a model load.
         raise StoreError(f"{out} already exists; pass --resume to continue it, or remove it")
-    model = _load_model(args, out, env)
-    pset = _prompt_set(args, model)
+    # Everything that needs no model is checked before the model loads: a mistake should cost
+    # a second, not a model load (or, for an unwritable folder, a whole collection).
+    folder = _model_folder(args, out, env)
+    pset = _prompt_set(args, folder)
+    _preflight(args, out, env, folder)
+    model = _load_model(args, folder, env)
     settings = dict(
         blocks=args.blocks,
         steps=args.steps,
@@ -157,19 +163,39 @@ def _collect_sharded(model, pset, out: Path, settings: dict, env, progress: bool
     return 0
 
 
-def _load_model(args, out: Path, env):
+def _model_folder(args, out: Path, env) -> str:
+    folder = args.model
+    if folder is None and args.resume:
+        folder = _stored_model_folder(out, env)
+    return folder or "bundled"
+
+
+def _preflight(args, out: Path, env, folder: str) -> None:
+    """The model folder, the blocks, --keep-steps and --branches checked against the model's
+    configs, and the store's folder proven writable, all before the model loads. A resumed
+    store keeps its own settings; they are checked against it after the load."""
+    from explorer.preflight import check_writable_file, kept_branches, kept_steps, read_model
+
+    plan = read_model(folder)
+    check_writable_file(out)
+    if args.resume and (out.exists() or env is not None):
+        return
+    plan.check_blocks(args.blocks or plan.defaults["blocks"])
+    kept_steps(args.keep_steps, args.steps or plan.steps)  # DDIM and Euler run as many as asked
+    guidance = plan.guidance if args.guidance is None else args.guidance
+    kept_branches(args.branches, plan.branches(guidance), guidance)
+
+
+def _load_model(args, folder: str, env):
     import torch
 
     from explorer.cli import device_arg
     from explorer.engine import load_model
 
-    folder = args.model
-    if folder is None and args.resume:
-        folder = _stored_model_folder(out, env)
     device = device_arg(args)
     if device is None and env is not None and torch.cuda.is_available():
         device = f"cuda:{env[2]}"  # one GPU per local rank
-    return load_model(folder or "bundled", device=device)
+    return load_model(folder, device=device)
 
 
 def _stored_model_folder(out: Path, env) -> str | None:
@@ -183,8 +209,9 @@ def _stored_model_folder(out: Path, env) -> str | None:
         return store.meta.get("model_folder")
 
 
-def _prompt_set(args, model):
+def _prompt_set(args, folder: str):
     from explorer.errors import UserError
+    from explorer.modelfolder import BUNDLED, resolve_folder
     from explorer.store import sources
 
     if args.prompts:
@@ -199,7 +226,7 @@ def _prompt_set(args, model):
         return None  # the store holds its prompts
     hint = (
         " (the shapes world's scenes suit the bundled model)"
-        if model.name == "mini-sd-shapes"
+        if resolve_folder(folder).resolve() == BUNDLED.resolve()
         else ""
     )
     raise UserError(f"no prompts: pass --prompts FILE or --num-prompts N{hint}")

@@ -19,9 +19,12 @@ def describe_store(store, check: bool = False) -> list[str]:
     size = sum(p.stat().st_size for p in files)
     n, planned = store.n_samples, store.n_planned
     t = store.t
+    # The file is allocated for every planned sample at creation: an interrupted store's size
+    # over its complete samples would overstate a sample, so a sample's size is its datasets'.
     lines = [
         f"store {path}: {n:,}/{planned:,} samples complete ({human_bytes(size)} on disk"
-        + (f", {human_bytes(size / n)} per sample" if n else "") + ")"
+        + (f", allocated for all {planned:,}" if n < planned else "")
+        + f", {human_bytes(store.layout.bytes_per_sample())} per sample)"
         + (f", joined from {len(files) - 1} shards" if store.is_joined else ""),
         f"  model {meta.get('model_name', '?')} ({meta.get('model_folder', '?')}, fingerprint "
         f"{str(meta.get('model_hash', '?'))[:16]}), guidance {meta.get('guidance', '?')}, "

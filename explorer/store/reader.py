@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -59,7 +60,11 @@ def open_h5(path: Path) -> h5py.File:
 def _open_error(path: Path, e: OSError) -> StoreError:
     msg = str(e)
     if "truncated file" in msg:
-        return StoreError(f"{path} is truncated (an interrupted copy?): {_hdf5_reason(msg)}")
+        # HDF5 says "truncated file: eof = 1000, sblock->base_addr = 0, stored_eof = 1384008":
+        # the sizes are what a person can check against the original; the rest is HDF5's own.
+        sizes = re.search(r"\beof = (\d+).*stored_eof = (\d+)", msg)
+        have = (f": {int(sizes[1]):,} of its {int(sizes[2]):,} bytes are there" if sizes else "")
+        return StoreError(f"{path} is truncated{have} (an interrupted copy?)")
     if "signature not found" in msg:
         return StoreError(f"{path} is not an HDF5 file")
     return StoreError(f"{path} is damaged or not a store (HDF5: {_hdf5_reason(msg)})")

@@ -49,10 +49,12 @@ def test_remove_reports_whether_there_was_a_label():
     assert doc.get(MID, 2) is None
 
 
-def test_tags_are_normalised_and_split_on_semicolons():
+def test_tags_are_normalised_and_split_on_commas_and_semicolons():
     doc = LabelDocument()
     lab = doc.set(MID, 0, tags="color ; shape;; color;  big   red ")
     assert lab.tags == ("color", "shape", "big red")
+    # What the app's Tags field asks for: comma separated.
+    assert doc.set(MID, 1, tags="shape,colour, big  red,,").tags == ("shape", "colour", "big red")
 
 
 def test_keys_are_validated_and_numpy_ints_accepted():

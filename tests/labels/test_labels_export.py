@@ -52,7 +52,7 @@ def test_csv_columns_and_tag_joining(tmp_path):
     assert rows[0][:6] == ["sae_id", "block", "feature", "label", "notes", "tags"]
     first = dict(zip(rows[0], rows[1]))
     assert first["sae_id"] == MID and first["block"] == "mid_block.attentions.0"
-    assert first["feature"] == "3" and first["tags"] == "color;shape"
+    assert first["feature"] == "3" and first["tags"] == "color, shape"  # as the app's Tags field
     assert first["notes"] == 'top 5: red, "round"\nsecond line'
     assert len(rows) == 4
 
@@ -153,3 +153,24 @@ def test_format_for():
 def test_block_of():
     assert block_of(MID) == "mid_block.attentions.0"
     assert block_of("noslash") == "noslash"
+
+
+def test_csv_tags_are_comma_separated_as_the_app_types_them(tmp_path):
+    # A spreadsheet row typed as the app's Tags field says ("comma separated"), quoted by the
+    # csv module, is two tags; an older file joined by ';' still reads the same.
+    typed = tmp_path / "typed.csv"
+    with typed.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["sae_id", "feature", "label", "tags"])
+        w.writerow([MID, 3, "red", "shape,colour"])
+        w.writerow([MID, 4, "blue", "shape; colour"])
+    doc = LabelDocument()
+    import_labels(doc, typed)
+    assert doc.get(MID, 3).tags == ("shape", "colour") == doc.get(MID, 4).tags
+    # ...and round-trips through export → import.
+    out = tmp_path / "again.csv"
+    export_labels(doc.items(), out)
+    assert '"shape, colour"' in out.read_text(encoding="utf-8")
+    back = LabelDocument()
+    import_labels(back, out)
+    assert back.items() == doc.items()

@@ -98,7 +98,7 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tiny_workspace, tmp_p
         (["--batch-size", "-4"], "argument --batch-size: must be a positive integer"),
         (["--tokens", "-100"], "argument --tokens: must be 0 or more"),
         (["--device", "banana"], "'banana' is not a device"),
-        (["--latents", "16", "--k", "32", "--batch-size", "64"], "k=32 exceeds d_sae=16"),
+        (["--latents", "16", "--k", "32", "--batch-size", "64"], "--k 32 exceeds --latents 16"),
         (["--batch-size", str(per_step + 1)], f"holds {per_step:,} training tokens"),
         (["--out", str(tmp_path / "afile" / "saes")], "afile is a file, not a folder"),
     ]

@@ -236,7 +236,7 @@ def test_saelens_errors(tmp_path):
     _write_saelens(tmp_path / "c", SAELENS_V6, {k: v for k, v in tensors.items() if k != "b_enc"})
     with pytest.raises(SAELoadError, match="lacks b_enc"):
         load_sae(tmp_path / "c")
-    with pytest.raises(SAELoadError, match="not a folder"):
+    with pytest.raises(SAELoadError, match="nowhere: does not exist"):
         load_sae(tmp_path / "nowhere")
 
 

@@ -163,7 +163,11 @@ def test_bad_files_give_one_clear_line(tmp_path):
     (tmp_path / "garbage.h5").write_bytes(os.urandom(5000))
     _one_line_error(tmp_path / "garbage.h5", "is not an HDF5 file")
     (tmp_path / "truncated.h5").write_bytes(data[: len(data) // 2])
-    _one_line_error(tmp_path / "truncated.h5", "is truncated")
+    _one_line_error(tmp_path / "truncated.h5",
+                    f"is truncated: {len(data) // 2:,} of its {len(data):,} bytes are there")
+    with pytest.raises(StoreError) as e:
+        Store.open(tmp_path / "truncated.h5")
+    assert "sblock" not in str(e.value) and "eof" not in str(e.value)  # HDF5's internals
     for offset in (100, 800, 2100):  # inside the superblock, the root group, the attributes
         damaged = bytearray(data)
         damaged[offset : offset + 1024] = bytes(range(256)) * 4
@@ -228,3 +232,23 @@ def test_layout_bytes_and_differences(tmp_path):
         assert sorted(f["blocks"]) == sorted(lay.blocks)
         for block in lay.blocks:
             assert f"blocks/{block}/cond" in f and f"blocks/{block}/uncond" in f
+
+
+def test_info_gives_an_interrupted_store_s_true_size_per_sample(tmp_path, capsys):
+    # The file is allocated for every planned sample: its size over the complete samples would
+    # make an interrupted store's sample look three times its size.
+    import re
+
+    from explorer.cli import main
+
+    sizes = {n: H.write_store(tmp_path / f"full{n}.h5", H.layout(n=n)).stat().st_size
+             for n in (4, 16)}
+    measured = (sizes[16] - sizes[4]) / 12  # what one more sample costs on disk
+    cut = H.write_store(tmp_path / "cut.h5", H.layout(n=12), upto=4)
+    assert main(["info", str(cut)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "4/12 samples complete" in first and "allocated for all 12" in first, first
+    value, unit = re.search(r", ([\d.]+) (B|KB|MB) per sample\)", first).groups()
+    shown = float(value) * {"B": 1, "KB": 1e3, "MB": 1e6}[unit]
+    assert abs(shown - measured) <= 0.05 * measured, (first, measured)
+    assert cut.stat().st_size / 4 > 2 * measured  # the old reading, far off
