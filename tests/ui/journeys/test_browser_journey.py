@@ -199,3 +199,31 @@ def test_the_numpy_filter_equals_the_obvious_loop(qtbot):
 
     for text in ["red", "Circle sky", "e", "12", "12 blue", "striped square red", "zzz", ""]:
         np.testing.assert_array_equal(browser.model.matching(text), slow(text), err_msg=text)
+
+
+def test_sorting_and_filtering_keep_the_clicked_feature_highlighted(qtbot):
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(600, 400)
+    browser.show()
+    qtbot.waitExposed(browser)
+    rate, mean, t = _features()
+    browser.model.set_features(rate, mean, t, {123: "red square", 5: "red circle"})
+    got = []
+    browser.feature_selected.connect(got.append)
+    _click_row(qtbot, browser, 3)
+    f = got[-1]
+    assert _highlighted(browser) == [f]
+    _click_header(qtbot, browser, COL_ID)  # by id: the feature moves far down the table
+    assert _highlighted(browser) == [f] and _row_in_view(browser, f)
+    _click_header(qtbot, browser, COL_RATE)
+    assert _highlighted(browser) == [f] and _row_in_view(browser, f)
+    browser.filter.setFocus()
+    qtbot.keyClicks(browser.filter, "red")  # hides f: nothing is highlighted in its place
+    assert browser.model.rowCount() == 2 and _highlighted(browser) == []
+    browser.filter.clear()
+    assert _highlighted(browser) == [f] and _row_in_view(browser, f)
+    # Opened from elsewhere (a patch, a match, the concept map): selected and scrolled to.
+    browser.select_feature(123)
+    assert _highlighted(browser) == [123] and _row_in_view(browser, 123) and got[-1] == 123
+    assert got.count(f) == 1  # the re-selections after sorting did not re-open the feature
