@@ -15,8 +15,9 @@ Measured in the same run:
 Target for a step: ≤ 16 ms median, ≤ 33 ms p95.
 
 Workspace: --workspace W; else the demo workspace the app builds (~/.local/share/
-concept-explorer/demo) when it is there; else a small one built here by the real demo pipeline
-on a random-weight model of the bundled architecture (about a minute; the output says which).
+concept-explorer/demo) when it is there; else a small one built by the real demo pipeline on a
+random-weight model of the bundled architecture (about a minute; the output says which), into
+--workspace W when W is not a workspace yet (kept for the next run), else into a temporary folder.
 
 Usage: python bench/bench_ui.py [--workspace W] [--frames 100]
 """
@@ -36,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _workspace(arg: str | None, tmp: Path) -> tuple[Path, str]:
-    if arg:
-        return Path(arg), f"workspace {arg}"
     from explorer.analysis.demo import default_workspace_dir, is_built
 
+    if arg and is_built(arg):
+        return Path(arg), f"workspace {arg}"
     demo = default_workspace_dir()
-    if is_built(demo):
+    if not arg and is_built(demo):
         return demo, f"the demo workspace ({demo})"
     from explorer.analysis.demo import DemoConfig, build_demo
     from explorer.shapes.model import random_pipeline
@@ -51,7 +52,7 @@ def _workspace(arg: str | None, tmp: Path) -> tuple[Path, str]:
                      blocks=("mid_block.attentions.0",), per_step_t=(1.0, 0.0), k=8, epochs=2,
                      shared_epochs=1, batch_size=256, top_n=16, dead_tokens=1000,
                      shared_mid_block=False)
-    folder = build_demo(tmp / "bench-ws", config=cfg)
+    folder = build_demo(Path(arg) if arg else tmp / "bench-ws", config=cfg)
     return Path(folder), ("NOTE: no demo workspace here; a small one built on a random-weight "
                           "model of the bundled architecture (16 prompts, 25 steps, top 16)")
 
