@@ -6,7 +6,7 @@ feature's map over the picture and the Feature page (patch gallery at the curren
 curve with its step line). Each frame is timed from the key press to the event queue drained
 (`processEvents` until a pass finds nothing to do, so every repaint the step caused has run).
 
-Measured in the same run:
+Measured in the same run, step by step in turns (the load of a shared machine hits both alike):
   baseline  the old behaviour: the per-step patch gallery refilled synchronously at every step
             (gallery_delay_ms = 0, thumbnail cache emptied before each step);
   ours      the gallery greys out at once and refills on a single-shot timer once the slider
@@ -112,12 +112,14 @@ def main() -> None:
         slider.setFocus()
         _drain(app)
 
-        def scrub(frames: int, synchronous: bool) -> list[float]:
-            page.gallery_delay_ms = 0 if synchronous else page_delay
+        def scrub(frames: int) -> tuple[list[float], list[float]]:
+            """Steps taken in turns, baseline then ours, so both see the same machine load."""
             QTest.keyClick(slider, Qt.Key.Key_Home)
             _drain(app)
-            times = []
-            for _ in range(frames + 5):
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for i in range(2 * (frames + 5)):
+                synchronous = i % 2 == 0
+                page.gallery_delay_ms = 0 if synchronous else page_delay
                 if slider.value() >= slider.maximum():
                     QTest.keyClick(slider, Qt.Key.Key_Home)  # back to the first step, untimed
                     _drain(app)
@@ -126,8 +128,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 QTest.keyClick(slider, Qt.Key.Key_Right)
                 _drain(app)
-                times.append((time.perf_counter() - t0) * 1000)
-            return times[5:]  # the first few warm caches (h5py chunks, fonts)
+                times[synchronous].append((time.perf_counter() - t0) * 1000)
+            # The first few warm caches (h5py chunks, fonts).
+            return times[True][5:], times[False][5:]
 
         def catch_up(n: int) -> list[float]:
             """The deferred refill itself: from the timer's timeout to the gallery repainted."""
@@ -146,8 +149,7 @@ def main() -> None:
             return times
 
         page_delay = page.gallery_delay_ms
-        base = scrub(args.frames, synchronous=True)
-        ours = scrub(args.frames, synchronous=False)
+        base, ours = scrub(args.frames)
         rest = catch_up(max(10, args.frames // 5))
         page.gallery_delay_ms = page_delay
         n_steps = slider.maximum() + 1
