@@ -156,6 +156,7 @@ class FeaturePage(QWidget):
         self._gallery_timer = QTimer(self)
         self._gallery_timer.setSingleShot(True)
         self._gallery_timer.timeout.connect(self._fill_gallery)
+        self._gallery_stale = False  # a refill owed while the page was hidden
         self.dictionary = QListWidget()
         self.dictionary.setToolTip("Labels from the concept dictionary: IoU > 0.5 of the thresholded map with an object's mask")
         self.suggestions = QListWidget()
@@ -210,7 +211,23 @@ class FeaturePage(QWidget):
         # Stale until the slider rests: greyed out, and clicks cannot open the wrong step.
         self.gallery.setEnabled(False)
         self.gallery_title.setText(f"Top patches · step {step + 1}…")
-        self._gallery_timer.start(self.gallery_delay_ms)
+        if self.isVisible():
+            self._gallery_timer.start(self.gallery_delay_ms)
+        else:  # a closed dock or window: refilled when shown, not read for nobody
+            self._gallery_stale = True
+
+    def hideEvent(self, event) -> None:
+        # Also what keeps a pending refill from reading a workspace the window closed meanwhile.
+        if self._gallery_timer.isActive():
+            self._gallery_timer.stop()
+            self._gallery_stale = True
+        super().hideEvent(event)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._gallery_stale:
+            self._gallery_stale = False
+            self._gallery_timer.start(max(0, self.gallery_delay_ms))
 
     def _show_empty(self, why: str) -> None:
         self.firing_curve.setData([], [])
@@ -291,6 +308,7 @@ class FeaturePage(QWidget):
     # --- gallery ----------------------------------------------------------------------------
     def _fill_gallery(self) -> None:
         self._gallery_timer.stop()
+        self._gallery_stale = False
         self.gallery.clear()
         self.gallery.setEnabled(True)
         if self.feature is None or self.source is None or self.source.index is None:
