@@ -70,8 +70,11 @@ def _shown_rates(browser, n=10) -> list[float]:
     return [float(m.data(m.index(r, COL_RATE)).rstrip("%")) for r in range(min(n, m.rowCount()))]
 
 
+@pytest.mark.parametrize("size", [None, (1280, 800)], ids=["default-size", "1280x800"])
 def test_the_highlight_follows_the_shown_feature_through_sorts_filters_and_matches(
-        qtbot, window, tiny_workspace):
+        qtbot, window, tiny_workspace, size):
+    if size is not None:
+        window.resize(*size)
     _open(qtbot, window, tiny_workspace)
     browser, page = window.browser, window.feature_page
     # Default order: the highest rates on top, and the rate header says so (▼, not ▲).

@@ -83,7 +83,10 @@ def _bar_columns(plot) -> float:
     return cols / max(1, rect.width() - 2)
 
 
-def test_histogram_and_firing_curve_read_as_a_person_expects(qtbot, window, tiny_workspace):
+@pytest.mark.parametrize("size", [None, (1280, 800)], ids=["default-size", "1280x800"])
+def test_histogram_and_firing_curve_read_as_a_person_expects(qtbot, window, tiny_workspace, size):
+    if size is not None:
+        window.resize(*size)
     _open(qtbot, window, tiny_workspace)
     page = window.feature_page
     idx = window.source.index
