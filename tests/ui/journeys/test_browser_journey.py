@@ -11,6 +11,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from explorer.ui.feature_table import COL_ID, COL_LABEL, COL_RATE, FeatureBrowser
+from explorer.ui.feature_table import COLUMNS as COLUMNS_
 from explorer.ui.main_window import MainWindow
 
 
@@ -230,3 +231,26 @@ def test_sorting_and_filtering_keep_the_clicked_feature_highlighted(qtbot):
     browser.select_feature(123)
     assert _highlighted(browser) == [123] and _row_in_view(browser, 123) and got[-1] == 123
     assert got.count(f) == 1  # the re-selections after sorting did not re-open the feature
+
+
+def test_sorting_20000_features_reads_only_the_rows_on_screen(qtbot, monkeypatch):
+    """Instant at 20,000 features: a click on a header asks the model for the rows drawn, not
+    for a thousand rows per column to size the columns (ResizeToContents did, every sort)."""
+    from explorer.ui.feature_table import FeatureTableModel
+
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(600, 400)
+    browser.show()
+    qtbot.waitExposed(browser)
+    rate, mean, t = _features()
+    browser.model.set_features(rate, mean, t)
+    calls = []
+    real = FeatureTableModel.data
+    monkeypatch.setattr(FeatureTableModel, "data", lambda self, *a: calls.append(1) or real(self, *a))
+    _click_header(qtbot, browser, COL_ID)
+    qtbot.wait(20)
+    assert browser.model.feature_at(0) == 0
+    rows_on_screen = browser.table.viewport().height() // browser.table.rowHeight(0) + 2
+    # Every role of every cell on screen, twice over, is still far below a thousand rows.
+    assert 0 < len(calls) < 2 * 12 * len(COLUMNS_) * rows_on_screen, len(calls)
