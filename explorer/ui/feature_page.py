@@ -1,13 +1,23 @@
 """Everything about one feature: label, top patches, histogram, firing across steps, dictionary,
-label suggestions, and the matched features of the block's other SAEs."""
+label suggestions, and the matched features of the block's other SAEs.
+
+Scrubbing: the per-step patch gallery reads a preview and a map per patch (tens of ms), so a
+slider step does not refill it; it greys out, and a short single-shot timer refills it once the
+slider rests (GALLERY_DELAY_MS). Thumbnails are also kept per (feature, patch) in a small LRU
+cache, so going back over steps already seen refills at once. Everything else on the page (the
+step line) follows every step.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -23,9 +33,32 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from explorer.ui.plots import trajectory_plot
+from explorer.ui.plots import set_placeholder, trajectory_plot
 
 THUMB = 96
+GALLERY_DELAY_MS = 150  # the gallery refills once the slider has rested this long
+THUMB_CACHE = 512  # thumbnails kept (96×96 RGB: ~14 MB at most)
+
+
+def one_per_sample(samples: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Indices of the first patch of each (sample, step), in their order: with patches sorted
+    strongest first, the strongest of each, so one image cannot fill the gallery."""
+    samples = np.asarray(samples, np.int64)
+    keys = samples * (int(np.max(steps, initial=0)) + 1) + np.asarray(steps, np.int64)
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
+
+
+def log_histogram_view(edges: np.ndarray, counts: np.ndarray):
+    """(edges, counts, (log10 lo, log10 hi)) of the bins that hold data, one empty bin either
+    side; None when no bin does. The index's bins are log-spaced over 1e-4…1e4: drawn on a log
+    axis over only this range they read as a density (as on Neuronpedia)."""
+    edges, counts = np.asarray(edges, float), np.asarray(counts, float)
+    full = np.flatnonzero(counts > 0)
+    if not full.size:
+        return None
+    lo, hi = max(0, int(full[0]) - 1), min(len(counts), int(full[-1]) + 2)
+    return edges[lo : hi + 1], counts[lo:hi], (np.log10(edges[lo]), np.log10(edges[hi]))
 
 
 def heat_thumbnail(image: np.ndarray, grid: np.ndarray, yx: tuple[int, int], lut: np.ndarray,
@@ -85,6 +118,10 @@ class FeaturePage(QWidget):
         self.scope.addItem("at the current step", "step")
         self.scope.addItem("over all steps", "all")
         self.scope.setToolTip("Top-activating patches at the scrubber's step, or over every step")
+        self.distinct = QCheckBox("one per image")
+        self.distinct.setChecked(True)
+        self.distinct.setToolTip("Show only the strongest patch of each sample at each step, so a "
+                                 "single image does not fill the gallery")
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
         self.gallery.setIconSize(QSize(THUMB, THUMB))
@@ -96,8 +133,10 @@ class FeaturePage(QWidget):
         gl = QVBoxLayout(gal)
         gl.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Top patches"))
+        self.gallery_title = QLabel("Top patches")
+        row.addWidget(self.gallery_title)
         row.addWidget(self.scope)
+        row.addWidget(self.distinct)
         row.addStretch(1)
         gl.addLayout(row)
         gl.addWidget(self.gallery)
@@ -106,10 +145,18 @@ class FeaturePage(QWidget):
         self.firing_curve = self.firing.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=4)
         self.firing.addItem(self.step_line)
         self.hist = pg.PlotWidget()
-        self.hist.setLabel("bottom", "activation")
+        self.hist.setLabel("bottom", "activation (log scale)")
         self.hist.setLabel("left", "count")
+        self.hist.getAxis("left").enableAutoSIPrefix(False)
         self.hist.setMouseEnabled(False, False)
         self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0, brush=(80, 140, 220, 120))
+        self.hist.setLogMode(x=True, y=False)
+        self._thumbs: OrderedDict[tuple, QPixmap] = OrderedDict()
+        self.gallery_delay_ms = GALLERY_DELAY_MS  # 0: refill at every step (the old behaviour)
+        self._gallery_timer = QTimer(self)
+        self._gallery_timer.setSingleShot(True)
+        self._gallery_timer.timeout.connect(self._fill_gallery)
+        self._gallery_stale = False  # a refill owed while the page was hidden
         self.dictionary = QListWidget()
         self.dictionary.setToolTip("Labels from the concept dictionary: IoU > 0.5 of the thresholded map with an object's mask")
         self.suggestions = QListWidget()
@@ -136,25 +183,57 @@ class FeaturePage(QWidget):
         layout.addWidget(split, 1)
 
         self.scope.currentIndexChanged.connect(self._fill_gallery)
+        self.distinct.toggled.connect(self._fill_gallery)
         self.gallery.itemClicked.connect(self._on_patch)
         self.matches.itemDoubleClicked.connect(self._on_match)
         self.label.editingFinished.connect(self._emit_label)
         self.tags.editingFinished.connect(self._emit_label)
         self.notes.textChanged.connect(self._notes_changed)
         self._loading = False
+        self._show_empty("No feature selected")
 
     # --- inputs ---------------------------------------------------------------------------
     def set_source(self, source, lut: np.ndarray) -> None:
         self.source = source
         self._lut = lut
+        self._thumbs.clear()  # another SAE: the same ids are other features
         self.set_feature(None)
 
     def set_step(self, step: int) -> None:
         self.step = step
         if self.source is not None and self.source.t:
             self.step_line.setValue(self.source.t[min(step, len(self.source.t) - 1)])
-        if self.scope.currentData() == "step":
+        if self.scope.currentData() != "step" or self.feature is None:
+            return
+        if self.gallery_delay_ms <= 0:
             self._fill_gallery()
+            return
+        # Stale until the slider rests: greyed out, and clicks cannot open the wrong step.
+        self.gallery.setEnabled(False)
+        self.gallery_title.setText(f"Top patches · step {step + 1}…")
+        if self.isVisible():
+            self._gallery_timer.start(self.gallery_delay_ms)
+        else:  # a closed dock or window: refilled when shown, not read for nobody
+            self._gallery_stale = True
+
+    def hideEvent(self, event) -> None:
+        # Also what keeps a pending refill from reading a workspace the window closed meanwhile.
+        if self._gallery_timer.isActive():
+            self._gallery_timer.stop()
+            self._gallery_stale = True
+        super().hideEvent(event)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._gallery_stale:
+            self._gallery_stale = False
+            self._gallery_timer.start(max(0, self.gallery_delay_ms))
+
+    def _show_empty(self, why: str) -> None:
+        self.firing_curve.setData([], [])
+        self.hist_curve.setData([], [])
+        set_placeholder(self.firing, why)
+        set_placeholder(self.hist, why)
 
     def set_feature(self, feature: int | None, label: str = "", notes: str = "",
                     tags: list[str] | None = None) -> None:
@@ -181,9 +260,11 @@ class FeaturePage(QWidget):
                 self.title.setText(f"No index: {self.source.index_error}")
             else:  # a workspace with no SAE yet
                 self.title.setText("No SAE: train one with `explorer train`")
+            self._gallery_timer.stop()
             self.gallery.clear()
-            self.firing_curve.setData([], [])
-            self.hist_curve.setData([], [])
+            self.gallery.setEnabled(True)
+            self.gallery_title.setText("Top patches")
+            self._show_empty(self.title.text())
             for w in (self.dictionary, self.suggestions, self.matches):
                 w.clear()
             return
@@ -193,10 +274,22 @@ class FeaturePage(QWidget):
             f"Feature #{feature} · fires on {rate.mean():.2%} of tokens · peaks at step {peak + 1} "
             f"(t = {self.source.t[peak]:.2f})"
         )
-        self.firing_curve.setData(np.asarray(self.source.t, float), rate.astype(float))
-        edges, counts = idx.histogram(feature)
-        if len(counts):
-            self.hist_curve.setData(np.asarray(edges, float), np.asarray(counts, float))
+        set_placeholder(self.firing, None)
+        t = np.asarray(self.source.t, float)
+        self.firing_curve.setData(t, rate.astype(float))
+        self.firing.setXRange(float(t.min()), float(t.max()), padding=0.02)
+        # A rate axis from 0: a curve that only wobbles near its peak must not look like a climb.
+        self.firing.setYRange(0, max(float(rate.max()), 1e-6) * 1.08, padding=0)
+        shown = log_histogram_view(*idx.histogram(feature))
+        if shown is None:
+            self.hist_curve.setData([], [])
+            set_placeholder(self.hist, "never fires")
+        else:
+            edges, counts, (lo, hi) = shown
+            set_placeholder(self.hist, None)
+            self.hist_curve.setData(edges, counts)
+            self.hist.setXRange(lo, hi, padding=0)
+            self.hist.setYRange(0, float(counts.max()) * 1.08, padding=0)
         self.dictionary.clear()
         for e in idx.dictionary(feature):
             self.dictionary.addItem(f"{e.label}  ({e.kind}) · IoU {e.iou:.2f} · {e.count}×")
@@ -214,23 +307,43 @@ class FeaturePage(QWidget):
 
     # --- gallery ----------------------------------------------------------------------------
     def _fill_gallery(self) -> None:
+        self._gallery_timer.stop()
+        self._gallery_stale = False
         self.gallery.clear()
+        self.gallery.setEnabled(True)
         if self.feature is None or self.source is None or self.source.index is None:
+            self.gallery_title.setText("Top patches")
             return
         step = self.step if self.scope.currentData() == "step" else None
-        for p in self.source.index.top_patches(self.feature, step=step):
-            if p.sample < 0 or not np.isfinite(p.value) or p.value <= 0:
-                continue
-            image = self.source.preview(p.sample, p.step)
-            if image is None:
-                image = self.source.image(p.sample)
-            grid = self.source.feature_map(p.sample, p.step, self.feature)
-            pix = heat_thumbnail(image, grid, (p.y, p.x), self._lut)
+        self.gallery_title.setText("Top patches" if step is None else f"Top patches · step {step + 1}")
+        patches = [p for p in self.source.index.top_patches(self.feature, step=step)
+                   if p.sample >= 0 and np.isfinite(p.value) and p.value > 0]
+        if self.distinct.isChecked() and patches:
+            keep = one_per_sample([p.sample for p in patches], [p.step for p in patches])
+            patches = [patches[i] for i in keep]
+        for p in patches:
+            pix = self._thumbnail(p)
             item = QListWidgetItem(QIcon(pix), f"{p.value:.3g} · s{p.step + 1}")
             item.setToolTip(f"sample {p.sample}, step {p.step + 1}, position ({p.y}, {p.x})\n"
                             f"{self.source.prompt(p.sample)}")
             item.setData(Qt.ItemDataRole.UserRole, (p.sample, p.step))
             self.gallery.addItem(item)
+
+    def _thumbnail(self, p) -> QPixmap:
+        key = (self.feature, p.sample, p.step, p.y, p.x)
+        pix = self._thumbs.get(key)
+        if pix is not None:
+            self._thumbs.move_to_end(key)
+            return pix
+        image = self.source.preview(p.sample, p.step)
+        if image is None:
+            image = self.source.image(p.sample)
+        grid = self.source.feature_map(p.sample, p.step, self.feature)
+        pix = heat_thumbnail(image, grid, (p.y, p.x), self._lut)
+        self._thumbs[key] = pix
+        while len(self._thumbs) > THUMB_CACHE:
+            self._thumbs.popitem(last=False)
+        return pix
 
     def _on_patch(self, item: QListWidgetItem) -> None:
         sample, step = item.data(Qt.ItemDataRole.UserRole)

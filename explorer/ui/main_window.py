@@ -329,8 +329,10 @@ class MainWindow(QMainWindow):
         if idx is not None:
             words = {f: " ".join(e.label.lower() for e in idx.dictionary(f)) for f in range(idx.n_features)} \
                 if idx.n_features <= 50_000 else {}
+            tags = {f: lab.tags for f, lab in self.labels.labels_for(self.entry.id).items()} \
+                if self.labels is not None else {}
             self.browser.model.set_features(idx.firing_rate, idx.mean_activation, self.source.t,
-                                            labels, words, idx.auto_labels)
+                                            labels, words, idx.auto_labels, tags)
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
@@ -486,7 +488,7 @@ class MainWindow(QMainWindow):
         if self.labels is None or self.entry is None:
             return
         self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
-        self.browser.model.set_label(feature, label)
+        self.browser.model.set_label(feature, label, tags)
         self._show_labels(self._labels_of_current())
 
     def undo(self) -> None:

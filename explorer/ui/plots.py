@@ -19,3 +19,23 @@ def trajectory_plot(ylabel: str) -> tuple[pg.PlotWidget, pg.InfiniteLine]:
     plot.getViewBox().invertX(True)
     plot.setMouseEnabled(False, False)
     return plot, pg.InfiniteLine(angle=90, movable=False, pen=STEP_PEN)
+
+
+PLACEHOLDER_COLOUR = "#888888"
+
+
+def set_placeholder(plot: pg.PlotWidget, message: str | None) -> None:
+    """Show `message` in place of an empty plot's axes (an axis from 0 to 1 over no data reads as
+    data), or, with None, the axes again. The text item is made on first use."""
+    item = getattr(plot, "placeholder", None)
+    if item is None:
+        item = pg.TextItem(anchor=(0.5, 0.5), color=PLACEHOLDER_COLOUR)
+        plot.placeholder = item
+        plot.addItem(item, ignoreBounds=True)
+    for name in ("left", "bottom"):
+        plot.getPlotItem().showAxis(name, message is None)
+    item.setVisible(message is not None)
+    if message is not None:
+        item.setText(message)
+        plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        item.setPos(0.5, 0.5)
