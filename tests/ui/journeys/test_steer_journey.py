@@ -119,7 +119,7 @@ def test_the_generate_button_steers_and_errors_show_on_the_page(qtbot, window, t
     assert "mean pixel change" not in steer.summary.toPlainText()  # no stale numbers
 
 
-@pytest.mark.parametrize("size", [(1600, 1000), (1280, 800)])
+@pytest.mark.parametrize("size", [(1600, 1000), (1560, 960), (1280, 800)])
 def test_pictures_fit_the_window(qtbot, window, tiny_workspace, size):
     window.resize(*size)
     _open(qtbot, window, tiny_workspace)
@@ -392,3 +392,78 @@ def test_region_is_kept_in_fractions_of_the_picture(qtbot, window, tiny_workspac
     _click(qtbot, steer.go)  # the next run steers the same part of the image
     _wait_run(qtbot, window)
     assert regions == [painted, painted]
+
+
+def test_cancel_and_the_newest_run_wins(qtbot, window, tiny_workspace, monkeypatch):
+    real = steer_mod.steer_job
+    gates = []
+
+    def held(*args, **kwargs):
+        gate = threading.Event()
+        gates.append(gate)
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(steer_mod, "steer_job", held)
+    _open(qtbot, window, tiny_workspace)
+    steer = _steer_tab(qtbot, window)
+    _click(qtbot, steer.live)
+    _click(qtbot, steer.add_feature)
+    _click(qtbot, steer.go)
+    qtbot.waitUntil(lambda: len(gates) == 1, timeout=10_000)
+    _click(qtbot, steer.cancel)
+    gates[0].set()
+    _wait_run(qtbot, window)
+    assert steer.last is None and steer.progress.format() == "cancelled"
+    assert steer.summary.toPlainText().startswith("cancelled")
+    assert not steer.cancel.isEnabled()
+
+    # Two runs asked one after the other: the second replaces the first, whose result never
+    # shows.
+    _type(qtbot, steer.rows[0].spin, "1")
+    _click(qtbot, steer.go)
+    qtbot.waitUntil(lambda: len(gates) == 2, timeout=10_000)
+    _type(qtbot, steer.rows[0].spin, "3")
+    _click(qtbot, steer.go)
+    gates[1].set()
+    qtbot.waitUntil(lambda: len(gates) == 3, timeout=10_000)
+    gates[2].set()
+    _wait_run(qtbot, window)
+    assert steer.last is not None
+    caption = steer.summary.toPlainText()
+    assert "× 3" in caption and "× 1" not in caption and "mean pixel change" in caption
+
+
+def test_brush_strokes_keep_their_place_on_a_bigger_picture(qtbot, window, tiny_workspace,
+                                                            monkeypatch):
+    real = steer_mod.steer_job
+
+    def bigger(*args, **kwargs):
+        out = real(*args, **kwargs)
+        grow = lambda im: np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)  # noqa: E731
+        return {**out, "original": grow(out["original"]), "steered": grow(out["steered"])}
+
+    monkeypatch.setattr(steer_mod, "steer_job", bigger)
+    _open(qtbot, window, tiny_workspace)
+    steer = _steer_tab(qtbot, window)
+    _click(qtbot, steer.live)
+    _click(qtbot, steer.add_feature)
+    _choose(qtbot, steer.region_tool, text="Brush")
+    canvas = steer.original
+    vp = canvas.viewport()
+    start, end = _to_viewport(canvas, 10, 16), _to_viewport(canvas, 30, 16)  # a stroke at y 1/4
+    qtbot.mouseMove(vp, start)
+    qtbot.mousePress(vp, LEFT, pos=start)
+    for k in range(1, 6):
+        qtbot.mouseMove(vp, start + (end - start) * (k / 5))
+    qtbot.mouseRelease(vp, LEFT, pos=end)
+    mask = steer.region()
+    assert mask is not None and mask.shape == (64, 64)
+    ys, xs = np.nonzero(mask)
+    assert abs(ys.mean() - 16) < 2 and xs.min() < 14 and xs.max() > 26
+    _click(qtbot, steer.go)
+    _wait_run(qtbot, window)
+    big = steer.region()
+    assert big.shape == (256, 256)
+    ys, xs = np.nonzero(big)
+    assert abs(ys.mean() / 256 - 16 / 64) < 0.03 and abs(big.mean() - mask.mean()) < 0.01
