@@ -233,8 +233,12 @@ class SteerView(RequestView):
         side.setWidgetResizable(True)
         side.setFrameShape(QScrollArea.Shape.NoFrame)
         side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # 310 px: at 1280 × 800 with both docks open the pictures keep ~200 px each.
-        side.setFixedWidth(310)
+        # 310 px: at 1280 × 800 with both docks open the pictures keep ~200 px each; narrower
+        # where the docks leave less (down to what the controls need), never scrolling sideways.
+        side.setMinimumWidth(controls.minimumSizeHint().width()
+                             + side.verticalScrollBar().sizeHint().width())
+        side.setMaximumWidth(310)
+        side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.controls = side
 
         self.original = _Tile()
@@ -720,7 +724,7 @@ class _TileGrid(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(120, 160)
+        return QSize(100, 160)
 
     def sizeHint(self) -> QSize:
         return QSize(540, 560)

@@ -38,7 +38,10 @@ def window(qtbot, tmp_path, monkeypatch):
     w.close()
 
 
-def _open(qtbot, window, path):
+def _open(qtbot, window, path, size=(1600, 1000)):
+    """Open a workspace in a window of `size` (the issue's 1600 × 1000 screen by default)."""
+    if size is not None:
+        window.resize(*size)
     worker = window.open_workspace(path)
     qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
     qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
@@ -46,7 +49,9 @@ def _open(qtbot, window, path):
 
 
 def _click(qtbot, widget):
+    """Click a widget a person can see: shown, enabled, not scrolled out of sight."""
     assert widget.isVisible() and widget.isEnabled(), widget
+    assert not widget.visibleRegion().isEmpty(), widget
     qtbot.mouseClick(widget, LEFT)
 
 
@@ -121,8 +126,7 @@ def test_the_generate_button_steers_and_errors_show_on_the_page(qtbot, window, t
 
 @pytest.mark.parametrize("size", [(1600, 1000), (1560, 960), (1280, 800)])
 def test_pictures_fit_the_window(qtbot, window, tiny_workspace, size):
-    window.resize(*size)
-    _open(qtbot, window, tiny_workspace)
+    _open(qtbot, window, tiny_workspace, size)
     steer = _steer_tab(qtbot, window)
     _click(qtbot, steer.live)
     _click(qtbot, steer.add_feature)
@@ -182,7 +186,7 @@ def test_switching_sae_or_workspace_keeps_the_settings_and_drops_the_features(
     assert len(steer.rows) == 1
     copy = tmp_path / "copy-ws"
     shutil.copytree(tiny_workspace, copy)
-    _open(qtbot, window, copy)
+    _open(qtbot, window, copy, size=None)
     qtbot.waitUntil(lambda: str(window.workspace.root) == str(copy), timeout=10_000)
     assert steer.rows == [] and steer.table.rowCount() == 0
     assert steer.window.currentData() == "early" and steer.range.values() == early
@@ -367,6 +371,7 @@ def test_region_is_kept_in_fractions_of_the_picture(qtbot, window, tiny_workspac
     qtbot.mouseMove(vp, start)
     qtbot.mousePress(vp, LEFT, pos=start)
     for k in range(1, 6):
+        qtbot.wait(20)  # a hand's pace: pyqtgraph drops moves closer than 10 ms apart
         qtbot.mouseMove(vp, start + (end - start) * (k / 5))
     qtbot.mouseRelease(vp, LEFT, pos=end)
     painted = steer.region()
@@ -389,6 +394,7 @@ def test_region_is_kept_in_fractions_of_the_picture(qtbot, window, tiny_workspac
     assert np.allclose(drawn(), before, atol=0.02), (drawn(), before)
     x, y = steer.roi.pos()
     assert (x / 256, y / 256) == pytest.approx((painted.x0, painted.y0), abs=1e-6)
+    window.grab().save("/tmp/steer-region.png")
     _click(qtbot, steer.go)  # the next run steers the same part of the image
     _wait_run(qtbot, window)
     assert regions == [painted, painted]
@@ -455,6 +461,7 @@ def test_brush_strokes_keep_their_place_on_a_bigger_picture(qtbot, window, tiny_
     qtbot.mouseMove(vp, start)
     qtbot.mousePress(vp, LEFT, pos=start)
     for k in range(1, 6):
+        qtbot.wait(20)  # a hand's pace: pyqtgraph drops moves closer than 10 ms apart
         qtbot.mouseMove(vp, start + (end - start) * (k / 5))
     qtbot.mouseRelease(vp, LEFT, pos=end)
     mask = steer.region()
