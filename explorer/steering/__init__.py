@@ -7,6 +7,7 @@
 - `steer`: steered generation (`steer`), CLI helpers;
 - `saes`, `features`, `calibration`: which SAE, which features, which strengths;
 - `evaluate`: the paper's Table 4/5 analogues on the shapes world.
+- `difference`: the signed difference picture of an edit (blue darker, red brighter).
 
 Names are imported on first use (explorer/lazy.py), so the `explorer` command's parser does not
 import torch. The steering function itself is `explorer.steering.steer.steer`: a package

@@ -50,6 +50,30 @@ def features_for_words(dictionary, words: Sequence[str], max_per_word: int = 8) 
     return out
 
 
+def features_for_all_words(dictionary, words: Sequence[str], limit: int = 8
+                           ) -> tuple[list[int], list[str]]:
+    """Features whose concept labels hold *every* one of `words` (one object's description,
+    "red square": features of red squares, not of every red thing and every square), most-matched
+    on those words first, at most `limit`. Function words ("a", "at") are dropped; a word that
+    is no object label of the dictionary (a place, a typo) selects nothing and is returned in
+    the second list, so the caller can say which word matched no concept."""
+    from explorer.analysis.cross_attention import FUNCTION_WORDS
+
+    d = dictionary
+    words = [w for w in dict.fromkeys(words) if w not in FUNCTION_WORDS]
+    object_labels = {lab for k, lab in zip(d.kinds, d.labels, strict=True) if k != "place"}
+    unknown = [w for w in words if w not in object_labels]
+    if not words or unknown:
+        return [], unknown
+    concepts = d.concepts()
+    ids = [i for i, (k, lab) in enumerate(zip(d.kinds, d.labels, strict=True))
+           if lab in words and k != "place"]
+    count = d.count[:, ids].sum(axis=1)
+    holders = [int(f) for f in np.argsort(-count, kind="stable")
+               if set(words) <= concepts[f] and count[f] > 0]
+    return holders[:limit], []
+
+
 def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) -> dict[int, str]:
     """Why `features_for_words` picked each of `features`: the typed words among its concept
     labels and how many object masks it matched ("square (1 dictionary match)"); features

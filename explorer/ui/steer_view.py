@@ -1,27 +1,33 @@
 """Steering: edit feature strengths and regenerate in the background.
 
-Original, steered and difference side by side; a region painted on the original (rectangle or
-brush); a step window as a two-handle slider; regeneration when a slider is released. All model
-work goes through the GenerationService, so a new request cancels a running one at its next
-step and the UI never blocks.
+Original, steered and signed difference, scaled to the space the window leaves them; a region
+painted on the original (rectangle or brush), kept in image fractions; a step window as a
+two-handle slider. A run starts on the Generate button, or a short pause after a slider is
+released when the person asks for that; nothing else starts one. All model work goes through
+the GenerationService, so a new request cancels a running one at its next step and the UI
+never blocks.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QTableWidget,
@@ -54,6 +60,15 @@ WINDOW_PRESETS = (("all", "All steps"), ("early", "Early (t ≥ 0.6)"),
                   ("custom", "Custom"))
 
 
+# How long the sliders must rest before a live run starts: one drag, one run.
+LIVE_PAUSE_MS = 350
+# The blank picture the region is painted on before the first run (any size would do: the
+# region is kept in fractions of the picture).
+PLACEHOLDER = 64
+DEFAULT_RECT = (0.25, 0.25, 0.75, 0.75)  # x0, y0, x1, y1 in image fractions
+DIFF_GAIN = 4.0
+
+
 class FeatureRow:
     """One feature being steered: its slider and exact value."""
 
@@ -71,7 +86,8 @@ class FeatureRow:
         self._sync_slider()
         self.slider.valueChanged.connect(self._from_slider)
         self.slider.sliderReleased.connect(view.on_released)
-        self.spin.editingFinished.connect(self._from_spin)
+        # Only the slider follows a typed value: focus leaving the box is no request to run.
+        self.spin.editingFinished.connect(self._sync_slider)
 
     @property
     def strength(self) -> float:
@@ -88,16 +104,15 @@ class FeatureRow:
     def _from_slider(self, v: int) -> None:
         self.spin.setValue(v / 100 * self._span())
 
-    def _from_spin(self) -> None:
-        self._sync_slider()
-        self.view.on_released()
-
 
 class SteerView(RequestView):
     def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
         super().__init__(models, service, parent)
         self.cache = SteerCache()
         self.entry = None  # the SAEEntry whose features are steered
+        self._entry_key: tuple[str, str] | None = None  # (folder, id): which SAE the rows are of
+        self._settings: tuple | None = None  # the workspace's (steps, guidance) last applied
+        self._followed: tuple[str, int] | None = None  # the sample prompt last taken over
         self.n_steps = 25
         self.rows: list[FeatureRow] = []
         self.last: dict | None = None
@@ -117,18 +132,18 @@ class SteerView(RequestView):
         header.setStretchLastSection(False)
         # The name takes what the panel has left; slider, value and remove button keep theirs.
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(1, 110)
-        self.table.setColumnWidth(2, 72)
-        self.table.setColumnWidth(3, 28)
+        self.table.setColumnWidth(1, 90)
+        self.table.setColumnWidth(2, 66)
+        self.table.setColumnWidth(3, 26)
         self.table.setMinimumHeight(90)
         self.table.setMaximumHeight(170)
         self.add_feature = QPushButton("Add selected feature")
         self.add_feature.setToolTip("Steer the feature selected in the browser")
         self.words = QLineEdit()
-        self.words.setPlaceholderText("object words, e.g. red square")
+        self.words.setPlaceholderText("one object's words, e.g. red square")
         self.words.setToolTip(
-            "Add every feature whose concept-dictionary labels hold one of these words (up to 8 "
-            "per word, most-matched first): the paper's choice of features for a spatial edit"
+            "Add the features whose concept-dictionary labels hold all of these words (up to 8, "
+            "most-matched first): the features of that one object, for a spatial edit"
         )
         self.add_words = QPushButton("Add by words")
 
@@ -147,11 +162,15 @@ class SteerView(RequestView):
         self.range_label = QLabel("")
         self.region_tool = QComboBox()
         self.region_tool.addItems(["Everywhere", "Rectangle", "Brush"])
+        self.region_tool.setToolTip("Rectangle: drag on the original to draw it, drag it to move "
+                                    "it. Brush: paint on the original.")
         self.brush_size = QSpinBox(minimum=1, maximum=64, value=6)
         self.brush_size.setToolTip("Brush radius in pixels")
         self.clear_region = QPushButton("Clear")
 
         self.live = QCheckBox("Regenerate when a slider is released")
+        self.live.setToolTip(f"A run starts {LIVE_PAUSE_MS} ms after a strength or step-window "
+                             "slider is let go; otherwise only the Generate button starts one")
         self.live.setChecked(True)
         self.go = QPushButton("Generate")
         self.go.setDefault(True)
@@ -160,14 +179,21 @@ class SteerView(RequestView):
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #d35400;")
+        # What the pictures show, to keep with them. A text browser, not a word-wrapped label:
+        # a label's height-for-width would make the column ask for more height and scroll.
+        self.summary = QTextBrowser()
+        self.summary.setFrameShape(QTextBrowser.Shape.NoFrame)
+        self.summary.viewport().setAutoFillBackground(False)
+        self.summary.setMinimumHeight(120)
 
         form = QFormLayout()
         form.addRow("Prompt", self.prompt)
         row = QHBoxLayout()
-        for label, w in (("Seed", self.seed), ("Steps", self.steps), ("Guidance", self.guidance)):
-            row.addWidget(QLabel(label))
-            row.addWidget(w)
-        form.addRow(row)
+        row.addWidget(self.seed, 1)
+        row.addWidget(QLabel("Steps"))
+        row.addWidget(self.steps)
+        form.addRow("Seed", row)
+        form.addRow("Guidance", self.guidance)
         form.addRow("SAE", self.sae_label)
         form.addRow(self.table)
         form.addRow(self.add_feature)
@@ -181,11 +207,10 @@ class SteerView(RequestView):
         form.addRow(self.range)
         form.addRow("", self.range_label)
         rrow = QHBoxLayout()
-        rrow.addWidget(self.region_tool)
-        rrow.addWidget(QLabel("brush"))
-        rrow.addWidget(self.brush_size)
+        rrow.addWidget(self.region_tool, 1)
         rrow.addWidget(self.clear_region)
         form.addRow("Region", rrow)
+        form.addRow("Brush", self.brush_size)
         form.addRow(self.live)
         brow = QHBoxLayout()
         brow.addWidget(self.go)
@@ -194,48 +219,56 @@ class SteerView(RequestView):
         form.addRow(brow)
         form.addRow(self.progress)
         form.addRow(self.warnings)
+        form.addRow(QLabel("<b>This edit</b>"))
+        form.addRow(self.summary)
         controls = QWidget()
         column = QVBoxLayout(controls)
-        column.setContentsMargins(0, 0, 0, 0)
+        column.setContentsMargins(0, 0, 6, 0)
         column.addLayout(form)
         column.addStretch(1)  # spare height goes below the controls, not between their rows
-        controls.setMaximumWidth(470)
+        # The controls scroll on their own when the window is short, so that the pictures
+        # keep the whole height and the page never scrolls.
+        side = QScrollArea()
+        side.setWidget(controls)
+        side.setWidgetResizable(True)
+        side.setFrameShape(QScrollArea.Shape.NoFrame)
+        side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # 310 px: at 1280 × 800 with both docks open the pictures keep ~200 px each; narrower
+        # where the docks leave less (down to what the controls need), never scrolling sideways.
+        side.setMinimumWidth(controls.minimumSizeHint().width()
+                             + side.verticalScrollBar().sizeHint().width())
+        side.setMaximumWidth(310)
+        side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.controls = side
 
         self.original = _Tile()
         self.steered = _Tile()
         self.diff = _Tile()
-        # Two by two: original and steered large side by side, the difference under the
-        # original and, beside it, what was edited (a caption to keep with the images).
-        # A text browser, not a word-wrapped label: a label's height-for-width would make the
-        # page ask for its images' full preferred height and scroll.
-        self.summary = QTextBrowser()
-        self.summary.setFrameShape(QTextBrowser.Shape.NoFrame)
-        self.summary.viewport().setAutoFillBackground(False)
-        grid = QGridLayout()
-        cells = (("Original (paint the region here)", self.original, 0, 0),
-                 ("Steered", self.steered, 0, 1), ("Difference ×4", self.diff, 2, 0),
-                 ("This edit", self.summary, 2, 1))
-        for title, widget, row, col in cells:
-            t = QLabel(title)
-            t.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            grid.addWidget(t, row, col)
-            grid.addWidget(widget, row + 1, col)
-        for row in (1, 3):
-            grid.setRowStretch(row, 1)
-        for col in range(2):  # equal columns, whatever their content
-            grid.setColumnStretch(col, 1)
-        for canvas in (self.original, self.steered, self.diff):
-            canvas.setMinimumSize(180, 180)
-        images = QWidget()
-        images.setLayout(grid)
+        legend = _diff_legend()
+        self.diff_legend = legend
+        self.cells = [
+            _Cell("Original (paint region)", self.original,
+                  tip="The unedited image; paint the region to steer in here"),
+            _Cell("Steered", self.steered),
+            _Cell(f"Difference ×{DIFF_GAIN:g}", self.diff, legend,
+                  tip="Luminance change, steered − original, ×4: white unchanged, red brighter, "
+                      "blue darker"),
+        ]
+        self.images = _TileGrid(self.cells)
         layout = QHBoxLayout(self)
-        layout.addWidget(controls)
-        layout.addWidget(images, 1)
+        layout.addWidget(side)
+        layout.addWidget(self.images, 1)
 
-        # Region drawing on the original: a rectangle ROI, or a brush mask ImageItem.
-        self.roi = pg.RectROI([16, 16], [32, 32], pen=pg.mkPen("#f1c40f", width=2))
+        # Region drawing on the original: a rectangle ROI, or a brush mask ImageItem. Both live
+        # in the shown picture's pixels; the rectangle is kept in fractions (self._rect) and
+        # placed again whenever the picture changes size, the brush mask is resampled.
+        self._shape = (PLACEHOLDER, PLACEHOLDER)
+        self._rect = DEFAULT_RECT
+        self.original.set_image(np.full((PLACEHOLDER, PLACEHOLDER, 3), 236, np.uint8))
+        self.roi = pg.RectROI([0, 0], [1, 1], pen=pg.mkPen("#f1c40f", width=2))
         self.roi.setVisible(False)
         self.original.view.addItem(self.roi)
+        self._place_roi()
         self.mask_item = pg.ImageItem(axisOrder="row-major")
         self.mask_item.setZValue(20)
         lut = np.zeros((256, 4), np.uint8)
@@ -246,21 +279,32 @@ class SteerView(RequestView):
         self.mask_item.setLookupTable(lut)
         self.mask_item.setVisible(False)
         self.original.view.addItem(self.mask_item)
-        self._mask = np.zeros((64, 64), np.float32)
+        self._mask = np.zeros(self._shape, np.float32)
+        self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
+        # A drag on the picture (off the rectangle) draws a new rectangle: the view box is the
+        # item the scene offers a drag that no child took.
+        self.original.view.mouseDragEvent = self._drag_rect
 
-        self.add_feature.clicked.connect(self._add_selected)
-        self.add_words.clicked.connect(self.add_by_words)
-        self.words.returnPressed.connect(self.add_by_words)
-        self.go.clicked.connect(self.start)
-        self.icon.clicked.connect(self.feature_icon)
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_PAUSE_MS)
+        self._live_timer.timeout.connect(self.generate)
+
+        # Lambdas: clicked(bool) would hand its False to the first parameter.
+        self.add_feature.clicked.connect(lambda: self._add_selected())
+        self.add_words.clicked.connect(lambda: self.add_by_words())
+        self.words.returnPressed.connect(lambda: self.add_by_words())
+        self.go.clicked.connect(lambda: self.generate())
+        self.prompt.returnPressed.connect(lambda: self.generate())
+        self.icon.clicked.connect(lambda: self.feature_icon())
         self.mode.currentIndexChanged.connect(self._on_mode)
         self.window.currentIndexChanged.connect(self._on_window_preset)
         self.range.rangeChanged.connect(self._on_range)
         self.range.released.connect(lambda *_: self.on_released())
         self.region_tool.currentIndexChanged.connect(self._on_region_tool)
         self.brush_size.valueChanged.connect(self._set_kernel)
-        self.clear_region.clicked.connect(self._clear_region)
-        self.roi.sigRegionChangeFinished.connect(lambda *_: self.on_released())
+        self.clear_region.clicked.connect(lambda: self._clear_region())
+        self.roi.sigRegionChangeFinished.connect(lambda *_: self._rect_from_roi())
         self.selected_feature: int | None = None
         self.labels: dict[int, str] = {}
         self._summary = ""  # the running edit, described (see _describe)
@@ -269,17 +313,31 @@ class SteerView(RequestView):
     # --- inputs from the main window ------------------------------------------------------------
     def set_sae(self, entry, n_steps: int, guidance: float | None = None) -> None:
         """`n_steps` and `guidance`: the workspace's own settings, so that the unedited image
-        is the stored sample."""
-        changed = self.entry is None or entry is None or entry.block != self.entry.block
-        self.entry = entry
-        self.n_steps = n_steps
-        self.steps.setValue(n_steps)
-        if guidance is not None:
-            self.guidance.setValue(float(guidance))
-        self.range.setRange(0, max(0, n_steps - 1))
-        self._on_window_preset()
+        is the stored sample. They are applied when they change (another workspace), not on
+        every SAE switch, so that what the person set stays."""
+        key = None if entry is None else (str(entry.path), entry.id)
+        changed = key != self._entry_key
+        self.entry, self._entry_key = entry, key
+        if (n_steps, guidance) != self._settings:
+            self._settings = (n_steps, guidance)
+            self.n_steps = n_steps
+            self.steps.setValue(n_steps)
+            if guidance is not None:
+                self.guidance.setValue(float(guidance))
+            lo, hi = self.range.values()
+            # Quietly: the range slider's change would otherwise switch the preset to Custom.
+            self.range.blockSignals(True)
+            self.range.setRange(0, max(0, n_steps - 1))
+            self.range.setValues(lo, hi)
+            self.range.blockSignals(False)
+            self._on_window_preset()
         # No line break inside "t = 1.00" or "k = 8" where the label wraps.
         self.sae_label.setText(entry.label.replace(" = ", "\u00a0=\u00a0") if entry else "no SAE")
+        if changed and self.rows:
+            # A feature number means another concept in another SAE: steering "#7" of the new
+            # SAE under the old SAE's name would be a silent mistake.
+            self.warnings.setText(f"feature list cleared: its features were those of another "
+                                  f"SAE; {entry.id if entry else 'no SAE'} is steered now")
         if changed:
             self.table.setRowCount(0)
             self.rows = []
@@ -290,6 +348,11 @@ class SteerView(RequestView):
         self.icon.setEnabled(feature is not None)
 
     def set_prompt(self, prompt: str, seed: int) -> None:
+        """Take over a sample's prompt and seed; the same sample again (an SAE switch, the
+        workspace reopened) leaves what the person typed."""
+        if (prompt, int(seed)) == self._followed:
+            return
+        self._followed = (prompt, int(seed))
         self.prompt.setText(prompt)
         self.seed.setValue(int(seed))
 
@@ -314,21 +377,20 @@ class SteerView(RequestView):
         r = self.rows.index(row)
         self.rows.pop(r)
         self.table.removeRow(r)
-        self.on_released()
 
     def _add_selected(self) -> None:
         if self.selected_feature is not None:
             self.add(self.selected_feature, self.labels.get(self.selected_feature, ""))
-            self.on_released()
 
     def add_by_words(self) -> list[int]:
-        """Add the features the SAE's concept dictionary labels with the typed words."""
+        """Add the features the SAE's concept dictionary labels with all the typed words (one
+        object's description). Starts no run: the person adds, adjusts, then generates."""
         import re
 
         from explorer.analysis.autolabel import is_word_guess
         from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
-        from explorer.steering.features import features_for_words, words_evidence
+        from explorer.steering.features import features_for_all_words, words_evidence
 
         words = [w for w in re.split(r"[,\s]+", self.words.text().strip().lower()) if w]
         if not words or self.entry is None:
@@ -346,9 +408,14 @@ class SteerView(RequestView):
                 "without ground truth): add features one at a time"
             )
             return []
-        feats = features_for_words(table, words)
+        feats, unknown = features_for_all_words(table, words)
+        if unknown:
+            self.warnings.setText(f"no feature of {self.entry.id} is labelled "
+                                  f"{' or '.join(unknown)}: nothing added")
+            return []
         if not feats:
-            self.warnings.setText(f"no feature of {self.entry.id} is labelled {' or '.join(words)}")
+            self.warnings.setText(f"no feature of {self.entry.id} is labelled "
+                                  f"{' and '.join(words)} together: nothing added")
             return []
         self.warnings.setText("")
         evidence = words_evidence(table, feats, words)
@@ -357,7 +424,8 @@ class SteerView(RequestView):
             if not label or is_word_guess(label):  # unnamed, or named from prompt words only
                 label = evidence.get(f) or label
             self.add(f, label)
-        self.on_released()
+        self.status.emit(f"added {len(feats)} feature(s) labelled {' '.join(words)}; "
+                         "Generate steers them")
         return feats
 
     # --- window and region ------------------------------------------------------------------
@@ -399,7 +467,6 @@ class SteerView(RequestView):
             self._set_kernel()
         else:
             self.mask_item.setDrawKernel(None)
-        self.on_released()
 
     def _set_kernel(self) -> None:
         r = self.brush_size.value()
@@ -408,24 +475,72 @@ class SteerView(RequestView):
         self.mask_item.setDrawKernel(kernel, mask=kernel, center=(r, r), mode="set")
 
     def _clear_region(self) -> None:
-        self._mask[:] = 0
+        self._mask = np.zeros(self._shape, np.float32)
         self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
-        self.on_released()
+        self._rect = DEFAULT_RECT
+        self._place_roi()
+
+    def _place_roi(self) -> None:
+        """Draw the rectangle from its fractions on the picture now shown."""
+        from PySide6.QtCore import QRectF
+
+        h, w = self._shape
+        x0, y0, x1, y1 = self._rect
+        self.roi.maxBounds = QRectF(0, 0, w, h)
+        self.roi.setPos((x0 * w, y0 * h), finish=False)
+        self.roi.setSize(((x1 - x0) * w, (y1 - y0) * h), finish=False)
+
+    def _rect_from_roi(self) -> None:
+        """The rectangle as drawn, into fractions of the picture it was drawn on."""
+        h, w = self._shape
+        x, y = self.roi.pos()
+        sw, sh = self.roi.size()
+        x0, y0 = max(0.0, x / w), max(0.0, y / h)
+        x1, y1 = min(1.0, (x + sw) / w), min(1.0, (y + sh) / h)
+        if x1 > x0 and y1 > y0:
+            self._rect = (float(x0), float(y0), float(x1), float(y1))
+
+    def _drag_rect(self, ev, axis=None) -> None:
+        """A drag on the original with the rectangle tool: a new rectangle from press to
+        release (a drag on the rectangle itself moves it: the ROI takes that one)."""
+        if self.region_tool.currentText() != "Rectangle" or ev.button() != Qt.MouseButton.LeftButton:
+            ev.ignore()
+            return
+        ev.accept()
+        view = self.original.view
+        a, b = view.mapToView(ev.buttonDownPos()), view.mapToView(ev.pos())
+        h, w = self._shape
+        x0, x1 = sorted(float(np.clip(v, 0, w)) for v in (a.x(), b.x()))
+        y0, y1 = sorted(float(np.clip(v, 0, h)) for v in (a.y(), b.y()))
+        if x1 - x0 >= 1 and y1 - y0 >= 1:  # a click or a line draws nothing
+            self.roi.setPos((x0, y0), finish=False)
+            self.roi.setSize((x1 - x0, y1 - y0), finish=False)
+        if ev.isFinish():
+            self._rect_from_roi()
+
+    def _show_original(self, image: np.ndarray) -> None:
+        """Show the unedited picture; a new size re-places the rectangle from its fractions and
+        resamples the brush mask, so the region means the same part of the image."""
+        self.original.set_image(image)
+        shape = tuple(image.shape[:2])
+        if shape == self._shape:
+            return
+        old = np.asarray(self.mask_item.image if self.mask_item.image is not None else self._mask)
+        h, w = shape
+        yi = np.minimum(((np.arange(h) + 0.5) * old.shape[0] / h).astype(int), old.shape[0] - 1)
+        xi = np.minimum(((np.arange(w) + 0.5) * old.shape[1] / w).astype(int), old.shape[1] - 1)
+        self._mask = np.ascontiguousarray(old[yi][:, xi], dtype=np.float32)
+        self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
+        self._shape = shape
+        self._place_roi()
 
     def region(self):
         """None (everywhere), a Rect in image fractions, or a brush mask."""
         from explorer.steering import Rect
 
         tool = self.region_tool.currentText()
-        h, w = self._mask.shape
         if tool == "Rectangle":
-            x, y = self.roi.pos()
-            sw, sh = self.roi.size()
-            x0, y0 = max(0.0, x / w), max(0.0, y / h)
-            x1, y1 = min(1.0, (x + sw) / w), min(1.0, (y + sh) / h)
-            if x1 <= x0 or y1 <= y0:
-                return None
-            return Rect(x0, y0, x1, y1)
+            return Rect(*self._rect)
         if tool == "Brush":
             mask = np.asarray(self.mask_item.image if self.mask_item.image is not None else self._mask)
             return mask.astype(np.float32).clip(0, 1) if mask.any() else None
@@ -435,15 +550,29 @@ class SteerView(RequestView):
     def _on_mode(self) -> None:
         for row in self.rows:
             row._sync_slider()
-        self.on_released()
 
     def on_released(self) -> None:
+        """A slider was let go: with live regeneration on, a run after a short pause (another
+        release within it restarts the wait, so one drag makes one run)."""
         if self.live.isChecked() and self.rows and self.prompt.text().strip():
-            self.start()
+            self._live_timer.start()
+
+    def generate(self) -> int | None:
+        """The Generate button: a run now. Whatever goes wrong is said on the page."""
+        self._live_timer.stop()
+        try:
+            return self.start()
+        except Exception as e:  # a slot's exception would reach only stderr, unseen
+            self._show_error(f"could not start: {type(e).__name__}: {e}")
+            return None
+
+    def _show_error(self, message: str) -> None:
+        self.warnings.setText(message)
+        self.status.emit(message)
 
     def start(self, prompt: str | None = None, features=None, mode: str | None = None) -> int | None:
         if self.entry is None:
-            self.status.emit("open a workspace with an SAE to steer")
+            self._show_error("open a workspace with an SAE to steer")
             return None
         features = features if features is not None else [(r.feature, r.strength) for r in self.rows]
         prompt = self.prompt.text() if prompt is None else prompt
@@ -457,6 +586,12 @@ class SteerView(RequestView):
             self.branches.currentData(), kind="steer", n_steps=self.steps.value(),
         )
         self.warnings.setText("")
+        # Nothing on the page may describe the previous run while this one goes: the steered
+        # picture fills in step by step, the difference and its numbers come at the end.
+        self.last = None
+        self.steered.set_image(None)
+        self.diff.set_image(None)
+        self.summary.setHtml("<i>running…</i><br>" + self._summary)
         return self.request
 
     def _describe(self, prompt: str, features, mode: str, region) -> str:
@@ -489,6 +624,7 @@ class SteerView(RequestView):
         if self.selected_feature is None:
             return
         span = SLIDER_SPAN["add"] / 2
+        self._live_timer.stop()
         self.start(prompt="", features=[(self.selected_feature, span)], mode="add")
 
     def _on_request_progress(self, update) -> None:
@@ -503,31 +639,137 @@ class SteerView(RequestView):
             self.steered.set_image(update["preview"])
 
     def _on_request_done(self, result) -> None:
+        from explorer.steering.difference import signed_difference
+
         self.last = result
         original, steered = result["original"], result["steered"]
-        self.original.set_image(original)
-        if self._mask.shape != original.shape[:2]:
-            self._mask = np.zeros(original.shape[:2], np.float32)
-            self.mask_item.setImage(self._mask, autoLevels=False, levels=(0, 1))
+        self._show_original(original)
         self.steered.set_image(steered)
-        diff = np.abs(steered.astype(np.int16) - original.astype(np.int16))
-        self.diff.set_image(np.clip(diff * 4, 0, 255).astype(np.uint8))
+        self.diff.set_image(signed_difference(original, steered, DIFF_GAIN))
         self.warnings.setText("\n".join(result.get("warnings", [])))
-        change = diff.mean() / 255
+        change = np.abs(steered.astype(np.int16) - original.astype(np.int16)).mean() / 255
         self.summary.setHtml(
             self._summary + f"<br><br>mean pixel change <b>{change:.3f}</b> "
-            "(|steered − original| / 255, averaged)"
+            "(|steered − original| / 255, averaged)<br>difference picture: luminance change "
+            f"×{DIFF_GAIN:g}, red brighter, blue darker, white unchanged"
         )
         self._finish(f"done · mean pixel change {change:.3f}")
 
     def _on_request_error(self, message: str) -> None:
         self.warnings.setText(message)
-        self._finish("error")
+        self._finish(f"error: {message}")
+
+    def _finish(self, message: str) -> None:
+        super()._finish(message)
+        if self.last is None:  # cancelled or failed: say so where the result would be
+            from html import escape
+
+            self.summary.setHtml(f"<i>{escape(message)}</i><br>" + self._summary)
 
 
 class _Tile(ImageCanvas):
-    """An image of the 2×2 steering grid: a modest preferred size, so that four of them fit a
-    laptop screen; they still grow with the window."""
+    """A picture of the steering page: it takes the size its cell gives it (the grid sizes the
+    cells to the space there is), and keeps its aspect inside."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.setMinimumSize(40, 40)
 
     def sizeHint(self) -> QSize:
         return QSize(260, 260)
+
+
+class _Cell(QWidget):
+    """A titled picture, with an optional legend under it."""
+
+    def __init__(self, title: str, canvas: QWidget, legend: QWidget | None = None,
+                 tip: str = ""):
+        super().__init__()
+        self.title = QLabel(title)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.title.setToolTip(tip)
+        # The title is clipped rather than let it widen the cell past the picture.
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.canvas = canvas
+        self.legend = legend
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.title)
+        lay.addWidget(canvas, 1)
+        if legend is not None:
+            lay.addWidget(legend)
+
+    def extra_height(self) -> int:
+        """The height the cell needs besides its square picture."""
+        h = self.title.sizeHint().height() + 2
+        if self.legend is not None:
+            h += self.legend.sizeHint().height() + 2
+        return h
+
+
+class _TileGrid(QWidget):
+    """The picture cells as large as the space allows: one, two or three columns, whichever
+    makes the square pictures largest. (A grid layout gave each picture its preferred size and
+    the page a horizontal scroll bar, which cut the steered picture off at 1600 × 1000.)"""
+
+    GAP = 8
+
+    def __init__(self, cells: list[_Cell]):
+        super().__init__()
+        self.cells = cells
+        for cell in cells:
+            cell.setParent(self)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(100, 160)
+
+    def sizeHint(self) -> QSize:
+        return QSize(540, 560)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._relayout()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        w, h, gap = self.width(), self.height(), self.GAP
+        extra = max(c.extra_height() for c in self.cells)
+        n = len(self.cells)
+        side, cols = -1.0, 1
+        for c in range(1, n + 1):
+            rows = math.ceil(n / c)
+            s = min((w - gap * (c - 1)) / c, (h - gap * (rows - 1)) / rows - extra)
+            if s > side:
+                side, cols = s, c
+        side = max(int(side), 40)
+        left = max(0, (w - cols * side - gap * (cols - 1)) // 2)  # centred in the spare width
+        for i, cell in enumerate(self.cells):
+            r, k = divmod(i, cols)
+            cell.setGeometry(left + k * (side + gap), r * (side + extra + gap), side, side + extra)
+
+
+def _diff_legend() -> QWidget:
+    """Under the difference picture: its colour map, darker (blue) to brighter (red)."""
+    from explorer.steering.difference import colour_bar
+
+    bar = np.ascontiguousarray(colour_bar(72, 10))
+    image = QImage(bar.data, bar.shape[1], bar.shape[0], bar.strides[0], QImage.Format.Format_RGB888)
+    swatch = QLabel()
+    swatch.setPixmap(QPixmap.fromImage(image.copy()))
+    legend = QWidget()
+    row = QHBoxLayout(legend)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addStretch(1)
+    row.addWidget(QLabel("darker"))
+    row.addWidget(swatch)
+    row.addWidget(QLabel("brighter"))
+    row.addStretch(1)
+    legend.setToolTip("Luminance change, steered − original, ×4; white: unchanged")
+    legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    return legend

@@ -336,11 +336,11 @@ def test_add_by_words_adds_the_dictionary_features_of_those_words(
     assert steer.rows == []
     seen = []
 
-    def lookup(table, words, max_per_word=8):
+    def lookup(table, words, limit=8):
         seen.append(list(words))
-        return [2, 5]
+        return [2, 5], []
 
-    monkeypatch.setattr(features_mod, "features_for_words", lookup)
+    monkeypatch.setattr(features_mod, "features_for_all_words", lookup)
     monkeypatch.setattr(features_mod, "words_evidence",
                         lambda table, feats, words: {2: "square (1 dictionary match)"})
     # A name from prompt words alone gives way to the dictionary evidence; a real name stays.
