@@ -205,7 +205,11 @@ def test_steering_starts_from_the_stored_sample(qtbot, window, tiny_workspace):
     steer.add(window.feature_page.feature, strength=0.0)
     steer.start()
     qtbot.waitUntil(lambda: steer.request is None, timeout=60_000)
-    assert np.array_equal(steer.last["original"], store.image(0))
+    # The same sample up to float rounding: collect ran a batch, this runs one image, and the
+    # thread count changes the order of float sums (a grey level here and there). Other
+    # settings or another sample differ everywhere.
+    diff = np.abs(steer.last["original"].astype(int) - store.image(0).astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
 
 
 def test_ui_stays_responsive_while_generating(qtbot, window, tiny_workspace):
