@@ -70,6 +70,10 @@ class MainWindow(QMainWindow):
             page.setWidgetResizable(True)
             page.setFrameShape(QFrame.Shape.NoFrame)
             self.tabs.addTab(page, title)
+            if view is self.sample_view:
+                # Its minimum height fits any window, so it needs no vertical bar; a stale one
+                # (left from a narrow moment) hid the scrubber under the window's bottom edge.
+                page.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setCentralWidget(self.tabs)
 
         # Left: SAE choice + feature browser.
@@ -81,12 +85,12 @@ class MainWindow(QMainWindow):
         ll.setContentsMargins(4, 4, 4, 4)
         ll.addWidget(self.sae_combo)
         ll.addWidget(self.browser)
-        left.setMinimumWidth(380)
+        left.setMinimumWidth(220)
         self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         # Right: the feature page.
         self.feature_page = FeaturePage()
-        self.feature_page.setMinimumWidth(360)  # never squeezed out by the centre
+        self.feature_page.setMinimumWidth(240)  # never squeezed out by the centre
         self.feature_dock = self._dock("Feature", self.feature_page, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.ws_label = QLabel("no workspace")
@@ -141,6 +145,42 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, dock)
             dock.show()
         self.resizeDocks([self.features_dock, self.feature_dock], [470, 380], Qt.Orientation.Horizontal)
+
+    def resizeEvent(self, event) -> None:
+        """When the window's width changes, share it out again (after the resize settles):
+        the docks shrink towards their minimums in a small window and grow back to their
+        default widths in a large one, and the centre takes the rest. QMainWindow alone gives
+        the centre every change, so docks squeezed once stayed at their minimum for good."""
+        super().resizeEvent(event)
+        width = event.size().width()
+        last, self._dock_width = getattr(self, "_dock_width", None), width
+        if last is not None and last != width:
+            if not hasattr(self, "_dock_timer"):
+                self._dock_timer = QTimer(self, singleShot=True, interval=80)
+                self._dock_timer.timeout.connect(self._fit_docks)
+            self._dock_timer.start()
+
+    def _fit_docks(self) -> None:
+        w = self.width()
+        docks = [(self.features_dock, min(470, max(220, int(0.25 * w)))),
+                 (self.feature_dock, min(380, max(240, int(0.21 * w))))]
+        docks = [(d, px) for d, px in docks if d.isVisible() and not d.isFloating()]
+        # Pinned at the width for one layout pass, then free again (for the user's drags):
+        # resizeDocks alone is undone by the layout pass that follows a window resize.
+        for dock, px in docks:
+            dock.setFixedWidth(px)
+        self.layout().activate()
+
+        def release():
+            for dock, _ in docks:
+                dock.setMinimumWidth(0)
+                dock.setMaximumWidth(16_777_215)
+            # A page's scroll area keeps a scroll bar from the narrow moment (hiding the
+            # scrubber) until its sizing runs again: setWidgetResizable re-runs it.
+            for k in range(self.tabs.count()):
+                self.tabs.widget(k).setWidgetResizable(True)
+
+        QTimer.singleShot(0, release)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
