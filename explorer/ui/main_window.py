@@ -162,7 +162,7 @@ class MainWindow(QMainWindow):
 
     def _fit_docks(self) -> None:
         w = self.width()
-        docks = [(self.features_dock, min(470, max(220, int(0.25 * w)))),
+        docks = [(self.features_dock, min(470, max(220, int(0.26 * w)))),
                  (self.feature_dock, min(380, max(240, int(0.21 * w))))]
         docks = [(d, px) for d, px in docks if d.isVisible() and not d.isFloating()]
         # Pinned at the width for one layout pass, then free again (for the user's drags):
