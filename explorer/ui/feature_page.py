@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from explorer.ui.plots import trajectory_plot
+from explorer.ui.plots import draw, show_empty, trajectory_plot
 
 THUMB = 96
 
@@ -184,6 +184,7 @@ class FeaturePage(QWidget):
             self.gallery.clear()
             self.firing_curve.setData([], [])
             self.hist_curve.setData([], [])
+            show_empty(self.firing)
             for w in (self.dictionary, self.suggestions, self.matches):
                 w.clear()
             return
@@ -194,6 +195,7 @@ class FeaturePage(QWidget):
             f"(t = {self.source.t[peak]:.2f})"
         )
         self.firing_curve.setData(np.asarray(self.source.t, float), rate.astype(float))
+        draw(self.firing)
         edges, counts = idx.histogram(feature)
         if len(counts):
             self.hist_curve.setData(np.asarray(edges, float), np.asarray(counts, float))

@@ -596,6 +596,7 @@ class MainWindow(QMainWindow):
 
         dialog = BuildDialog(self.pool, small=small, parent=self)
         dialog.built.connect(self.open_workspace)
+        dialog.open_wanted.connect(self.choose_workspace)
         dialog.start()
         dialog.show()
 

@@ -18,4 +18,16 @@ def trajectory_plot(ylabel: str) -> tuple[pg.PlotWidget, pg.InfiniteLine]:
     plot.getAxis("left").enableAutoSIPrefix(False)
     plot.getViewBox().invertX(True)
     plot.setMouseEnabled(False, False)
+    show_empty(plot)
     return plot, pg.InfiniteLine(angle=90, movable=False, pen=STEP_PEN)
+
+
+def show_empty(plot: pg.PlotWidget) -> None:
+    """An empty plot's axes over the trajectory (t 1 → 0) and 0–1, not pyqtgraph's default
+    range around nothing; `draw` hands the range back to autoscaling."""
+    plot.setRange(xRange=(0.0, 1.0), yRange=(0.0, 1.0), padding=0.02)
+
+
+def draw(plot: pg.PlotWidget) -> None:
+    """After data is set on a plot that `show_empty` fixed: autoscale again."""
+    plot.enableAutoRange()
