@@ -25,7 +25,13 @@ from PySide6.QtWidgets import (
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import ModelHolder, attention_job, evaluate_job, open_workspace_job
+from explorer.ui.jobs import (
+    ModelHolder,
+    attention_job,
+    decode_job,
+    evaluate_job,
+    open_workspace_job,
+)
 from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
@@ -103,6 +109,12 @@ class MainWindow(QMainWindow):
         self.service.returned.connect(self._attention_returned)
         self.service.errored.connect(self._attention_errored)
         self.service.cancelled.connect(self._attention_cancelled)
+        # The Sample view's VAE refinement of a linear preview (stores without --previews).
+        self._decode_request: tuple[int, object] | None = None  # (request id, source)
+        self.sample_view.decode_wanted.connect(self._want_decode)
+        self.service.returned.connect(self._decode_returned)
+        self.service.errored.connect(self._decode_errored)
+        self.service.idle.connect(self.sample_view.refine_current)
 
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
@@ -465,6 +477,29 @@ class MainWindow(QMainWindow):
         self.report_view.set_running(True)
         self.statusBar().showMessage("evaluating the workspace…")
         return self.pool.start(worker, slot="evaluate")
+
+    # --- VAE refinement of the sample view's linear preview -----------------------------------
+    def _want_decode(self, sample: int, step: int) -> None:
+        # Only while the model thread is idle: a decode must never cancel a steering, generation
+        # or attention run (the service cancels the running request for a new one).
+        if self.source is None or self.service.busy:
+            return
+        latents = self.source.store.pred_x0(sample, step)
+        rid = self.service.submit(decode_job, self.models, self.source.store, sample, step,
+                                  latents, kind="decode")
+        self._decode_request = (rid, self.source)
+
+    def _decode_returned(self, rid: int, value) -> None:
+        if self._decode_request is not None and rid == self._decode_request[0]:
+            source, self._decode_request = self._decode_request[1], None
+            if source is self.source:  # not a decode of the workspace shown before
+                self.sample_view.set_decoded(value["sample"], value["step"], value["image"])
+
+    def _decode_errored(self, rid: int, message: str) -> None:
+        if self._decode_request is not None and rid == self._decode_request[0]:
+            source, self._decode_request = self._decode_request[1], None
+            if source is self.source:
+                self.sample_view.decode_failed(message)
 
     # --- cross-attention maps for the sample view's word overlay -----------------------------
     def _want_attention(self, sample: int, block: str) -> None:

@@ -108,6 +108,9 @@ class SampleView(QWidget):
     attention_wanted = Signal(int, str)  # (sample, block): regenerate it recording cross-attention
     step_changed = Signal(int)
     sample_changed = Signal(int)
+    # (sample, step): decode this step's stored latents with the real VAE (model thread); asked
+    # once the slider rests on a step shown by the linear preview.
+    decode_wanted = Signal(int, int)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -123,6 +126,12 @@ class SampleView(QWidget):
         self._words_of: tuple | None = None
         self._word_for: tuple | None = None  # (word list, sample) the word was chosen for
         self._lut = lookup_table(COLORMAPS[0])
+        # VAE decodes of steps shown by the linear preview: (sample, step) → image, the newest
+        # few kept (a 512-px picture is 0.8 MB); `_refine` off once a decode was refused.
+        self._decoded: dict[tuple[int, int], np.ndarray] = {}
+        self._refine = True
+        self._refine_timer = QTimer(self, singleShot=True, interval=250)
+        self._refine_timer.timeout.connect(self.refine_current)
 
         # Top bar: sample and prompt.
         self.sample = QSpinBox()
@@ -267,6 +276,8 @@ class SampleView(QWidget):
         self._concept_colours = {}
         self._attention = self._attention_asked = None
         self._words_of = None
+        self._decoded = {}
+        self._refine = True
         self.sample.blockSignals(True)
         self.sample.setRange(0, max(0, source.n_samples - 1))
         self.sample.blockSignals(False)
@@ -334,6 +345,31 @@ class SampleView(QWidget):
         self._side_owner = "words"
         self.side_title.setText(f"Cross-attention maps could not be made: {message}")
 
+    def set_decoded(self, sample: int, step: int, image: np.ndarray) -> None:
+        """The VAE's picture of a step the linear preview showed (jobs.decode_job)."""
+        if len(self._decoded) >= 32:
+            self._decoded.pop(next(iter(self._decoded)))  # the oldest
+        self._decoded[(sample, step)] = image
+        if (sample, step) == (self.sample.value(), self.step) and not self.show_final.isChecked():
+            self.canvas.set_image(image)
+            self.step_label.setToolTip("Showing the predicted x₀ (VAE decode)")
+
+    def decode_failed(self, message: str) -> None:
+        """The VAE cannot refine this store's pictures (other weights): the linear preview
+        stays, and no more decodes are asked for."""
+        self._refine = False
+        self.step_label.setToolTip(f"Showing the x₀ (quick preview); the VAE decode is not "
+                                   f"available: {message}")
+
+    def refine_current(self) -> None:
+        """Ask for the VAE's picture of the shown step if the linear preview shows it (also
+        called when the model thread falls idle: a newer request may have replaced ours)."""
+        if self.source is None or not self._refine or self.show_final.isChecked():
+            return
+        key = (self.sample.value(), self.step)
+        if key not in self._decoded and getattr(self.source, "preview_kind", "") == "linear":
+            self.decode_wanted.emit(*key)
+
     def goto(self, sample: int, step: int) -> None:
         self.sample.setValue(sample)
         self.slider.setValue(step)
@@ -349,12 +385,18 @@ class SampleView(QWidget):
         i, s = self.sample.value(), self.step
         image = None
         if not self.show_final.isChecked():
-            image = self.source.preview(i, s)
+            image = self._decoded.get((i, s))
+            if image is None:
+                image = self.source.preview(i, s)
         shown = "final image" if image is None else "predicted x₀"
         if image is None:
             image = self.source.image(i)
+        elif (i, s) in self._decoded:
+            shown = "predicted x₀ (VAE decode)"
         elif getattr(self.source, "preview_kind", "stored") == "linear":
             shown = "x₀ (quick preview)"
+            if self._refine:
+                self._refine_timer.start()  # the VAE's picture once the slider rests
         self.canvas.set_image(image)
         t = self.source.t[s] if s < len(self.source.t) else float("nan")
         self.step_label.setText(f"step {s + 1}/{self.source.n_steps} · t = {t:.2f}")

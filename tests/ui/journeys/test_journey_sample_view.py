@@ -12,6 +12,8 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, QRect, Qt
 from PySide6.QtWidgets import QMessageBox
 
+from explorer.store import Store
+from explorer.store.preview import psnr
 from explorer.ui.main_window import MainWindow
 
 
@@ -37,13 +39,16 @@ def _open(qtbot, window, path):
 
 
 def _choose(qtbot, combo, data) -> None:
-    """Tab to a combo box and step through it with the arrow keys until `data` is chosen."""
-    combo.setFocus()
-    qtbot.keyClick(combo, Qt.Key.Key_Home)
-    for _ in range(combo.count()):
-        if combo.currentData() == data:
-            return
-        qtbot.keyClick(combo, Qt.Key.Key_Down)
+    """Click the combo box open and pick the item with the arrow keys and Return (stepping the
+    closed box with arrows would switch the overlay at every item on the way)."""
+    qtbot.mouseClick(combo, Qt.MouseButton.LeftButton)
+    popup = combo.view()
+    qtbot.waitUntil(popup.isVisible, timeout=2_000)
+    qtbot.keyClick(popup, Qt.Key.Key_Home)
+    for _ in range(combo.findData(data)):
+        qtbot.keyClick(popup, Qt.Key.Key_Down)
+    qtbot.keyClick(popup, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not popup.isVisible(), timeout=2_000)
     assert combo.currentData() == data
 
 
@@ -92,6 +97,20 @@ def test_a_store_without_previews_shows_each_steps_picture(qtbot, window, tiny_w
     assert not np.array_equal(first, last), "the same picture at the first and the last step"
     assert not np.array_equal(first, final)
     assert "quick preview" in view.step_label.toolTip()
+    # Resting on the step, the model thread refines it with the real VAE: the picture a store
+    # collected with --previews holds for it (the copy's source kept them).
+    qtbot.waitUntil(lambda: "VAE decode" in view.step_label.toolTip(), timeout=60_000)
+    with Store.open(tiny_workspace / "store.h5") as original:
+        vae = original.preview(1, view.step)
+    refined = view.canvas.image.image
+    assert psnr(refined, vae) > 35 and psnr(last, vae) < psnr(refined, vae)
+    # Back at step 0 it shows the quick preview at once, then its VAE picture in turn.
+    qtbot.keyClick(view.slider, Qt.Key.Key_Home)
+    np.testing.assert_array_equal(view.canvas.image.image, first)
+    qtbot.waitUntil(lambda: "VAE decode" in view.step_label.toolTip(), timeout=60_000)
+    qtbot.keyClick(view.slider, Qt.Key.Key_End)
+    np.testing.assert_array_equal(view.canvas.image.image, refined)  # kept, not decoded again
+    last = view.canvas.image.image.copy()
     # The map was fitted once and kept in the workspace for the next opening.
     assert (ws / "latent_preview.json").is_file()
     # "final image" shows the stored image at every step.
