@@ -206,15 +206,20 @@ def test_the_centre_takes_the_spare_width_and_the_scrubber_stays_on_screen(
     widths = {}
     for size in ((1024, 700), (2560, 1400), (1024, 700), (1600, 1000)):
         window.resize(*size)
-        qtbot.waitUntil(lambda s=size: (window.width(), window.height()) == s, timeout=2_000)
-        qtbot.wait(250)  # the docks are rebalanced after the resize settles
-        assert _scrubber_visible(window), (size, _global_rect(window.sample_view.slider))
-        centre = window.tabs.width()
-        docks = [d.width() for d in (window.features_dock, window.feature_dock)]
-        widths[size] = (centre, docks)
-        assert centre >= 0.45 * window.width(), (size, centre, docks)
-        assert centre > max(docks), (size, centre, docks)
-    # Enlarged again, the docks are back at their comfortable widths (not stuck at minimum).
-    big = widths[(2560, 1400)][1]
-    assert big[0] >= 450 and big[1] >= 370, big
-    assert widths[(1600, 1000)][1][0] > widths[(1024, 700)][1][0]
+
+        def settled(size=size):
+            centre = window.tabs.width()
+            docks = [d.width() for d in (window.features_dock, window.feature_dock)]
+            widths[size] = (centre, docks)
+            return ((window.width(), window.height()) == size and _scrubber_visible(window)
+                    and centre >= 0.45 * window.width() and centre > max(docks)
+                    # the docks get their share back when enlarged, not stuck at minimum
+                    and docks[0] >= min(450, 0.25 * size[0])
+                    and docks[1] >= min(370, 0.2 * size[0]))
+
+        # The docks are re-shared once the resize settles (a timer; slower on a loaded machine).
+        try:
+            qtbot.waitUntil(settled, timeout=5_000)
+        except Exception:
+            raise AssertionError((size, widths.get(size), _global_rect(window.sample_view.slider),
+                                  _global_rect(window.tabs.currentWidget().viewport()))) from None
