@@ -14,6 +14,7 @@ a store with another fingerprint or latent shape (such a cache is refitted, neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -143,7 +144,7 @@ def fit_samples(n_samples: int, limit: int = FIT_SAMPLES) -> list[int]:
     """Up to `limit` samples spread evenly over the store (prompts vary along it)."""
     if n_samples <= limit:
         return list(range(n_samples))
-    return sorted({int(round(x)) for x in np.linspace(0, n_samples - 1, limit)})
+    return sorted({round(x) for x in np.linspace(0, n_samples - 1, limit)})
 
 
 def fit_linear_preview(store, samples: list[int] | None = None) -> LinearPreview:
@@ -194,10 +195,8 @@ def preview_for(store, cache: str | Path | None) -> LinearPreview:
             pass
     fitted = fit_linear_preview(store)
     if cache is not None:
-        try:
+        with contextlib.suppress(OSError):
             fitted.save(cache)
-        except OSError:
-            pass
     return fitted
 
 
