@@ -1,4 +1,5 @@
-"""An image with an optional heat-map overlay: two stacked pyqtgraph ImageItems.
+"""An image with an optional heat-map overlay: two stacked pyqtgraph ImageItems, and beside them
+a colour bar that says what the overlay's colours mean.
 
 The overlay is a low-resolution map (e.g. 16×16) stretched over the image by the item's rect,
 so repainting it costs a LUT lookup on a 16×16 array, not a blend of full-size pixels.
@@ -12,11 +13,13 @@ from PySide6.QtCore import QRectF, Signal
 
 
 class ImageCanvas(pg.GraphicsLayoutWidget):
-    """A fixed-aspect image with an overlay; emits `clicked(y, x)` in overlay-grid coordinates."""
+    """A fixed-aspect image with an overlay; emits `clicked(y, x)` and `hovered(y, x)` in
+    overlay-grid coordinates (`hovered(-1, -1)` when the pointer leaves the image)."""
 
     clicked = Signal(int, int)
+    hovered = Signal(int, int)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, colorbar: bool = False):
         super().__init__(parent)
         self.setBackground(None)
         self.view = self.addViewBox(lockAspect=True, enableMouse=False, invertY=True)
@@ -28,6 +31,15 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.view.addItem(self.overlay)
         self._shape = (1, 1)
         self._grid = (1, 1)
+        # The overlay's scale (napari's and Neuronpedia's colour bar), for canvases that ask for
+        # it: not interactive, it only reads; hidden when the overlay is categorical or off.
+        self.colorbar = None
+        if colorbar:
+            self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), width=14, interactive=False,
+                                            colorMap=pg.colormap.get("inferno"), colorMapMenu=False)
+            self.addItem(self.colorbar)
+            self.colorbar.setVisible(False)
+        self.setMouseTracking(True)
         self.scene().sigMouseClicked.connect(self._on_click)
 
     def set_image(self, image: np.ndarray | None) -> None:
@@ -55,15 +67,46 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self._grid = grid.shape[:2]
         self._place_overlay()
 
+    def set_colorbar(self, cmap: str | None, levels: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Show the colour bar for colormap `cmap` over `levels`; None hides it."""
+        if self.colorbar is None:
+            return
+        if cmap is None:
+            self.colorbar.setVisible(False)
+            return
+        if getattr(self, "_cmap_name", None) != cmap:
+            self._cmap_name = cmap
+            self.colorbar.setColorMap(pg.colormap.get(cmap))
+        lo, hi = levels
+        self.colorbar.setLevels(low=lo, high=hi if hi > lo else lo + 1e-6)
+        self.colorbar.setVisible(True)
+
     def _place_overlay(self) -> None:
         h, w = self._shape
         self.overlay.setRect(QRectF(0, 0, w, h))
 
-    def _on_click(self, event) -> None:
-        pos = self.view.mapSceneToView(event.scenePos())
+    def grid_at(self, scene_pos) -> tuple[int, int] | None:
+        """The overlay-grid cell under a scene position, or None outside the image."""
+        if not self.view.sceneBoundingRect().contains(scene_pos):
+            return None
+        pos = self.view.mapSceneToView(scene_pos)
         h, w = self._shape
         if not (0 <= pos.x() < w and 0 <= pos.y() < h):
-            return
-        gy = int(pos.y() / h * self._grid[0])
-        gx = int(pos.x() / w * self._grid[1])
-        self.clicked.emit(gy, gx)
+            return None
+        return int(pos.y() / h * self._grid[0]), int(pos.x() / w * self._grid[1])
+
+    def _on_click(self, event) -> None:
+        cell = self.grid_at(event.scenePos())
+        if cell is not None:
+            self.clicked.emit(*cell)
+
+    def mouseMoveEvent(self, event) -> None:
+        # Here rather than the scene's sigMouseMoved, which drops moves closer together than
+        # its rate limit: the pointer's last position, where it rests, could go unread.
+        super().mouseMoveEvent(event)
+        cell = self.grid_at(self.mapToScene(event.position().toPoint()))
+        self.hovered.emit(*(cell if cell is not None else (-1, -1)))
+
+    def leaveEvent(self, event) -> None:
+        super().leaveEvent(event)
+        self.hovered.emit(-1, -1)

@@ -258,3 +258,23 @@ def attention_job(models: ModelHolder, store, prompt: str, seed: int, steps: int
     generate(model, [prompt], [seed], steps, guidance, on_step=on_step, cross_attention=[block],
              cancel=cancel)
     return {"maps": np.stack(maps), "words": prompt_tokens(model.pipe.tokenizer, prompt)}
+
+
+def decode_job(models: ModelHolder, store, sample: int, step: int, latents, *, cancel,
+               progress):
+    """One stored predicted-x₀ latent through the model's VAE: (H, W, 3) uint8, what a store
+    collected with `--previews` holds. Refused (AnalysisError) when the loaded weights are not
+    the ones that collected the store: their VAE would draw another picture."""
+    import numpy as np
+    import torch
+
+    from explorer.analysis.cross_attention import check_same_weights
+    from explorer.engine.generate import decode_latents
+
+    if not models.loaded:
+        progress({"stage": "loading"})
+    model = models.get()
+    check_same_weights(model, store)
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(latents, np.float32))[None].to(model.device)
+        return {"sample": sample, "step": step, "image": decode_latents(model, x)[0]}

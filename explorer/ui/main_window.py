@@ -25,7 +25,13 @@ from PySide6.QtWidgets import (
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import ModelHolder, attention_job, evaluate_job, open_workspace_job
+from explorer.ui.jobs import (
+    ModelHolder,
+    attention_job,
+    decode_job,
+    evaluate_job,
+    open_workspace_job,
+)
 from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
@@ -70,6 +76,10 @@ class MainWindow(QMainWindow):
             page.setWidgetResizable(True)
             page.setFrameShape(QFrame.Shape.NoFrame)
             self.tabs.addTab(page, title)
+            if view is self.sample_view:
+                # Its minimum height fits any window, so it needs no vertical bar; a stale one
+                # (left from a narrow moment) hid the scrubber under the window's bottom edge.
+                page.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setCentralWidget(self.tabs)
 
         # Left: SAE choice + feature browser.
@@ -81,12 +91,12 @@ class MainWindow(QMainWindow):
         ll.setContentsMargins(4, 4, 4, 4)
         ll.addWidget(self.sae_combo)
         ll.addWidget(self.browser)
-        left.setMinimumWidth(380)
+        left.setMinimumWidth(220)
         self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         # Right: the feature page.
         self.feature_page = FeaturePage()
-        self.feature_page.setMinimumWidth(360)  # never squeezed out by the centre
+        self.feature_page.setMinimumWidth(240)  # never squeezed out by the centre
         self.feature_dock = self._dock("Feature", self.feature_page, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.ws_label = QLabel("no workspace")
@@ -99,6 +109,12 @@ class MainWindow(QMainWindow):
         self.service.returned.connect(self._attention_returned)
         self.service.errored.connect(self._attention_errored)
         self.service.cancelled.connect(self._attention_cancelled)
+        # The Sample view's VAE refinement of a linear preview (stores without --previews).
+        self._decode_request: tuple[int, object] | None = None  # (request id, source)
+        self.sample_view.decode_wanted.connect(self._want_decode)
+        self.service.returned.connect(self._decode_returned)
+        self.service.errored.connect(self._decode_errored)
+        self.service.idle.connect(self.sample_view.refine_current)
 
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
@@ -141,6 +157,42 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, dock)
             dock.show()
         self.resizeDocks([self.features_dock, self.feature_dock], [470, 380], Qt.Orientation.Horizontal)
+
+    def resizeEvent(self, event) -> None:
+        """When the window's width changes, share it out again (after the resize settles):
+        the docks shrink towards their minimums in a small window and grow back to their
+        default widths in a large one, and the centre takes the rest. QMainWindow alone gives
+        the centre every change, so docks squeezed once stayed at their minimum for good."""
+        super().resizeEvent(event)
+        width = event.size().width()
+        last, self._dock_width = getattr(self, "_dock_width", None), width
+        if last is not None and last != width:
+            if not hasattr(self, "_dock_timer"):
+                self._dock_timer = QTimer(self, singleShot=True, interval=80)
+                self._dock_timer.timeout.connect(self._fit_docks)
+            self._dock_timer.start()
+
+    def _fit_docks(self) -> None:
+        w = self.width()
+        docks = [(self.features_dock, min(470, max(220, int(0.26 * w)))),
+                 (self.feature_dock, min(380, max(240, int(0.21 * w))))]
+        docks = [(d, px) for d, px in docks if d.isVisible() and not d.isFloating()]
+        # Pinned at the width for one layout pass, then free again (for the user's drags):
+        # resizeDocks alone is undone by the layout pass that follows a window resize.
+        for dock, px in docks:
+            dock.setFixedWidth(px)
+        self.layout().activate()
+
+        def release():
+            for dock, _ in docks:
+                dock.setMinimumWidth(0)
+                dock.setMaximumWidth(16_777_215)
+            # A page's scroll area keeps a scroll bar from the narrow moment (hiding the
+            # scrubber) until its sizing runs again: setWidgetResizable re-runs it.
+            for k in range(self.tabs.count()):
+                self.tabs.widget(k).setWidgetResizable(True)
+
+        QTimer.singleShot(0, release)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -428,6 +480,29 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("evaluating the workspace…")
         return self.pool.start(worker, slot="evaluate")
 
+    # --- VAE refinement of the sample view's linear preview -----------------------------------
+    def _want_decode(self, sample: int, step: int) -> None:
+        # Only while the model thread is idle: a decode must never cancel a steering, generation
+        # or attention run (the service cancels the running request for a new one).
+        if self.source is None or self.service.busy:
+            return
+        latents = self.source.store.pred_x0(sample, step)
+        rid = self.service.submit(decode_job, self.models, self.source.store, sample, step,
+                                  latents, kind="decode")
+        self._decode_request = (rid, self.source)
+
+    def _decode_returned(self, rid: int, value) -> None:
+        if self._decode_request is not None and rid == self._decode_request[0]:
+            source, self._decode_request = self._decode_request[1], None
+            if source is self.source:  # not a decode of the workspace shown before
+                self.sample_view.set_decoded(value["sample"], value["step"], value["image"])
+
+    def _decode_errored(self, rid: int, message: str) -> None:
+        if self._decode_request is not None and rid == self._decode_request[0]:
+            source, self._decode_request = self._decode_request[1], None
+            if source is self.source:
+                self.sample_view.decode_failed(message)
+
     # --- cross-attention maps for the sample view's word overlay -----------------------------
     def _want_attention(self, sample: int, block: str) -> None:
         if self.source is None:
@@ -558,6 +633,7 @@ class MainWindow(QMainWindow):
 
         dialog = BuildDialog(self.pool, small=small, parent=self)
         dialog.built.connect(self.open_workspace)
+        dialog.open_wanted.connect(self.choose_workspace)
         dialog.start()
         dialog.show()
 

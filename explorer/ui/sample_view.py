@@ -8,6 +8,8 @@ stays on the UI thread without a stall.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -55,6 +58,36 @@ def lookup_table(name: str) -> np.ndarray:
     return lut
 
 
+_WORD = re.compile(r"[^\w-]+")
+DEFAULT_SIDE_TITLE = "Click the image to list the features active there"
+
+
+def clean_word(word: str) -> str:
+    """'Circle,' → 'circle': how the analysis compares prompt words (cross_attention._clean)."""
+    return _WORD.sub("", word.lower())
+
+
+def content_words(words) -> list[tuple[str, list[int]]]:
+    """A prompt's (word, token positions) pairs with function words dropped and each content word
+    listed once, its token positions joined over every place it occurs ("a red circle and a red
+    square" → red, circle, square)."""
+    merged: dict[str, tuple[str, list[int]]] = {}
+    for word, tokens in words:
+        w = clean_word(word)
+        if not w or w in FUNCTION_WORDS:
+            continue
+        if w in merged:
+            merged[w][1].extend(t for t in tokens if t not in merged[w][1])
+        else:
+            merged[w] = (w, list(tokens))
+    return list(merged.values())
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The content words of a prompt, in order, each once."""
+    return [w for w, _ in content_words((word, []) for word in prompt.split())]
+
+
 def concept_rgba(top_feature: np.ndarray, top_value: np.ndarray,
                  colours: dict[int, int]) -> np.ndarray:
     """(h, w, 4) uint8: each position coloured by its top feature; silent positions clear."""
@@ -75,6 +108,9 @@ class SampleView(QWidget):
     attention_wanted = Signal(int, str)  # (sample, block): regenerate it recording cross-attention
     step_changed = Signal(int)
     sample_changed = Signal(int)
+    # (sample, step): decode this step's stored latents with the real VAE (model thread); asked
+    # once the slider rests on a step shown by the linear preview.
+    decode_wanted = Signal(int, int)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -88,18 +124,31 @@ class SampleView(QWidget):
         self._attention_asked: tuple[int, str] | None = None
         # Whose words the word box holds: ("attention", sample, block) or ("probe", block).
         self._words_of: tuple | None = None
+        self._word_for: tuple | None = None  # (word list, sample) the word was chosen for
         self._lut = lookup_table(COLORMAPS[0])
+        # VAE decodes of steps shown by the linear preview: (sample, step) → image, the newest
+        # few kept (a 512-px picture is 0.8 MB); `_refine` off once a decode was refused.
+        self._decoded: dict[tuple[int, int], np.ndarray] = {}
+        self._refine = True
+        self._refine_timer = QTimer(self, singleShot=True, interval=250)
+        self._refine_timer.timeout.connect(self.refine_current)
 
         # Top bar: sample and prompt.
         self.sample = QSpinBox()
         self.sample.setToolTip("Sample index in the store")
         self.sample.setKeyboardTracking(False)
         self.prompt = QLabel("")
-        self.prompt.setWordWrap(True)
+        # One line, clipped, the whole prompt in its tooltip: a word-wrapped label gives the view
+        # a height-for-width, and the tab's scroll area then sizes the view to its preferred
+        # height (~700 px) rather than the visible one, pushing the scrubber off a 1024 × 700
+        # window.
+        self.prompt.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.prompt.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.show_final = QCheckBox("final image")
         self.show_final.setToolTip(
-            "Show the final image at every step instead of that step's predicted x₀"
+            "Show the final image at every step instead of that step's predicted x₀ (decoded by "
+            "the VAE when the store has previews, else by a linear latent → RGB map fitted on "
+            "this store's final latents and images)"
         )
         top = QHBoxLayout()
         top.addWidget(QLabel("Sample"))
@@ -121,7 +170,7 @@ class SampleView(QWidget):
             "image (the evaluation's linear probe, read from the store)"
         )
         self.word = QComboBox()
-        self.word.setToolTip("The word whose map is drawn")
+        self.word.setToolTip("The word whose map is drawn (each content word of the prompt once)")
         self.word.setVisible(False)
         self.cmap = QComboBox()
         self.cmap.addItems(COLORMAPS)
@@ -129,6 +178,14 @@ class SampleView(QWidget):
         self.opacity.setToolTip("Overlay opacity")
         self.threshold = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=10)
         self.threshold.setToolTip("Hide activations below this share of the map's maximum (the paper uses 10%)")
+        # Combos and sliders may shrink: their full width would keep the centre from fitting
+        # a 1024 px window beside the docks.
+        for combo in (self.mode, self.word, self.cmap):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+            combo.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        for slider in (self.opacity, self.threshold):
+            slider.setMinimumWidth(50)
         ctl = QHBoxLayout()
         ctl.addWidget(QLabel("Overlay"))
         ctl.addWidget(self.mode)
@@ -140,23 +197,35 @@ class SampleView(QWidget):
         ctl.addWidget(self.threshold)
 
         # Canvas, and beside it the legend / the features active at a clicked position.
-        self.canvas = ImageCanvas()
-        self.canvas.setMinimumSize(320, 320)
+        self.canvas = ImageCanvas(colorbar=True)
+        # Small minimums: at 1024 × 700 the docks leave the centre ~500 px, and the scrubber
+        # under the canvas must stay on screen (test_journey_sample_view).
+        self.canvas.setMinimumSize(220, 200)
         self.side = QListWidget()
         self.side.setToolTip("Concept-map legend, or the features active where you clicked; double-click to open one")
-        self.side_title = QLabel("Click the image to list the features active there")
+        self.side_title = QLabel(DEFAULT_SIDE_TITLE)
         self.side_title.setWordWrap(True)
+        # What the side panel shows: "click" (features at a clicked position, or the hint),
+        # "legend" (concept map) or "words" (a word mode): a mode switch clears another's text.
+        self._side_owner = "click"
+        self.value_label = QLabel("")
+        self.value_label.setToolTip("The overlay's value under the mouse pointer")
+        self.value_label.setWordWrap(True)
+        # What the overlay shows, for the value under the pointer: (kind, arrays, description).
+        self._shown: tuple | None = None
         side = QWidget()
         sl = QVBoxLayout(side)
         sl.setContentsMargins(0, 0, 0, 0)
         sl.addWidget(self.side_title)
         sl.addWidget(self.side)
-        side.setMinimumWidth(230)
+        sl.addWidget(self.value_label)
+        side.setMinimumWidth(170)
         split = QSplitter()
         split.addWidget(self.canvas)
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
 
         # The scrubber.
         self.play = QToolButton()
@@ -166,7 +235,7 @@ class SampleView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Denoising step: t = 1.0 (pure noise) on the left, 0.0 on the right (← →)")
         self.step_label = QLabel("")
-        self.step_label.setMinimumWidth(150)
+        self.step_label.setMinimumWidth(120)
         scrub = QHBoxLayout()
         scrub.addWidget(self.play)
         scrub.addWidget(self.slider, 1)
@@ -191,6 +260,7 @@ class SampleView(QWidget):
         self.opacity.valueChanged.connect(self.refresh_overlay)
         self.threshold.valueChanged.connect(self.refresh_overlay)
         self.canvas.clicked.connect(self._on_click)
+        self.canvas.hovered.connect(self._on_hover)
         self.side.itemDoubleClicked.connect(self._on_side_item)
         for key, delta in ((Qt.Key.Key_Left, -1), (Qt.Key.Key_Right, 1)):
             sc = QShortcut(QKeySequence(key), self)
@@ -206,15 +276,14 @@ class SampleView(QWidget):
         self._concept_colours = {}
         self._attention = self._attention_asked = None
         self._words_of = None
+        self._decoded = {}
+        self._refine = True
         self.sample.blockSignals(True)
         self.sample.setRange(0, max(0, source.n_samples - 1))
         self.sample.blockSignals(False)
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, source.n_steps - 1))
         self.slider.blockSignals(False)
-        self.show_final.setEnabled(source.has_previews)
-        if not source.has_previews:
-            self.show_final.setChecked(True)
         self._on_sample(self.sample.value())
 
     def set_feature(self, feature: int | None) -> None:
@@ -231,31 +300,75 @@ class SampleView(QWidget):
     def set_attention(self, sample: int, block: str, result: dict) -> None:
         """Cross-attention maps of a sample regenerated on the model thread (jobs.attention_job)."""
         self._attention_asked = None
+        result = {**result, "words": content_words(result["words"])}
         self._attention = ((sample, block), result)
         self._fill_words(("attention", sample, block), result["words"])
         self.refresh_overlay()
 
     def _fill_words(self, owner: tuple, items) -> None:
-        """Put `items` ((word, data) pairs) in the word box, keeping the chosen word if it is
-        among them, else choosing the first content word ("a large red square" → "large")."""
-        if self._words_of == owner:
+        """Put `items` ((word, data) pairs) in the word box and choose a word of this sample's
+        prompt (see `_choose_word`)."""
+        if self._words_of != owner:
+            self._words_of = owner
+            self.word.blockSignals(True)
+            current = self.word.currentText()
+            self.word.clear()
+            for word, data in items:
+                self.word.addItem(word, data)
+            if self.word.findText(current) >= 0:
+                self.word.setCurrentIndex(self.word.findText(current))
+            self.word.blockSignals(False)
+            self._word_for = None
+        self._choose_word()
+
+    def _choose_word(self) -> None:
+        """Once per sample and word list: keep the chosen word if the sample's prompt holds it,
+        else take the prompt's first content word the list has (a probe knows every prompt's
+        words: it must not open on one this image was not asked for)."""
+        key = (self._words_of, self.sample.value())
+        if self._word_for == key:
             return
-        self._words_of = owner
-        current = self.word.currentText()
+        self._word_for = key
+        words = prompt_words(self.source.prompt(self.sample.value())) if self.source else []
+        if clean_word(self.word.currentText()) in words:
+            return
+        found = [k for w in words if (k := self.word.findText(w)) >= 0]
+        content = [k for k in range(self.word.count())
+                   if clean_word(self.word.itemText(k)) not in FUNCTION_WORDS]
+        pick = found[0] if found else (content[0] if content else 0)
         self.word.blockSignals(True)
-        self.word.clear()
-        for word, data in items:
-            self.word.addItem(word, data)
-        if self.word.findText(current) >= 0:
-            self.word.setCurrentIndex(self.word.findText(current))
-        else:
-            content = [k for k, (w, _) in enumerate(items) if w.lower() not in FUNCTION_WORDS]
-            self.word.setCurrentIndex(content[0] if content else 0)
+        self.word.setCurrentIndex(pick)
         self.word.blockSignals(False)
 
     def attention_failed(self, message: str) -> None:
         self._attention_asked = None
+        self._side_owner = "words"
         self.side_title.setText(f"Cross-attention maps could not be made: {message}")
+
+    def set_decoded(self, sample: int, step: int, image: np.ndarray) -> None:
+        """The VAE's picture of a step the linear preview showed (jobs.decode_job)."""
+        if len(self._decoded) >= 32:
+            self._decoded.pop(next(iter(self._decoded)))  # the oldest
+        self._decoded[(sample, step)] = image
+        if (sample, step) == (self.sample.value(), self.step) and not self.show_final.isChecked():
+            self.canvas.set_image(image)
+            self.step_label.setToolTip("Showing the predicted x₀ (VAE decode)")
+
+    def decode_failed(self, message: str) -> None:
+        """The VAE cannot refine this store's pictures (other weights): the linear preview
+        stays, and no more decodes are asked for."""
+        self._refine = False
+        self.step_label.setToolTip(f"Showing the x₀ (quick preview); the VAE decode is not "
+                                   f"available: {message}")
+
+    def refine_current(self) -> None:
+        """Ask for the VAE's picture of the shown step if the linear preview shows it (also
+        called when the model thread falls idle: a newer request may have replaced ours)."""
+        if self.source is None or not self._refine or self.show_final.isChecked():
+            return
+        key = (self.sample.value(), self.step)
+        if key not in self._decoded and getattr(self.source, "preview_kind", "") == "linear":
+            self.decode_wanted.emit(*key)
 
     def goto(self, sample: int, step: int) -> None:
         self.sample.setValue(sample)
@@ -272,12 +385,24 @@ class SampleView(QWidget):
         i, s = self.sample.value(), self.step
         image = None
         if not self.show_final.isChecked():
-            image = self.source.preview(i, s)
+            image = self._decoded.get((i, s))
+            if image is None:
+                image = self.source.preview(i, s)
+        shown = "final image" if image is None else "predicted x₀"
         if image is None:
             image = self.source.image(i)
+        elif (i, s) in self._decoded:
+            shown = "predicted x₀ (VAE decode)"
+        elif getattr(self.source, "preview_kind", "stored") == "linear":
+            shown = "x₀ (quick preview)"
+            if self._refine:
+                self._refine_timer.start()  # the VAE's picture once the slider rests
         self.canvas.set_image(image)
         t = self.source.t[s] if s < len(self.source.t) else float("nan")
         self.step_label.setText(f"step {s + 1}/{self.source.n_steps} · t = {t:.2f}")
+        self.step_label.setToolTip(
+            f"Showing the {shown}" + (" (a linear decode of the stored latents; the store has no "
+                                      "VAE previews)" if "quick" in shown else ""))
         self.refresh_overlay()
 
     def refresh_overlay(self) -> None:
@@ -289,17 +414,28 @@ class SampleView(QWidget):
         self.threshold.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
         self.word.setVisible(mode in WORD_MODES)
         opacity = self.opacity.value() / 100
+        self._shown = None
+        self.canvas.set_colorbar(None)
+        if mode in (OVERLAY_FEATURE, OVERLAY_NONE) and self._side_owner != "click":
+            # Back from a word mode or the concept legend: their text no longer describes
+            # anything on screen.
+            self._side_owner = "click"
+            self.side.clear()
+            self.side_title.setText(DEFAULT_SIDE_TITLE)
         if mode == OVERLAY_ATTENTION:
             self._attention_overlay(i, s, opacity)
         elif mode == OVERLAY_PROBE:
             self._probe_overlay(i, s, opacity)
         elif mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
-            self._draw_map(self.source.feature_map(i, s, self.feature), opacity)
+            label = self.labels.get(self.feature, "")
+            self._draw_map(self.source.feature_map(i, s, self.feature), opacity,
+                           f"#{self.feature}{' ' + label if label else ''}")
         elif mode == OVERLAY_CONCEPTS and self.source.has_index:
             top_f, top_v = self.source.concept_map(i, s)
             for f in np.unique(top_f[top_v > 0]):
                 self._concept_colours.setdefault(int(f), len(self._concept_colours))
             self.canvas.set_overlay(concept_rgba(top_f, top_v, self._concept_colours), opacity=opacity)
+            self._shown = ("concepts", top_f, top_v)
             self._show_legend(top_f, top_v)
         else:
             self.canvas.set_overlay(None)
@@ -311,6 +447,7 @@ class SampleView(QWidget):
             self.word.setEnabled(False)
             if self._attention_asked != key:
                 self._attention_asked = key
+                self._side_owner = "words"
                 self.side_title.setText(f"Regenerating sample {i} to record {key[1]}'s cross-attention…")
                 self.side.clear()
                 self.attention_wanted.emit(*key)
@@ -329,13 +466,14 @@ class SampleView(QWidget):
             [(float(maps[..., toks].sum(-1).max()), k, w) for k, (w, toks) in enumerate(self._attention[1]["words"])],
             lambda word, peak: f"“{word}” draws up to {peak:.0%} of a position's attention at this step",
         )
-        self._draw_map(grid, opacity)
+        self._draw_map(grid, opacity, f"attention to “{self.word.currentText()}”")
 
     def _probe_overlay(self, i: int, s: int, opacity: float) -> None:
         probe = self.source.probe()
         if probe is None:
             self.canvas.set_overlay(None)
             self.word.setEnabled(False)
+            self._side_owner = "words"
             self.side.clear()
             self.side_title.setText(f"No word probe for {self.source.block}: {self.source.probe_error} "
                                     "(the Evaluation tab's Evaluate fits it)")
@@ -355,21 +493,25 @@ class SampleView(QWidget):
             [(float(scores[..., c].max()), c, w) for c, w in enumerate(probe.words)],
             lambda word, peak: f"“{word}”: the probe's highest score at this step is {peak:.2f}",
         )
-        self._draw_map(grid, opacity)
+        self._draw_map(grid, opacity, f"probe score of “{self.word.currentText()}”")
 
-    def _draw_map(self, grid: np.ndarray, opacity: float) -> None:
+    def _draw_map(self, grid: np.ndarray, opacity: float, what: str) -> None:
         """A map over the image in the chosen colormap, hidden below the threshold's share of
-        its maximum; nothing where it never rises above 0."""
+        its maximum; nothing where it never rises above 0. The colour bar shows the levels;
+        `what` names the value for the readout under the pointer."""
+        self._shown = ("map", grid, what)
         vmax = float(grid.max()) if grid.size else 0.0
         if vmax <= 0:
             self.canvas.set_overlay(None)
             return
         lo = vmax * self.threshold.value() / 100
         self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
+        self.canvas.set_colorbar(self.cmap.currentText(), (lo, vmax))
 
     def _list_words(self, peaks, tip) -> None:
         """The side list in the word modes: (peak, index in the word box, word), highest first;
         double-clicking one shows its map."""
+        self._side_owner = "words"
         self.side.clear()
         for peak, k, word in sorted(peaks, reverse=True):
             item = QListWidgetItem(f"{word}  peak {peak:.2f}")
@@ -378,6 +520,7 @@ class SampleView(QWidget):
             self.side.addItem(item)
 
     def _show_legend(self, top_f: np.ndarray, top_v: np.ndarray) -> None:
+        self._side_owner = "legend"
         self.side_title.setText("Concept map: the top feature at each position (how many)")
         self.side.clear()
         feats, counts = np.unique(top_f[top_v > 0], return_counts=True)
@@ -396,6 +539,7 @@ class SampleView(QWidget):
         if self.source is None:
             return
         self.prompt.setText(self.source.prompt(i))
+        self.prompt.setToolTip(self.source.prompt(i))
         self.refresh()
         self.sample_changed.emit(i)
 
@@ -427,6 +571,7 @@ class SampleView(QWidget):
         if self.source is None or not self.source.has_index or self.mode.currentData() in WORD_MODES:
             return
         active = self.source.active_at(self.sample.value(), self.step, y, x)
+        self._side_owner = "click"
         self.side_title.setText(f"Features active at ({y}, {x}), step {self.step + 1}")
         self.side.clear()
         for f, v in active:
@@ -434,6 +579,29 @@ class SampleView(QWidget):
             item = QListWidgetItem(f"#{f}  {v:.3g}  {label}")
             item.setData(Qt.ItemDataRole.UserRole, f)
             self.side.addItem(item)
+
+    def _on_hover(self, y: int, x: int) -> None:
+        """The overlay's value at the pointer's grid cell (napari's status readout)."""
+        shown = self._shown
+        if y < 0 or shown is None:
+            self.value_label.setText("")
+            return
+        where = f"at ({y}, {x})"
+        if shown[0] == "map":
+            grid, what = shown[1], shown[2]
+            if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
+                self.value_label.setText(f"{what} {where}: {float(grid[y, x]):.3g}")
+            return
+        top_f, top_v = shown[1], shown[2]
+        if not (0 <= y < top_f.shape[0] and 0 <= x < top_f.shape[1]):
+            return
+        if top_v[y, x] <= 0:
+            self.value_label.setText(f"no feature fires {where}")
+            return
+        f = int(top_f[y, x])
+        label = self.labels.get(f, "")
+        self.value_label.setText(
+            f"top feature {where}: #{f}{' ' + label if label else ''} = {float(top_v[y, x]):.3g}")
 
     def _on_side_item(self, item: QListWidgetItem) -> None:
         f = item.data(Qt.ItemDataRole.UserRole)

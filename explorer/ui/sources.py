@@ -25,6 +25,9 @@ class WorkspaceSource:
         # The current block's linear probe: (block, file mtime) → ProbeWeights or None.
         self._probe: tuple[tuple[str, int], object] | None = None
         self.probe_error: str | None = None
+        # The store's linear latent → RGB map (explorer.store.preview), fitted on first use.
+        self._linear_preview = None
+        self.preview_error: str | None = None
         if entry is not None:
             self.set_sae(entry)
         self._prompts = self.store.prompts
@@ -86,10 +89,32 @@ class WorkspaceSource:
         """The block whose maps the views show: the SAE's, else the store's first."""
         return self.entry.block if self.entry is not None else self.store.blocks[0]
 
+    @property
+    def preview_kind(self) -> str:
+        """What `preview` returns: "stored" (VAE-decoded at collection) or "linear" (the
+        store's pred_x0 through a fitted latent → RGB map)."""
+        return "stored" if self.has_previews else "linear"
+
     def preview(self, i: int, step: int) -> np.ndarray | None:
-        if not self.has_previews:
-            return None
-        return self.store.preview(i, step)
+        """Sample i's predicted x₀ at `step` as pixels: the stored VAE decode when the store has
+        previews, else the linear preview of the stored latents (None if it cannot be fitted)."""
+        if self.has_previews:
+            return self.store.preview(i, step)
+        decoder = self.linear_preview()
+        return None if decoder is None else decoder.decode(self.store.pred_x0(i, step))
+
+    def linear_preview(self):
+        """The store's fitted latent → RGB map, cached in the workspace (refitted for another
+        store); None with `preview_error` saying why when it cannot be fitted."""
+        from explorer.errors import UserError
+        from explorer.store.preview import PREVIEW_FILE, preview_for
+
+        if self._linear_preview is None and self.preview_error is None:
+            try:
+                self._linear_preview = preview_for(self.store, self.workspace.root / PREVIEW_FILE)
+            except UserError as e:
+                self.preview_error = str(e)
+        return self._linear_preview
 
     # --- index ------------------------------------------------------------------------------
     @property
