@@ -18,7 +18,6 @@ def trajectory_plot(ylabel: str) -> tuple[pg.PlotWidget, pg.InfiniteLine]:
     plot.getAxis("left").enableAutoSIPrefix(False)
     plot.getViewBox().invertX(True)
     plot.setMouseEnabled(False, False)
-    show_empty(plot)
     return plot, pg.InfiniteLine(angle=90, movable=False, pen=STEP_PEN)
 
 
