@@ -112,7 +112,7 @@ def init_seed(seed: int, step: int) -> int:
 
 def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
                      steps: str = "t=1.0,0.5,0.0", shared: bool = False, latents: int = 0,
-                     k: int = 8, batch_size: int = 4096, lr: float = 1e-4, tokens: int = 0,
+                     k: int = 8, batch_size: int = 4096, lr: float | None = None, tokens: int = 0,
                      resume: bool = False, seed: int = 0, device: str | None = None,
                      batch_topk: bool = False, dead_tokens: int = 1_000_000,
                      tag: str = "", progress: bool = True,
@@ -434,7 +434,9 @@ def register(sub) -> None:
     p.add_argument("--k", type=positive_int, default=8,
                    help="active latents per token, at most --latents (default 8)")
     p.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default 4096)")
-    p.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate (default 1e-4)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="Adam learning rate (default: 8e-4·sqrt(16384 / latents), the width rule "
+                        "measured best per token in docs/sae.md; the paper's is 1e-4)")
     p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch)")
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
     p.add_argument("--dead-tokens", type=positive_int, default=1_000_000,
@@ -460,7 +462,8 @@ def register(sub) -> None:
         "loadable with sae_lens.SAE.load_from_disk) or in the explorer's own format.")
     p.add_argument("sae", help="the SAE folder to read")
     p.add_argument("--out", required=True, type=output_folder, help="the folder to write")
-    p.add_argument("--format", default="saelens", choices=["saelens", "native"])
+    p.add_argument("--format", default="saelens", choices=["saelens", "native"],
+                   help="saelens (default): SAELens's folder layout; native: the explorer's")
     p.add_argument("--code-width", type=positive_int, default=None,
                    help="codes kept per token for a ReLU / JumpReLU SAE (default: 64)")
     p.set_defaults(func=cmd_export_sae)

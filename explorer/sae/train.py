@@ -42,6 +42,17 @@ CHECKPOINT_VERSION = 1
 _RESUME_KEYS = ("d_in", "d_sae", "k", "batch_size", "batch_topk", "normalise", "init_tokens")
 
 
+# Adam's step size at 2**14 latents; wider dictionaries take smaller steps (1/sqrt(width), the
+# scaling EleutherAI's sparsify uses, at 4x its constant). Both come from the sweep in
+# docs/sae.md (bench/bench_quality.py); the paper's 1e-4 is `--lr 1e-4`.
+LR_AT_16K_LATENTS = 8e-4
+
+
+def default_lr(d_sae: int) -> float:
+    """The default learning rate for an SAE of `d_sae` latents."""
+    return LR_AT_16K_LATENTS / math.sqrt(d_sae / 2**14)
+
+
 @dataclass
 class TrainerConfig(SAEProvenance):
     """How to train one SAE, plus the provenance recorded in its cfg.json."""
@@ -54,8 +65,8 @@ class TrainerConfig(SAEProvenance):
     """Latents per token."""
     batch_size: int = 4096
     """Tokens per optimiser step (per rank under DDP)."""
-    lr: float = 1e-4
-    """Adam learning rate."""
+    lr: float | None = None
+    """Adam learning rate; None: `default_lr(d_sae)`, the width rule measured best per token."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas."""
     total_tokens: int | None = None
@@ -93,6 +104,8 @@ class TrainerConfig(SAEProvenance):
         for name in ("warmup_tokens", "decay_tokens", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.lr is None:
+            self.lr = default_lr(self.d_sae)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.total_tokens is not None and self.total_tokens <= 0:

@@ -214,3 +214,40 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(NonFiniteTraining, match="initialisation sample"):
         train_sae(poisoned(), _cfg(d_sae=64, init_tokens=4000), tmp_path / "init", progress=False)
     assert not (tmp_path / "init").exists()
+
+
+def test_default_learning_rate_follows_the_width_rule():
+    from explorer.sae.train import LR_AT_16K_LATENTS, default_lr
+
+    assert TrainerConfig(d_in=32, d_sae=16384, k=4).lr == pytest.approx(LR_AT_16K_LATENTS)
+    # A quarter of the width: twice the step (1/sqrt(width)).
+    assert TrainerConfig(d_in=32, d_sae=4096, k=4).lr == pytest.approx(2 * LR_AT_16K_LATENTS)
+    assert default_lr(512) == pytest.approx(LR_AT_16K_LATENTS * (16384 / 512) ** 0.5)
+    # An explicit rate (the paper's) is kept as given.
+    assert TrainerConfig(d_in=32, d_sae=4096, k=4, lr=1e-4).lr == 1e-4
+
+
+def test_quality_bench_scores_the_true_dictionary_as_perfect():
+    """bench_quality's scoring: a decoder equal to the ground truth recovers it exactly, and a
+    random one does not (the recovery number can fail)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_quality.py"
+    spec = importlib.util.spec_from_file_location("bench_quality", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_quality"] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    world = bench.World(d_in=16, n_gt=24, active=2, noise=0.0)
+    held = list(world.batches(64, 256, stream_seed=2))
+    gt = world.dictionary()
+
+    def identity(x):
+        return x, torch.arange(24)
+
+    ev, fvu, dead, recovery = bench.score(identity, gt, world, held, 24)
+    assert ev == pytest.approx(1.0) and fvu == pytest.approx(0.0)
+    assert dead == 0.0 and recovery == pytest.approx(1.0)
+    _, _, _, random_recovery = bench.score(identity, torch.randn(24, 16), world, held, 24)
+    assert random_recovery < 0.9
