@@ -65,9 +65,9 @@ def test_blocks_are_upsampled_to_the_latent_grid_clamped_and_summed():
     assert torch.allclose(again, heat + big.permute(0, 3, 1, 2))
 
 
-def _copy(ws, tmp_path, strip_masks: bool) -> Workspace:
+def _copy(src, tmp_path, strip_masks: bool) -> Workspace:
     folder = tmp_path / "ws"
-    shutil.copytree(ws.root, folder)
+    shutil.copytree(Workspace.open(src).root, folder)
     (folder / "report.json").unlink(missing_ok=True)
     if strip_masks:
         with h5py.File(folder / "store.h5", "a") as f:
@@ -220,7 +220,7 @@ def test_a_dictionary_from_the_index_codes_equals_the_one_the_index_built(tiny_w
     from explorer.analysis.reader import FeatureIndex
     from explorer.analysis.truth import ShapesTruth
 
-    ws = tiny_workspace
+    ws = Workspace.open(tiny_workspace)
     with ws.store() as store:
         truth = ShapesTruth(store)
         label, _ = split_samples(store.n_samples, 4)
