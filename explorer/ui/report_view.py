@@ -151,7 +151,8 @@ class ReportView(QWidget):
             self.message.setText(
                 f"How early each block's concepts predict where each prompted object ends up: "
                 f"{c['n_objects']} objects in {c['n_samples']} held-out samples, scored against the "
-                f"final image. Written {report.get('created', '?')}. Click the plot to show a step.")
+                f"final image{', against ' + report['ground_truth'] if report.get('ground_truth') else ''}"
+                f". Written {report.get('created', '?')}. Click the plot to show a step.")
         # Prefer the mid block, the paper's, among those with a curve.
         first = next((b for b in curved if "mid_block" in b), curved[0] if curved else None)
         self.block.setCurrentIndex(blocks.index(first) if first else (0 if blocks else -1))
