@@ -54,6 +54,13 @@ def register(sub) -> None:
         "add each block's cross-attention (DAAM) curve beside the SAE one (seconds on the bundled "
         "model; a GPU's work for SD 1.4)",
     )
+    p.add_argument(
+        "--ground-truth", choices=("auto", "masks", "cross-attention"), default="auto",
+        help="what the dictionary, composition, concept vote and probe are scored against: the "
+        "store's or user masks (auto: those; without any, cross-attention pseudo-masks, made by "
+        "regenerating each sample once and cached in pseudo_masks.h5), or cross-attention "
+        "pseudo-masks even where masks exist, with their agreement with the masks reported",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -196,9 +203,11 @@ def cmd_evaluate(args) -> int:
         with ws.store() as store:  # before minutes of analysis, not after
             check_same_weights(model, store)
     with console_progress() as bar:
-        report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device, model=model)
+        report = evaluate_workspace(ws, masks=args.masks, progress=bar, device=args.device,
+                                    model=model, ground_truth=args.ground_truth)
     ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
+    print(f"ground truth: {report['ground_truth']}")
     for block, rep in report["blocks"].items():
         c = rep.get("composition", {})
         curves = [("composition", c.get("miou"), c.get("baseline_miou")),
@@ -211,6 +220,24 @@ def cmd_evaluate(args) -> int:
                 base = f" (baseline {b[0]:.3f})" if b else ""
                 print(f"{block}: {name} mIoU first step {m[0]:.3f}{base}, "
                       f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
+        v = rep.get("validation")
+        if v:
+            comp = v["curves"]["composition"]
+            corr = "–" if comp["correlation"] is None else f"{comp['correlation']:.2f}"
+            print(f"{block}: pseudo-masks vs {v['against']}: object mIoU {v['pseudo_mask_iou']:.3f}"
+                  f"; composition curve mean |difference| {comp['mean_abs_difference']:.3f}, "
+                  f"correlation {corr}")
+    if args.cross_attention:
+        # Never a silent no-op: what the flag added, or why it could not.
+        added = {b: rep["cross_attention"] for b, rep in report["blocks"].items()
+                 if rep.get("cross_attention")}
+        for block, a in added.items():
+            print(f"--cross-attention added the cross-attention (DAAM) curve of {block}: "
+                  f"{a['n_objects']} objects in {a['n_samples']} regenerated samples "
+                  f"({a['images_reproduced']} identical to the store's)")
+        if not added:
+            print("--cross-attention added nothing: "
+                  f"{report.get('cross_attention_note') or 'no block has a composition curve'}")
     print(f"wrote {json_path} and {md_path}")
     return 0
 

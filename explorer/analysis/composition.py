@@ -190,18 +190,21 @@ def block_composition(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    dictionaries: Sequence[Dictionary | None] | None = None,
 ) -> CompositionCurve:
     """Composition mIoU per step for one block, from its SAEs' indexes (`FeatureIndex`es).
 
     Each step uses the index whose SAE was trained nearest in t (see module docstring).
+    dictionaries: one per index in place of the index's own (labelled against another ground
+    truth than the index was built with); None: the indexes' own.
     """
     if not indexes:
         raise ValueError("no indexes given")
     first = indexes[0]
     S, h, w = first.n_steps, first.h, first.w
     tables = []
-    for idx in indexes:
-        table = idx.dictionary_table
+    for j, idx in enumerate(indexes):
+        table = idx.dictionary_table if dictionaries is None else dictionaries[j]
         tables.append(word_tables(table) if table is not None else {})
     chosen = [nearest_sae([ix.sae_t or [ix.t[ix.label_step]] for ix in indexes], t) for t in first.t]
     samples = list(samples)

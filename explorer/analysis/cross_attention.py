@@ -27,7 +27,7 @@ dictionary (`agreement`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,7 +171,10 @@ def attention_composition(
             taken: set[int] = set()
             for obj in t.objects:
                 count += 1
-                tokens = object_token(words, obj.prompted or obj.labels, taken)
+                if obj.position is not None:  # a pseudo-mask's object is its own word
+                    tokens = list(words[obj.position][1]) if obj.position < len(words) else []
+                else:
+                    tokens = object_token(words, obj.prompted or obj.labels, taken)
                 if not tokens:
                     unplaced += 1
                     continue
@@ -228,10 +231,19 @@ def words_as_truth(words: Sequence[tuple[str, list[int]]], heat: np.ndarray,
 def word_dictionary(index, word_truth: dict) -> Dictionary:
     """The paper's dictionary rule for the index's SAE at its labelling step, with the samples'
     word masks (`words_as_truth`) in place of object masks."""
+    return dictionary_over(index, sorted(word_truth.items()))
+
+
+def dictionary_over(index, truths: Iterable[tuple[int, SampleTruth]],
+                    cancel: Cancel | None = None) -> Dictionary:
+    """The paper's dictionary rule for the index's SAE at its labelling step, from the codes the
+    index holds, against `truths` ((sample, its truth) pairs): the index's own dictionary for
+    another ground truth (cross-attention pseudo-masks, say) without rebuilding the index."""
     from explorer.analysis.index import fired_maps
 
     builder = DictionaryBuilder(index.n_features)
-    for i, truth in sorted(word_truth.items()):
+    for i, truth in truths:
+        check(cancel)
         indices, values = index.codes(i, index.label_step)
         h, w, k = indices.shape
         features, maps = fired_maps(indices.reshape(h * w, k), values.reshape(h * w, k), h, w)

@@ -38,7 +38,15 @@ from explorer.analysis.matching import (
 )
 from explorer.analysis.progress import Cancel, Progress, check, scaled
 from explorer.analysis.reader import FeatureIndex, write_matches
-from explorer.analysis.truth import ShapesTruth, open_truth
+from explorer.analysis.truth import (
+    EXACT,
+    PSEUDO,
+    USER,
+    PseudoMaskTruth,
+    ShapesTruth,
+    open_truth,
+    truth_kind,
+)
 
 REPORT_SCHEMA = "concept-explorer/report"
 REPORT_VERSION = 1
@@ -47,6 +55,8 @@ METRIC_SAMPLES = 64
 BEST_KINDS = ("colour", "shape", "background", "place", "object")
 # A feature "fires at a step" when it fires on at least this share of the step's tokens.
 FIRING_FLOOR = 1e-3
+# Where the curves' ground truth comes from (evaluate_workspace's ground_truth).
+GROUND_TRUTHS = ("auto", "masks", "cross-attention")
 
 
 def _sae_groups(saes) -> dict[str, list]:
@@ -88,8 +98,10 @@ def sae_metrics(store, entry, samples: list[int], device: str = "cpu") -> list[d
     return out
 
 
-def dictionary_summary(index: FeatureIndex) -> dict:
-    table = index.dictionary_table
+def dictionary_summary(index: FeatureIndex, table=None) -> dict:
+    """The report's numbers on a dictionary: the index's own, or `table` labelled against
+    another ground truth from the index's codes."""
+    table = index.dictionary_table if table is None else table
     if table is None:
         return {"available": False}
     live = table.n_fired > 0
@@ -236,6 +248,7 @@ def evaluate_workspace(
     build_missing: bool = True,
     seed: int = 0,
     model=None,
+    ground_truth: str = "auto",
 ) -> dict:
     """Run every analysis on a workspace and return the report dict (report.py writes it).
 
@@ -245,10 +258,17 @@ def evaluate_workspace(
     `model` (a loaded `engine.Model`, the one the store was collected with): regenerate the
     composition's held-out samples to add the cross-attention (DAAM) curve of each block
     (cross_attention.py); None leaves it out.
+
+    ground_truth: "auto" (the store's masks or user masks; without any, cross-attention
+    pseudo-masks), "masks" (masks or an error), "cross-attention" (pseudo-masks even where masks
+    exist: then every curve is also computed against the masks and their agreement reported,
+    `validation` per block). Pseudo-masks are cached in the workspace (pseudo_masks.py); building
+    them needs the store's model: `model`, else the workspace's is loaded.
     """
     from explorer.analysis.errors import AnalysisError
 
     t0 = time.perf_counter()
+    opened = None  # pseudo-masks opened here, closed at the end
     own_store = store is None
     if own_store:
         store = workspace.store()
@@ -263,14 +283,26 @@ def evaluate_workspace(
             settings = workspace_index_settings(workspace, masks)
             holdout = _holdout_rule(saes, settings.holdout_every)
         settings = replace(settings, holdout_every=holdout)
-        if truth is None:
-            truth = open_truth(store, settings.masks, settings.use_checker)
-        step = scaled(progress, 0.0, 0.45)
+        if ground_truth not in GROUND_TRUTHS:
+            raise AnalysisError(f"ground truth {ground_truth!r}: choose one of {', '.join(GROUND_TRUTHS)}")
+        exact = truth if truth is not None else open_truth(store, settings.masks, settings.use_checker)
+        truth, truth_note = exact, None
+        if ground_truth == "masks" and exact is None:
+            raise AnalysisError(f"{store.path} has no masks and none were given (--masks); "
+                                "use --ground-truth cross-attention")
+        if ground_truth == "cross-attention" or exact is None:
+            truth, truth_note = _pseudo(workspace, store, model, device, ground_truth,
+                                        scaled(progress, 0.0, 0.1), cancel)
+            opened = truth
+        validate = exact is not None and truth is not exact
+        step = scaled(progress, 0.1, 0.45)
         for k, entry in enumerate(saes):
             check(cancel)
             if build_missing:
+                # The index's own dictionary keeps the masks (the app's labels); one against
+                # pseudo-masks is made from the index's codes below.
                 build_index(
-                    store, entry.path, settings, truth=truth, cancel=cancel, device=device,
+                    store, entry.path, settings, truth=exact, cancel=cancel, device=device,
                     progress=scaled(step, k / len(saes), (k + 1) / len(saes), f"[{entry.id}] "),
                 )
             elif not entry.index_path.is_file():
@@ -319,24 +351,20 @@ def evaluate_workspace(
                     composition_samples = composition_samples or eval_samples
                     if progress is not None:
                         progress(base + width * 0.6, f"composition {block}")
-                    curve = block_composition(
-                        [indexes[e.id] for e in per_step], truth, eval_samples, seed=seed,
-                        cancel=cancel,
-                    )
-                    report["composition"] = curve.to_json()
-                    report["composition_miou"] = curve.miou
-                    report["baseline_miou"] = curve.baseline
-                    for entry in entries:
-                        check(cancel)
-                        alone = block_composition([indexes[entry.id]], truth, eval_samples, seed=seed)
-                        report["saes"][entry.id]["composition"] = alone.to_json()
-                    if progress is not None:
-                        progress(base + width * 0.8, f"linear probe {block}")
-                    probe = block_probe(store, truth, block, label_samples, eval_samples, seed=seed,
-                                        cancel=cancel)
-                    if probe is not None:
-                        report["linear_probe"] = probe.to_json()
-                        probe.weights.save(workspace.probe_path(block))  # for the Sample view
+                    mine = truth_curves(store, truth, block, entries, indexes, label_samples,
+                                        eval_samples, seed=seed, cancel=cancel,
+                                        own_dictionaries=truth is exact)
+                    _put_curves(report, mine, truth_kind(truth))
+                    if mine["probe"] is not None:
+                        mine["probe"].weights.save(workspace.probe_path(block))  # for the Sample view
+                    if validate:
+                        if progress is not None:
+                            progress(base + width * 0.8, f"against the masks {block}")
+                        theirs = truth_curves(store, exact, block, entries, indexes, label_samples,
+                                              eval_samples, seed=seed, cancel=cancel)
+                        report["validation"] = validation(
+                            mine, theirs, exact, truth, store, range(store.n_samples),
+                            {block: store.geometry(block)[:2]}, truth_kind(exact))
             finally:
                 for ix in indexes.values():
                     ix.close()
@@ -351,7 +379,8 @@ def evaluate_workspace(
             )
             for b, curve in curves.items():
                 blocks[b]["cross_attention"] = curve.to_json()
-                _add_word_dictionaries(blocks[b], groups[b], curve, cancel)
+                if truth_kind(truth) != PSEUDO:  # pseudo-masks are word masks already
+                    _add_word_dictionaries(blocks[b], groups[b], curve, cancel)
         out = {
             "schema": REPORT_SCHEMA,
             "version": REPORT_VERSION,
@@ -366,11 +395,18 @@ def evaluate_workspace(
                 "fingerprint": getattr(store, "fingerprint", ""),
                 "model": store.meta.get("model_name", "") if hasattr(store, "meta") else "",
             },
-            "ground_truth": _truth_name(truth),
+            "ground_truth": _truth_name(truth, truth_note),
+            "ground_truth_kind": truth_kind(truth),
             "held_out_samples": len(held) if held_out else 0,
             "holdout_every": holdout,
             "blocks": blocks,
         }
+        if isinstance(truth, PseudoMaskTruth):
+            out["pseudo_masks"] = _pseudo_summary(truth)
+        if model is not None and not any("cross_attention" in b for b in blocks.values()):
+            out["cross_attention_note"] = (
+                f"no ground truth to score it against ({truth_note or 'no masks'})" if truth is None
+                else "no block has a composition curve")
         if isinstance(truth, ShapesTruth):
             out["bars"] = shapes_bars(blocks)
         out["seconds"] = time.perf_counter() - t0
@@ -378,6 +414,8 @@ def evaluate_workspace(
             progress(1.0, "evaluation done")
         return out
     finally:
+        if opened is not None:
+            opened.close()
         if own_store:
             store.close()
 
@@ -425,12 +463,126 @@ def workspace_index_settings(workspace, masks: str | Path | None = None) -> Inde
     return IndexSettings(**saved)
 
 
-def _truth_name(truth) -> str:
+def _truth_name(truth, note: str | None = None) -> str:
+    """The report's one line on its ground truth; it starts with the kind (`truth_kind`)."""
     if truth is None:
-        return "none (no masks: dictionary and composition skipped)"
+        why = f": {note}" if note else ""
+        return f"none (no masks{why}; dictionary and composition skipped)"
+    if isinstance(truth, PseudoMaskTruth):
+        m = truth.meta
+        return (f"{PSEUDO} (DAAM: each content word's cross-attention over the last "
+                f"{len(m.get('summed_steps', []))} of {m.get('sampling_steps', '?')} steps, "
+                f"threshold {float(m.get('threshold', 0)):g}; {truth.path.name})")
     if isinstance(truth, ShapesTruth):
-        return "shapes world, objects found by the checker in the generated images"
-    return f"user masks ({getattr(truth, 'path', '?')})"
+        return f"{EXACT} (shapes world, objects found by the checker in the generated images)"
+    return f"{USER} ({getattr(truth, 'path', '?')})"
+
+
+def _pseudo_summary(truth) -> dict:
+    m = truth.meta
+    return {"file": truth.path.name, "threshold": float(m.get("threshold", 0)),
+            "summed_steps": [int(x) for x in m.get("summed_steps", [])],
+            "sampling_steps": int(m.get("sampling_steps", 0)), "n_words": int(m.get("n_words", 0)),
+            "images_reproduced": int(m.get("images_reproduced", 0)),
+            "n_samples": int(m.get("n_samples", 0)), "created": str(m.get("created", ""))}
+
+
+def _pseudo(workspace, store, model, device, ground_truth, progress, cancel):
+    """(pseudo-mask truth, None), or for "auto" when none can be made, (None, why)."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.pseudo_masks import PSEUDO_FILE, pseudo_truth
+    from explorer.errors import UserError
+
+    def load():
+        if model is not None:
+            return model
+        from explorer.engine import load_model
+
+        return load_model(workspace.model, device=device)
+
+    try:
+        return pseudo_truth(workspace.root / PSEUDO_FILE, store, load, progress=progress,
+                            cancel=cancel), None
+    except (AnalysisError, UserError) as e:
+        if ground_truth == "cross-attention":
+            raise
+        return None, f"no cross-attention pseudo-masks either ({e})"
+
+
+def truth_curves(store, truth, block: str, entries, indexes: dict, label_samples, eval_samples,
+                 *, seed: int = 0, cancel: Cancel | None = None,
+                 own_dictionaries: bool = True) -> dict:
+    """Everything a block's report scores against one ground truth: each SAE's dictionary, the
+    composition curve with the concept vote, each SAE's curve alone, the linear probe.
+
+    own_dictionaries: the indexes' dictionaries were labelled against `truth`; else each SAE's
+    is made from its index's codes (`cross_attention.dictionary_over`) on the labelling samples.
+    """
+    from explorer.analysis.cross_attention import dictionary_over
+
+    tables = {}
+    for e in entries:
+        ix = indexes[e.id]
+        if own_dictionaries:
+            tables[e.id] = ix.dictionary_table
+        else:
+            pairs = ((i, t) for i in label_samples if (t := truth.sample(i)) is not None)
+            tables[e.id] = dictionary_over(ix, pairs, cancel)
+    per_step = _per_step(entries) or entries
+    curve = block_composition([indexes[e.id] for e in per_step], truth, eval_samples, seed=seed,
+                              cancel=cancel, dictionaries=[tables[e.id] for e in per_step])
+    alone = {}
+    for e in entries:
+        check(cancel)
+        alone[e.id] = block_composition([indexes[e.id]], truth, eval_samples, seed=seed,
+                                        dictionaries=[tables[e.id]])
+    probe = block_probe(store, truth, block, label_samples, eval_samples, seed=seed, cancel=cancel)
+    return {"dictionaries": {e.id: dictionary_summary(indexes[e.id], tables[e.id]) for e in entries},
+            "tables": tables, "composition": curve, "alone": alone, "probe": probe}
+
+
+def _put_curves(report: dict, curves: dict, kind: str | None) -> None:
+    curve = curves["composition"]
+    report["composition"] = {**curve.to_json(), "ground_truth": kind}
+    report["composition_miou"] = curve.miou
+    report["baseline_miou"] = curve.baseline
+    for sid, alone in curves["alone"].items():
+        report["saes"][sid]["composition"] = alone.to_json()
+        report["saes"][sid]["dictionary"] = {**curves["dictionaries"][sid], "ground_truth": kind}
+    if curves["probe"] is not None:
+        report["linear_probe"] = {**curves["probe"].to_json(), "ground_truth": kind}
+
+
+def validation(pseudo: dict, exact: dict, exact_truth, pseudo_truth, store, samples,
+               grids: dict, exact_kind: str | None) -> dict:
+    """A block's curves and dictionaries against pseudo-masks beside the same against the
+    masks (truth_agreement.py), and the pseudo-masks' IoU with the masks' objects."""
+    from explorer.analysis.cross_attention import agreement
+    from explorer.analysis.truth_agreement import curve_agreement, pseudo_mask_iou
+
+    p, e = pseudo["composition"], exact["composition"]
+    curves = {"composition": curve_agreement(p.miou, e.miou),
+              "composition baseline": curve_agreement(p.baseline, e.baseline)}
+    if p.vote and e.vote:
+        curves["concept vote"] = curve_agreement(p.vote, e.vote)
+    if pseudo["probe"] is not None and exact["probe"] is not None:
+        curves["linear probe"] = curve_agreement(pseudo["probe"].miou, exact["probe"].miou)
+    for sid in pseudo["alone"]:
+        curves[f"{sid} alone"] = curve_agreement(pseudo["alone"][sid].miou, exact["alone"][sid].miou)
+    dictionaries = {}
+    for sid, mine in pseudo["dictionaries"].items():
+        theirs = exact["dictionaries"][sid]
+        a, b = pseudo["tables"][sid], exact["tables"][sid]
+        dictionaries[sid] = {"coverage_pseudo": mine.get("coverage"),
+                             "coverage_exact": theirs.get("coverage"),
+                             "agreement": agreement(a, b) if a is not None and b is not None else None}
+    ious = pseudo_mask_iou(exact_truth, pseudo_truth, store.prompts, samples, grids)
+    block = next(iter(grids))
+    return {"against": exact_kind, "pseudo_mask_iou": ious["grid_miou"][block],
+            "pseudo_mask_iou_image": ious["image_miou"], "n_objects": ious["n_objects"],
+            "objects_without_pseudo_mask": ious["objects_without_pseudo_mask"],
+            "exact_objects_scored": e.n_objects, "pseudo_objects_scored": p.n_objects,
+            "curves": curves, "dictionaries": dictionaries}
 
 
 def _mid_step_sae(saes: dict) -> str | None:

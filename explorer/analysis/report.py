@@ -115,8 +115,10 @@ def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
         if curves:
             series = [Series(c.label, c.t, c.miou, dashed=c.kind == "baseline", thin=c.kind == "alone")
                       for c in curves]
+            gt = truth_label(report, rep)
             p = line_plot(series, folder / f"composition_{_safe(block)}.png",
-                          title=f"Composition predicted early · {block}", xlabel="t (1.0 = first step)",
+                          title=f"Composition predicted early · {block}"
+                          + (f" · against {gt}" if gt else ""), xlabel="t (1.0 = first step)",
                           ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True)
             paths.append(p.name)
         ev = [Series(sid.split("/", 1)[1], [m["t"] for m in s["metrics_by_step"]],
@@ -136,6 +138,51 @@ def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
             paths.append(p.name)
         figures[block] = paths
     return figures
+
+
+def truth_label(report: dict, rep: dict | None = None) -> str | None:
+    """The kind of ground truth a report's curves were scored against (exact masks, user masks,
+    cross-attention pseudo-masks), from the block's composition or the report; None without."""
+    kind = ((rep or {}).get("composition") or {}).get("ground_truth") or report.get("ground_truth_kind")
+    if kind:
+        return str(kind)
+    name = str(report.get("ground_truth") or "")  # reports written before the kind was kept
+    return None if not name or name.startswith("none") else name.split(" (", 1)[0]
+
+
+def _validation_rows(v: dict) -> list[str]:
+    """A block's curves against pseudo-masks beside the same against exact/user masks."""
+    lines = [
+        f"### Cross-attention pseudo-masks against {v['against']}",
+        "",
+        f"Each of the {v['n_objects']} objects of the {v['against']} against the pseudo-mask of "
+        f"its noun: mIoU {fmt(v['pseudo_mask_iou'])} on this block's grid, "
+        f"{fmt(v['pseudo_mask_iou_image'])} at image resolution "
+        f"({v['objects_without_pseudo_mask']} nouns without a pseudo-mask score 0). Every curve "
+        f"above was scored against the pseudo-masks ({v['pseudo_objects_scored']} word objects); "
+        f"here each is set beside the same curve against the {v['against']} "
+        f"({v['exact_objects_scored']} objects).",
+        "",
+        "| curve | mean abs. difference | max abs. difference | correlation | pseudo (first, middle, last) "
+        "| exact (first, middle, last) |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def three(c):
+        m = len(c) // 2
+        return f"{fmt(c[0])}, {fmt(c[m])}, {fmt(c[-1])}"
+
+    for name, c in v["curves"].items():
+        lines.append(f"| {name} | {fmt(c['mean_abs_difference'])} | {fmt(c['max_abs_difference'])} | "
+                     f"{fmt(c['correlation'], 2)} | {three(c['pseudo'])} | {three(c['exact'])} |")
+    lines += ["", "| SAE | coverage (pseudo) | coverage (exact) | top word among exact labels |",
+              "|---|---|---|---|"]
+    for sid, d in v.get("dictionaries", {}).items():
+        a = d.get("agreement") or {}
+        agree = (f"{a['n_agree']} / {a['n_compared']} ({fmt(a['share'], 2)})"
+                 if a.get("n_compared") else "–")
+        lines.append(f"| {sid} | {fmt(d['coverage_pseudo'])} | {fmt(d['coverage_exact'])} | {agree} |")
+    return [*lines, ""]
 
 
 def on_curve(sid: str, rep: dict) -> bool:
@@ -274,9 +321,10 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
         if "composition" in rep:
             c = rep["composition"]
             a = rep.get("cross_attention")
+            gt = truth_label(report, rep)
             lines += [
                 f"### Composition (Figure 3a): {c['n_objects']} objects in "
-                f"{samples_phrase(report, c['n_samples'])}",
+                f"{samples_phrase(report, c['n_samples'])}" + (f", against {gt}" if gt else ""),
                 "",
                 "Baseline: the same prediction from a random other sample's concept maps. The other "
                 f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
@@ -325,11 +373,15 @@ def markdown(report: dict, figures: dict[str, list[str]]) -> str:
             lines.append("")
             if any(s.get("composition") for s in rep["saes"].values()):
                 lines += _fixed_dictionary_rows(c, rep["saes"])
+        if rep.get("validation"):
+            lines += _validation_rows(rep["validation"])
         if any(s.get("word_dictionary") for s in rep["saes"].values()):
             lines += _word_dictionary_rows(rep["saes"], rep["cross_attention"]["threshold"])
+        gt = truth_label(report, rep)
         lines += [
             "### SAEs",
             "",
+            *([f"Dictionary (live, labelled, coverage, purity) against {gt}.", ""] if gt else []),
             "| SAE | trained t | EV at own step | L0 | dead | live | labelled | coverage | purity |",
             "|---|---|---|---|---|---|---|---|---|",
         ]

@@ -13,6 +13,9 @@ Three sources, one shape (`SampleTruth`):
   left out. With `use_checker=False` the scene's exact masks and prompted labels are used.
 * `MaskFolderTruth` — user-supplied masks for real models, in a PNG folder or an HDF5 file
   (format in docs/analysis.md and below).
+* `PseudoMaskTruth` — no masks at all: each content word of each prompt is an object whose mask
+  is DAAM's reading of its cross-attention over the final steps (pseudo_masks.py builds the
+  file, in the user-mask HDF5 format, from the store's model).
 * anything else with `sample(i) -> SampleTruth | None`.
 
 User masks, PNG folder:
@@ -50,6 +53,8 @@ class ObjectTruth:
     mask: np.ndarray
     prompted: list[tuple[str, str]] = field(default_factory=list)
     """What the prompt asked for (shapes world); `labels` is what the image shows."""
+    position: int | None = None
+    """Cross-attention pseudo-masks: the index of the object's word in its prompt's words."""
 
     @property
     def query_words(self) -> set[str]:
@@ -275,6 +280,73 @@ class MaskFolderTruth:
         if any(o.mask.shape != shape for o in objects):
             raise AnalysisError(f"masks of sample {i} in {self.path} differ in size")
         return SampleTruth(objects, None, 0, tuple(shape))
+
+
+# What a report calls each source of ground truth (`truth_kind`).
+EXACT, USER, PSEUDO = "exact masks", "user masks", "cross-attention pseudo-masks"
+
+
+class PseudoMaskTruth(MaskFolderTruth):
+    """Cross-attention pseudo-masks (pseudo_masks.py) of one store, read as user masks are.
+
+    The file says which store and which weights it describes; another store's (a re-collected
+    one) or another model's are refused with one line naming the file.
+    """
+
+    def __init__(self, path: str | Path, store=None):
+        super().__init__(path)
+        if self._h5 is None:
+            raise AnalysisError(f"{self.path}: pseudo-masks are an HDF5 file, not a folder")
+        attrs = self._h5.attrs
+        if str(attrs.get("schema", "")) != PSEUDO_SCHEMA or not attrs.get("complete", False):
+            self.close()
+            raise AnalysisError(f"{self.path} is not a complete pseudo-mask file; delete it to "
+                                "rebuild it")
+        self.meta = {k: (v.item() if getattr(v, "ndim", 1) == 0 else v) for k, v in attrs.items()}
+        if store is not None:
+            problem = pseudo_mismatch(self.meta, store)
+            if problem:
+                self.close()
+                raise AnalysisError(f"{self.path}: {problem}; delete it to rebuild it")
+
+    def sample(self, i: int) -> SampleTruth | None:
+        group = self._h5["samples"].get(str(i))
+        if group is None:
+            return None
+        objects = []
+        # In prompt order (the names sort as text: "10" before "2").
+        for name, ds in sorted(group.items(), key=lambda kv: int(kv[1].attrs.get("position", 0))):
+            labels = _labels_from_name(name, str(ds.attrs.get("kind", "word")))
+            objects.append(ObjectTruth(labels, np.asarray(ds[()]) > 0,
+                                       position=int(ds.attrs.get("position", -1))))
+        shape = tuple(int(x) for x in group.attrs.get("shape", (0, 0)))
+        return SampleTruth([o for o in objects if o.labels], None, 0, shape)
+
+
+PSEUDO_SCHEMA = "concept-explorer/pseudo-masks"
+
+
+def pseudo_mismatch(meta: dict, store) -> str | None:
+    """Why pseudo-masks with attributes `meta` do not describe `store` (None when they do)."""
+    want = str(store.meta.get("model_hash") or "")
+    have = str(meta.get("model_fingerprint", ""))
+    if want and have != want:
+        return (f"made with other weights (fingerprint {have[:16]}) than collected {store.path} "
+                f"({want[:16]})")
+    if str(meta.get("store_fingerprint", "")) != str(getattr(store, "fingerprint", "")):
+        return f"made for another store than {store.path} (its prompts, seeds or samples differ)"
+    return None
+
+
+def truth_kind(truth) -> str | None:
+    """Which kind of ground truth `truth` is: EXACT, USER or PSEUDO (None without truth)."""
+    if truth is None:
+        return None
+    if isinstance(truth, PseudoMaskTruth):
+        return PSEUDO
+    if isinstance(truth, ShapesTruth):
+        return EXACT
+    return USER
 
 
 def open_truth(store, masks: str | Path | None = None, use_checker: bool = True):

@@ -152,8 +152,9 @@ class ReportView(QWidget):
             self.message.setText(
                 f"How early each block's concepts predict where each prompted object ends up: "
                 f"{c['n_objects']} objects in {samples_phrase(report, c['n_samples'])}, scored "
-                "against the "
-                f"final image. Written {report.get('created', '?')}. Click the plot to show a step.")
+                "against the final image"
+                f"{', against ' + report['ground_truth'] if report.get('ground_truth') else ''}"
+                f". Written {report.get('created', '?')}. Click the plot to show a step.")
         # Prefer the mid block, the paper's, among those with a curve.
         first = next((b for b in curved if "mid_block" in b), curved[0] if curved else None)
         self.block.setCurrentIndex(blocks.index(first) if first else (0 if blocks else -1))
