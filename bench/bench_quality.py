@@ -215,26 +215,25 @@ TRAINERS = {"ours": train_ours, "saelens": train_saelens, "sparsify": train_spar
 
 
 def store_tokens(args) -> tuple[Iterator[Tensor], list[Tensor], int]:
-    """(training stream, held-out batches, d_in) of one block of a store, at its first t."""
-    from explorer.analysis.index import split_samples
+    """(training stream, held-out batches, d_in) of one block of a store at the step nearest
+    --t: `explorer train`'s stream over its training samples, scored on the held-out ones."""
+    from explorer.sae.commands import held_out_samples, token_source, train_samples
     from explorer.store import Store
 
     store = Store.open(args.store)
     d_in = store.geometry(args.block)[2]
     step = [int(np.argmin(np.abs(np.asarray(store.t) - args.t)))]
-    train_ids, held_ids = split_samples(store.n_samples, 4)
-    n_train = store.n_tokens(args.block, step, train_ids)
-    epochs = max(1, math.ceil(args.tokens / n_train))
+    train_ids = train_samples(store.n_samples) or list(range(store.n_samples))
+    held_ids = held_out_samples(store.n_samples) or train_ids
 
     def stream() -> Iterator[Tensor]:
-        for epoch in range(epochs):
-            for x in store.iter_tokens(args.block, "cond", step, train_ids,
-                                       batch_size=args.batch, seed=epoch):
-                yield torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        for x in token_source(store, args.block, "cond", step, train_ids, args.batch,
+                              args.tokens, args.seed):
+            yield torch.as_tensor(x, dtype=torch.float32)
 
-    held = [torch.as_tensor(np.asarray(x), dtype=torch.float32)
-            for x in store.iter_tokens(args.block, "cond", step, held_ids or train_ids,
-                                       batch_size=args.batch, seed=99)]
+    held = [torch.as_tensor(x, dtype=torch.float32)
+            for x in store.tokens(args.block, "cond", steps=step, samples=held_ids,
+                                  batch_size=args.batch, seed=99)]
     return stream(), held, d_in
 
 
