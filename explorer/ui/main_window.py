@@ -447,7 +447,7 @@ class MainWindow(QMainWindow):
         return {f: lab.label for f, lab in self.labels.labels_for(self.entry.id).items() if lab.label}
 
     def select_feature(self, feature: int) -> None:
-        lab = self.labels.get(self.entry.id, feature) if self.labels and self.entry else None
+        lab = self.labels.get(self.entry.id, feature) if self.labels is not None and self.entry else None
         self.feature_page.set_feature(
             feature,
             lab.label if lab else "",
@@ -564,6 +564,7 @@ class MainWindow(QMainWindow):
         self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
         self.browser.model.set_label(feature, label)
         self._show_labels(self._labels_of_current())
+        self._update_undo()  # now: Edit → Undo may be the very next thing the person does
 
     def undo(self) -> None:
         """Edit → Undo (also Ctrl+Z in the label boxes): the last label edit, shown first."""
@@ -606,10 +607,13 @@ class MainWindow(QMainWindow):
 
     def _update_undo(self) -> None:
         doc = self.labels
-        self.undo_action.setEnabled(bool(doc and doc.can_undo))
-        self.redo_action.setEnabled(bool(doc and doc.can_redo))
-        self.undo_action.setText(f"&Undo {doc.undo_text}" if doc and doc.can_undo else "&Undo")
-        self.redo_action.setText(f"&Redo {doc.redo_text}" if doc and doc.can_redo else "&Redo")
+        # `is not None`: a document with no labels is falsy (len 0) yet may have a redo.
+        can_undo = doc is not None and doc.can_undo
+        can_redo = doc is not None and doc.can_redo
+        self.undo_action.setEnabled(can_undo)
+        self.redo_action.setEnabled(can_redo)
+        self.undo_action.setText(f"&Undo {doc.undo_text}" if can_undo else "&Undo")
+        self.redo_action.setText(f"&Redo {doc.redo_text}" if can_redo else "&Redo")
 
     def export_labels(self, fmt: str) -> None:
         if self.labels is None:
