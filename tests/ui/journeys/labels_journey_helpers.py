@@ -10,12 +10,22 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 def action(window, menu_title: str, text: str):
     """The QAction `text` of the menu bar's menu `menu_title` (ampersands ignored)."""
     plain = text.replace("&", "")
-    for menu_action in window.menuBar().actions():
-        if menu_action.text().replace("&", "") != menu_title:
-            continue
-        for a in menu_action.menu().actions():
-            if a.text().replace("&", "").startswith(plain):
+
+    def find(menu):
+        for a in menu.actions():
+            if a.menu() is not None:  # a submenu: File → Export Labels → CSV…
+                found = find(a.menu())
+                if found is not None:
+                    return found
+            elif a.text().replace("&", "").startswith(plain):
                 return a
+        return None
+
+    for menu_action in window.menuBar().actions():
+        if menu_action.text().replace("&", "") == menu_title:
+            found = find(menu_action.menu())
+            if found is not None:
+                return found
     raise AssertionError(f"no {menu_title} → {text} in the menu bar")
 
 

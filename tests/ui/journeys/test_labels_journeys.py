@@ -10,7 +10,7 @@ import shutil
 import pytest
 from labels_journey_helpers import action, open_by_menu, row_centre
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from explorer.ui.main_window import MainWindow
 
@@ -189,3 +189,46 @@ def test_the_last_sae_feature_sample_and_step_come_back_on_relaunch(
     assert again.browser.model.feature_at(again.browser.table.currentIndex().row()) == feature
     assert again.sample_view.sample.value() == sample and again.sample_view.step == step
     assert f"step {step + 1}/" in again.sample_view.step_label.text()
+
+
+def test_export_from_the_menu_names_sae_model_and_author_and_every_format_imports_back(
+    qtbot, make_window, ws, tiny_workspace, tmp_path, monkeypatch
+):
+    from explorer.store.reader import Store
+
+    window = make_window()
+    open_by_menu(qtbot, window, ws, monkeypatch)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Ana Lyst", True))
+    action(window, "Edit", "Label Author…").trigger()
+    page = window.feature_page
+    sae, f = window.entry.id, page.feature
+    click_into(qtbot, page.label)
+    qtbot.keyClicks(page.label, "red circle")
+    qtbot.keyClick(page.label, Qt.Key.Key_Return)
+
+    files = {}
+    for fmt, name in (("json", "JSON…"), ("csv", "CSV…"), ("jsonl", "Neuronpedia-style JSONL…")):
+        out = files[fmt] = tmp_path / f"export.{fmt}"
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, o=out, **k: (str(o), ""))
+        action(window, "File", name).trigger()
+        assert out.is_file(), fmt
+        assert window.statusBar().currentMessage() == f"exported 1 labels to {out}"
+    rec = json.loads(files["jsonl"].read_text())
+    with Store.open(ws / "store.h5") as store:
+        meta = store.meta
+    assert rec["layer"] == rec["saeId"] == sae and "/t" in sae  # block and timestep
+    assert rec["modelId"] == f"{meta['model_name']}@{meta['model_hash']}"
+    assert rec["authorName"] == "Ana Lyst" and rec["description"] == "red circle"
+
+    # Another copy of the workspace reads each file back: added once, then unchanged.
+    other = shutil.copytree(tiny_workspace, tmp_path / "other")
+    open_by_menu(qtbot, window, other, monkeypatch)
+    assert window.labels.get(sae, f) is None
+    for fmt, path in files.items():
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, p=path, **k: (str(p), ""))
+        action(window, "File", "Import Labels…").trigger()
+        expected = "1 added, 0 unchanged" if fmt == "json" else "0 added, 1 unchanged"
+        assert window.messages[-1] == f"{path.name}: {expected}, 0 conflicts", fmt
+        lab = window.labels.get(sae, f)
+        assert (lab.label, lab.author) == ("red circle", "Ana Lyst")
+    assert page.feature == f and page.label.text() == "red circle"
