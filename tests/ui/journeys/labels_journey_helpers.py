@@ -38,7 +38,7 @@ def open_by_menu(qtbot, window, folder, monkeypatch) -> None:
     qtbot.waitUntil(lambda: not window.pool.running(), timeout=60_000)
 
 
-def click_when_asked(qtbot, button_text: str, seen: list[str], tries: int = 6000) -> None:
+def click_when_asked(qtbot, button_text: str, seen: list[str], tries: int = 12000) -> None:
     """When a modal message box shows, record its text in `seen` and click `button_text`."""
     def look(left: int = tries) -> None:
         box = QApplication.activeModalWidget()

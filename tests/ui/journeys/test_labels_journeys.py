@@ -62,12 +62,18 @@ def saved_labels(ws) -> dict[tuple[str, int], dict]:
     return {(x["sae_id"], x["feature"]): x for x in json.loads(path.read_text())["labels"]}
 
 
+@pytest.mark.parametrize("size", [None, (1280, 800)], ids=["default-size", "1280x800"])
 def test_undo_takes_back_a_whole_note_and_ctrl_z_in_notes_is_the_apps_undo(
-    qtbot, make_window, ws, monkeypatch
+    qtbot, make_window, ws, monkeypatch, size
 ):
     window = make_window()
+    if size is not None:
+        window.resize(*size)
     open_by_menu(qtbot, window, ws, monkeypatch)
     page, sae, f = window.feature_page, window.entry.id, window.feature_page.feature
+    for box in (page.label, page.tags, page.notes):  # where a person can click them
+        top_left = box.mapTo(window, box.rect().topLeft())
+        assert box.isVisible() and window.rect().contains(top_left), (box, top_left)
 
     click_into(qtbot, page.notes)
     qtbot.keyClicks(page.notes, "round and red")
