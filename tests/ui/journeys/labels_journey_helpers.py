@@ -38,15 +38,32 @@ def open_by_menu(qtbot, window, folder, monkeypatch) -> None:
     qtbot.waitUntil(lambda: not window.pool.running(), timeout=60_000)
 
 
+_CLICKERS: list[dict] = []
+
+
+def stop_clickers() -> None:
+    """End every clicker still waiting (call at a test's end: a clicker left waiting would
+    answer the next test's dialog)."""
+    for clicker in _CLICKERS:
+        clicker["stopped"] = True
+    _CLICKERS.clear()
+
+
 def click_when_asked(qtbot, button_text: str, seen: list[str], tries: int = 12000) -> None:
     """When a modal message box shows, record its text in `seen` and click `button_text`."""
+    me = {"stopped": False}
+    _CLICKERS.append(me)
+
     def look(left: int = tries) -> None:
+        if me["stopped"]:
+            return
         box = QApplication.activeModalWidget()
         if not isinstance(box, QMessageBox):
             if left:
                 QTimer.singleShot(10, lambda: look(left - 1))
             return
         seen.append(box.text())
+        me["stopped"] = True  # one dialog each
         for button in box.buttons():
             if button.text().replace("&", "") == button_text:
                 qtbot.mouseClick(button, Qt.MouseButton.LeftButton)

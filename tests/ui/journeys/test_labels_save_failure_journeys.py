@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 import pytest
-from labels_journey_helpers import action, click_when_asked, open_by_menu
+from labels_journey_helpers import action, click_when_asked, open_by_menu, stop_clickers
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
@@ -40,6 +40,7 @@ def window(qtbot, monkeypatch):
     qtbot.addWidget(w)
     w.show()
     yield w
+    stop_clickers()
     w.close()
 
 
@@ -141,6 +142,7 @@ def test_cancel_keeps_the_window_and_the_edits_then_a_writable_folder_saves_them
     seen = []
     click_when_asked(qtbot, "Discard", seen, tries=50)
     window.close()
+    stop_clickers()
     assert not seen and not window.isVisible()
     saved = json.loads((ws / "labels.json").read_text())["labels"]
     assert [(x["sae_id"], x["feature"], x["label"]) for x in saved] == [(*key, "kept")]
@@ -178,6 +180,7 @@ def test_save_labels_as_from_the_menu_then_close_without_a_question(
         seen: list[str] = []
         click_when_asked(qtbot, "Discard", seen, tries=50)
         window.close()  # every edit is in the copy: nothing to ask
+        stop_clickers()
         assert not seen and not window.isVisible()
 
 
