@@ -16,6 +16,7 @@ from pathlib import Path
 from explorer.labels.document import Key, LabelDocument
 
 ErrorCallback = Callable[[Exception], None]
+SavedCallback = Callable[[], None]
 
 
 class Autosaver:
@@ -27,6 +28,7 @@ class Autosaver:
         path: str | Path,
         delay_s: float = 0.5,
         on_error: ErrorCallback | None = None,
+        on_saved: SavedCallback | None = None,
     ):
         self.doc = doc
         self.path = Path(path)
@@ -34,6 +36,7 @@ class Autosaver:
         # A timer thread has no caller to raise to: its errors go here (for the UI to show) and
         # the next `flush()` retries and raises.
         self.on_error = on_error
+        self.on_saved = on_saved  # after each successful autosave (the UI clears its warning)
         self.error: Exception | None = None
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
@@ -71,6 +74,8 @@ class Autosaver:
                 self.on_error(e)
         else:
             self.error = None
+            if self.on_saved is not None:
+                self.on_saved()
 
     @property
     def pending(self) -> bool:
@@ -79,6 +84,16 @@ class Autosaver:
 
     def flush(self) -> None:
         """Save now if anything is unsaved, after any running autosave finished; errors raise."""
+        self._stop_timers()
+        if self.doc.dirty or self.error is not None:
+            try:
+                self.doc.save(self.path)
+            except Exception as e:
+                self.error = e  # still unsaved: a later flush retries
+                raise
+        self.error = None
+
+    def _stop_timers(self) -> None:
         with self._lock:
             timers, self._timers = self._timers, []
             self._pending = False
@@ -88,17 +103,18 @@ class Autosaver:
         for timer in timers:
             if timer is not me:
                 timer.join()
-        if self.doc.dirty or self.error is not None:
-            self.doc.save(self.path)
-        self.error = None
 
-    def close(self) -> None:
-        """Stop listening, save what is unsaved and leave no thread behind."""
+    def close(self, save: bool = True) -> None:
+        """Stop listening, save what is unsaved (unless `save` is False: the person chose to
+        discard it) and leave no thread behind."""
         with self._lock:
             self._closed = True
         with contextlib.suppress(ValueError):  # already closed
             self.doc.changed.remove(self._on_changed)
-        self.flush()
+        if save:
+            self.flush()
+        else:
+            self._stop_timers()
 
     def __enter__(self) -> Autosaver:
         return self

@@ -5,26 +5,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from explorer.labels import provenance
 from explorer.labels.document import LabelDocument
+from explorer.labels.errors import LabelsError
 from explorer.labels.export import FORMATS, export_labels, format_for
 from explorer.labels.importer import import_labels
+from explorer.labels.provenance import default_author
 from explorer.preflight import check_writable_file
 from explorer.workspace import Workspace
-
-
-def model_id_of(ws: Workspace) -> str:
-    """The workspace's model as a short id: "bundled", or the model folder's name."""
-    model = ws.model
-    return Path(model).name if ("/" in model or "\\" in model) else model
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     out = Path(args.out)
     fmt = format_for(out, args.format)  # before loading: a typo should fail fast
+    if args.activations is not None and args.activations < 1:
+        raise LabelsError(f"--activations must be at least 1, not {args.activations}")
+    if args.activations is not None and fmt != "jsonl":
+        raise LabelsError("--activations goes with the JSONL format only (--format jsonl)")
     check_writable_file(out)
     doc = LabelDocument.load(ws.labels_path)
-    n = export_labels(doc, out, fmt, model_id=model_id_of(ws))
+    items = doc.items()
+    author = default_author() if args.author is None else args.author
+    n = export_labels(
+        items, out, fmt, model_id=provenance.model_id(ws), author=author,
+        sae_t=provenance.sae_timesteps(ws),
+        activations=(provenance.top_activations(ws, items, args.activations)
+                     if args.activations else None),
+    )
     print(f"wrote {out} ({n} label{'s' if n != 1 else ''}, {fmt})")
     return 0
 
@@ -52,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     # No argparse `choices`: an unknown format is reported as one line like every other error.
     p.add_argument("--format", help=f"{', '.join(FORMATS)} (default: from --out's extension)")
     p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--author",
+                   help="author written for labels that record none (default: the OS user name)")
+    p.add_argument("--activations", type=int, metavar="N",
+                   help="JSONL: add each feature's N strongest activations from its SAE's index "
+                        "(sample, step, t, position, value, prompt)")
     p.set_defaults(func=cmd_export)
 
     p = lsub.add_parser("import", help="merge labels from a JSON, CSV or JSONL file")

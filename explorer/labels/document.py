@@ -37,6 +37,9 @@ class _Command:
     changes: tuple[tuple[Key, FeatureLabel | None, FeatureLabel | None], ...]
 
 
+_EMPTY_HISTORY = object()  # `revision` of a document with no undo history
+
+
 class LabelDocument:
     """Labels keyed by (sae_id, feature); every edit is one undoable command."""
 
@@ -168,6 +171,24 @@ class LabelDocument:
     @property
     def redo_text(self) -> str:
         return self._redo[-1].description if self._redo else ""
+
+    @property
+    def undo_keys(self) -> tuple[Key, ...]:
+        """The keys undo would change (the UI shows that feature before it changes it)."""
+        with self._lock:
+            return tuple(c[0] for c in self._undo[-1].changes) if self._undo else ()
+
+    @property
+    def redo_keys(self) -> tuple[Key, ...]:
+        with self._lock:
+            return tuple(c[0] for c in self._redo[-1].changes) if self._redo else ()
+
+    @property
+    def revision(self) -> object:
+        """An opaque token of the current state: the same object (`is`) means the same labels
+        (the UI compares it with the state it last copied elsewhere with Save Labels As)."""
+        with self._lock:
+            return self._undo[-1] if self._undo else _EMPTY_HISTORY
 
     def undo(self) -> bool:
         """Revert the last command; False when there is none."""

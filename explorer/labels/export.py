@@ -6,9 +6,15 @@ CSV    columns sae_id, block, feature, label, notes, tags (comma separated, as t
        The last two are extra to the usual six so that CSV round-trips exactly.
 JSONL  one object per line, shaped like a row of Neuronpedia's `Explanation` table (the rows of
        its explanation exports and of /api/explanation/export):
-         modelId               the workspace's model ("bundled" or the model folder's name)
-         layer                 the UNet block, e.g. "mid_block.attentions.0" (Neuronpedia's layer
-                               is a source id like "6-res-jb"; the block is our nearest analogue)
+         modelId               the model: its folder's name and weights fingerprint,
+                               "mini-sd-shapes@0123456789abcdef" (two checkpoints of one name
+                               differ)
+         layer                 the SAE: block AND timestep(s), "mid_block.attentions.0/t0.50"
+                               (Neuronpedia's layer is a source id like "6-res-jb", one SAE; a
+                               block alone names several of our per-step SAEs, so it cannot be
+                               the id). saeId repeats it under a plain name
+         block, t              the UNet block and the timesteps the SAE was trained on (t when
+                               the SAE's cfg.json is known)
          index                 the feature as a *string*, as Neuronpedia stores it
          description           the label
          notes                 the notes (Neuronpedia has a `notes` column too)
@@ -16,7 +22,11 @@ JSONL  one object per line, shaped like a row of Neuronpedia's `Explanation` tab
                                field for the LLM that wrote an explanation
          typeName              null, for the same reason (e.g. "oai_token-act-pair" names an
                                automatic method)
-         authorName            who wrote it (Neuronpedia has an authorId, a user id we lack)
+         authorName            who wrote it (Neuronpedia has an authorId, a user id we lack);
+                               labels that record no author get the exporter's `author`
+         activations           optional: the feature's top activations from the SAE's index,
+                               [{"sample", "step", "t", "y", "x", "value", "prompt"}], strongest
+                               first (`explorer labels export --activations N`)
          updatedAt             ISO time of the last edit
        plus our own fields, so a re-import is exact: sae_id, feature (int), tags (list).
 
@@ -30,8 +40,8 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +49,7 @@ from explorer.atomic import atomic_write_text
 from explorer.labels import storage
 from explorer.labels.document import LabelDocument
 from explorer.labels.errors import LabelsError, one_line
-from explorer.labels.label import TAG_SEP, FeatureLabel, clean_tags
+from explorer.labels.label import TAG_SEP, FeatureLabel, Key, clean_tags, clean_text
 
 FORMATS = ("json", "csv", "jsonl")
 CSV_COLUMNS = ("sae_id", "block", "feature", "label", "notes", "tags", "author", "updated")
@@ -83,11 +93,19 @@ def to_csv(labels: Iterable[FeatureLabel]) -> str:
     return buf.getvalue()
 
 
-def neuronpedia_record(lab: FeatureLabel, model_id: str) -> dict[str, Any]:
+def neuronpedia_record(
+    lab: FeatureLabel,
+    model_id: str,
+    *,
+    t: Iterable[float] | None = None,
+    activations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One label as a Neuronpedia-style explanation record (see the module docstring)."""
-    return {
+    rec: dict[str, Any] = {
         "modelId": model_id,
-        "layer": block_of(lab.sae_id),
+        "layer": lab.sae_id,
+        "saeId": lab.sae_id,
+        "block": block_of(lab.sae_id),
         "index": str(lab.feature),
         "description": lab.label,
         "notes": lab.notes,
@@ -99,11 +117,27 @@ def neuronpedia_record(lab: FeatureLabel, model_id: str) -> dict[str, Any]:
         "feature": lab.feature,
         "tags": list(lab.tags),
     }
+    if t is not None:
+        rec["t"] = [round(float(x), 6) for x in t]
+    if activations is not None:
+        rec["activations"] = activations
+    return rec
 
 
-def to_jsonl(labels: Iterable[FeatureLabel], model_id: str = "") -> str:
+def to_jsonl(
+    labels: Iterable[FeatureLabel],
+    model_id: str = "",
+    *,
+    sae_t: Mapping[str, Iterable[float]] | None = None,
+    activations: Mapping[Key, list[dict[str, Any]]] | None = None,
+) -> str:
+    sae_t = sae_t or {}
     return "".join(
-        json.dumps(neuronpedia_record(lab, model_id), ensure_ascii=False) + "\n" for lab in labels
+        json.dumps(neuronpedia_record(
+            lab, model_id, t=sae_t.get(lab.sae_id),
+            activations=None if activations is None else activations.get(lab.key, []),
+        ), ensure_ascii=False) + "\n"
+        for lab in labels
     )
 
 
@@ -113,11 +147,16 @@ def export_labels(
     fmt: str | None = None,
     *,
     model_id: str = "",
+    author: str = "",
+    sae_t: Mapping[str, Iterable[float]] | None = None,
+    activations: Mapping[Key, list[dict[str, Any]]] | None = None,
 ) -> int:
     """Write a document's labels (or any labels) to `path` atomically; returns how many.
 
     `fmt` is "json", "csv" or "jsonl"; None takes it from the extension. `model_id` fills the
-    JSONL `modelId` field.
+    JSONL `modelId` field, `sae_t` (SAE id → its timesteps) its `t`, and `activations`
+    ((sae_id, feature) → records) its `activations`. `author` is written for labels that record
+    none (in every format, so a re-import reads the same author back).
     """
     path = Path(path)
     fmt = format_for(path, fmt)
@@ -130,12 +169,15 @@ def export_labels(
     if isinstance(labels, LabelDocument):
         labels = labels.items()
     items = sorted(labels, key=lambda lab: lab.key)
+    author = clean_text(author)
+    if author:
+        items = [lab if lab.author else replace(lab, author=author) for lab in items]
     if fmt == "json":
         text = storage.encode(items)
     elif fmt == "csv":
         text = to_csv(items)
     else:
-        text = to_jsonl(items, model_id)
+        text = to_jsonl(items, model_id, sae_t=sae_t, activations=activations)
     try:
         atomic_write_text(path, text)
     except OSError as e:
@@ -252,7 +294,7 @@ def _record_row(rec: Any, where: str) -> Row:
         raise LabelsError(f"{where}: 'tags' must be a list or a comma-separated string")
     return _row(
         where,
-        sae_id=rec.get("sae_id"),
+        sae_id=rec.get("sae_id") or rec.get("saeId"),
         layer=rec.get("layer"),
         feature=rec["feature"] if "feature" in rec else rec.get("index"),
         label=rec["label"] if "label" in rec else rec.get("description"),

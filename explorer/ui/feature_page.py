@@ -14,8 +14,8 @@ from collections import OrderedDict
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon, QImage, QKeyEvent, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -61,6 +61,11 @@ def log_histogram_view(edges: np.ndarray, counts: np.ndarray):
     return edges[lo : hi + 1], counts[lo:hi], (np.log10(edges[lo]), np.log10(edges[hi]))
 
 
+# Typing is committed as one undo step when the field is left, Enter is pressed, or after this
+# pause: one Undo takes back a sentence, never a single character (issue 17).
+EDIT_PAUSE_MS = 1500
+
+
 def heat_thumbnail(image: np.ndarray, grid: np.ndarray, yx: tuple[int, int], lut: np.ndarray,
                    size: int = THUMB) -> QPixmap:
     """The image with the feature's map blended over it and the top position boxed."""
@@ -91,6 +96,10 @@ class FeaturePage(QWidget):
     open_sample = Signal(int, int)
     open_feature = Signal(str, int)  # (sae id, feature) from the matches list
     label_edited = Signal(int, str, str, list)  # feature, label, notes, tags
+    # Ctrl+Z / Ctrl+Shift+Z typed in the label, tags or notes box: the app's undo, not the box's
+    # own (which wiped a whole note and then saved the empty note).
+    undo_requested = Signal()
+    redo_requested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -108,6 +117,7 @@ class FeaturePage(QWidget):
         self.tags.setPlaceholderText("tags, comma separated")
         self.notes = QPlainTextEdit()
         self.notes.setPlaceholderText("Notes")
+        self.notes.setUndoRedoEnabled(False)  # one undo history: the app's (Edit → Undo)
         self.notes.setMaximumHeight(60)
         form = QFormLayout()
         form.addRow("Label", self.label)
@@ -186,10 +196,19 @@ class FeaturePage(QWidget):
         self.distinct.toggled.connect(self._fill_gallery)
         self.gallery.itemClicked.connect(self._on_patch)
         self.matches.itemDoubleClicked.connect(self._on_match)
-        self.label.editingFinished.connect(self._emit_label)
-        self.tags.editingFinished.connect(self._emit_label)
-        self.notes.textChanged.connect(self._notes_changed)
         self._loading = False
+        self._dirty = False  # typed but not yet committed as an edit
+        self._pause = QTimer(self)
+        self._pause.setSingleShot(True)
+        self._pause.setInterval(EDIT_PAUSE_MS)
+        self._pause.timeout.connect(self.commit_pending)
+        self.label.textEdited.connect(self._typed)
+        self.tags.textEdited.connect(self._typed)
+        self.notes.textChanged.connect(self._notes_changed)
+        self.label.editingFinished.connect(self.commit_pending)  # Enter, or the field left
+        self.tags.editingFinished.connect(self.commit_pending)
+        for w in (self.label, self.tags, self.notes):
+            w.installEventFilter(self)
         self._show_empty("No feature selected")
 
     # --- inputs ---------------------------------------------------------------------------
@@ -237,6 +256,7 @@ class FeaturePage(QWidget):
 
     def set_feature(self, feature: int | None, label: str = "", notes: str = "",
                     tags: list[str] | None = None) -> None:
+        self.commit_pending()  # typing for the previous feature stays with that feature
         self.feature = feature
         self._loading = True
         self.label.setText(label)
@@ -356,7 +376,40 @@ class FeaturePage(QWidget):
     # --- labels -----------------------------------------------------------------------------
     def _notes_changed(self) -> None:
         if not self._loading:
+            self._typed()
+
+    def _typed(self, *_args) -> None:
+        if self._loading or self.feature is None:
+            return
+        self._dirty = True
+        self._pause.start()  # restarted by every key: the edit ends at a pause
+
+    def commit_pending(self) -> None:
+        """Hand what was typed since the last commit to the app as one edit (no-op when none)."""
+        self._pause.stop()
+        if self._dirty:
+            self._dirty = False
             self._emit_label()
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj in (self.label, self.tags, self.notes):
+            kind = event.type()
+            if kind == QEvent.Type.FocusOut:
+                self.commit_pending()
+            elif kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and \
+                    isinstance(event, QKeyEvent):
+                undo = event.matches(QKeySequence.StandardKey.Undo)
+                redo = event.matches(QKeySequence.StandardKey.Redo)
+                if undo or redo:
+                    if kind == QEvent.Type.ShortcutOverride:
+                        # Keep the key for this box (so the window's shortcut does not fire too)
+                        # and handle it on its KeyPress below.
+                        event.accept()
+                        return True
+                    self.commit_pending()
+                    (self.undo_requested if undo else self.redo_requested).emit()
+                    return True
+        return super().eventFilter(obj, event)
 
     def _emit_label(self) -> None:
         if self._loading or self.feature is None:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QFrame,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -43,6 +46,10 @@ MAX_RECENT = 8
 
 
 class MainWindow(QMainWindow):
+    # From the autosave timer's thread to the UI thread (queued): a failed or a successful save.
+    labels_save_failed = Signal(str)
+    labels_saved = Signal()
+
     def __init__(self, model_path: str = "bundled", device: str | None = None):
         super().__init__()
         self.setWindowTitle(APP_NAME)
@@ -101,6 +108,14 @@ class MainWindow(QMainWindow):
 
         self.ws_label = QLabel("no workspace")
         self.statusBar().addPermanentWidget(self.ws_label)
+        # Shown for as long as the labels on screen are not in the workspace's labels.json.
+        self.labels_state = QLabel()
+        self.labels_state.setStyleSheet("color: #c62828; font-weight: 600;")
+        self.labels_state.hide()
+        self.statusBar().addPermanentWidget(self.labels_state)
+        self._copied: tuple[str, object] | None = None  # (Save Labels As path, revision)
+        self.labels_save_failed.connect(self._on_labels_save_failed)
+        self.labels_saved.connect(self._on_labels_saved)
         self.generate_view.status.connect(self.statusBar().showMessage)
         self.steer_view.status.connect(self.statusBar().showMessage)
         self.sample_view.sample_changed.connect(self._on_sample_changed)
@@ -127,6 +142,8 @@ class MainWindow(QMainWindow):
         self.feature_page.open_sample.connect(self._open_sample)
         self.feature_page.open_feature.connect(self._open_matched)
         self.feature_page.label_edited.connect(self._on_label_edited)
+        self.feature_page.undo_requested.connect(self.undo)
+        self.feature_page.redo_requested.connect(self.redo)
 
         self._build_menus()
         # Wide enough for the steering page's three images beside both docks, but never wider
@@ -225,6 +242,9 @@ class MainWindow(QMainWindow):
         for fmt, name in (("json", "JSON"), ("csv", "CSV"), ("jsonl", "Neuronpedia-style JSONL")):
             self._action(exp, f"{name}…", lambda _=False, f=fmt: self.export_labels(f))
         self._action(m, "&Import Labels…", self.import_labels)
+        self.save_labels_action = self._action(
+            m, "&Save Labels As…", self.save_labels_as, None,
+            "Write the labels, with every unsaved edit, to a labels.json of your choice")
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -232,6 +252,9 @@ class MainWindow(QMainWindow):
         self.undo_action = self._action(e, "&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.redo_action = self._action(e, "&Redo", self.redo, QKeySequence.StandardKey.Redo)
         self._update_undo()
+        e.addSeparator()
+        self._action(e, "Label &Author…", self.choose_author, None,
+                     "The name recorded with your label edits and written into exports")
 
         v = self.menuBar().addMenu("&View")
         v.addAction(self.features_dock.toggleViewAction())
@@ -322,14 +345,23 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, APP_NAME, message)
 
     def _on_workspace_loaded(self, loaded) -> None:
-        self._close_workspace()
+        if not self._labels_safe_to_leave():
+            loaded.source.close()  # the person chose to stay with the unsaved labels
+            self.statusBar().showMessage(f"kept {self.workspace.root} open: its labels are "
+                                         "not saved", 10_000)
+            return
+        self._close_workspace(save=False)
         self.workspace = loaded.workspace
         self.source = loaded.source
         self.labels = loaded.labels
+        self.labels.author = self.author()
         from explorer.labels import Autosaver
 
+        self._copied = None
+        self._on_labels_saved()
         self.autosaver = Autosaver(self.labels, self.workspace.labels_path, delay_s=0.3,
-                                   on_error=lambda e: None)
+                                   on_error=lambda e: self.labels_save_failed.emit(str(e)),
+                                   on_saved=self.labels_saved.emit)
         self.labels.changed.append(lambda keys: QTimer.singleShot(0, self._update_undo))
         if loaded.labels_error:
             QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
@@ -348,10 +380,15 @@ class MainWindow(QMainWindow):
         self.sae_combo.blockSignals(False)
         self.sample_view.set_source(self.source)
         self.feature_page.set_source(self.source, lookup_table("inferno"))
+        view = self._saved_view()
         default = loaded.default_sae
+        if view and self.sae_combo.findData(view.get("sae")) >= 0:
+            default = view["sae"]
         idx = self.sae_combo.findData(default) if default else 0
         self.sae_combo.setCurrentIndex(max(0, idx))
         self._on_sae_changed(self.sae_combo.currentIndex())
+        if view:
+            self._restore_view(view)
         self.report_view.set_report(loaded.report, loaded.report_error)
         self.report_view.set_step(self.sample_view.step)
         if loaded.warnings:  # all of them: one status message would hide the others
@@ -359,17 +396,56 @@ class MainWindow(QMainWindow):
         if loaded.stale_model:
             self.notice(loaded.stale_model)
 
-    def _close_workspace(self) -> None:
+    def _close_workspace(self, save: bool = True) -> None:
+        """Remember the view, stop the autosaver (saving first unless `save` is False: the caller
+        already saved, copied or discarded the labels) and close the store."""
+        self._remember_view()
         if self.autosaver is not None:
-            self.autosaver.flush()
-            self.autosaver.close()
+            self.autosaver.close(save=save)
             self.autosaver = None
         if self.source is not None:
             self.source.close()
             self.source = None
 
+    # --- the last view of each workspace, restored when it is opened again ---------------------
+    # Kept in the user's QSettings, keyed by the workspace's resolved path, not in the workspace:
+    # where one person looked is not part of a folder others may share (or that may be
+    # read-only).
+    def _view_key(self) -> str:
+        root = str(Path(self.workspace.root).resolve())
+        return "views/" + hashlib.sha1(root.encode()).hexdigest()[:16]
+
+    def _remember_view(self) -> None:
+        if self.workspace is None or self.entry is None or self.source is None:
+            return
+        view = {"workspace": str(Path(self.workspace.root).resolve()), "sae": self.entry.id,
+                "feature": self.feature_page.feature,
+                "sample": self.sample_view.sample.value(), "step": self.sample_view.step}
+        self._settings.setValue(self._view_key(), json.dumps(view))
+
+    def _saved_view(self) -> dict | None:
+        raw = self._settings.value(self._view_key())
+        try:
+            view = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+        return view if isinstance(view, dict) else None
+
+    def _restore_view(self, view: dict) -> None:
+        """Sample, step and feature as they were (each only if this workspace still has it)."""
+        n_samples, n_steps = self.source.n_samples, self.source.n_steps
+        sample, step = view.get("sample"), view.get("step")
+        if isinstance(sample, int) and isinstance(step, int) and 0 <= sample < n_samples \
+                and 0 <= step < n_steps:
+            self.sample_view.goto(sample, step)
+        feature = view.get("feature")
+        idx = self.source.index
+        if isinstance(feature, int) and idx is not None and 0 <= feature < idx.n_features:
+            self._select_and_show(feature)
+
     # --- SAE and feature selection ---------------------------------------------------------------
     def _on_sae_changed(self, index: int) -> None:
+        self.feature_page.commit_pending()  # typing belongs to the SAE it was typed for
         if self.workspace is None or index < 0:
             self._update_status()
             return
@@ -425,7 +501,7 @@ class MainWindow(QMainWindow):
         return {f: lab.label for f, lab in self.labels.labels_for(self.entry.id).items() if lab.label}
 
     def select_feature(self, feature: int) -> None:
-        lab = self.labels.get(self.entry.id, feature) if self.labels and self.entry else None
+        lab = self.labels.get(self.entry.id, feature) if self.labels is not None and self.entry else None
         self.feature_page.set_feature(
             feature,
             lab.label if lab else "",
@@ -565,14 +641,37 @@ class MainWindow(QMainWindow):
         self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
         self.browser.model.set_label(feature, label, tags)
         self._show_labels(self._labels_of_current())
+        self._update_undo()  # now: Edit → Undo may be the very next thing the person does
 
     def undo(self) -> None:
-        if self.labels is not None and self.labels.undo():
+        """Edit → Undo (also Ctrl+Z in the label boxes): the last label edit, shown first."""
+        self.feature_page.commit_pending()  # what was just typed is the edit to undo
+        if self.labels is None or not self.labels.can_undo:
+            return
+        self._go_to_label(self.labels.undo_keys)
+        if self.labels.undo():
             self._after_label_history()
 
     def redo(self) -> None:
-        if self.labels is not None and self.labels.redo():
+        self.feature_page.commit_pending()
+        if self.labels is None or not self.labels.can_redo:
+            return
+        self._go_to_label(self.labels.redo_keys)
+        if self.labels.redo():
             self._after_label_history()
+
+    def _go_to_label(self, keys) -> None:
+        """Show the feature an undo/redo is about to change, so the change happens in view."""
+        if not keys or self.entry is None:
+            return
+        if (self.entry.id, self.feature_page.feature) in keys:
+            return
+        sae_id, feature = keys[0]
+        if sae_id != self.entry.id and not self._choose_sae(sae_id):
+            return  # an imported label of an SAE this workspace lacks: nothing to show
+        self.feature_dock.show()
+        if self.feature_page.feature != feature:
+            self._select_and_show(feature)
 
     def _after_label_history(self) -> None:
         labels = self._labels_of_current()
@@ -585,10 +684,13 @@ class MainWindow(QMainWindow):
 
     def _update_undo(self) -> None:
         doc = self.labels
-        self.undo_action.setEnabled(bool(doc and doc.can_undo))
-        self.redo_action.setEnabled(bool(doc and doc.can_redo))
-        self.undo_action.setText(f"&Undo {doc.undo_text}" if doc and doc.can_undo else "&Undo")
-        self.redo_action.setText(f"&Redo {doc.redo_text}" if doc and doc.can_redo else "&Redo")
+        # `is not None`: a document with no labels is falsy (len 0) yet may have a redo.
+        can_undo = doc is not None and doc.can_undo
+        can_redo = doc is not None and doc.can_redo
+        self.undo_action.setEnabled(can_undo)
+        self.redo_action.setEnabled(can_redo)
+        self.undo_action.setText(f"&Undo {doc.undo_text}" if can_undo else "&Undo")
+        self.redo_action.setText(f"&Redo {doc.redo_text}" if can_redo else "&Redo")
 
     def export_labels(self, fmt: str) -> None:
         if self.labels is None:
@@ -602,7 +704,11 @@ class MainWindow(QMainWindow):
         if not path:
             return
         try:
-            n = export_labels(self.labels.items(), path, fmt, model_id=self.workspace.model)
+            from explorer.labels import provenance
+
+            n = export_labels(self.labels.items(), path, fmt,
+                              model_id=provenance.model_id(self.workspace), author=self.author(),
+                              sae_t=provenance.sae_timesteps(self.workspace))
         except UserError as e:
             QMessageBox.warning(self, APP_NAME, str(e))
             return
@@ -626,6 +732,98 @@ class MainWindow(QMainWindow):
             return
         self._after_label_history()
         QMessageBox.information(self, APP_NAME, report.summary())
+
+    # --- labels that cannot be saved -------------------------------------------------------------
+    def author(self) -> str:
+        """Edit → Label Author: recorded with each label edit and written into exports (default:
+        the OS user name)."""
+        from explorer.labels.provenance import default_author
+
+        value = self._settings.value("labels/author")
+        return value if isinstance(value, str) else default_author()
+
+    def choose_author(self) -> None:
+        name, ok = QInputDialog.getText(self, APP_NAME, "Author of your labels:", text=self.author())
+        if ok:
+            self._settings.setValue("labels/author", name.strip())
+            if self.labels is not None:
+                self.labels.author = name.strip()
+
+    def _on_labels_save_failed(self, message: str) -> None:
+        if self.autosaver is None or self.autosaver.error is None:
+            return  # an old failure, already saved since (or another workspace's)
+        self.statusBar().showMessage(
+            f"Labels NOT saved: {message}. Your edits are kept in the app; "
+            "File → Save Labels As… writes them elsewhere.")
+        self.labels_state.setText("⚠ labels not saved")
+        self.labels_state.setToolTip(f"{message}\nFile → Save Labels As… writes them elsewhere")
+        self.labels_state.show()
+
+    def _on_labels_saved(self) -> None:
+        if self.autosaver is not None and self.autosaver.error is not None:
+            return
+        self.labels_state.hide()
+
+    def save_labels_as(self) -> bool:
+        """File → Save Labels As…: the labels with every unsaved edit, as a labels.json document
+        (what File → Import Labels and `explorer labels import` read). True when written."""
+        if self.labels is None:
+            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
+            return False
+        from explorer.errors import UserError
+        from explorer.labels import export_labels
+
+        default = str(Path.home() / f"{self.workspace.name}-labels.json")
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels as", default,
+                                              "Labels (*.json)")
+        if not path:
+            return False
+        try:
+            revision = self.labels.revision
+            n = export_labels(self.labels.items(), path, "json")
+        except (UserError, OSError) as e:
+            self.statusBar().showMessage(f"Labels NOT saved: {e}")
+            QMessageBox.warning(self, APP_NAME, str(e))
+            return False
+        self._copied = (path, revision)
+        self.statusBar().showMessage(f"saved {n} labels to {path}", 10_000)
+        if self.labels_state.isVisible():
+            self.labels_state.setText(f"⚠ labels not saved in the workspace (copy: {path})")
+        return True
+
+    def _labels_safe_to_leave(self) -> bool:
+        """Before closing the window or the workspace: save the labels; when that fails, ask
+        (Save Labels As… / Discard / Cancel). True when nothing unsaved is dropped unasked."""
+        if self.autosaver is None:
+            return True
+        from explorer.errors import UserError
+
+        self.feature_page.commit_pending()
+        try:
+            self.autosaver.flush()
+        except (UserError, OSError) as e:
+            error = str(e)
+        else:
+            self._on_labels_saved()
+            return True
+        self._on_labels_save_failed(error)
+        if self._copied is not None and self._copied[1] is self.labels.revision:
+            return True  # every edit is in the copy the person saved
+        while True:
+            box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME,
+                              f"Your label edits could not be saved: {error}", parent=self)
+            box.setInformativeText("Save them to another file, or discard them?")
+            save_as = box.addButton("Save Labels As…", QMessageBox.ButtonRole.AcceptRole)
+            discard = box.addButton(QMessageBox.StandardButton.Discard)
+            box.addButton(QMessageBox.StandardButton.Cancel)
+            box.setDefaultButton(save_as)
+            box.exec()
+            clicked = box.clickedButton()
+            if clicked is save_as:
+                if self.save_labels_as():
+                    return True
+                continue  # no file chosen, or that one failed too: ask again
+            return clicked is discard
 
     # --- demo -------------------------------------------------------------------------------------
     def build_demo(self, small: bool = False) -> None:
@@ -652,9 +850,13 @@ class MainWindow(QMainWindow):
         self.ws_label.setText("  ·  ".join(parts))
 
     def closeEvent(self, event) -> None:
+        if not self._labels_safe_to_leave():
+            event.ignore()  # Cancel: the window stays, with the edits
+            return
         self._settings.setValue("main/geometry", self.saveGeometry())
         self._settings.setValue("main/state", self.saveState())
         self.pool.shutdown()
         self.service.shutdown()
-        self._close_workspace()
+        self._close_workspace(save=False)  # saved, copied or discarded just above
+        self._settings.sync()
         super().closeEvent(event)

@@ -64,7 +64,8 @@ def test_jsonl_records_are_neuronpedia_style(tmp_path):
     assert len(lines) == 3
     rec = json.loads(lines[0])
     assert rec["modelId"] == "mini-sd-shapes"
-    assert rec["layer"] == "mid_block.attentions.0"
+    assert rec["layer"] == rec["saeId"] == MID  # block and timestep: one SAE
+    assert rec["block"] == "mid_block.attentions.0"
     assert rec["index"] == "3"  # Neuronpedia stores the index as a string
     assert rec["description"] == "red circle"
     assert rec["explanationModelName"] is None and rec["typeName"] is None
@@ -174,3 +175,52 @@ def test_csv_tags_are_comma_separated_as_the_app_types_them(tmp_path):
     back = LabelDocument()
     import_labels(back, out)
     assert back.items() == doc.items()
+
+
+def _per_step_saes(workspace):
+    """Three per-step SAEs of one block, as the demo trains them (issue 17: one `layer` each)."""
+    ids = []
+    for name, t in (("t1.00", 1.0), ("t0.50", 0.5), ("t0.00", 0.0)):
+        folder = workspace.sae_dir("mid_block.attentions.0", name)
+        folder.mkdir(parents=True)
+        (folder / "cfg.json").write_text(json.dumps(
+            {"block": "mid_block.attentions.0", "k": 8, "d_sae": 64, "t": [t]}))
+        ids.append(f"mid_block.attentions.0/{name}")
+    return ids
+
+
+def test_jsonl_layer_tells_the_per_step_saes_of_one_block_apart(tmp_path, workspace):
+    ids = _per_step_saes(workspace)
+    doc = LabelDocument(author="ana")
+    for i, sae_id in enumerate(ids):
+        doc.set(sae_id, 7, label=f"circle at step {i}")
+    out = tmp_path / "labels.jsonl"
+    sae_t = {e.id: e.t for e in workspace.saes()}
+    export_labels(doc, out, model_id="m@0123", sae_t=sae_t)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["layer"] for r in recs) == sorted(ids)
+    assert {r["layer"]: r["t"] for r in recs} == {i: sae_t[i] for i in ids}
+    # Neuronpedia keeps its own columns only: without our sae_id/feature/tags the importer still
+    # finds each record's SAE (it refused "layer … matches 3 SAEs" when layer was the block).
+    stripped = tmp_path / "neuronpedia.jsonl"
+    stripped.write_text("".join(
+        json.dumps({k: r[k] for k in ("modelId", "layer", "index", "description", "notes",
+                                       "authorName", "updatedAt")}) + "\n" for r in recs))
+    again = LabelDocument()
+    import_labels(again, stripped, saes=workspace.saes())
+    assert again.items() == doc.items()
+
+
+def test_author_fills_labels_without_one_in_every_format(tmp_path):
+    doc = LabelDocument()  # no author recorded
+    doc.set(MID, 1, label="dots")
+    doc.author = "ana"
+    doc.set(MID, 2, label="stripes")
+    for fmt in ("json", "csv", "jsonl"):
+        out = tmp_path / f"labels.{fmt}"
+        export_labels(doc, out, author="bo")
+        again = LabelDocument()
+        import_labels(again, out)
+        assert [(lab.feature, lab.author) for lab in again.items()] == [(1, "bo"), (2, "ana")]
+    rec = json.loads((tmp_path / "labels.jsonl").read_text().splitlines()[0])
+    assert rec["authorName"] == "bo"

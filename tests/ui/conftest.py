@@ -17,6 +17,18 @@ def gc_in_gui_thread(qapp):
 
 
 @pytest.fixture(autouse=True)
+def isolated_settings(tmp_path):
+    """Each test's QSettings (recent files, geometry, each workspace's last view) in its own
+    folder. Setting XDG_CONFIG_HOME is not enough: Qt reads it once per process and caches the
+    folder, so later tests would restore the views earlier ones left."""
+    from PySide6.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
+    yield
+
+
+@pytest.fixture(autouse=True)
 def no_qthread_left_running(qtbot):
     """Fail a test that leaves any QThread running (napari's rule): workers, the model thread."""
     yield

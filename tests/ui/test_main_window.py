@@ -136,19 +136,22 @@ def test_label_edit_autosaves_and_undoes(qtbot, window, tiny_workspace):
     window.autosaver.flush()
 
 
-def test_a_workspace_opens_on_its_first_named_feature(qtbot, window, tiny_workspace):
+def test_a_workspace_opens_on_its_first_named_feature(qtbot, window, tiny_workspace, tmp_path):
+    import shutil
+
+    from explorer.labels import LabelDocument
+
     _open(qtbot, window, tiny_workspace)
     # Random weights label nothing: the first row.
     assert window.feature_page.feature == window.browser.model.feature_at(0)
     named = window.browser.model.feature_at(2)
-    window.labels.set(window.entry.id, named, label="a concept", notes="", tags=())
-    window.autosaver.flush()
-    try:
-        _open(qtbot, window, tiny_workspace)
-        assert window.feature_page.feature == named
-    finally:
-        window.labels.set(window.entry.id, named, label="", notes="", tags=())
-        window.autosaver.flush()
+    # Another folder (this one's last view would be restored): the same workspace with a label.
+    other = shutil.copytree(tiny_workspace, tmp_path / "named")
+    doc = LabelDocument()
+    doc.set(window.entry.id, named, label="a concept")
+    doc.save(other / "labels.json")
+    _open(qtbot, window, other)
+    assert window.feature_page.feature == named
 
 
 def test_not_a_workspace_is_a_message_and_the_app_stays_open(qtbot, window, tmp_path):
