@@ -196,7 +196,7 @@ def cmd_evaluate(args) -> int:
     model = None
     if args.cross_attention:
         from explorer.analysis.cross_attention import check_same_weights
-        from explorer.cli import device_arg
+        from explorer.commandline import device_arg
         from explorer.engine import load_model
 
         model = load_model(ws.model, device=device_arg(args))
@@ -244,7 +244,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_demo(args) -> int:
     from explorer.analysis.demo import build_demo
-    from explorer.cli import device_arg
+    from explorer.commandline import device_arg
     from explorer.preflight import check_writable_folder
 
     if args.workspace:

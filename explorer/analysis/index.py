@@ -33,6 +33,7 @@ from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
 from explorer.analysis.truth import open_truth
 from explorer.atomic import atomic_path
+from explorer.sae.split import has_holdout, split_samples  # noqa: F401  (re-exported)
 
 DEFAULT_TOP_N = 16
 __all__ = ["FeatureIndex", "IndexResult", "IndexSettings", "Match", "Patch", "build_index"]
@@ -69,23 +70,6 @@ def sae_holdout(cfg, sae_dir, asked: int | None) -> int:
             f"{own}th sample (its cfg.json's holdout_every); leave --holdout-every out"
         )
     return own
-
-
-def has_holdout(n: int, holdout_every: int) -> bool:
-    """Whether the rule keeps some, but not all, of `n` samples out: a real hold-out set."""
-    return holdout_every >= 2 and 0 < n // holdout_every < n
-
-
-def split_samples(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
-    """(labelling samples, held-out samples). Without a usable split (`has_holdout` false: no
-    rule, or fewer samples than the rule needs) both are all samples, and reports say that
-    these are not held out."""
-    if holdout_every < 2:
-        return list(range(n)), list(range(n))
-    held = [i for i in range(n) if i % holdout_every == holdout_every - 1]
-    if not held or len(held) == n:
-        return list(range(n)), list(range(n))
-    return [i for i in range(n) if i % holdout_every != holdout_every - 1], held
 
 
 @dataclass

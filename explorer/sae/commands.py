@@ -26,10 +26,7 @@ from explorer.argtypes import (
     positive_int,
 )
 from explorer.errors import UserError
-
-# Every 4th sample is held out of SAE training; each SAE's cfg.json records the rule
-# (holdout_every), and the index, evaluation and app read it from there.
-HOLDOUT_EVERY = 4
+from explorer.sae.split import HOLDOUT_EVERY, split_samples
 
 
 def parse_steps(spec: str, store) -> list[int]:
@@ -79,14 +76,10 @@ def stream_dtype(store, block: str, device: str):
 
 
 def train_samples(n: int, every: int = HOLDOUT_EVERY) -> list[int]:
-    from explorer.analysis.index import split_samples
-
     return split_samples(n, every)[0]
 
 
 def held_out_samples(n: int, every: int = HOLDOUT_EVERY) -> list[int]:
-    from explorer.analysis.index import split_samples
-
     return split_samples(n, every)[1]
 
 

@@ -16,7 +16,7 @@ DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
 
 
 def cmd_steer(args) -> int:
-    from explorer.cli import device_arg, save_png
+    from explorer.commandline import device_arg, save_png
     from explorer.engine import load_model
     from explorer.preflight import check_writable_file, read_model, sae_latents
     from explorer.steering.interventions import MODES, Intervention, check_strength, validate
@@ -134,7 +134,7 @@ def _add_stats(ws, entry, sae, model, args, block, steps):
 
 
 def cmd_evaluate_interventions(args) -> int:
-    from explorer.cli import device_arg
+    from explorer.commandline import device_arg
     from explorer.preflight import check_writable_folder
     from explorer.steering.evaluate import evaluate_interventions
 
@@ -161,7 +161,7 @@ def cmd_evaluate_interventions(args) -> int:
 
 
 def register(sub) -> None:
-    from explorer.cli import add_model_flags
+    from explorer.commandline import add_model_flags
 
     p = sub.add_parser(
         "steer",

@@ -24,7 +24,7 @@ def _int_csv(value: str) -> list[int]:
 
 
 def register(sub) -> None:
-    from explorer.cli import add_model_flags
+    from explorer.commandline import add_model_flags
 
     p = sub.add_parser(
         "collect",
@@ -189,7 +189,7 @@ def _preflight(args, out: Path, env, folder: str) -> None:
 def _load_model(args, folder: str, env):
     import torch
 
-    from explorer.cli import device_arg
+    from explorer.commandline import device_arg
     from explorer.engine import load_model
 
     device = device_arg(args)

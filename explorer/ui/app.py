@@ -37,7 +37,7 @@ def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from explorer.cli import quiet_libraries
+    from explorer.commandline import quiet_libraries
 
     quiet_libraries()
     from PySide6.QtWidgets import QApplication
