@@ -428,7 +428,7 @@ def register(sub) -> None:
                    help="active latents per token, at most --latents (default 8)")
     p.add_argument("--batch-size", type=positive_int, default=4096, help="tokens per step (default 4096)")
     p.add_argument("--lr", type=positive_float, default=None,
-                   help="Adam learning rate (default: 8e-4·sqrt(16384 / latents), the width rule "
+                   help="Adam learning rate (default: 1.2e-3·sqrt(16384 / latents), the width rule "
                         "measured best per token in docs/sae.md; the paper's is 1e-4)")
     p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch)")
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")

@@ -43,9 +43,9 @@ _RESUME_KEYS = ("d_in", "d_sae", "k", "batch_size", "batch_topk", "normalise", "
 
 
 # Adam's step size at 2**14 latents; wider dictionaries take smaller steps (1/sqrt(width), the
-# scaling EleutherAI's sparsify uses, at 4x its constant). Both come from the sweep in
+# scaling EleutherAI's sparsify uses, at 6x its constant). The constant comes from the sweep in
 # docs/sae.md (bench/bench_quality.py); the paper's 1e-4 is `--lr 1e-4`.
-LR_AT_16K_LATENTS = 8e-4
+LR_AT_16K_LATENTS = 1.2e-3
 
 
 def default_lr(d_sae: int) -> float:
