@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -32,7 +33,7 @@ from PySide6.QtWidgets import (
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder
 from explorer.ui.requests import RequestView
-from explorer.ui.sample_view import concept_rgba, lookup_table
+from explorer.ui.sample_view import CATEGORICAL, concept_rgba, lookup_table
 from explorer.ui.service import GenerationService
 
 DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at the right on a striped background"
@@ -137,6 +138,10 @@ class GenerateView(RequestView):
         self.caption = QLabel("")
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.caption.setWordWrap(True)
+        self.feature_info = QLabel("")
+        self.feature_info.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.feature_info.setToolTip("The shown feature on this image: at this step, and its "
+                                     "strongest step")
 
         self.ranked_title = QLabel("Features that fire most on this image")
         self.ranked_title.setWordWrap(True)
@@ -196,6 +201,7 @@ class GenerateView(RequestView):
         layout.addLayout(ctl)
         layout.addWidget(split, 1)
         layout.addWidget(self.caption)
+        layout.addWidget(self.feature_info)
         layout.addLayout(scrub)
         layout.addWidget(self.progress)
 
@@ -289,7 +295,11 @@ class GenerateView(RequestView):
     def _clear_features(self) -> None:
         self.feature = None
         self.clicked_at = None
+        self.feature_info.setText("")
+        # Quietly: while the list empties, Qt moves its current row and would show that feature.
+        self.ranked.blockSignals(True)
         self.ranked.clear()
+        self.ranked.blockSignals(False)
         self.positions.clear()
         self.open_page.setEnabled(False)
         self.ranked_title.setText("Features that fire most on this image")
@@ -304,7 +314,11 @@ class GenerateView(RequestView):
         self.ranked.clear()
         for f, total in zip(ex.ranking.tolist(), ex.totals.tolist()):
             peak_step = int(ex.step_max[:, f].argmax())
-            item = QListWidgetItem(f"{self._name(f)}   Σ {total:.3g}")
+            # The concept map colours each position's top feature by this rank.
+            pix = QPixmap(10, 10)
+            pix.fill(QColor(*CATEGORICAL[self.ranked.count() % len(CATEGORICAL)].tolist()))
+            item = QListWidgetItem(QIcon(pix),
+                                   f"{self._name(f)}   Σ {total:.3g} · peak at step {peak_step + 1}")
             item.setToolTip(f"{self._name(f)}: activation summed over steps and positions "
                             f"{total:.3g}; strongest at step {peak_step + 1} "
                             f"({ex.step_max[peak_step, f]:.3g})")
@@ -324,6 +338,13 @@ class GenerateView(RequestView):
         self.step_label.setText(f"step {s + 1}/{n}  t = {self.result['t'][s]:.2f}")
         ex = self.exploration
         mode = self.mode.currentData()
+        if ex is not None and self.feature is not None:
+            f = self.feature
+            peak = int(ex.step_max[:, f].argmax())
+            self.feature_info.setText(
+                f"{self._name(f)} at step {s + 1}: max {ex.step_max[s, f]:.3g}, mean over "
+                f"positions {ex.step_mean[s, f]:.3g} · strongest at step {peak + 1} "
+                f"({ex.step_max[peak, f]:.3g})")
         if ex is None or mode == OVERLAY_NONE:
             self.canvas.set_overlay(None)
         elif mode == OVERLAY_CONCEPTS:

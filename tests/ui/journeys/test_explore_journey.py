@@ -123,6 +123,7 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert view.canvas.overlay.isVisible()
     np.testing.assert_array_equal(view.canvas.overlay.image, ex.feature_map(step, f))
     assert view.open_page.isEnabled()
+    assert view.feature_info.text().startswith(f"#{f}") and f"step {n}:" in view.feature_info.text()
 
     # The scrubber: Home goes to the first step, Right one step on; the picture and map follow.
     view.slider.setFocus()
@@ -157,5 +158,14 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert window.feature_page.title.text().startswith(f"Feature #{g}")
 
     window.grab().save("/tmp/explore.png")
+
+    # Another SAE chosen in the window: this image's codes are of the old one, so they go.
+    combo = window.sae_combo
+    old = combo.currentIndex()
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Down if old + 1 < combo.count() else Qt.Key.Key_Up)
+    assert combo.currentIndex() != old and window.entry.label in view.sae_label.text()
+    assert view.ranked.count() == 0 and view.feature is None
+    assert not view.canvas.overlay.isVisible() and "press Explore" in view.caption.text()
     qtbot.waitUntil(lambda: not window.service.busy, timeout=60_000)
     assert _snapshot(tiny_workspace) == before, "exploring wrote into the workspace"
