@@ -143,8 +143,9 @@ class GenerateView(RequestView):
         self.feature_info.setToolTip("The shown feature on this image: at this step, and its "
                                      "strongest step")
 
-        self.ranked_title = QLabel("Features that fire most on this image")
-        self.ranked_title.setWordWrap(True)
+        self.ranked_title = QLabel("Most active on this image")
+        self.ranked_title.setToolTip("The features ranked by activation summed over every step and "
+                                     "position; each row says the step where it is strongest")
         self.ranked = QListWidget()
         self.ranked.setToolTip("Ranked by activation summed over every step and position. "
                                "Click: its map here; double-click: its feature page")
@@ -164,7 +165,7 @@ class GenerateView(RequestView):
         sl.addWidget(self.open_page)
         sl.addWidget(self.pos_title)
         sl.addWidget(self.positions, 2)
-        side.setMinimumWidth(230)
+        side.setMinimumWidth(280)
         split = QSplitter()
         split.addWidget(self.canvas)
         split.addWidget(side)
@@ -302,7 +303,7 @@ class GenerateView(RequestView):
         self.ranked.blockSignals(False)
         self.positions.clear()
         self.open_page.setEnabled(False)
-        self.ranked_title.setText("Features that fire most on this image")
+        self.ranked_title.setText("Most active on this image")
         self.pos_title.setText("Click the image to list the features active there")
 
     def _name(self, f: int) -> str:
@@ -318,14 +319,14 @@ class GenerateView(RequestView):
             pix = QPixmap(10, 10)
             pix.fill(QColor(*CATEGORICAL[self.ranked.count() % len(CATEGORICAL)].tolist()))
             item = QListWidgetItem(QIcon(pix),
-                                   f"{self._name(f)}   Σ {total:.3g} · peak at step {peak_step + 1}")
+                                   f"{self._name(f)}   Σ {total:.3g} · step {peak_step + 1}")
             item.setToolTip(f"{self._name(f)}: activation summed over steps and positions "
                             f"{total:.3g}; strongest at step {peak_step + 1} "
                             f"({ex.step_max[peak_step, f]:.3g})")
             item.setData(Qt.ItemDataRole.UserRole, f)
             self.ranked.addItem(item)
         self.ranked.blockSignals(False)
-        self.ranked_title.setText(f"Features that fire most on this image ({len(ex.ranking)})")
+        self.ranked_title.setText(f"Most active on this image ({len(ex.ranking)} fired)")
         if self.ranked.count():
             self.ranked.setCurrentRow(0)
 
