@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
+    QBoxLayout,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -38,6 +40,7 @@ from explorer.ui.service import GenerationService
 
 DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at the right on a striped background"
 OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_NONE = "feature", "concepts", "none"
+NARROW = 620  # px: below this width the feature lists go under the image
 THRESHOLD = 0.10  # share of the feature's peak below which its map is hidden (the paper's 10%)
 
 
@@ -90,6 +93,14 @@ def explore_job(models: ModelHolder, saes: dict, entry, prompt: str, seed: int, 
             "exploration": run.exploration, "sae": entry.id}
 
 
+class _Line(QLabel):
+    """A one-line label that may be cut at the panel's edge: its full text is its tooltip."""
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(text)
+
+
 class GenerateView(RequestView):
     """The Explore tab: prompt, seed, steps, guidance → an image previewed at every step, then a
     scrubber over the steps with the chosen SAE's feature map or concept map, the features that
@@ -124,8 +135,7 @@ class GenerateView(RequestView):
         self.go.setToolTip("Generate this prompt and encode the SAE's block at every step "
                            "(nothing is written into the workspace)")
         self.progress.setTextVisible(True)
-        self.sae_label = QLabel("no SAE: open a workspace to see which features fire")
-        self.sae_label.setWordWrap(True)
+        self.sae_label = _Line("no SAE: open a workspace to see which features fire")
 
         self.mode = QComboBox()
         self.mode.addItem("Feature map", OVERLAY_FEATURE)
@@ -134,14 +144,10 @@ class GenerateView(RequestView):
         self.mode.setToolTip("Feature map: the chosen feature's activation at this step. Concept "
                              "map: the strongest feature at each position")
         self.canvas = ImageCanvas()
-        self.canvas.setMinimumSize(320, 320)
-        self.caption = QLabel("")
+        self.canvas.setMinimumSize(220, 220)
+        self.caption = _Line("")
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.caption.setWordWrap(True)
-        self.feature_info = QLabel("")
-        self.feature_info.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.feature_info.setToolTip("The shown feature on this image: at this step, and its "
-                                     "strongest step")
+        self.feature_info = _Line("")
 
         self.ranked_title = QLabel("Most active on this image")
         self.ranked_title.setToolTip("The features ranked by activation summed over every step and "
@@ -152,21 +158,38 @@ class GenerateView(RequestView):
         self.open_page = QPushButton("Open feature page")
         self.open_page.setToolTip("Show the selected feature in the browser and the feature page")
         self.open_page.setEnabled(False)
-        self.pos_title = QLabel("Click the image to list the features active there")
-        self.pos_title.setWordWrap(True)
+        self.pos_title = _Line("Click the image to list the features active there")
         self.positions = QListWidget()
         self.positions.setToolTip("Features active at the clicked position and step. Click: its "
                                   "map; double-click: its feature page")
+        rank_col, pos_col = QWidget(), QWidget()
+        rl = QVBoxLayout(rank_col)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.ranked_title)
+        rl.addWidget(self.ranked, 1)
+        rl.addWidget(self.open_page)
+        pl = QVBoxLayout(pos_col)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.pos_title)
+        pl.addWidget(self.positions, 1)
         side = QWidget()
-        sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(self.ranked_title)
-        sl.addWidget(self.ranked, 3)
-        sl.addWidget(self.open_page)
-        sl.addWidget(self.pos_title)
-        sl.addWidget(self.positions, 2)
-        side.setMinimumWidth(280)
-        split = QSplitter()
+        # One column beside the image; two columns under it in a narrow centre (resizeEvent).
+        self._side_layout = QBoxLayout(QBoxLayout.Direction.TopToBottom, side)
+        self._side_layout.setContentsMargins(0, 0, 0, 0)
+        self._side_layout.addWidget(rank_col, 3)
+        self._side_layout.addWidget(pos_col, 2)
+        side.setMinimumWidth(200)
+        self.ranked.setMinimumHeight(80)
+        for lst in (self.ranked, self.positions):  # long names elide rather than scroll sideways
+            lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.positions.setMinimumHeight(60)
+        # One line each, cut at the panel's edge rather than wrapped: a wrapping label makes the
+        # page ask the scroll area for its full preferred height (height-for-width), which
+        # pushed the scrubber below the fold at 1280×800. The full text is the tooltip.
+        for label in (self.sae_label, self.caption, self.feature_info, self.ranked_title,
+                      self.pos_title):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.split = split = QSplitter()
         split.addWidget(self.canvas)
         split.addWidget(side)
         split.setStretchFactor(0, 3)
@@ -179,15 +202,19 @@ class GenerateView(RequestView):
         self.step_label = QLabel("")
         self.step_label.setMinimumWidth(150)
 
+        # The buttons beside the prompt, where the eye is after typing, and narrow rows: the
+        # centre can be ~400 px wide between the docks at 1280×800.
         form = QFormLayout()
-        form.addRow("Prompt", self.prompt)
+        top = QHBoxLayout()
+        top.addWidget(self.prompt, 1)
+        top.addWidget(self.go)
+        top.addWidget(self.cancel)
+        form.addRow("Prompt", top)
         row = QHBoxLayout()
         for label, w in (("Seed", self.seed), ("Steps", self.steps), ("Guidance", self.guidance)):
             row.addWidget(QLabel(label))
             row.addWidget(w)
         row.addStretch(1)
-        row.addWidget(self.go)
-        row.addWidget(self.cancel)
         form.addRow(row)
         ctl = QHBoxLayout()
         ctl.addWidget(self.sae_label, 1)
@@ -217,6 +244,21 @@ class GenerateView(RequestView):
             lst.itemDoubleClicked.connect(self._open_item)
         self.positions.itemClicked.connect(self._on_position_item)
         self.open_page.clicked.connect(self._open_current)
+
+    def resizeEvent(self, event) -> None:
+        # Side by side where there is room; the lists under the image in a narrow centre.
+        wide = event.size().width() >= NARROW
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.split.orientation() != orientation:
+            self.split.setOrientation(orientation)
+            self._side_layout.setDirection(QBoxLayout.Direction.TopToBottom if wide
+                                           else QBoxLayout.Direction.LeftToRight)
+        # Under the lists' column the image is at most as tall as the centre is wide (it keeps
+        # its aspect): the rest of the height goes to the lists, not to empty canvas.
+        size = event.size()
+        room = min(size.width() - 40, size.height() - 430)  # 430: the rows above and below
+        self.canvas.setMaximumHeight(16_777_215 if wide else max(200, room))
+        super().resizeEvent(event)
 
     # --- settings from the window ----------------------------------------------------------
     def apply_defaults(self, steps: int, guidance: float | None) -> None:

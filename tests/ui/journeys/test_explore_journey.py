@@ -16,8 +16,8 @@ from explorer.ui.main_window import MainWindow
 PROMPT = "a small red circle at the top left"
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
+@pytest.fixture(params=[(1600, 1000), (1280, 800)], ids=lambda s: f"{s[0]}x{s[1]}")
+def window(qtbot, tmp_path, monkeypatch, request):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # not the user's settings
     shown = []
     monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
@@ -25,7 +25,7 @@ def window(qtbot, tmp_path, monkeypatch):
     w = MainWindow(device="cpu")
     w.messages = shown
     qtbot.addWidget(w)
-    w.resize(1600, 1000)
+    w.resize(*request.param)
     w.show()
     qtbot.waitExposed(w)
     yield w
@@ -111,7 +111,8 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     ranked = [view.ranked.item(r).data(Qt.ItemDataRole.UserRole) for r in range(view.ranked.count())]
     assert ranked == ex.ranking.tolist()
     assert all(a >= b for a, b in zip(ex.totals, ex.totals[1:]))
-    assert _visible(view.ranked) and _visible(view.canvas)
+    for widget in (view.ranked, view.canvas, view.positions, view.slider, view.open_page):
+        assert _visible(widget), f"{type(widget).__name__} is cut off or scrolled away"
 
     # Click a row (not the first, which is shown already) whose feature fires at this step.
     step = view.slider.value()
@@ -157,7 +158,8 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     qtbot.waitUntil(lambda: window.feature_page.feature == g, timeout=5_000)
     assert window.feature_page.title.text().startswith(f"Feature #{g}")
 
-    window.grab().save("/tmp/explore.png")
+    w, h = window.width(), window.height()
+    window.grab().save("/tmp/explore.png" if w == 1600 else f"/tmp/explore-{w}x{h}.png")
 
     # Another SAE chosen in the window: this image's codes are of the old one, so they go.
     combo = window.sae_combo
