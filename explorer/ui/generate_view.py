@@ -178,7 +178,7 @@ class GenerateView(RequestView):
         self._side_layout.setContentsMargins(0, 0, 0, 0)
         self._side_layout.addWidget(rank_col, 3)
         self._side_layout.addWidget(pos_col, 2)
-        side.setMinimumWidth(200)
+        side.setMinimumWidth(240)
         self.ranked.setMinimumHeight(80)
         for lst in (self.ranked, self.positions):  # long names elide rather than scroll sideways
             lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -368,7 +368,7 @@ class GenerateView(RequestView):
             item.setData(Qt.ItemDataRole.UserRole, f)
             self.ranked.addItem(item)
         self.ranked.blockSignals(False)
-        self.ranked_title.setText(f"Most active on this image ({len(ex.ranking)} fired)")
+        self.ranked_title.setText(f"Most active on this image ({len(ex.ranking)})")
         if self.ranked.count():
             self.ranked.setCurrentRow(0)
 
