@@ -152,6 +152,13 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert listed == [g for g, _ in ex.active_at(n - 1, int(y), int(x))] and f in listed
     assert f"({y}, {x}), step {n}" in view.pos_title.text()
 
+    # The concept map: every position coloured by its strongest feature at this step.
+    view.mode.setFocus()
+    qtbot.keyClick(view.mode, Qt.Key.Key_Down)
+    assert view.mode.currentData() == "concepts" and view.canvas.overlay.isVisible()
+    _, top_v = ex.concept_map(n - 1)
+    np.testing.assert_array_equal(view.canvas.overlay.image[..., 3] > 0, top_v > 0)
+
     # Double-click a ranked feature: the main window's browser and feature page show it.
     g = ranked[0]
     _click_row(qtbot, view.ranked, 0, double=True)
