@@ -1,83 +1,300 @@
-"""Generate an image from a prompt in the background, with a preview at every step."""
+"""Explore any prompt: generate a new image with the chosen SAE's block captured, encode it at
+every step, and show which features fire on it, where and when.
+
+The run goes through the app's one model thread (GenerationService), like steering and the
+word-attention overlay. What comes back lives only in this view: the per-step previews and the
+SAE codes of one image (explorer.analysis.explore); nothing is written into the store.
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
+    QBoxLayout,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
+    QSizePolicy,
+    QSlider,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
+    QWidget,
 )
 
 from explorer.ui.image_view import ImageCanvas
-from explorer.ui.jobs import ModelHolder, generate_job
+from explorer.ui.jobs import ModelHolder
 from explorer.ui.requests import RequestView
+from explorer.ui.sample_view import CATEGORICAL, concept_rgba, lookup_table
 from explorer.ui.service import GenerationService
 
 DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at the right on a striped background"
+OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_NONE = "feature", "concepts", "none"
+NARROW = 620  # px: below this width the feature lists go under the image
+THRESHOLD = 0.10  # share of the feature's peak below which its map is hidden (the paper's 10%)
+
+
+def model_settings(path) -> dict:
+    """The model folder's own steps and guidance (its explorer.json over the family's defaults),
+    read without loading the model: what a prompt is generated with until a workspace says."""
+    from explorer.engine.loading import SD1_DEFAULTS, SDXL_DEFAULTS, SETTINGS_FILE, resolve_folder
+
+    folder = resolve_folder(path)
+    out = dict(SD1_DEFAULTS)
+    try:
+        if "XL" in json.loads((folder / "model_index.json").read_text()).get("_class_name", ""):
+            out = dict(SDXL_DEFAULTS)
+        extra = json.loads((folder / SETTINGS_FILE).read_text())
+        if isinstance(extra, dict):
+            out.update(extra)
+    except (OSError, ValueError, AttributeError):
+        pass  # no settings file: the family's defaults; a broken folder fails at load, clearly
+    return out
+
+
+def explore_job(models: ModelHolder, saes: dict, entry, prompt: str, seed: int, steps: int,
+                guidance: float, *, cancel, progress) -> dict:
+    """On the model thread: the image with a preview per step and, given an SAE `entry`, its
+    codes at every step. `saes` is the view's one-entry SAE cache, used only on this thread."""
+    from explorer.analysis.explore import explore_prompt
+    from explorer.engine import generate
+    from explorer.steering.saes import load_entry
+
+    if not models.loaded:
+        progress({"stage": "loading"})
+    model = models.get()
+    previews: list[np.ndarray] = []
+
+    def on_step(info):
+        previews.append(info.preview(model)[0])
+        progress({"stage": "step", "step": info.step, "n_steps": info.n_steps, "t": info.t,
+                  "preview": previews[-1]})
+
+    if entry is None:
+        res = generate(model, [prompt], [seed], steps, guidance, on_step=on_step, cancel=cancel)
+        return {"image": res.images[0], "previews": np.stack(previews), "t": list(res.t),
+                "exploration": None, "sae": None}
+    if entry.id not in saes:
+        saes.clear()  # one SAE in memory at a time
+        saes[entry.id] = load_entry(entry, device=model.device)
+    run = explore_prompt(model, saes[entry.id], prompt, seed, steps, guidance,
+                         branch=entry.branch, on_step=on_step, cancel=cancel)
+    return {"image": run.image, "previews": np.stack(previews), "t": run.t,
+            "exploration": run.exploration, "sae": entry.id}
+
+
+class _Line(QLabel):
+    """A one-line label that may be cut at the panel's edge: its full text is its tooltip."""
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(text)
 
 
 class GenerateView(RequestView):
-    """Prompt, seed, steps, guidance → an image, previewed at every denoising step."""
+    """The Explore tab: prompt, seed, steps, guidance → an image previewed at every step, then a
+    scrubber over the steps with the chosen SAE's feature map or concept map, the features that
+    fire most on the image, and the features active where the image is clicked."""
+
+    feature_opened = Signal(int)  # open this feature's page in the browser and feature page
 
     def __init__(self, models: ModelHolder, service: GenerationService, parent=None):
         super().__init__(models, service, parent)
         self.last_image: np.ndarray | None = None
+        self.entry = None  # the SAE the next run encodes with
+        self.labels: dict[int, str] = {}
+        self.result: dict | None = None  # the last finished run (see explore_job)
+        self.feature: int | None = None  # the feature whose map is drawn
+        self.clicked_at: tuple[int, int] | None = None
+        self._saes: dict = {}  # touched only on the model thread (explore_job)
+        self._lut = lookup_table("inferno")
+        self._run_settings: tuple | None = None
 
+        defaults = model_settings(models.path)
         self.prompt = QLineEdit(DEFAULT_PROMPT)
         self.prompt.setToolTip("The text prompt. The bundled model knows the shapes world's words.")
         self.seed = QSpinBox(maximum=2**31 - 1)
         self.seed.setToolTip("Same seed and settings ⇒ the same image")
-        self.steps = QSpinBox(minimum=1, maximum=200, value=25)
-        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=30.0, value=4.0, singleStep=0.5)
-        self.guidance.setToolTip("Classifier-free guidance scale")
-        self.go = QPushButton("Generate")
+        self.steps = QSpinBox(minimum=1, maximum=200, value=int(defaults.get("steps", 25)))
+        self.steps.setToolTip("Sampling steps (the workspace's own when one is open)")
+        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=30.0, singleStep=0.5,
+                                       value=float(defaults.get("guidance", 7.5)))
+        self.guidance.setToolTip("Classifier-free guidance scale (the workspace's own when one is open)")
+        self.go = QPushButton("Explore")
         self.go.setDefault(True)
+        self.go.setToolTip("Generate this prompt and encode the SAE's block at every step "
+                           "(nothing is written into the workspace)")
         self.progress.setTextVisible(True)
-        self.canvas = ImageCanvas()
-        self.caption = QLabel("")
-        self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.sae_label = _Line("no SAE: open a workspace to see which features fire")
 
+        self.mode = QComboBox()
+        self.mode.addItem("Feature map", OVERLAY_FEATURE)
+        self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
+        self.mode.addItem("No overlay", OVERLAY_NONE)
+        self.mode.setToolTip("Feature map: the chosen feature's activation at this step. Concept "
+                             "map: the strongest feature at each position")
+        self.canvas = ImageCanvas()
+        self.canvas.setMinimumSize(220, 220)
+        self.caption = _Line("")
+        self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.feature_info = _Line("")
+
+        self.ranked_title = QLabel("Most active on this image")
+        self.ranked_title.setToolTip("The features ranked by activation summed over every step and "
+                                     "position; each row says the step where it is strongest")
+        self.ranked = QListWidget()
+        self.ranked.setToolTip("Ranked by activation summed over every step and position. "
+                               "Click: its map here; double-click: its feature page")
+        self.open_page = QPushButton("Open feature page")
+        self.open_page.setToolTip("Show the selected feature in the browser and the feature page")
+        self.open_page.setEnabled(False)
+        self.pos_title = _Line("Click the image to list the features active there")
+        self.positions = QListWidget()
+        self.positions.setToolTip("Features active at the clicked position and step. Click: its "
+                                  "map; double-click: its feature page")
+        rank_col, pos_col = QWidget(), QWidget()
+        rl = QVBoxLayout(rank_col)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.ranked_title)
+        rl.addWidget(self.ranked, 1)
+        rl.addWidget(self.open_page)
+        pl = QVBoxLayout(pos_col)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.pos_title)
+        pl.addWidget(self.positions, 1)
+        side = QWidget()
+        # One column beside the image; two columns under it in a narrow centre (resizeEvent).
+        self._side_layout = QBoxLayout(QBoxLayout.Direction.TopToBottom, side)
+        self._side_layout.setContentsMargins(0, 0, 0, 0)
+        self._side_layout.addWidget(rank_col, 3)
+        self._side_layout.addWidget(pos_col, 2)
+        side.setMinimumWidth(240)
+        self.ranked.setMinimumHeight(80)
+        for lst in (self.ranked, self.positions):  # long names elide rather than scroll sideways
+            lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.positions.setMinimumHeight(60)
+        # One line each, cut at the panel's edge rather than wrapped: a wrapping label makes the
+        # page ask the scroll area for its full preferred height (height-for-width), which
+        # pushed the scrubber below the fold at 1280×800. The full text is the tooltip.
+        for label in (self.sae_label, self.caption, self.feature_info, self.ranked_title,
+                      self.pos_title):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.split = split = QSplitter()
+        split.addWidget(self.canvas)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("Denoising step: t = 1.0 (pure noise) on the left, 0.0 on the right (← →)")
+        self.step_label = QLabel("")
+        self.step_label.setMinimumWidth(150)
+
+        # The buttons beside the prompt, where the eye is after typing, and narrow rows: the
+        # centre can be ~400 px wide between the docks at 1280×800.
         form = QFormLayout()
-        form.addRow("Prompt", self.prompt)
+        top = QHBoxLayout()
+        top.addWidget(self.prompt, 1)
+        top.addWidget(self.go)
+        top.addWidget(self.cancel)
+        form.addRow("Prompt", top)
         row = QHBoxLayout()
         for label, w in (("Seed", self.seed), ("Steps", self.steps), ("Guidance", self.guidance)):
             row.addWidget(QLabel(label))
             row.addWidget(w)
         row.addStretch(1)
-        row.addWidget(self.go)
-        row.addWidget(self.cancel)
         form.addRow(row)
+        ctl = QHBoxLayout()
+        ctl.addWidget(self.sae_label, 1)
+        ctl.addWidget(QLabel("Overlay"))
+        ctl.addWidget(self.mode)
+        scrub = QHBoxLayout()
+        scrub.addWidget(QLabel("Step"))
+        scrub.addWidget(self.slider, 1)
+        scrub.addWidget(self.step_label)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.canvas, 1)
+        layout.addLayout(ctl)
+        layout.addWidget(split, 1)
         layout.addWidget(self.caption)
+        layout.addWidget(self.feature_info)
+        layout.addLayout(scrub)
         layout.addWidget(self.progress)
 
-        self.go.clicked.connect(self.start)
+        # clicked(bool) would hand False to start(); the lambda drops it.
+        self.go.clicked.connect(lambda: self.start())
         self.prompt.returnPressed.connect(self.start)
+        self.slider.valueChanged.connect(self._on_step)
+        self.mode.currentIndexChanged.connect(self._refresh)
+        self.canvas.clicked.connect(self._on_click)
+        self.ranked.currentItemChanged.connect(self._on_ranked_current)
+        for lst in (self.ranked, self.positions):
+            lst.itemDoubleClicked.connect(self._open_item)
+        self.positions.itemClicked.connect(self._on_position_item)
+        self.open_page.clicked.connect(self._open_current)
 
-    def apply_defaults(self, steps: int, guidance: float) -> None:
+    def resizeEvent(self, event) -> None:
+        # Side by side where there is room; the lists under the image in a narrow centre.
+        wide = event.size().width() >= NARROW
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.split.orientation() != orientation:
+            self.split.setOrientation(orientation)
+            self._side_layout.setDirection(QBoxLayout.Direction.TopToBottom if wide
+                                           else QBoxLayout.Direction.LeftToRight)
+        # Under the lists' column the image is at most as tall as the centre is wide (it keeps
+        # its aspect): the rest of the height goes to the lists, not to empty canvas.
+        size = event.size()
+        room = min(size.width() - 40, size.height() - 430)  # 430: the rows above and below
+        self.canvas.setMaximumHeight(16_777_215 if wide else max(200, room))
+        super().resizeEvent(event)
+
+    # --- settings from the window ----------------------------------------------------------
+    def apply_defaults(self, steps: int, guidance: float | None) -> None:
         self.steps.setValue(int(steps))
-        self.guidance.setValue(float(guidance))
+        if guidance is not None:
+            self.guidance.setValue(float(guidance))
 
+    def set_sae(self, entry, regeneration: dict | None = None) -> None:
+        """The SAE the next run encodes with, and the workspace's own sampling settings
+        (`Store.regeneration()`); a shown result of another SAE is blanked, not left stale."""
+        if regeneration is not None:
+            self.apply_defaults(regeneration["steps"], regeneration.get("guidance"))
+        same = entry is not None and self.entry is not None and entry.id == self.entry.id
+        self.entry = entry
+        self.sae_label.setText(
+            f"Features of {entry.label}" if entry is not None
+            else "no SAE: open a workspace to see which features fire")
+        if not same and self.result is not None and self.result["exploration"] is not None:
+            self._clear_features()
+            self.caption.setText("The SAE changed: press Explore to encode this prompt with "
+                                 f"{entry.label if entry is not None else 'an SAE'}")
+            self._refresh()
+
+    # --- running ------------------------------------------------------------------------------
     def start(self) -> int:
-        self._submit(
-            generate_job,
-            self.models,
-            self.prompt.text(),
-            self.seed.value(),
-            self.steps.value(),
-            self.guidance.value(),
-            n_steps=self.steps.value(),
-        )
-        self.status.emit("generating…")
+        self._run_settings = (self.prompt.text(), self.seed.value(), self.steps.value(),
+                              self.guidance.value())
+        self._submit(explore_job, self.models, self._saes, self.entry, *self._run_settings,
+                     n_steps=self.steps.value())
+        # Stale panels go blank while the new run goes.
+        self.result = None
+        self._clear_features()
+        self.slider.setEnabled(False)
+        self.step_label.setText("")
+        self.canvas.set_overlay(None)
+        self.status.emit("exploring…" if self.entry is not None else "generating…")
         return self.request
 
     def _on_request_progress(self, update) -> None:
@@ -89,8 +306,158 @@ class GenerateView(RequestView):
         self.canvas.set_image(update["preview"])
         self.caption.setText(f"predicted x₀ at step {update['step'] + 1} (t = {update['t']:.2f})")
 
-    def _on_request_done(self, image) -> None:
-        self.last_image = image
-        self.canvas.set_image(image)
-        self.caption.setText(f"seed {self.seed.value()}, {self.steps.value()} steps")
+    def _on_request_done(self, value) -> None:
+        self.result = value
+        self.last_image = value["image"]
+        n = len(value["previews"])
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, n - 1)
+        self.slider.setValue(n - 1)
+        self.slider.blockSignals(False)
+        self.slider.setEnabled(True)
+        ex = value["exploration"]
+        _, seed, steps, guidance = self._run_settings
+        if ex is not None:
+            self._fill_ranked(ex)
+            self.caption.setText(f"seed {seed}, {steps} steps, guidance {guidance:g}: "
+                                 f"{len(ex.ranking)} features fired")
+        else:
+            self.caption.setText(f"seed {seed}, {steps} steps, guidance {guidance:g}")
+        self._refresh()
         self._finish("done")
+
+    # --- what is shown --------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.slider.value()
+
+    @property
+    def exploration(self):
+        return self.result["exploration"] if self.result is not None else None
+
+    def _clear_features(self) -> None:
+        self.feature = None
+        self.clicked_at = None
+        self.feature_info.setText("")
+        # Quietly: while the list empties, Qt moves its current row and would show that feature.
+        self.ranked.blockSignals(True)
+        self.ranked.clear()
+        self.ranked.blockSignals(False)
+        self.positions.clear()
+        self.open_page.setEnabled(False)
+        self.ranked_title.setText("Most active on this image")
+        self.pos_title.setText("Click the image to list the features active there")
+
+    def _name(self, f: int) -> str:
+        label = self.labels.get(f, "")
+        return f"#{f}  {label}" if label else f"#{f}"
+
+    def _fill_ranked(self, ex) -> None:
+        self.ranked.blockSignals(True)
+        self.ranked.clear()
+        for f, total in zip(ex.ranking.tolist(), ex.totals.tolist()):
+            peak_step = int(ex.step_max[:, f].argmax())
+            # The concept map colours each position's top feature by this rank.
+            pix = QPixmap(10, 10)
+            pix.fill(QColor(*CATEGORICAL[self.ranked.count() % len(CATEGORICAL)].tolist()))
+            item = QListWidgetItem(QIcon(pix),
+                                   f"{self._name(f)}   Σ {total:.3g} · step {peak_step + 1}")
+            item.setToolTip(f"{self._name(f)}: activation summed over steps and positions "
+                            f"{total:.3g}; strongest at step {peak_step + 1} "
+                            f"({ex.step_max[peak_step, f]:.3g})")
+            item.setData(Qt.ItemDataRole.UserRole, f)
+            self.ranked.addItem(item)
+        self.ranked.blockSignals(False)
+        self.ranked_title.setText(f"Most active on this image ({len(ex.ranking)})")
+        if self.ranked.count():
+            self.ranked.setCurrentRow(0)
+
+    def _refresh(self) -> None:
+        if self.result is None:
+            return
+        s = self.step
+        n = len(self.result["previews"])
+        self.canvas.set_image(self.result["previews"][s])
+        self.step_label.setText(f"step {s + 1}/{n}  t = {self.result['t'][s]:.2f}")
+        ex = self.exploration
+        mode = self.mode.currentData()
+        if ex is not None and self.feature is not None:
+            f = self.feature
+            peak = int(ex.step_max[:, f].argmax())
+            self.feature_info.setText(
+                f"{self._name(f)} at step {s + 1}: max {ex.step_max[s, f]:.3g}, mean over "
+                f"positions {ex.step_mean[s, f]:.3g} · strongest at step {peak + 1} "
+                f"({ex.step_max[peak, f]:.3g})")
+        if ex is None or mode == OVERLAY_NONE:
+            self.canvas.set_overlay(None)
+        elif mode == OVERLAY_CONCEPTS:
+            top_f, top_v = ex.concept_map(s)
+            # Colours by rank on this image, so they stay put while scrubbing.
+            rank = {int(f): r for r, f in enumerate(ex.ranking.tolist())}
+            self.canvas.set_overlay(concept_rgba(top_f, top_v, rank), opacity=0.65)
+        elif self.feature is None:
+            self.canvas.set_overlay(None)
+        else:
+            # One scale for every step (the feature's peak on this image), so scrubbing shows
+            # the map grow and fade rather than each step stretched to its own maximum.
+            vmax = float(ex.step_max[:, self.feature].max())
+            grid = ex.feature_map(s, self.feature)
+            if vmax <= 0 or grid.max() <= 0:
+                self.canvas.set_overlay(None)
+            else:
+                self.canvas.set_overlay(grid, lut=self._lut, levels=(vmax * THRESHOLD, vmax),
+                                        opacity=0.65)
+
+    def _list_position(self, y: int, x: int) -> None:
+        ex = self.exploration
+        self.positions.clear()
+        if ex is None:
+            return
+        active = ex.active_at(self.step, y, x)
+        self.pos_title.setText(f"Features active at ({y}, {x}), step {self.step + 1}"
+                               + ("" if active else ": none"))
+        for f, v in active:
+            item = QListWidgetItem(f"{self._name(f)}   {v:.3g}")
+            item.setData(Qt.ItemDataRole.UserRole, f)
+            self.positions.addItem(item)
+
+    def _show_feature(self, f: int) -> None:
+        self.feature = int(f)
+        self.open_page.setEnabled(True)
+        if self.mode.currentData() != OVERLAY_FEATURE:
+            self.mode.setCurrentIndex(self.mode.findData(OVERLAY_FEATURE))  # refreshes
+        else:
+            self._refresh()
+        self.status.emit(f"showing {self._name(self.feature)} on the explored image")
+
+    # --- events ---------------------------------------------------------------------------
+    def _on_step(self, _s: int) -> None:
+        self._refresh()
+        if self.clicked_at is not None:
+            self._list_position(*self.clicked_at)
+
+    def _on_click(self, y: int, x: int) -> None:
+        if self.exploration is None:
+            return
+        self.clicked_at = (y, x)
+        self._list_position(y, x)
+
+    def _on_ranked_current(self, item, _previous=None) -> None:
+        if item is not None:
+            self._show_feature(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _on_position_item(self, item: QListWidgetItem) -> None:
+        f = int(item.data(Qt.ItemDataRole.UserRole))
+        for row in range(self.ranked.count()):
+            if self.ranked.item(row).data(Qt.ItemDataRole.UserRole) == f:
+                self.ranked.setCurrentRow(row)  # shows it
+                return
+        self._show_feature(f)
+
+    def _open_item(self, item: QListWidgetItem) -> None:
+        self.feature_opened.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _open_current(self) -> None:
+        if self.feature is not None:
+            self.feature_opened.emit(self.feature)
+

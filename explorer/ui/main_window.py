@@ -77,7 +77,7 @@ class MainWindow(QMainWindow):
         # Each page scrolls rather than imposing its minimum size on the window: the steering
         # page's three images side by side would otherwise make it wider than a 1600 px screen.
         for view, title in ((self.sample_view, "Sample"), (self.steer_view, "Steer"),
-                            (self.generate_view, "Generate"), (self.report_view, "Evaluation")):
+                            (self.generate_view, "Explore"), (self.report_view, "Evaluation")):
             page = QScrollArea()
             page.setWidget(view)
             page.setWidgetResizable(True)
@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
         self.sample_view.feature_clicked.connect(self._select_and_show)
+        self.generate_view.feature_opened.connect(self._select_and_show)
         self.sample_view.step_changed.connect(self.feature_page.set_step)
         self.sample_view.step_changed.connect(self.report_view.set_step)
         self.report_view.step_requested.connect(self._show_step)
@@ -470,6 +471,7 @@ class MainWindow(QMainWindow):
                                 self.source.store.meta.get("guidance"))
         self.feature_page.set_source(self.source, lookup_table("inferno"))
         self.feature_page.set_step(self.sample_view.step)
+        self.generate_view.set_sae(self.entry, self.source.store.regeneration())
         if idx is not None and self.browser.model.rowCount() > 0:
             self.browser.table.selectRow(self._first_named_row())
         self._update_status()
@@ -494,6 +496,7 @@ class MainWindow(QMainWindow):
         shown = {**(idx.auto_labels if idx is not None else {}), **labels}
         self.sample_view.set_labels(shown)
         self.steer_view.labels = shown
+        self.generate_view.labels = shown
 
     def _labels_of_current(self) -> dict[int, str]:
         if self.labels is None or self.entry is None:

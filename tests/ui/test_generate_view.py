@@ -72,3 +72,21 @@ def test_errors_reach_the_status_not_a_crash(qtbot, tmp_path):
     qtbot.waitUntil(lambda: any("error" in m for m in messages), timeout=30_000)
     service.shutdown()
     assert "does not exist" in messages[-1]
+
+
+def test_settings_are_the_models_own_until_a_workspace_gives_its_own(qtbot, tiny_model_dir):
+    # The bundled model's explorer.json says 25 steps at guidance 4.5 (the tab said 4.0).
+    view = GenerateView(ModelHolder("bundled", "cpu"), service := GenerationService())
+    qtbot.addWidget(view)
+    service.shutdown()
+    assert (view.steps.value(), view.guidance.value()) == (25, 4.5)
+    # The tiny test model's folder says 4 steps at 3.0.
+    other = GenerateView(ModelHolder(tiny_model_dir, "cpu"), service := GenerationService())
+    qtbot.addWidget(other)
+    service.shutdown()
+    assert (other.steps.value(), other.guidance.value()) == (4, 3.0)
+    # A workspace's store: its sampling steps, and its guidance unless it recorded none.
+    other.set_sae(None, {"steps": 7, "guidance": 5.5, "step_index": list(range(7))})
+    assert (other.steps.value(), other.guidance.value()) == (7, 5.5)
+    other.set_sae(None, {"steps": 9, "guidance": None, "step_index": list(range(9))})
+    assert (other.steps.value(), other.guidance.value()) == (9, 5.5)

@@ -1,0 +1,180 @@
+"""Journey: explore a new prompt as a person does, by typing and clicking only.
+
+Open the tiny workspace (File → Open with the folder dialog answered), go to the Explore tab, type
+a prompt, press Explore, and read which of the SAE's features fire on the new image, where and
+when: the ranked list, a feature's map at a step, the scrubber, click-to-list, and the feature's
+page in the main window. Nothing may be written into the workspace.
+"""
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from explorer.ui.main_window import MainWindow
+
+PROMPT = "a small red circle at the top left"
+
+
+@pytest.fixture(params=[(1600, 1000), (1280, 800)], ids=lambda s: f"{s[0]}x{s[1]}")
+def window(qtbot, tmp_path, monkeypatch, request):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # not the user's settings
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
+    w = MainWindow(device="cpu")
+    w.messages = shown
+    qtbot.addWidget(w)
+    w.resize(*request.param)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    qtbot.waitUntil(lambda: not w.service.busy, timeout=60_000)
+    w.close()
+
+
+def _snapshot(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _menu_action(window, menu_title, text):
+    for menu_action in window.menuBar().actions():
+        if menu_action.text().replace("&", "") == menu_title:
+            for a in menu_action.menu().actions():
+                if a.text().replace("&", "") == text:
+                    return a
+    raise AssertionError(f"no {menu_title} → {text}")
+
+
+def _click_row(qtbot, lst, row, double=False):
+    lst.scrollToItem(lst.item(row))
+    pos = lst.visualItemRect(lst.item(row)).center()
+    click = qtbot.mouseDClick if double else qtbot.mouseClick
+    if double:
+        qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    click(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def _click_image(qtbot, canvas, y, x):
+    """Click the centre of overlay cell (y, x) of the canvas, as a mouse would."""
+    h, w = canvas._shape
+    gh, gw = canvas._grid
+    scene = canvas.view.mapViewToScene(QPointF((x + 0.5) * w / gw, (y + 0.5) * h / gh))
+    qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(scene))
+
+
+def _visible(widget) -> bool:
+    """Shown and wholly on screen: not cut off by the window or a scroll area."""
+    target = getattr(widget, "viewport", lambda: widget)()  # a scroll area's children cover it
+    if not widget.isVisible():
+        return False
+    region = target.visibleRegion().boundingRect()
+    return region.size() == target.rect().size()
+
+
+def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tiny_workspace))
+    _menu_action(window, "File", "Open Workspace…").trigger()
+    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=60_000)
+    assert window.source is not None, window.messages
+    before = _snapshot(tiny_workspace)
+
+    tabs = window.tabs
+    titles = [tabs.tabText(i) for i in range(tabs.count())]
+    assert "Explore" in titles and "Generate" not in titles
+    bar = tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton,
+                     pos=bar.tabRect(titles.index("Explore")).center())
+    view = window.generate_view
+    assert tabs.currentWidget().widget() is view
+    # The workspace's own sampling settings, not a hard-wired 4.0 guidance.
+    regen = window.source.store.regeneration()
+    assert view.steps.value() == regen["steps"]
+    assert view.guidance.value() == pytest.approx(regen["guidance"])
+    assert window.entry.label in view.sae_label.text()
+
+    view.prompt.setFocus()
+    qtbot.keyClick(view.prompt, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(view.prompt, PROMPT)
+    assert view.prompt.text() == PROMPT
+    assert _visible(view.go)
+    qtbot.mouseClick(view.go, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.request is None, timeout=120_000)
+    assert view.result is not None, view.progress.format()
+    ex = view.exploration
+    n = regen["steps"]
+    assert ex.n_steps == n and len(view.result["previews"]) == n
+
+    # The ranked list: every feature that fired, most activation first.
+    assert view.ranked.count() == len(ex.ranking) > 3
+    ranked = [view.ranked.item(r).data(Qt.ItemDataRole.UserRole) for r in range(view.ranked.count())]
+    assert ranked == ex.ranking.tolist()
+    assert all(a >= b for a, b in zip(ex.totals, ex.totals[1:]))
+    for widget in (view.ranked, view.canvas, view.positions, view.slider, view.open_page):
+        assert _visible(widget), f"{type(widget).__name__} is cut off or scrolled away"
+
+    # Click a row (not the first, which is shown already) whose feature fires at this step.
+    step = view.slider.value()
+    assert step == n - 1
+    row = next(r for r in range(1, len(ranked)) if ex.feature_map(step, ranked[r]).max() > 0)
+    f = ranked[row]
+    _click_row(qtbot, view.ranked, row)
+    assert view.feature == f and view.mode.currentData() == "feature"
+    assert view.canvas.overlay.isVisible()
+    np.testing.assert_array_equal(view.canvas.overlay.image, ex.feature_map(step, f))
+    assert view.open_page.isEnabled()
+    assert view.feature_info.text().startswith(f"#{f}") and f"step {n}:" in view.feature_info.text()
+
+    # The scrubber: Home goes to the first step, Right one step on; the picture and map follow.
+    view.slider.setFocus()
+    qtbot.keyClick(view.slider, Qt.Key.Key_Home)
+    assert view.slider.value() == 0
+    qtbot.keyClick(view.slider, Qt.Key.Key_Right)
+    assert view.slider.value() == 1 and view.step_label.text().startswith(f"step 2/{n}")
+    np.testing.assert_array_equal(view.canvas.image.image, view.result["previews"][1])
+    want = ex.feature_map(1, f)
+    if want.max() > 0:
+        np.testing.assert_array_equal(view.canvas.overlay.image, want)
+    else:
+        assert not view.canvas.overlay.isVisible()
+
+    # Click on the image where the feature is strongest at the last step: the features active
+    # there, strongest first, with this feature among them.
+    qtbot.keyClick(view.slider, Qt.Key.Key_End)
+    fmap = ex.feature_map(n - 1, f)
+    y, x = np.unravel_index(int(fmap.argmax()), fmap.shape)
+    assert view.positions.count() == 0
+    _click_image(qtbot, view.canvas, int(y), int(x))
+    assert view.positions.count() > 0
+    listed = [view.positions.item(r).data(Qt.ItemDataRole.UserRole)
+              for r in range(view.positions.count())]
+    assert listed == [g for g, _ in ex.active_at(n - 1, int(y), int(x))] and f in listed
+    assert f"({y}, {x}), step {n}" in view.pos_title.text()
+
+    # The concept map: every position coloured by its strongest feature at this step.
+    view.mode.setFocus()
+    qtbot.keyClick(view.mode, Qt.Key.Key_Down)
+    assert view.mode.currentData() == "concepts" and view.canvas.overlay.isVisible()
+    _, top_v = ex.concept_map(n - 1)
+    np.testing.assert_array_equal(view.canvas.overlay.image[..., 3] > 0, top_v > 0)
+
+    # Double-click a ranked feature: the main window's browser and feature page show it.
+    g = ranked[0]
+    _click_row(qtbot, view.ranked, 0, double=True)
+    qtbot.waitUntil(lambda: window.feature_page.feature == g, timeout=5_000)
+    assert window.feature_page.title.text().startswith(f"Feature #{g}")
+
+    w, h = window.width(), window.height()
+    window.grab().save("/tmp/explore.png" if w == 1600 else f"/tmp/explore-{w}x{h}.png")
+
+    # Another SAE chosen in the window: this image's codes are of the old one, so they go.
+    combo = window.sae_combo
+    old = combo.currentIndex()
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Down if old + 1 < combo.count() else Qt.Key.Key_Up)
+    assert combo.currentIndex() != old and window.entry.label in view.sae_label.text()
+    assert view.ranked.count() == 0 and view.feature is None
+    assert not view.canvas.overlay.isVisible() and "press Explore" in view.caption.text()
+    qtbot.waitUntil(lambda: not window.service.busy, timeout=60_000)
+    assert _snapshot(tiny_workspace) == before, "exploring wrote into the workspace"
