@@ -7,34 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from journey_helpers import open_and_wait
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QMessageBox
 
 from explorer.ui.feature_table import COL_ID, COL_LABEL, COL_RATE, FeatureBrowser
 from explorer.ui.feature_table import COLUMNS as COLUMNS_
-from explorer.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
-
-def _open(qtbot, window, path):
-    worker = window.open_workspace(path)
-    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
-    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
-    assert window.source is not None, window.messages
 
 
 def _click_header(qtbot, browser, column):
@@ -76,7 +53,7 @@ def test_the_highlight_follows_the_shown_feature_through_sorts_filters_and_match
         qtbot, window, tiny_workspace, size):
     if size is not None:
         window.resize(*size)
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     browser, page = window.browser, window.feature_page
     # Default order: the highest rates on top, and the rate header says so (▼, not ▲).
     rates = _shown_rates(browser)

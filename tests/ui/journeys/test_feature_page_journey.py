@@ -6,33 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from journey_helpers import open_and_wait
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QMessageBox
 
 from explorer.ui.feature_table import COL_ID
-from explorer.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
-
-def _open(qtbot, window, path):
-    worker = window.open_workspace(path)
-    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
-    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
-    assert window.source is not None, window.messages
 
 
 def _click_tab(qtbot, tabs, title):
@@ -87,7 +64,7 @@ def _bar_columns(plot) -> float:
 def test_histogram_and_firing_curve_read_as_a_person_expects(qtbot, window, tiny_workspace, size):
     if size is not None:
         window.resize(*size)
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     page = window.feature_page
     idx = window.source.index
     # A feature that fires over more than one decade of activation (most do).
@@ -122,7 +99,7 @@ def _patches(page):
 
 
 def test_gallery_shows_one_patch_per_image_and_a_click_opens_it(qtbot, window, tiny_workspace):
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     page, view = window.feature_page, window.sample_view
     idx = window.source.index
     step = view.step

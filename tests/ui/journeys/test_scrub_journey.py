@@ -6,37 +6,13 @@ gallery greys out and catches up once the slider rests."""
 from __future__ import annotations
 
 import pytest
+from journey_helpers import open_and_wait
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
-
-from explorer.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
-
-def _open(qtbot, window, path):
-    worker = window.open_workspace(path)
-    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
-    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
-    assert window.source is not None, window.messages
 
 
 def test_scrubbing_defers_the_gallery_until_the_slider_rests(qtbot, window, tiny_workspace,
                                                              monkeypatch):
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     view, page = window.sample_view, window.feature_page
     assert page.isVisible() and page.scope.currentData() == "step"
     assert page.gallery.count() > 0 and page.gallery.isEnabled()
