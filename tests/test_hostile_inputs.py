@@ -33,10 +33,14 @@ def _run(argv, capsys) -> tuple[int, str]:
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `root` (links not followed) → (size, mtime_ns): what 'unchanged' means."""
+    """Every file under `root` (links not followed) → (size, mtime_ns), every folder → present:
+    what 'unchanged' means. A folder's own mtime is left out: the commands prove an output folder
+    writable by creating and removing a probe file, which leaves its entries as they were."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
+        for name in dirnames:
+            out[str((Path(dirpath) / name).relative_to(root))] = "folder"
+        for name in filenames:
             p = Path(dirpath) / name
             st = p.lstat()
             out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)

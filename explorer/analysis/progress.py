@@ -36,13 +36,19 @@ def scaled(progress: Progress | None, start: float, stop: float, prefix: str = "
 
 
 @contextmanager
-def console_progress(stream=None) -> Iterator[Progress]:
+def console_progress(stream=None, enabled: bool | None = None) -> Iterator[Progress]:
     """A `Progress` callback drawn as a tqdm bar on stderr, closed when the block ends.
 
     The bar counts thousandths of the task and never moves backwards (a stage that restarts
     its own fraction only updates the message); the message is the bar's description.
+    `enabled` None: only on a terminal (a log file or a pipe gets no carriage-return bars, and a
+    refused command's one-line error stays one line).
     """
-    bar = tqdm(total=_UNITS, file=stream or sys.stderr, mininterval=0.2, dynamic_ncols=True,
+    stream = stream or sys.stderr
+    if enabled is None:
+        enabled = hasattr(stream, "isatty") and stream.isatty()
+    bar = tqdm(total=_UNITS, file=stream, mininterval=0.2, dynamic_ncols=True,
+               disable=not enabled,
                bar_format="{percentage:5.1f}%|{bar:20}| {elapsed}<{remaining} {desc}")
 
     def report(fraction: float, message: str) -> None:
