@@ -7,6 +7,7 @@ need a model that actually draws shapes use the bundled one (resources/mini-sd-s
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import pytest
@@ -64,3 +65,26 @@ def tiny_workspace(tiny_model_dir, tmp_path_factory):
         top_n=4, dead_tokens=1000, shared_mid_block=False,
     )
     return build_demo(tmp_path_factory.mktemp("ws") / "tiny-ws", config=cfg)
+
+
+_EXIT_STATUS = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the test process once pytest is done, without the interpreter's own finalization.
+
+    After the whole UI suite (not after any one file) the final garbage collection at
+    interpreter exit aborts inside PySide6 ("bool_dealloc: deallocating True or False", a
+    refcount error in the C extension while Qt wrappers are torn down in arbitrary order). Every
+    test and pytest's summary have run by now; skipping finalization only skips that teardown.
+    """
+    if "status" not in _EXIT_STATUS or "PySide6" not in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS["status"])
