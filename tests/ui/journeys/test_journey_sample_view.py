@@ -9,33 +9,11 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from journey_helpers import open_and_wait
 from PySide6.QtCore import QPoint, QPointF, QRect, Qt
-from PySide6.QtWidgets import QMessageBox
 
 from explorer.store import Store
 from explorer.store.preview import psnr
-from explorer.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
-
-
-def _open(qtbot, window, path):
-    worker = window.open_workspace(path)
-    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
-    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
-    assert window.source is not None, window.messages
 
 
 def _choose(qtbot, combo, data) -> None:
@@ -83,7 +61,7 @@ def test_a_store_without_previews_shows_each_steps_picture(qtbot, window, tiny_w
     (ws / "latent_preview.json").unlink(missing_ok=True)
     with h5py.File(ws / "store.h5", "a") as f:
         del f["previews"]  # as `explorer collect` writes it without --previews
-    _open(qtbot, window, ws)
+    open_and_wait(qtbot, window, ws)
     assert not window.source.has_previews
     view = window.sample_view
     _choose(qtbot, view.mode, "none")
@@ -125,7 +103,7 @@ def test_a_store_without_previews_shows_each_steps_picture(qtbot, window, tiny_w
 def test_feature_overlay_has_a_colour_bar_and_the_value_under_the_pointer(
         qtbot, window, tiny_workspace):
     window.resize(1280, 800)
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     view = window.sample_view
     _choose(qtbot, view.mode, "feature")
     f = window.feature_page.feature
@@ -159,7 +137,7 @@ def test_feature_overlay_has_a_colour_bar_and_the_value_under_the_pointer(
 def test_word_lists_hold_the_prompts_content_words_once(qtbot, window, tiny_workspace):
     from explorer.analysis.cross_attention import FUNCTION_WORDS
 
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     view = window.sample_view
     prompts = window.source.store.prompts
     # A sample whose prompt repeats a word and holds function words ("a … at … on a …").
@@ -201,7 +179,7 @@ def _scrubber_visible(window) -> bool:
 
 def test_the_centre_takes_the_spare_width_and_the_scrubber_stays_on_screen(
         qtbot, window, tiny_workspace):
-    _open(qtbot, window, tiny_workspace)
+    open_and_wait(qtbot, window, tiny_workspace)
     window.show_tab(window.sample_view)
     widths = {}
     for size in ((1024, 700), (2560, 1400), (1024, 700), (1600, 1000)):

@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from journey_helpers import open_and_wait
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QMessageBox, QStyle, QStyleOptionSlider
 
@@ -42,10 +43,7 @@ def _open(qtbot, window, path, size=(1600, 1000)):
     """Open a workspace in a window of `size` (the issue's 1600 × 1000 screen by default)."""
     if size is not None:
         window.resize(*size)
-    worker = window.open_workspace(path)
-    qtbot.waitUntil(lambda: not window.pool.holds(worker), timeout=60_000)
-    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=10_000)
-    assert window.source is not None, window.messages
+    open_and_wait(qtbot, window, path)
 
 
 def _click(qtbot, widget):
