@@ -55,7 +55,7 @@ def line_plot(
         ax.plot([a for a, _ in kept], [b for _, b in kept], label=s.label, linestyle="--" if s.dashed else "-",
                 linewidth=0.8 if s.thin else 1.8, marker=None if s.thin else "o",
                 markersize=3, zorder=1 if s.thin else 2 + z)
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)  # a long title (block, ground truth) folds, never runs off
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ylim is not None:
