@@ -45,6 +45,10 @@ APP_NAME = "Concept Explorer"
 MAX_RECENT = 8
 
 
+# Below this width the default dock widths (470 + 380 px) leave the centre less than ~600 px.
+NARROW_WINDOW = 1450
+
+
 class MainWindow(QMainWindow):
     # From the autosave timer's thread to the UI thread (queued): a failed or a successful save.
     labels_save_failed = Signal(str)
@@ -184,7 +188,10 @@ class MainWindow(QMainWindow):
         super().resizeEvent(event)
         width = event.size().width()
         last, self._dock_width = getattr(self, "_dock_width", None), width
-        if last is not None and last != width:
+        # The first size counts too when it is too narrow for the default dock widths (a small
+        # screen, or a window restored small): the centre would open at ~400 px.
+        first_narrow = last is None and width < NARROW_WINDOW
+        if first_narrow or (last is not None and last != width):
             if not hasattr(self, "_dock_timer"):
                 self._dock_timer = QTimer(self, singleShot=True, interval=80)
                 self._dock_timer.timeout.connect(self._fit_docks)

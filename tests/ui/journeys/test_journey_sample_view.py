@@ -119,19 +119,19 @@ def test_feature_overlay_has_a_colour_bar_and_the_value_under_the_pointer(
     # The pointer over the strongest cell reads its value; over a silent one, 0.
     gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
     qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, gy, gx))
-    qtbot.waitUntil(lambda: f"({gy}, {gx})" in view.value_label.text(), timeout=2_000)
+    qtbot.waitUntil(lambda: f"({gy}, {gx})" in view.value_label.text(), timeout=10_000)
     assert f"#{f}" in view.value_label.text()
     assert view.value_label.text().endswith(f"{float(grid[gy, gx]):.3g}")
     zy, zx = np.argwhere(grid == 0)[0]
     qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, zy, zx))
-    qtbot.waitUntil(lambda: f"({zy}, {zx})" in view.value_label.text(), timeout=2_000)
+    qtbot.waitUntil(lambda: f"({zy}, {zx})" in view.value_label.text(), timeout=10_000)
     assert view.value_label.text().endswith(": 0")
     # The concept map is categorical: no colour bar, the top feature under the pointer.
     _choose(qtbot, view.mode, "concepts")
     assert not bar.isVisible()
     qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, gy, gx))
     qtbot.waitUntil(lambda: "top feature" in view.value_label.text()
-                    or "no feature" in view.value_label.text(), timeout=2_000)
+                    or "no feature" in view.value_label.text(), timeout=10_000)
 
 
 def test_word_lists_hold_the_prompts_content_words_once(qtbot, window, tiny_workspace):
@@ -201,3 +201,30 @@ def test_the_centre_takes_the_spare_width_and_the_scrubber_stays_on_screen(
         except Exception:
             raise AssertionError((size, widths.get(size), _global_rect(window.sample_view.slider),
                                   _global_rect(window.tabs.currentWidget().viewport()))) from None
+
+
+def test_a_window_first_shown_small_gives_the_centre_the_space(qtbot, tiny_workspace, monkeypatch,
+                                                               tmp_path):
+    """A window that opens at 1280×800 (a laptop screen) shares the width out at once: the
+    centre is not left at ~400 px between the docks' default widths."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from explorer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    w = MainWindow(device="cpu")
+    w.messages = []
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    try:
+        open_and_wait(qtbot, w, tiny_workspace)
+        centre = w.centralWidget()
+        qtbot.waitUntil(lambda: centre.width() >= 0.45 * w.width(), timeout=5_000)
+        slider = w.sample_view.slider
+        top_left = slider.mapTo(w, slider.rect().topLeft())
+        assert top_left.x() + slider.width() <= w.width() and top_left.y() <= w.height()
+    finally:
+        w.close()
