@@ -28,6 +28,8 @@ from explorer.argtypes import (
 from explorer.errors import UserError
 from explorer.sae.split import HOLDOUT_EVERY, split_samples
 
+FEW_STEPS = 50  # fewer optimiser steps than this and `explorer train` warns
+
 
 def parse_steps(spec: str, store) -> list[int]:
     """'all' | 't=1.0,0.5,0.0' | '0,12,24' (indices of the store's steps) → store step indices."""
@@ -170,6 +172,12 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             plan.append((group, name, folder, available, total, cfg))
         folders = []
         for group, name, folder, available, total, cfg in plan:
+            if progress and total // batch_size < FEW_STEPS:
+                # One epoch of a small store is a handful of steps: an SAE barely moved from its
+                # initialisation (the default learning rate assumes a real run, docs/sae.md).
+                print(f"warning: {block}/{name}: only {total // batch_size} optimiser steps "
+                      f"({total:,} tokens at batch {batch_size:,}); pass --tokens or a smaller "
+                      "--batch-size for a trained SAE", file=sys.stderr)
             if progress:
                 print(f"{block}/{name}: {total:,} tokens ({available:,} in the store's training "
                       f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
