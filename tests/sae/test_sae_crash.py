@@ -9,11 +9,11 @@ tests/store/test_store_crash.py, so each kill costs a fraction of a second.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 
 import torch
+from crash_helpers import KILL_RNG, fork
 from sae_helpers import SparseSource
 from safetensors.torch import load_file
 from torch.testing import assert_close
@@ -22,19 +22,6 @@ from explorer.atomic import temp_files
 from explorer.sae import SAEConfig, TopKSAE, TrainerConfig, load_sae, save_sae, train_sae
 from explorer.sae.io import CFG_FILE, WEIGHTS_FILE
 from explorer.sae.train import CHECKPOINT_FILE, _save_checkpoint
-
-KILL_RNG = random.Random()  # unseeded: every run kills at other moments; delays are reported
-
-
-def _fork(work) -> int:
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            code = work() or 0
-        finally:
-            os._exit(code)
-    return pid
 
 
 def _kill_after(pid: int, delay: float) -> str:
@@ -69,7 +56,7 @@ def test_sae_folder_is_whole_after_kills_mid_save(tmp_path):
 
         delay = KILL_RNG.uniform(0.0, 0.4)
         delays.append(round(delay, 3))
-        outcome = _kill_after(_fork(work), delay)
+        outcome = _kill_after(fork(work), delay)
         kills += outcome == "killed"
         # What a reader finds: a loadable SAE whose weights are one version, never a mix.
         loaded = load_sae(folder)
@@ -96,7 +83,7 @@ def test_checkpoint_is_whole_after_kills_mid_write(tmp_path):
 
         delay = KILL_RNG.uniform(0.0, 0.5)
         delays.append(round(delay, 3))
-        kills += _kill_after(_fork(work), delay) == "killed"
+        kills += _kill_after(fork(work), delay) == "killed"
         state = torch.load(path, weights_only=True)
         assert state["w"].shape == (big,) and len(state["w"].unique()) == 1, delays
     assert kills >= 5, f"only {kills} of 10 children were killed mid-work (delays {delays})"
@@ -115,7 +102,7 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
         def work():
             train_sae(source, cfg, run, resume=True, progress=False)
 
-        _kill_after(_fork(work), delay)
+        _kill_after(fork(work), delay)
         if (run / CHECKPOINT_FILE).exists():  # whole: it loads (resume refuses a torn one)
             torch.load(run / CHECKPOINT_FILE, weights_only=True)
     resumed = train_sae(source, cfg, run, resume=True, progress=False)

@@ -7,26 +7,13 @@ each kill costs a fraction of a second instead of a fresh interpreter's imports.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 
 import store_helpers as H
+from crash_helpers import KILL_RNG, fork
 
 from explorer.store import Store, StoreWriter
-
-KILL_RNG = random.Random()  # unseeded: every run kills at other moments; delays are reported
-
-
-def _fork(work) -> int:
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            code = work() or 0
-        finally:
-            os._exit(code)
-    return pid
 
 
 def _kill_after(pid: int, delay: float, after=None, timeout: float = 120) -> str:
@@ -89,7 +76,7 @@ def test_writer_survives_many_kills(tmp_path):
     delays = [whole / 2] + [KILL_RNG.uniform(0, whole / 3) for _ in range(9)]
     history = []
     for delay in delays:
-        outcome = _kill_after(_fork(work), delay)
+        outcome = _kill_after(fork(work), delay)
         n = None
         if path.exists():
             with Store.open(path) as store:
@@ -98,7 +85,7 @@ def test_writer_survives_many_kills(tmp_path):
                 # The last batches committed are the ones a kill could have hurt.
                 H.check_synthetic(store, range(max(0, n - 8), n))
         history.append((round(delay, 3), outcome, n))
-    assert _wait(_fork(work)) == 0, history
+    assert _wait(fork(work)) == 0, history
     print(f"whole write {whole:.3f} s; kills (delay s, outcome, complete samples):", history)
     H.assert_same_files(path, reference)
     assert any(o == "killed" and n for _, o, n in history), history  # some kill landed mid-run
@@ -125,7 +112,7 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
     # second here, and a delay drawn over the whole run mostly lands in the loading.
     timed = tmp_path / "timed.h5"
     began = time.monotonic()
-    pid = _fork(lambda: work(H.collect_args(tiny_model_dir, timed)))
+    pid = fork(lambda: work(H.collect_args(tiny_model_dir, timed)))
     while not timed.exists() and not os.waitpid(pid, os.WNOHANG)[0]:
         time.sleep(0.002)
     load = time.monotonic() - began
@@ -143,7 +130,7 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
         else:
             delay = load + KILL_RNG.uniform(0.1, 0.7) * write * (n - done) / n
         before = done
-        outcome = _kill_after(_fork(work), delay)
+        outcome = _kill_after(fork(work), delay)
         if out.exists():
             with Store.open(out) as store:
                 done = store.n_samples
@@ -157,7 +144,7 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
             done = 0
     # Some kill landed after this run had committed a batch and before it finished.
     assert any(o == "killed" and b < d < n for _, o, b, d in history), (load, write, history)
-    assert _wait(_fork(work)) == 0, history
+    assert _wait(fork(work)) == 0, history
     print(f"load {load:.2f} s, write {write:.2f} s; kills (delay s, outcome, complete before, after):", history)
     reference.close()
     H.assert_same_files(out, reference_store)

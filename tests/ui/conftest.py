@@ -46,3 +46,25 @@ def _alive(thread) -> bool:
         return thread.isRunning() and thread is not thread.currentThread()
     except RuntimeError:  # the C++ object is already gone
         return False
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """The main window, shown and exposed, with its own settings folder; message boxes are
+    recorded in `window.messages` instead of shown (a modal box would wait for a click no test
+    makes)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from explorer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
+    w = MainWindow(device="cpu")
+    w.messages = shown
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()

@@ -7,26 +7,7 @@ import textwrap
 import time
 
 import numpy as np
-import pytest
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QMessageBox
-
-from explorer.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    # Isolate QSettings (recent files, geometry) from the user's real ones.
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
 
 
 def _open(qtbot, window, path):
