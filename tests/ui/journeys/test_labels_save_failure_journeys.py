@@ -252,7 +252,9 @@ def test_a_real_full_tmpfs_while_labelling(qtbot, window, tiny_workspace, tmp_pa
     try:
         ws = shutil.copytree(tiny_workspace, disk / "ws")
         open_by_menu(qtbot, window, ws, monkeypatch)
-        with (disk / "filler").open("wb") as f:  # fill the disk to the last byte
+        # Unbuffered: a buffered file keeps the chunk that did not fit and raises ENOSPC again
+        # when the block closes it.
+        with (disk / "filler").open("wb", buffering=0) as f:  # fill the disk to the last byte
             try:
                 while True:
                     f.write(b"\0" * (1 << 16))
