@@ -120,7 +120,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
     With `resume`, an SAE already finished (cfg.json and no checkpoint) is left as it is."""
     from explorer.sae import TrainerConfig, train_sae
     from explorer.sae.nonfinite import nonfinite_error
-    from explorer.sae.train import NonFiniteTraining
+    from explorer.sae.train import NonFiniteTraining, default_tokens
     from explorer.store import Store
 
     out = Path(out)
@@ -141,7 +141,7 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
             name = ("shared" if shared else f"t{store.t[group[0]]:.2f}") + tag
             folder = out / name
             available = store.n_tokens(block, group, samples)
-            total = int(tokens) if tokens else available
+            total = int(tokens) if tokens else default_tokens(available, batch_size)
             if (folder / "cfg.json").is_file() and not resume:
                 raise UserError(f"{folder} already holds an SAE; pass --resume or choose another --out")
             d_sae = int(latents) or 4 * d_in
@@ -173,14 +173,15 @@ def train_from_store(store_path, block: str, out: Path, *, branch: str = "cond",
         folders = []
         for group, name, folder, available, total, cfg in plan:
             if progress and total // batch_size < FEW_STEPS:
-                # One epoch of a small store is a handful of steps: an SAE barely moved from its
-                # initialisation (the default learning rate assumes a real run, docs/sae.md).
+                # Only an explicit --tokens gets here (a default run takes MIN_DEFAULT_STEPS):
+                # a handful of steps leaves an SAE near its initialisation (docs/sae.md).
                 print(f"warning: {block}/{name}: only {total // batch_size} optimiser steps "
-                      f"({total:,} tokens at batch {batch_size:,}); pass --tokens or a smaller "
-                      "--batch-size for a trained SAE", file=sys.stderr)
+                      f"({total:,} tokens at batch {batch_size:,}); pass more --tokens or a "
+                      "smaller --batch-size for a trained SAE", file=sys.stderr)
             if progress:
+                passes = f", {total / available:.1f} passes" if total > available else ""
                 print(f"{block}/{name}: {total:,} tokens ({available:,} in the store's training "
-                      f"samples), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
+                      f"samples{passes}), d_in {d_in}, {cfg.d_sae} latents, k {k}", file=sys.stderr)
             source = token_source(store, block, branch, group, samples, batch_size, total, seed,
                                   stream_dtype(store, block, cfg.device))
             try:
@@ -438,7 +439,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate (default: 1.2e-3·sqrt(16384 / latents), the width rule "
                         "measured best per token in docs/sae.md; the paper's is 1e-4)")
-    p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch)")
+    p.add_argument("--tokens", type=nonnegative_int, default=0, help="tokens per SAE (default: one epoch, and at least "
+                   "200 batches: repeated passes over a small store)")
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK instead of TopK")
     p.add_argument("--dead-tokens", type=positive_int, default=1_000_000,
                    help="a latent not fired for this many tokens counts as dead (AuxK)")

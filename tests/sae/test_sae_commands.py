@@ -151,3 +151,31 @@ def test_evaluate_sae_table_and_fidelity(tiny_workspace, capsys):
     md = (tiny_workspace / "sae_metrics.md").read_text()
     assert "| block | k |" in md and md.count("| mid_block.attentions.0/") == sum(
         r["block"] == "mid_block.attentions.0" for r in rows)
+
+
+def test_a_run_given_no_token_budget_takes_enough_steps(tiny_workspace, tmp_path, capsys):
+    """One epoch of a small store is a handful of optimiser steps; a run given no --tokens takes
+    MIN_DEFAULT_STEPS by passing over the store again, and says so. An explicit short budget is
+    kept as asked, with a warning."""
+    from explorer.sae.train import MIN_DEFAULT_STEPS
+
+    store = Workspace.open(tiny_workspace).store_path
+    with Store.open(store) as st:
+        available = st.n_tokens(BLOCK, [st.step_for_t(0.5)], train_samples(st.n_samples))
+    batch = 64
+    assert available < MIN_DEFAULT_STEPS * batch  # the case this test is about
+    base = ["train", "--store", str(store), "--block", BLOCK, "--steps", "t=0.5", "--latents", "32",
+            "--k", "4", "--batch-size", str(batch)]
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    err = capsys.readouterr().err
+    (folder,) = [p.parent for p in (tmp_path / "default").glob("*/cfg.json")]
+    stats = json.loads((folder / "cfg.json").read_text())["stats"]
+    assert stats["steps"] == MIN_DEFAULT_STEPS and stats["tokens"] == MIN_DEFAULT_STEPS * batch
+    assert f"{MIN_DEFAULT_STEPS * batch:,} tokens ({available:,} in the store's training" in err
+    assert "passes" in err and "warning" not in err
+
+    assert main([*base, "--tokens", str(batch * 3), "--out", str(tmp_path / "short")]) == 0
+    err = capsys.readouterr().err
+    (folder,) = [p.parent for p in (tmp_path / "short").glob("*/cfg.json")]
+    assert json.loads((folder / "cfg.json").read_text())["stats"]["steps"] == 3
+    assert "warning:" in err and "only 3 optimiser steps" in err
