@@ -182,8 +182,8 @@ class StoreTrainConfig:
     tokens: int = field(default=0, metadata=flag(
         "tokens per SAE (default: one epoch)", type=nonnegative_int))
     batch_topk: bool = field(default=False, metadata=flag("BatchTopK instead of TopK"))
-    # Not TrainerConfig's 10M: `explorer train` has used 1M since it existed (tests check that
-    # the two differ only here and in k, which TrainerConfig leaves to its caller).
+    # Not TrainerConfig's 10M: `explorer train` has always used 1M (tests/test_cli_flags.py
+    # lists the fields whose defaults differ from TrainerConfig's).
     dead_tokens: int = field(default=1_000_000, metadata=flag(
         "a latent not fired for this many tokens counts as dead (AuxK)", type=positive_int))
     seed: int = field(default=0, metadata=flag(
