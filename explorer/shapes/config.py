@@ -77,5 +77,5 @@ class TrainConfig:
         if not all(0.0 <= p <= 1.0 for p in (self.place_dropout, self.prompt_dropout,
                                               self.background_dropout)):
             raise ValueError("prompt, place and background dropout must lie in [0, 1]")
-        if self.init_from is not None:
-            self.init_from = Path(self.init_from)
+        # `--init-from ""` means none, as it did when the flag was read by hand.
+        self.init_from = Path(self.init_from) if self.init_from not in (None, "") else None
