@@ -217,7 +217,7 @@ TRAINERS = {"ours": train_ours, "saelens": train_saelens, "sparsify": train_spar
 def store_tokens(args) -> tuple[Iterator[Tensor], list[Tensor], int]:
     """(training stream, held-out batches, d_in) of one block of a store at the step nearest
     --t: `explorer train`'s stream over its training samples, scored on the held-out ones."""
-    from explorer.sae.commands import held_out_samples, token_source, train_samples
+    from explorer.sae.from_store import held_out_samples, token_source, train_samples
     from explorer.store import Store
 
     store = Store.open(args.store)

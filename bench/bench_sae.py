@@ -204,7 +204,7 @@ def write_synthetic_store(path: Path, gigabytes: float) -> None:
 
 
 def memory_check(args) -> None:
-    from explorer.sae.commands import train_samples
+    from explorer.sae.from_store import train_samples
     from explorer.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-memory-", dir=args.memory_dir))

@@ -61,3 +61,98 @@ def add_model_flags(p, steps_default=None, guidance_default=None) -> None:
     p.add_argument("--steps", type=positive_int, default=steps_default, help="denoising steps (model default)")
     p.add_argument("--guidance", type=nonnegative_float, default=guidance_default, help="classifier-free guidance")
     p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, …")
+
+
+# --- flags generated from config dataclasses -------------------------------------------------
+
+
+def flag(help: str, *, type=None, choices=None, flag_name: str | None = None) -> dict:
+    """A dataclass field's metadata for `add_dataclass_flags`: its help line, and optionally the
+    argparse type, the choices and a flag name other than the field's (`--steps` for
+    `unet_steps`). Use as `field(default=..., metadata=flag("..."))`."""
+    meta: dict = {"help": help}
+    if type is not None:
+        meta["type"] = type
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if flag_name is not None:
+        meta["flag"] = flag_name
+    return meta
+
+
+def add_dataclass_flags(parser, config, fields=None, *, help: dict | None = None):
+    """Add one flag per field of the dataclass `config` (the `fields` named, in that order;
+    default: every field whose metadata has a help line), with the field's default, so that a
+    default is written once, in the dataclass, and the command line cannot drift from it.
+
+    The flag is `--name-with-dashes` (or metadata["flag"]), its dest the field's name (so
+    `config_kwargs` reads it back), its type metadata["type"] or the default's type. A bool
+    field that defaults to False is a `--flag` switch, one that defaults to True a `--no-flag`
+    switch. A field without a default is a required flag. `help` overrides help lines by field
+    name. Each action records `config_field = (config, name)` for the drift test.
+    """
+    import dataclasses
+
+    by_name = {f.name: f for f in dataclasses.fields(config)}
+    names = list(fields) if fields is not None else [
+        f.name for f in dataclasses.fields(config) if "help" in f.metadata
+    ]
+    actions = []
+    for name in names:
+        f = by_name[name]
+        meta = f.metadata
+        text = (help or {}).get(name, meta.get("help", ""))
+        default = _field_default(f)
+        option = meta.get("flag", "--" + name.replace("_", "-"))
+        if default is True or default is False:
+            if default:
+                option = meta.get("flag", "--no-" + name.replace("_", "-"))
+            action = parser.add_argument(
+                option, dest=name, action="store_false" if default else "store_true", help=text
+            )
+        else:
+            kwargs: dict = {"dest": name, "help": text}
+            if default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = default
+            kind = meta.get("type")
+            if kind is None and default is not None and default is not dataclasses.MISSING:
+                kind = type(default)
+            if kind is not None and kind is not str:
+                kwargs["type"] = kind
+            if "choices" in meta:
+                kwargs["choices"] = list(meta["choices"])
+            else:
+                kwargs["metavar"] = option.removeprefix("--").upper().replace("-", "_")
+            action = parser.add_argument(option, **kwargs)
+        action.config_field = (config, name)
+        actions.append(action)
+    return actions
+
+
+def _field_default(f):
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def config_kwargs(args, config, fields=None) -> dict:
+    """The values of `add_dataclass_flags`'s flags in parsed `args`, by field name."""
+    import dataclasses
+
+    names = list(fields) if fields is not None else [
+        f.name for f in dataclasses.fields(config) if "help" in f.metadata
+    ]
+    return {name: getattr(args, name) for name in names}
+
+
+def field_default(config, name: str):
+    """The default of field `name` of the dataclass `config` (for help text and tests)."""
+    import dataclasses
+
+    return _field_default({f.name: f for f in dataclasses.fields(config)}[name])

@@ -8,6 +8,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from explorer.argtypes import device_name, nonnegative_int, positive_float, positive_int
+from explorer.commandline import flag
+
 NORMALISATIONS = ("none", "mean_norm")
 # What turns pre-activations into codes: TopK (what the explorer trains), ReLU (SAELens's
 # "standard" SAE) or JumpReLU (SAELens's "jumprelu", which is also what its BatchTopK saves).
@@ -21,7 +24,7 @@ def _positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-# The hold-out rule SAEs were trained with before cfg.json recorded it (sae/commands.py's).
+# The hold-out rule SAEs were trained with before cfg.json recorded it (explorer/sae/from_store.py's).
 LEGACY_HOLDOUT_EVERY = 4
 
 
@@ -154,3 +157,43 @@ class SAEConfig(SAEProvenance):
     @classmethod
     def from_json(cls, text: str) -> SAEConfig:
         return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class StoreTrainConfig:
+    """What `explorer train` asks of `train_from_store` (explorer/sae/from_store.py): which
+    SAEs of a block to train and how. Its flags are generated from these fields, so each
+    default is written here once."""
+
+    branch: str = field(default="cond", metadata=flag(
+        "guidance branch whose Δ is read (default %(default)s)", choices=("cond", "uncond")))
+    steps: str = field(default="t=1.0,0.5,0.0", metadata=flag(
+        "all | t=1.0,0.5,0.0 | store step indices (default: the paper's three t)"))
+    shared: bool = field(default=False, metadata=flag("one SAE across all chosen steps"))
+    latents: int = field(default=0, metadata=flag(
+        "number of latents (default 4·d_in)", type=nonnegative_int))
+    k: int = field(default=8, metadata=flag(
+        "active latents per token, at most --latents (default %(default)s)", type=positive_int))
+    batch_size: int = field(default=4096, metadata=flag(
+        "tokens per step (default %(default)s)", type=positive_int))
+    lr: float | None = field(default=None, metadata=flag(
+        "Adam learning rate (default: 1.2e-3·sqrt(16384 / latents), the width rule measured "
+        "best per token in docs/sae.md; the paper's is 1e-4)", type=positive_float))
+    tokens: int = field(default=0, metadata=flag(
+        "tokens per SAE (default: one epoch, and at least 200 batches: repeated passes over a "
+        "small store)", type=nonnegative_int))
+    batch_topk: bool = field(default=False, metadata=flag("BatchTopK instead of TopK"))
+    # Not TrainerConfig's 10M: `explorer train` has always used 1M (tests/test_cli_flags.py
+    # lists the fields whose defaults differ from TrainerConfig's).
+    dead_tokens: int = field(default=1_000_000, metadata=flag(
+        "a latent not fired for this many tokens counts as dead (AuxK)", type=positive_int))
+    seed: int = field(default=0, metadata=flag(
+        "base seed: the token shuffle and a shared SAE use it; the SAE of scheduler step s "
+        "starts from seed + 1 + s", type=int))
+    device: str | None = field(default=None, metadata=flag(
+        "cpu, cuda, cuda:1, … (default: the GPU if there is one)", type=device_name))
+    tag: str = field(default="", metadata=flag("suffix for the SAE folder names, e.g. -k20"))
+    resume: bool = field(default=False, metadata=flag(
+        "continue a killed run (finished SAEs are left as they are)"))
+    keep_checkpoint: bool = field(default=False, metadata=flag(
+        "keep checkpoint.pt (optimiser state, ~3x the weights) after training"))

@@ -251,6 +251,20 @@ def _from_saelens(
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
     arch = _saelens_architecture(folder, raw)
     activation = SAELENS_ACTIVATIONS[arch]
+    _check_saelens_support(folder, raw, tensors)
+    k = _saelens_k(folder, raw, activation, code_width)
+    fields = _saelens_fields(raw)
+    fields.update(d_in=raw["d_in"], d_sae=raw["d_sae"], k=k, activation=activation)
+    if activation != "topk":
+        fields["batch_topk"] = False
+    cfg = _make_config(folder, fields)
+    return cfg, _saelens_tensors(folder, raw, tensors, cfg)
+
+
+def _check_saelens_support(
+    folder: Path, raw: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
+    """Refuse the SAELens options the explorer's SAE cannot reproduce."""
     norm = raw.get("normalize_activations", "none")
     if norm not in ("none", False, None):
         raise SAELoadError(folder, f"normalize_activations {norm!r} is not supported")
@@ -264,34 +278,44 @@ def _from_saelens(
     if scaling is not None and not bool((scaling == 1).all()):
         raise SAELoadError(folder, "a finetuning scaling factor is not supported")
 
+
+def _saelens_k(folder: Path, raw: dict[str, Any], activation: str, code_width: int | None):
+    """TopK's k; for ReLU / JumpReLU the code width (given, recorded by our export, or 64)."""
     extra = raw.get(EXTRA_KEY)
     if activation == "topk":
         k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
         if k is None:
             raise SAELoadError(folder, f"{CFG_FILE} gives no k (top level or activation_fn_kwargs)")
-    else:
-        width = code_width or (extra.get("k") if isinstance(extra, dict) else None) or CODE_WIDTH
-        d_sae = raw["d_sae"]
-        k = min(width, d_sae) if isinstance(width, int) and isinstance(d_sae, int) else width
+        return k
+    width = code_width or (extra.get("k") if isinstance(extra, dict) else None) or CODE_WIDTH
+    d_sae = raw["d_sae"]
+    return min(width, d_sae) if isinstance(width, int) and isinstance(d_sae, int) else width
 
+
+def _saelens_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """Provenance: ours where our export recorded it, else what SAELens's cfg.json says."""
+    extra = raw.get(EXTRA_KEY)
     meta = raw.get("metadata") or raw.get("meta") or {}
     hook = raw.get("hook_name", raw.get("hook_point", meta.get("hook_name")))
     fields: dict[str, Any] = {"branch": "", "stats": {}}
     if isinstance(extra, dict):
         fields.update(extra)
-    else:
-        fields["block"] = _block_from_hook(hook)
-        fields["model"] = raw.get("model_name", meta.get("model_name")) or ""
-        if hook is not None:
-            fields["stats"]["hook_name"] = hook
-        version = meta.get("sae_lens_version", raw.get("sae_lens_version"))
-        if isinstance(version, str) and version:
-            fields["stats"]["sae_lens_version"] = version
-    fields.update(d_in=raw["d_in"], d_sae=raw["d_sae"], k=k, activation=activation)
-    if activation != "topk":
-        fields["batch_topk"] = False
-    cfg = _make_config(folder, fields)
+        return fields
+    fields["block"] = _block_from_hook(hook)
+    fields["model"] = raw.get("model_name", meta.get("model_name")) or ""
+    if hook is not None:
+        fields["stats"]["hook_name"] = hook
+    version = meta.get("sae_lens_version", raw.get("sae_lens_version"))
+    if isinstance(version, str) and version:
+        fields["stats"]["sae_lens_version"] = version
+    return fields
 
+
+def _saelens_tensors(
+    folder: Path, raw: dict[str, Any], tensors: dict[str, torch.Tensor], cfg: SAEConfig
+) -> dict[str, torch.Tensor]:
+    """SAELens's weights as the explorer's SAE computes with them (same codes, same x̂)."""
+    activation = cfg.activation
     names = _tensor_names(cfg)
     if activation == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
         tensors = {**tensors, "threshold": tensors["log_threshold"].float().exp()}  # older files
@@ -311,7 +335,7 @@ def _from_saelens(
         tensors["W_enc"] = tensors["W_enc"] * n
         tensors["b_enc"] = tensors["b_enc"] * n
         tensors["W_dec"] = tensors["W_dec"] / n[:, None]
-    return cfg, tensors
+    return tensors
 
 
 def _from_sparsify(

@@ -371,7 +371,137 @@ def train_sae(
     state = None
     if resume and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, cfg, world, device)
+    run, batches = _start_run(source, cfg, state, device, init, rank, world, ckpt_path)
+    resumed_from = run.tokens_seen
+    started = time.perf_counter()
+    _train_loop(run, batches, device, progress)
 
+    if run.steps == 0:
+        raise ValueError("no training step was taken (token source too short?)")
+    stats = run.final_stats(started)
+    run.sae.cfg.stats = stats
+    if keep_checkpoint:
+        run.checkpoint()
+    else:
+        run.raise_if_diverged()  # what checkpoint() checks
+    if rank == 0:
+        save_sae(run.sae, out_dir)
+        if not keep_checkpoint:
+            # After the SAE is written: a crash before this line leaves a resumable run.
+            ckpt_path.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run.sae, out_dir, run.tokens_seen, run.steps, stats, run.history,
+                       resumed_from)
+
+
+@dataclass
+class _Run:
+    """One training run's state (what its checkpoint holds) and its step, log and checkpoint."""
+
+    cfg: TrainerConfig
+    sae: TopKSAE
+    model: torch.nn.Module  # `sae` itself or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    since_fired: Tensor
+    # Running means as tensors, so logging does not force a device sync on every step.
+    running: dict[str, Tensor]
+    history: list[dict[str, float]]
+    steps: int
+    tokens_seen: int
+    rank: int
+    world: int
+    ckpt_path: Path
+
+    @property
+    def step_tokens(self) -> int:
+        return self.cfg.batch_size * self.world
+
+    def step(self, x: Tensor) -> None:
+        """One optimiser step on batch `x`, with the dead-latent counters and running means."""
+        cfg, step_tokens = self.cfg, self.step_tokens
+        dead = self.since_fired >= cfg.dead_tokens
+        for group_ in self.optimizer.param_groups:
+            group_["lr"] = _lr_at(cfg, self.tokens_seen, step_tokens)
+        out = train_step(self.model, self.sae, self.optimizer, x, dead)
+
+        with torch.no_grad():
+            live = out.latent_acts > 0
+            fired = torch.bincount(out.latent_indices[live], minlength=cfg.d_sae)
+            if self.world > 1:
+                dist.all_reduce(fired)
+            self.since_fired += step_tokens
+            self.since_fired[fired > 0] = 0
+            _update_running(self.running, out, live, cfg.batch_topk)
+        self.tokens_seen += step_tokens
+        self.steps += 1
+
+    def log(self) -> dict[str, float]:
+        self.raise_if_diverged()
+        entry = _log_entry(self.running, self.since_fired, self.cfg, self.tokens_seen,
+                           self.steps, self.optimizer)
+        self.history.append(entry)
+        return entry
+
+    def checkpoint_due(self) -> bool:
+        every = self.cfg.checkpoint_every
+        return bool(every) and (
+            self.tokens_seen // every > (self.tokens_seen - self.step_tokens) // every
+        )
+
+    def raise_if_diverged(self) -> None:
+        _raise_if_diverged(self.running, self.steps, self.tokens_seen, self.world)
+
+    def checkpoint(self) -> None:
+        self.raise_if_diverged()
+        if self.rank == 0:
+            _save_checkpoint(
+                self.ckpt_path,
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "trainer_cfg": asdict(self.cfg),
+                    "sae_cfg": self.sae.cfg.to_dict(),
+                    "world_size": self.world,
+                    "model": self.sae.state_dict(),
+                    "optim": self.optimizer.state_dict(),
+                    "tokens_seen": self.tokens_seen,
+                    "steps": self.steps,
+                    "tokens_since_fired": self.since_fired,
+                    "running": self.running,
+                    "history": self.history,
+                },
+            )
+        if self.world > 1:
+            dist.barrier()
+
+    def final_stats(self, started: float) -> dict[str, Any]:
+        cfg = self.cfg
+        stats = _log_entry(self.running, self.since_fired, cfg, self.tokens_seen, self.steps,
+                           self.optimizer)
+        stats.pop("lr")
+        stats.update(
+            batch_size=cfg.batch_size,
+            world_size=self.world,
+            lr=cfg.lr,
+            seconds_this_run=time.perf_counter() - started,
+            seed=cfg.seed,
+        )
+        if cfg.batch_topk and "threshold" in self.running:
+            stats["batch_topk_threshold"] = float(self.running["threshold"])
+        return stats
+
+
+def _start_run(
+    source: Iterable,
+    cfg: TrainerConfig,
+    state: dict[str, Any] | None,
+    device: torch.device,
+    init: TopKSAE | None,
+    rank: int,
+    world: int,
+    ckpt_path: Path,
+) -> tuple[_Run, Iterator[Tensor]]:
+    """The run's state, fresh or from checkpoint `state`, and the batches still to train on."""
     tokens_seen = state["tokens_seen"] if state else 0
     batches: Iterator[Tensor] = rebatch(source, cfg.batch_size, cfg.d_in, skip=tokens_seen)
     if state is not None:
@@ -388,122 +518,57 @@ def train_sae(
         if state
         else torch.zeros(cfg.d_sae, dtype=torch.int64, device=device)
     )
-    # Running means as tensors, so logging does not force a device sync on every step.
     running: dict[str, Tensor] = (
         {key: v.to(device) for key, v in state["running"].items()} if state else {}
     )
     history: list[dict[str, float]] = list(state["history"]) if state else []
     steps = state["steps"] if state else 0
-    resumed_from = tokens_seen
 
     model: torch.nn.Module = sae
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(sae)
+    run = _Run(cfg, sae, model, optimizer, since_fired, running, history, steps, tokens_seen,
+               rank, world, ckpt_path)
+    return run, batches
 
-    def checkpoint() -> None:
-        _raise_if_diverged(running, steps, tokens_seen, world)
-        if rank == 0:
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "version": CHECKPOINT_VERSION,
-                    "trainer_cfg": asdict(cfg),
-                    "sae_cfg": sae.cfg.to_dict(),
-                    "world_size": world,
-                    "model": sae.state_dict(),
-                    "optim": optimizer.state_dict(),
-                    "tokens_seen": tokens_seen,
-                    "steps": steps,
-                    "tokens_since_fired": since_fired,
-                    "running": running,
-                    "history": history,
-                },
-            )
-        if world > 1:
-            dist.barrier()
 
-    step_tokens = cfg.batch_size * world
+def _train_loop(run: _Run, batches: Iterator[Tensor], device: torch.device,
+                progress: bool) -> None:
+    """Train until the batches or cfg.total_tokens run out; rank r takes every W-th batch."""
+    cfg = run.cfg
     bar = tqdm(
         total=cfg.total_tokens,
-        initial=tokens_seen,
+        initial=run.tokens_seen,
         unit="tok",
         unit_scale=True,
-        disable=not progress or rank != 0,
+        disable=not progress or run.rank != 0,
         dynamic_ncols=True,
     )
-    started = time.perf_counter()
     group: list[Tensor] = []
     try:
         for batch in batches:
-            if cfg.total_tokens is not None and tokens_seen >= cfg.total_tokens:
+            if cfg.total_tokens is not None and run.tokens_seen >= cfg.total_tokens:
                 break
             group.append(batch)
-            if len(group) < world:
+            if len(group) < run.world:
                 continue
-            x = group[rank].to(device, non_blocking=True).to(torch.float32)
+            x = group[run.rank].to(device, non_blocking=True).to(torch.float32)
             group = []
+            run.step(x)
+            bar.update(run.step_tokens)
 
-            dead = since_fired >= cfg.dead_tokens
-            for group_ in optimizer.param_groups:
-                group_["lr"] = _lr_at(cfg, tokens_seen, step_tokens)
-            out = train_step(model, sae, optimizer, x, dead)
-
-            with torch.no_grad():
-                live = out.latent_acts > 0
-                fired = torch.bincount(out.latent_indices[live], minlength=cfg.d_sae)
-                if world > 1:
-                    dist.all_reduce(fired)
-                since_fired += step_tokens
-                since_fired[fired > 0] = 0
-                _update_running(running, out, live, cfg.batch_topk)
-            tokens_seen += step_tokens
-            steps += 1
-            bar.update(step_tokens)
-
-            if steps % cfg.log_every == 0:
-                _raise_if_diverged(running, steps, tokens_seen, world)
-                entry = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
-                history.append(entry)
+            if run.steps % cfg.log_every == 0:
+                entry = run.log()
                 bar.set_postfix(
                     loss=f"{entry['loss']:.4f}",
                     ev=f"{entry['explained_variance']:.3f}",
                     l0=f"{entry['l0']:.1f}",
                     dead=f"{entry['dead_fraction']:.3f}",
                 )
-            if cfg.checkpoint_every and (
-                tokens_seen // cfg.checkpoint_every
-                > (tokens_seen - step_tokens) // cfg.checkpoint_every
-            ):
-                checkpoint()
+            if run.checkpoint_due():
+                run.checkpoint()
     finally:
         bar.close()
-
-    if steps == 0:
-        raise ValueError("no training step was taken (token source too short?)")
-    stats = _log_entry(running, since_fired, cfg, tokens_seen, steps, optimizer)
-    stats.pop("lr")
-    stats.update(
-        batch_size=cfg.batch_size,
-        world_size=world,
-        lr=cfg.lr,
-        seconds_this_run=time.perf_counter() - started,
-        seed=cfg.seed,
-    )
-    if cfg.batch_topk and "threshold" in running:
-        stats["batch_topk_threshold"] = float(running["threshold"])
-    sae.cfg.stats = stats
-    if keep_checkpoint:
-        checkpoint()
-    else:
-        _raise_if_diverged(running, steps, tokens_seen, world)  # what checkpoint() checks
-    if rank == 0:
-        save_sae(sae, out_dir)
-        if not keep_checkpoint:
-            # After the SAE is written: a crash before this line leaves a resumable run.
-            ckpt_path.unlink(missing_ok=True)
-    if world > 1:
-        dist.barrier()
-    return TrainResult(sae, out_dir, tokens_seen, steps, stats, history, resumed_from)
 
 
 _EMA = 0.95

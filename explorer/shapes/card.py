@@ -168,7 +168,6 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
 
     model_dir, train_dir = Path(model_dir), Path(train_dir)
     model = load_model(model_dir, device="cpu")
-    pipe = model.pipe
     cfg = json.loads((train_dir / "config.json").read_text())
     curve = _loss_curve(train_dir, model_dir / "loss.png")
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
@@ -183,7 +182,17 @@ def write_card(model_dir: Path, train_dir: Path, checks: list[Path], grid: Path 
     if cfg.get("init_from"):
         unet_stage = _fine_tune_stage(cfg, [Path(d) for d in base_train_dirs], base_checks, ran)
         ran = ""
-    text = f"""# mini-sd-shapes: the bundled miniature Stable Diffusion
+    text = (_architecture_section(model, size_mb, blocks)
+            + _training_section(cfg, unet_stage, ran, curve)
+            + _results_section(grid, reports, notes))
+    out = model_dir / "MODEL.md"
+    atomic_write_text(out, text)
+    return out
+
+
+def _architecture_section(model, size_mb: float, blocks: str) -> str:
+    pipe = model.pipe
+    return f"""# mini-sd-shapes: the bundled miniature Stable Diffusion
 
 A text-to-image latent diffusion model in the standard diffusers `StableDiffusionPipeline`
 layout, trained from scratch by this project on the synthetic *shapes world*
@@ -211,7 +220,11 @@ The explorer's default three blocks mirror the paper's SD 1.4 choice (down 16×1
 up 16×16): {", ".join(f"`{b}`" for b in model.defaults["blocks"])}. Defaults for sampling are in
 `explorer.json`: {model.defaults["steps"]} DDIM steps, guidance {model.defaults["guidance"]:g}.
 
-## Training
+"""
+
+
+def _training_section(cfg: dict, unet_stage: str, ran: str, curve) -> str:
+    return f"""## Training
 
 `explorer shapes train --out DIR` (resumable with `--resume`; batches are a pure function of
 seed and step, so a killed run resumes to the same weights):
@@ -229,7 +242,11 @@ Trained on this project's 2-core CPU (no GPU was available to the session).
 
 ![loss](loss.png)
 
-## Samples
+"""
+
+
+def _results_section(grid, reports: list[dict], notes: str) -> str:
+    return f"""## Samples
 
 {"![samples](samples.png)" if grid else ""}
 
@@ -246,9 +263,6 @@ pairs never seen in training.
 
 {notes}
 """
-    out = model_dir / "MODEL.md"
-    atomic_write_text(out, text)
-    return out
 
 
 def _fine_tune_stage(cfg: dict, base_dirs: list[Path], base_checks, ran: str) -> str:

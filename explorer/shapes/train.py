@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from explorer.atomic import atomic_path
 from explorer.errors import UserError
+from explorer.shapes.config import LOSS_WEIGHTINGS, TrainConfig  # noqa: F401 (re-exported)
 from explorer.shapes.model import (
     make_scheduler,
     make_text_encoder,
@@ -37,59 +38,6 @@ from explorer.shapes.model import (
     save_pipeline,
 )
 from explorer.shapes.world import Scene
-
-LOSS_WEIGHTINGS = ("clamped_v", "min_snr")
-
-
-@dataclass
-class TrainConfig:
-    out: Path
-    seed: int = 0
-    vae_steps: int = 1000
-    vae_batch: int = 16
-    vae_object_weight: float = 8.0
-    vae_lr: float = 1e-3
-    dataset: int = 40_000
-    unet_steps: int = 4000
-    batch: int = 64
-    lr: float = 3e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    prompt_dropout: float = 0.1
-    # Share of captions trained without their places ("a large red square on a … background"):
-    # the paper's prompts name no places, so the model must be able to choose a layout itself
-    # for the paper's spatial edits to have something to move. 0 keeps every place word.
-    place_dropout: float = 0.2
-    # Share of captions trained without their background ("… on a striped background"), drawn
-    # independently of the places: the paper's global (style) edits add a style the prompt does
-    # not name. 0 keeps every background.
-    background_dropout: float = 0.2
-    min_snr_gamma: float = 5.0
-    # "clamped_v": the plain v-loss (weight 1) clamped to min-SNR-γ's weight where the SNR is
-    # high, i.e. min(1, γ / (snr + 1)). "min_snr": min(snr, γ) / (snr + 1), the min-SNR paper's
-    # weight for v-prediction, which gives the noisiest steps (snr → 0) almost no weight; they
-    # are the steps that decide the layout, and with it our first model never learnt place.
-    loss_weighting: str = "clamped_v"
-    zero_terminal_snr: bool = True
-    # Start the UNet and text encoder (live and EMA) from another run's unet_ckpt.pt, with a
-    # fresh optimiser and schedule: a fine-tune, recorded in the model card.
-    init_from: Path | None = None
-    checkpoint_every: int = 100
-    threads: int = 0  # 0: torch's default
-
-    def __post_init__(self):
-        self.out = Path(self.out)
-        if self.unet_steps <= 0 or self.vae_steps <= 0:
-            raise ValueError("steps must be positive")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(
-                f"unknown loss weighting {self.loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
-            )
-        if not all(0.0 <= p <= 1.0 for p in (self.place_dropout, self.prompt_dropout,
-                                              self.background_dropout)):
-            raise ValueError("prompt, place and background dropout must lie in [0, 1]")
-        if self.init_from is not None:
-            self.init_from = Path(self.init_from)
 
 
 def _jsonable(cfg: TrainConfig) -> dict:
@@ -253,68 +201,32 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
     if cfg.place_dropout > 0 or cfg.background_dropout > 0:
         variants = [ids, *(caption_ids(cfg, tokenizer, not (v & 1), not (v & 2)) for v in (1, 2, 3))]
     torch.manual_seed(cfg.seed)
-    unet = make_unet()
-    text_encoder = make_text_encoder(tokenizer)
-    ema_unet = make_unet()
-    ema_te = make_text_encoder(tokenizer)
-    ema_unet.load_state_dict(unet.state_dict())
-    ema_te.load_state_dict(text_encoder.state_dict())
-    for p in [*ema_unet.parameters(), *ema_te.parameters()]:
+    nets = _UNetNets(make_unet(), make_text_encoder(tokenizer), make_unet(),
+                     make_text_encoder(tokenizer))
+    nets.ema_unet.load_state_dict(nets.unet.state_dict())
+    nets.ema_te.load_state_dict(nets.text_encoder.state_dict())
+    for p in [*nets.ema_unet.parameters(), *nets.ema_te.parameters()]:
         p.requires_grad_(False)
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    params = [*nets.unet.parameters(), *nets.text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     sched = make_scheduler("ddpm", cfg.zero_terminal_snr)
     empty = torch.tensor(tokenizer([""], padding="max_length", return_tensors="np").input_ids)
     ckpt = cfg.out / "unet_ckpt.pt"
-    step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_te.load_state_dict(state["ema_text_encoder"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-    elif cfg.init_from is not None:
-        if not cfg.init_from.is_file():
-            raise FileNotFoundError(f"{cfg.init_from}: no such checkpoint to start from")
-        state = torch.load(cfg.init_from, weights_only=True)
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_te.load_state_dict(state["ema_text_encoder"])
+    step = _start_unet(cfg, ckpt, nets, opt)
     bar = _progress(cfg.unet_steps, step, "unet")
     t_start = time.time()
     while step < cfg.unet_steps:
-        rng = np.random.default_rng([cfg.seed, step])
-        idx = np.sort(rng.choice(len(latents), size=cfg.batch, replace=False))
-        x0 = torch.from_numpy(np.asarray(latents[idx], np.float32))
-        tok = torch.from_numpy(ids[idx])
-        drop = torch.from_numpy(rng.random(cfg.batch) < cfg.prompt_dropout)
-        # Drawn after `drop`, each only when used, so runs without place or background dropout
-        # keep their batches exactly.
-        variant = np.zeros(cfg.batch, np.int64)
-        if cfg.place_dropout > 0:
-            variant += rng.random(cfg.batch) < cfg.place_dropout
-        if cfg.background_dropout > 0:
-            variant += 2 * (rng.random(cfg.batch) < cfg.background_dropout)
-        if variant.any():
-            tok = torch.from_numpy(np.stack([variants[v][i] for v, i in zip(variant, idx, strict=True)]))
-        tok = torch.where(drop[:, None], empty, tok)
+        x0, tok = _unet_batch(cfg, step, latents, ids, variants, empty)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        # Cosine decay over the last half: fast progress early, a clean finish for EMA.
-        half = cfg.unet_steps // 2
-        if step > half:
-            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - half) / (cfg.unet_steps - half)))
+        lr = _unet_lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        cond = text_encoder(tok).last_hidden_state
-        pred = unet(xt, t, cond).sample
+        cond = nets.text_encoder(tok).last_hidden_state
+        pred = nets.unet(xt, t, cond).sample
         per = (pred - target).pow(2).mean(dim=(1, 2, 3))
         loss = (per * loss_weight(sched, t, cfg.min_snr_gamma, cfg.loss_weighting)).mean()
         opt.zero_grad(set_to_none=True)
@@ -322,11 +234,7 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, live in ((ema_unet, unet), (ema_te, text_encoder)):
-                for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
-                    pe.lerp_(pl, 1 - decay)
+        nets.update_ema(min(cfg.ema_decay, (1 + step) / (10 + step)))
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         _log(
@@ -336,20 +244,84 @@ def train_unet(cfg: TrainConfig, vae, tokenizer) -> Path:
              "elapsed_s": round(time.time() - t_start, 1)},
         )
         if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
-            _atomic_save(
-                {
-                    "unet": unet.state_dict(),
-                    "text_encoder": text_encoder.state_dict(),
-                    "ema_unet": ema_unet.state_dict(),
-                    "ema_text_encoder": ema_te.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": step,
-                },
-                ckpt,
-            )
-            export(cfg, ema_unet, vae, ema_te, tokenizer, step)
+            _atomic_save({**nets.state_dicts(), "opt": opt.state_dict(), "step": step}, ckpt)
+            export(cfg, nets.ema_unet, vae, nets.ema_te, tokenizer, step)
     bar.close()
     return cfg.out / "pipeline"
+
+
+@dataclass
+class _UNetNets:
+    """The live UNet and text encoder and their EMA copies (the shipped weights)."""
+
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    ema_unet: torch.nn.Module
+    ema_te: torch.nn.Module
+
+    def state_dicts(self) -> dict:
+        return {
+            "unet": self.unet.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "ema_unet": self.ema_unet.state_dict(),
+            "ema_text_encoder": self.ema_te.state_dict(),
+        }
+
+    def load(self, state: dict) -> None:
+        self.unet.load_state_dict(state["unet"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.ema_unet.load_state_dict(state["ema_unet"])
+        self.ema_te.load_state_dict(state["ema_text_encoder"])
+
+    def update_ema(self, decay: float) -> None:
+        with torch.no_grad():
+            for ema, live in ((self.ema_unet, self.unet), (self.ema_te, self.text_encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
+                    pe.lerp_(pl, 1 - decay)
+
+
+def _start_unet(cfg: TrainConfig, ckpt: Path, nets: _UNetNets, opt) -> int:
+    """The step to start from: the checkpoint's (weights and optimiser restored), or 0, from
+    `init_from`'s weights for a fine-tune."""
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        nets.load(state)
+        opt.load_state_dict(state["opt"])
+        return state["step"]
+    if cfg.init_from is not None:
+        if not cfg.init_from.is_file():
+            raise FileNotFoundError(f"{cfg.init_from}: no such checkpoint to start from")
+        nets.load(torch.load(cfg.init_from, weights_only=True))
+    return 0
+
+
+def _unet_batch(cfg: TrainConfig, step: int, latents, ids, variants,
+                empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step `step`'s latents and caption ids, a pure function of (seed, step)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = np.sort(rng.choice(len(latents), size=cfg.batch, replace=False))
+    x0 = torch.from_numpy(np.asarray(latents[idx], np.float32))
+    tok = torch.from_numpy(ids[idx])
+    drop = torch.from_numpy(rng.random(cfg.batch) < cfg.prompt_dropout)
+    # Drawn after `drop`, each only when used, so runs without place or background dropout
+    # keep their batches exactly.
+    variant = np.zeros(cfg.batch, np.int64)
+    if cfg.place_dropout > 0:
+        variant += rng.random(cfg.batch) < cfg.place_dropout
+    if cfg.background_dropout > 0:
+        variant += 2 * (rng.random(cfg.batch) < cfg.background_dropout)
+    if variant.any():
+        tok = torch.from_numpy(np.stack([variants[v][i] for v, i in zip(variant, idx, strict=True)]))
+    return x0, torch.where(drop[:, None], empty, tok)
+
+
+def _unet_lr(cfg: TrainConfig, step: int) -> float:
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    # Cosine decay over the last half: fast progress early, a clean finish for EMA.
+    half = cfg.unet_steps // 2
+    if step > half:
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - half) / (cfg.unet_steps - half)))
+    return lr
 
 
 def export(cfg: TrainConfig, unet, vae, text_encoder, tokenizer, step: int) -> Path:

@@ -173,6 +173,47 @@ def collect(
     t0 = time.perf_counter()
     out = Path(out)
     existing = _existing(out) if resume and out.exists() else None
+    run = _settings(model, existing, blocks, steps, guidance, batch_size, keep_steps, branches,
+                    previews)
+    pset = _prompt_set(prompts, seeds, existing)
+    layout = plan_layout(
+        model,
+        len(pset),
+        run.blocks,
+        run.steps,
+        run.guidance,
+        keep_steps=run.keep_steps,
+        branches=run.branches,
+        previews=run.previews,
+        mask_shape=pset.mask_shape,
+        dtype=dtype,
+    )
+    meta = {**provenance(model, run.guidance, run.batch_size, pset.source), **(extra_meta or {})}
+    writer = _open_writer(out, layout, meta, pset, existing, check_space, fsync)
+    with writer:
+        _run(model, writer, pset, run.guidance, run.batch_size, progress, cancel, on_progress)
+    return CollectResult(
+        out,
+        writer.n_complete,
+        layout.n_samples,
+        time.perf_counter() - t0,
+        layout.bytes_per_sample(),
+    )
+
+
+class _Settings(NamedTuple):
+    blocks: list[str]
+    steps: int
+    guidance: float
+    batch_size: int
+    keep_steps: Sequence[int] | None
+    branches: Sequence[str] | None
+    previews: bool
+
+
+def _settings(model: Model, existing: dict | None, blocks, steps, guidance, batch_size,
+              keep_steps, branches, previews) -> _Settings:
+    """The settings given, else the resumed store's, else the model's defaults."""
     if existing is not None:
         blocks = blocks or existing["blocks"]
         steps = steps or existing["sampling_steps"]
@@ -187,51 +228,32 @@ def collect(
     batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
     if batch_size <= 0:
         raise UserError(f"batch size must be positive, got {batch_size}")
+    return _Settings(blocks, steps, guidance, batch_size, keep_steps, branches, previews)
 
-    pset = _prompt_set(prompts, seeds, existing)
-    layout = plan_layout(
-        model,
-        len(pset),
-        blocks,
-        steps,
-        guidance,
-        keep_steps=keep_steps,
-        branches=branches,
-        previews=previews,
-        mask_shape=pset.mask_shape,
-        dtype=dtype,
-    )
-    meta = {**provenance(model, guidance, batch_size, pset.source), **(extra_meta or {})}
+
+def _open_writer(out: Path, layout: Layout, meta: dict, pset: PromptSet, existing: dict | None,
+                 check_space: bool, fsync: bool) -> StoreWriter:
+    """The store's writer: resuming `out`, or creating it (it must not exist)."""
     if existing is not None:
-        writer = StoreWriter.resume(
+        return StoreWriter.resume(
             out, layout, meta, pset.prompts, pset.seeds, check_space=check_space, fsync=fsync
         )
-    else:
-        if out.exists():
-            raise StoreError(f"{out} already exists; pass --resume to continue it, or remove it")
-        annotate = None
-        if pset.annotations is not None:
-            index = pset.positions()
-            annotate = lambda k: pset.annotations(index[k])  # noqa: E731
-        writer = StoreWriter.create(
-            out,
-            layout,
-            meta,
-            pset.prompts,
-            pset.seeds,
-            pset.index,
-            annotate,
-            check_space=check_space,
-            fsync=fsync,
-        )
-    with writer:
-        _run(model, writer, pset, guidance, batch_size, progress, cancel, on_progress)
-    return CollectResult(
+    if out.exists():
+        raise StoreError(f"{out} already exists; pass --resume to continue it, or remove it")
+    annotate = None
+    if pset.annotations is not None:
+        index = pset.positions()
+        annotate = lambda k: pset.annotations(index[k])  # noqa: E731
+    return StoreWriter.create(
         out,
-        writer.n_complete,
-        layout.n_samples,
-        time.perf_counter() - t0,
-        layout.bytes_per_sample(),
+        layout,
+        meta,
+        pset.prompts,
+        pset.seeds,
+        pset.index,
+        annotate,
+        check_space=check_space,
+        fsync=fsync,
     )
 
 

@@ -8,8 +8,8 @@ import pytest
 from explorer.analysis.errors import AnalysisError
 from explorer.analysis.index import has_holdout, sae_holdout, split_samples
 from explorer.analysis.report import _held_out_line, samples_phrase
-from explorer.sae.commands import HOLDOUT_EVERY, held_out_samples, train_samples
 from explorer.sae.config import SAEConfig
+from explorer.sae.from_store import HOLDOUT_EVERY, held_out_samples, train_samples
 
 
 def test_training_and_the_index_split_the_same_samples():

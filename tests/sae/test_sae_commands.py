@@ -9,7 +9,7 @@ import torch
 
 from explorer.cli import main
 from explorer.sae import load_sae
-from explorer.sae.commands import init_seed, train_samples
+from explorer.sae.from_store import init_seed, train_samples
 from explorer.store import Store
 from explorer.workspace import Workspace
 

@@ -155,7 +155,7 @@ def test_half_precision_batches_train_exactly_like_their_float32_cast(tmp_path):
 
 
 def test_stream_dtype_is_half_only_for_an_accelerator(tiny_workspace):
-    from explorer.sae.commands import stream_dtype
+    from explorer.sae.from_store import stream_dtype
     from explorer.store import Store
     from explorer.workspace import Workspace
 
