@@ -207,39 +207,42 @@ def cmd_evaluate(args) -> int:
                                     model=model, ground_truth=args.ground_truth)
     ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
-    print(f"ground truth: {report['ground_truth']}")
-    for block, rep in report["blocks"].items():
-        c = rep.get("composition", {})
-        curves = [("composition", c.get("miou"), c.get("baseline_miou")),
-                  ("concept vote", c.get("vote_miou"), c.get("vote_baseline_miou")),
-                  ("cross-attention (DAAM)", rep.get("cross_attention", {}).get("miou"), None),
-                  ("linear probe of Δ", rep.get("linear_probe", {}).get("miou"),
-                   rep.get("linear_probe", {}).get("baseline_miou"))]
-        for name, m, b in curves:
+    _print_summary(report, args.cross_attention)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _print_summary(report, cross_attention: bool) -> None:
+    """Each block's curves at three steps, and what --cross-attention added."""
+    from explorer.analysis.cross_attention import CROSS_ATTENTION
+    from explorer.analysis.report import look, ordered_curves
+
+    print(f"ground truth: {report.ground_truth}")
+    for block, rep in report.blocks.items():
+        for name, c in ordered_curves(rep):
+            m, b = c.miou, c.baseline
             if m:
                 base = f" (baseline {b[0]:.3f})" if b else ""
-                print(f"{block}: {name} mIoU first step {m[0]:.3f}{base}, "
+                print(f"{block}: {look(name).name} mIoU first step {m[0]:.3f}{base}, "
                       f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
-        v = rep.get("validation")
+        v = rep.validation
         if v:
             comp = v["curves"]["composition"]
             corr = "–" if comp["correlation"] is None else f"{comp['correlation']:.2f}"
             print(f"{block}: pseudo-masks vs {v['against']}: object mIoU {v['pseudo_mask_iou']:.3f}"
                   f"; composition curve mean |difference| {comp['mean_abs_difference']:.3f}, "
                   f"correlation {corr}")
-    if args.cross_attention:
+    if cross_attention:
         # Never a silent no-op: what the flag added, or why it could not.
-        added = {b: rep["cross_attention"] for b, rep in report["blocks"].items()
-                 if rep.get("cross_attention")}
+        added = {b: rep.curves[CROSS_ATTENTION] for b, rep in report.blocks.items()
+                 if CROSS_ATTENTION in rep.curves}
         for block, a in added.items():
             print(f"--cross-attention added the cross-attention (DAAM) curve of {block}: "
-                  f"{a['n_objects']} objects in {a['n_samples']} regenerated samples "
-                  f"({a['images_reproduced']} identical to the store's)")
+                  f"{a.n_objects} objects in {a.n_samples} regenerated samples "
+                  f"({a.extra['images_reproduced']} identical to the store's)")
         if not added:
             print("--cross-attention added nothing: "
-                  f"{report.get('cross_attention_note') or 'no block has a composition curve'}")
-    print(f"wrote {json_path} and {md_path}")
-    return 0
+                  f"{report.extra.get('cross_attention_note') or 'no block has a composition curve'}")
 
 
 def cmd_demo(args) -> int:

@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 
 from explorer.analysis.evaluate import shapes_bars
+from explorer.analysis.report_model import Report
 from explorer.ui.report_view import ReportView
 
 BLOCK = "mid_block.attentions.0"
@@ -153,7 +154,7 @@ def test_evaluate_from_the_app_rewrites_the_report_and_shows_it(qtbot, tiny_work
     assert not w.report_view.evaluate_button.isEnabled()
     qtbot.waitUntil(lambda: not w.pool.holds(worker), timeout=120_000)
     report = json.loads((ws / "report.json").read_text())
-    assert w.report_view.report == report and w.report_view.evaluate_button.isEnabled()
+    assert w.report_view.report == Report.from_json(report) and w.report_view.evaluate_button.isEnabled()
     assert w.report_view.message.text() != "" and "not a readable" not in w.report_view.message.text()
     # A double-click on an SAE of the table opens it in the browser.
     other = w.sae_combo.itemData(w.sae_combo.count() - 1 - w.sae_combo.currentIndex())
