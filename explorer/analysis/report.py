@@ -357,6 +357,13 @@ def _fixed_dictionary_rows(c: Curve, saes: dict[str, SaeReport]) -> list[str]:
     return [*lines, ""]
 
 
+def _attention_threshold(rep: BlockReport) -> float:
+    """The DAAM threshold the block's word masks were cut at (its cross-attention curve's)."""
+    curve = rep.curves.get("cross_attention")
+    found = curve.extra if curve is not None else rep.extra.get("cross_attention") or {}
+    return float(found.get("threshold", 0.4))
+
+
 def _word_dictionary_rows(saes: dict[str, SaeReport], threshold: float) -> list[str]:
     """The mask-free dictionaries (cross-attention word masks in place of object masks)."""
     lines = [
@@ -426,7 +433,7 @@ def markdown(report: Report | dict, figures: dict[str, list[str]]) -> str:
         if rep.validation:
             lines += _validation_rows(rep.validation)
         if any(s.word_dictionary for s in rep.saes.values()):
-            lines += _word_dictionary_rows(rep.saes, rep.curves["cross_attention"].extra["threshold"])
+            lines += _word_dictionary_rows(rep.saes, _attention_threshold(rep))
         lines += _sae_table(report, rep)
         lines += _best_features(rep)
         if rep.chains:
