@@ -187,3 +187,16 @@ def test_the_apps_evaluate_adds_cross_attention_only_for_the_weights_that_made_t
     monkeypatch.setattr(jobs, "load_model", lambda name, device=None: load_model(tiny, device=device))
     report = jobs.evaluate_job(ws, cancel=lambda: False, progress=lambda update: None)
     assert all("cross_attention" in b for b in report["blocks"].values())
+
+
+def test_a_curve_the_page_has_no_look_for_is_drawn_and_judged_all_the_same(qtbot):
+    report = _report()
+    report["blocks"][BLOCK]["fresh_idea"] = {"t": T, "miou": [0.3] * 11, "baseline_miou": [0.02] * 11}
+    report["bars"] = shapes_bars(report["blocks"])
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.set_report(report)
+    curves = {c.name(): c for c in _curves(view)}
+    np.testing.assert_allclose(curves["fresh idea"].getData()[1], [0.3] * 11)
+    last = view.verdicts.text().split("<br>")[-1]
+    assert last.startswith("<b>Fresh idea</b>: first-step mIoU 0.300 vs baseline 0.020")
