@@ -1,4 +1,5 @@
-"""`explorer evaluate`: every analysis of a workspace, as one JSON-able dict (see report.py).
+"""`explorer evaluate`: every analysis of a workspace, as one typed `Report` (report_model.py;
+report.py writes it).
 
 Per block and SAE: SAE metrics at every step on held-out samples, dictionary coverage and
 purity with the best feature per label, feature evolution (where features peak, how many fire
