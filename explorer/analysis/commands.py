@@ -106,31 +106,10 @@ def cmd_index(args) -> int:
     from explorer.analysis.index import build_index
     from explorer.analysis.progress import console_progress
     from explorer.analysis.truth import open_truth
-    from explorer.preflight import check_writable_folder
     from explorer.store import Store
 
     settings = _settings(args)
-    if args.workspace:
-        from explorer.workspace import Workspace
-
-        ws = Workspace.open(args.workspace)
-        entries = ws.saes()
-        ws.report_unreadable_saes()
-        check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
-        if args.sae:
-            entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
-                ws.sae(args.sae)
-            ]
-        if not entries:
-            raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
-        targets = [(e.path, e.id) for e in entries]
-        store_path = Path(args.store) if args.store else ws.store_path
-    else:
-        ws = None
-        if not args.store or not args.sae:
-            raise AnalysisError("give --store and --sae (or --workspace)")
-        store_path = Path(args.store)
-        targets = [(Path(args.sae), args.sae)]
+    ws, targets, store_path = _index_targets(args)
     if args.out and len(targets) != 1:
         raise AnalysisError("--out takes the index of one SAE: name it with --sae")
     if args.out:
@@ -138,15 +117,7 @@ def cmd_index(args) -> int:
 
         check_writable_file(args.out)  # an index beside its SAE is checked by build_index
     if args.holdout_every is not None:  # a rule other than the SAEs' own: refused before work
-        from explorer.analysis.index import sae_holdout
-        from explorer.sae import SAELoadError, load_sae
-
-        for folder, _ in targets:
-            try:
-                cfg = load_sae(folder).cfg
-            except SAELoadError as e:
-                raise AnalysisError(f"SAE {e}") from None
-            sae_holdout(cfg, folder, args.holdout_every)
+        _check_holdout(targets, args.holdout_every)
     with Store.open(store_path) as store:
         if ws is not None:  # recorded once the store proved readable: a refusal writes nothing
             ws.settings["index"] = asdict(settings)
@@ -163,6 +134,45 @@ def cmd_index(args) -> int:
             if truth is not None and hasattr(truth, "close"):
                 truth.close()
     return 0
+
+
+def _index_targets(args):
+    """(workspace or None, [(SAE folder, name)], store path) that `explorer index` was asked for."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.preflight import check_writable_folder
+
+    if not args.workspace:
+        if not args.store or not args.sae:
+            raise AnalysisError("give --store and --sae (or --workspace)")
+        return None, [(Path(args.sae), args.sae)], Path(args.store)
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    entries = ws.saes()
+    ws.report_unreadable_saes()
+    check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
+    if args.sae:
+        entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
+            ws.sae(args.sae)
+        ]
+    if not entries:
+        raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
+    targets = [(e.path, e.id) for e in entries]
+    return ws, targets, Path(args.store) if args.store else ws.store_path
+
+
+def _check_holdout(targets, holdout_every: int) -> None:
+    """Refuse a hold-out rule other than the SAEs' own (AnalysisError)."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.index import sae_holdout
+    from explorer.sae import SAELoadError, load_sae
+
+    for folder, _ in targets:
+        try:
+            cfg = load_sae(folder).cfg
+        except SAELoadError as e:
+            raise AnalysisError(f"SAE {e}") from None
+        sae_holdout(cfg, folder, holdout_every)
 
 
 def _warn_other_store(folder: Path, name: str, store) -> None:
