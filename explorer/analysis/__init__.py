@@ -15,7 +15,8 @@ _MODULES = {
     "suggestions": ["Suggestion"],
     "index": ["build_index", "IndexSettings"],
     "evaluate": ["evaluate_workspace"],
-    "report": ["write_report"],
+    "report": ["write_report", "load_report"],
+    "report_model": ["Report", "BlockReport", "Curve"],
     "demo": ["build_demo", "DemoConfig"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

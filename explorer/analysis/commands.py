@@ -106,31 +106,10 @@ def cmd_index(args) -> int:
     from explorer.analysis.index import build_index
     from explorer.analysis.progress import console_progress
     from explorer.analysis.truth import open_truth
-    from explorer.preflight import check_writable_folder
     from explorer.store import Store
 
     settings = _settings(args)
-    if args.workspace:
-        from explorer.workspace import Workspace
-
-        ws = Workspace.open(args.workspace)
-        entries = ws.saes()
-        ws.report_unreadable_saes()
-        check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
-        if args.sae:
-            entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
-                ws.sae(args.sae)
-            ]
-        if not entries:
-            raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
-        targets = [(e.path, e.id) for e in entries]
-        store_path = Path(args.store) if args.store else ws.store_path
-    else:
-        ws = None
-        if not args.store or not args.sae:
-            raise AnalysisError("give --store and --sae (or --workspace)")
-        store_path = Path(args.store)
-        targets = [(Path(args.sae), args.sae)]
+    ws, targets, store_path = _index_targets(args)
     if args.out and len(targets) != 1:
         raise AnalysisError("--out takes the index of one SAE: name it with --sae")
     if args.out:
@@ -138,15 +117,7 @@ def cmd_index(args) -> int:
 
         check_writable_file(args.out)  # an index beside its SAE is checked by build_index
     if args.holdout_every is not None:  # a rule other than the SAEs' own: refused before work
-        from explorer.analysis.index import sae_holdout
-        from explorer.sae import SAELoadError, load_sae
-
-        for folder, _ in targets:
-            try:
-                cfg = load_sae(folder).cfg
-            except SAELoadError as e:
-                raise AnalysisError(f"SAE {e}") from None
-            sae_holdout(cfg, folder, args.holdout_every)
+        _check_holdout(targets, args.holdout_every)
     with Store.open(store_path) as store:
         if ws is not None:  # recorded once the store proved readable: a refusal writes nothing
             ws.settings["index"] = asdict(settings)
@@ -163,6 +134,45 @@ def cmd_index(args) -> int:
             if truth is not None and hasattr(truth, "close"):
                 truth.close()
     return 0
+
+
+def _index_targets(args):
+    """(workspace or None, [(SAE folder, name)], store path) that `explorer index` was asked for."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.preflight import check_writable_folder
+
+    if not args.workspace:
+        if not args.store or not args.sae:
+            raise AnalysisError("give --store and --sae (or --workspace)")
+        return None, [(Path(args.sae), args.sae)], Path(args.store)
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    entries = ws.saes()
+    ws.report_unreadable_saes()
+    check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
+    if args.sae:
+        entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
+            ws.sae(args.sae)
+        ]
+    if not entries:
+        raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
+    targets = [(e.path, e.id) for e in entries]
+    return ws, targets, Path(args.store) if args.store else ws.store_path
+
+
+def _check_holdout(targets, holdout_every: int) -> None:
+    """Refuse a hold-out rule other than the SAEs' own (AnalysisError)."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.index import sae_holdout
+    from explorer.sae import SAELoadError, load_sae
+
+    for folder, _ in targets:
+        try:
+            cfg = load_sae(folder).cfg
+        except SAELoadError as e:
+            raise AnalysisError(f"SAE {e}") from None
+        sae_holdout(cfg, folder, holdout_every)
 
 
 def _warn_other_store(folder: Path, name: str, store) -> None:
@@ -207,39 +217,42 @@ def cmd_evaluate(args) -> int:
                                     model=model, ground_truth=args.ground_truth)
     ws.report_unreadable_saes()  # left out of the report
     json_path, md_path = write_report(report, ws.root)
-    print(f"ground truth: {report['ground_truth']}")
-    for block, rep in report["blocks"].items():
-        c = rep.get("composition", {})
-        curves = [("composition", c.get("miou"), c.get("baseline_miou")),
-                  ("concept vote", c.get("vote_miou"), c.get("vote_baseline_miou")),
-                  ("cross-attention (DAAM)", rep.get("cross_attention", {}).get("miou"), None),
-                  ("linear probe of Δ", rep.get("linear_probe", {}).get("miou"),
-                   rep.get("linear_probe", {}).get("baseline_miou"))]
-        for name, m, b in curves:
+    _print_summary(report, args.cross_attention)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _print_summary(report, cross_attention: bool) -> None:
+    """Each block's curves at three steps, and what --cross-attention added."""
+    from explorer.analysis.cross_attention import CROSS_ATTENTION
+    from explorer.analysis.report import look, ordered_curves
+
+    print(f"ground truth: {report.ground_truth}")
+    for block, rep in report.blocks.items():
+        for name, c in ordered_curves(rep):
+            m, b = c.miou, c.baseline
             if m:
                 base = f" (baseline {b[0]:.3f})" if b else ""
-                print(f"{block}: {name} mIoU first step {m[0]:.3f}{base}, "
+                print(f"{block}: {look(name).name} mIoU first step {m[0]:.3f}{base}, "
                       f"middle {m[len(m) // 2]:.3f}, last {m[-1]:.3f}")
-        v = rep.get("validation")
+        v = rep.validation
         if v:
             comp = v["curves"]["composition"]
             corr = "–" if comp["correlation"] is None else f"{comp['correlation']:.2f}"
             print(f"{block}: pseudo-masks vs {v['against']}: object mIoU {v['pseudo_mask_iou']:.3f}"
                   f"; composition curve mean |difference| {comp['mean_abs_difference']:.3f}, "
                   f"correlation {corr}")
-    if args.cross_attention:
+    if cross_attention:
         # Never a silent no-op: what the flag added, or why it could not.
-        added = {b: rep["cross_attention"] for b, rep in report["blocks"].items()
-                 if rep.get("cross_attention")}
+        added = {b: rep.curves[CROSS_ATTENTION] for b, rep in report.blocks.items()
+                 if CROSS_ATTENTION in rep.curves}
         for block, a in added.items():
             print(f"--cross-attention added the cross-attention (DAAM) curve of {block}: "
-                  f"{a['n_objects']} objects in {a['n_samples']} regenerated samples "
-                  f"({a['images_reproduced']} identical to the store's)")
+                  f"{a.n_objects} objects in {a.n_samples} regenerated samples "
+                  f"({a.extra['images_reproduced']} identical to the store's)")
         if not added:
             print("--cross-attention added nothing: "
-                  f"{report.get('cross_attention_note') or 'no block has a composition curve'}")
-    print(f"wrote {json_path} and {md_path}")
-    return 0
+                  f"{report.extra.get('cross_attention_note') or 'no block has a composition curve'}")
 
 
 def cmd_demo(args) -> int:

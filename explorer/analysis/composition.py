@@ -37,6 +37,7 @@ import numpy as np
 from explorer.analysis.dictionary import Dictionary
 from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
+from explorer.analysis.report_model import COMPOSITION, CONCEPT_VOTE, Curve
 
 # The concept vote's maps are read as DAAM reads a word's attention (masks.minmax_mask).
 VOTE_THRESHOLD = DAAM_THRESHOLD
@@ -54,19 +55,15 @@ class CompositionCurve:
     vote: list[float] = field(default_factory=list)
     vote_baseline: list[float] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return {
-            "t": self.t,
-            "miou": self.miou,
-            "baseline_miou": self.baseline,
-            "vote_miou": self.vote,
-            "vote_baseline_miou": self.vote_baseline,
-            "vote_threshold": VOTE_THRESHOLD,
-            "other_masks_baseline_miou": self.other_masks_baseline,
-            "n_objects": self.n_objects,
-            "n_samples": self.n_samples,
-            "sae_at_step": self.sae_at_step,
-        }
+    def curves(self) -> dict[str, Curve]:
+        """The report's curves: the paper's (COMPOSITION) and, where scored, the concept vote."""
+        out = {COMPOSITION: Curve(self.t, self.miou, self.baseline, self.n_objects, self.n_samples,
+                                  extra={"other_masks_baseline_miou": self.other_masks_baseline,
+                                         "sae_at_step": self.sae_at_step})}
+        if self.vote:
+            out[CONCEPT_VOTE] = Curve(self.t, self.vote, self.vote_baseline, self.n_objects,
+                                      self.n_samples, extra={"threshold": VOTE_THRESHOLD})
+        return out
 
 
 def word_tables(dictionary: Dictionary) -> dict[str, np.ndarray]:
@@ -202,23 +199,9 @@ def block_composition(
         raise ValueError("no indexes given")
     first = indexes[0]
     S, h, w = first.n_steps, first.h, first.w
-    tables = []
-    for j, idx in enumerate(indexes):
-        table = idx.dictionary_table if dictionaries is None else dictionaries[j]
-        tables.append(word_tables(table) if table is not None else {})
+    tables = _index_tables(indexes, dictionaries)
     chosen = [nearest_sae([ix.sae_t or [ix.t[ix.label_step]] for ix in indexes], t) for t in first.t]
-    samples = list(samples)
-    objects = []
-    kept = []
-    for j, i in enumerate(samples):
-        check(cancel)
-        objs = object_grids(truth, i, h, w)
-        if objs is None:
-            continue
-        objects.append(objs)
-        kept.append(i)
-        if progress is not None:
-            progress(0.5 * (j + 1) / len(samples), "composition: reading ground truth")
+    kept, objects = _samples_with_truth(truth, list(samples), h, w, progress, cancel)
     top = np.full((len(kept), S, h, w), -1, np.int32)
     used = sorted(set(chosen))
     perm = derangement(len(kept), seed)  # as composition_scores draws it
@@ -226,21 +209,10 @@ def block_composition(
     for j, i in enumerate(kept):
         check(cancel)
         mine = {a: indexes[a].sample_codes(i) for a in used}
-        for a in used:
-            steps = [s for s in range(S) if chosen[s] == a]
-            indices, values = mine[a]
-            top[j, steps] = np.where(values[..., 0] > 0, indices[..., 0], -1)[steps]
+        _fill_top(top[j], mine, chosen)
         if objects[j]:
-            # The concept vote reads every code, so it is scored here, sample by sample (the
-            # codes of all samples would not fit for a real model), with the partner's read again.
-            words = [ws for ws, _ in objects[j]]
-            gts = np.stack([m for _, m in objects[j]])
             theirs = {a: indexes[a].sample_codes(kept[perm[j]]) for a in used}
-            for s in range(S):
-                a = chosen[s]
-                for codes, acc in ((mine[a], vote), (theirs[a], vote_base)):
-                    masks = vote_masks(codes[0][s], codes[1][s], words, tables[a])
-                    acc[s] += np.diag(iou_matrix(masks, gts)).sum()
+            _add_votes(objects[j], mine, theirs, chosen, tables, vote, vote_base)
         if progress is not None:
             progress(0.5 + 0.5 * (j + 1) / len(kept), "composition: concept maps")
     miou, baseline, count, other = composition_scores(
@@ -258,3 +230,49 @@ def block_composition(
         vote=[float(x) for x in vote / denom],
         vote_baseline=[float(x) for x in vote_base / denom],
     )
+
+
+def _index_tables(indexes, dictionaries) -> list[dict[str, np.ndarray]]:
+    """The word tables of each index's dictionary (or of `dictionaries`, one per index)."""
+    tables = []
+    for j, idx in enumerate(indexes):
+        table = idx.dictionary_table if dictionaries is None else dictionaries[j]
+        tables.append(word_tables(table) if table is not None else {})
+    return tables
+
+
+def _fill_top(top: np.ndarray, codes: dict, chosen: list[int]) -> None:
+    """(S, h, w) top feature per position (−1: none) of one sample, each step from the codes of
+    the SAE chosen for it."""
+    for a, (indices, values) in codes.items():
+        steps = [s for s in range(len(chosen)) if chosen[s] == a]
+        top[steps] = np.where(values[..., 0] > 0, indices[..., 0], -1)[steps]
+
+
+def _samples_with_truth(truth, samples: list[int], h: int, w: int, progress: Progress | None,
+                        cancel: Cancel | None) -> tuple[list[int], list]:
+    """The samples that have ground truth, and each one's objects on the (h, w) grid."""
+    kept, objects = [], []
+    for j, i in enumerate(samples):
+        check(cancel)
+        objs = object_grids(truth, i, h, w)
+        if objs is None:
+            continue
+        objects.append(objs)
+        kept.append(i)
+        if progress is not None:
+            progress(0.5 * (j + 1) / len(samples), "composition: reading ground truth")
+    return kept, objects
+
+
+def _add_votes(objects, mine: dict, theirs: dict, chosen: list[int], tables: list,
+               vote: np.ndarray, vote_base: np.ndarray) -> None:
+    """One sample's concept-vote IoU summed into `vote` (its own codes) and `vote_base` (its
+    partner's), step by step. The vote reads every code, so it is scored sample by sample (the
+    codes of all samples would not fit for a real model)."""
+    words = [ws for ws, _ in objects]
+    gts = np.stack([m for _, m in objects])
+    for s, a in enumerate(chosen):
+        for codes, acc in ((mine[a], vote), (theirs[a], vote_base)):
+            masks = vote_masks(codes[0][s], codes[1][s], words, tables[a])
+            acc[s] += np.diag(iou_matrix(masks, gts)).sum()

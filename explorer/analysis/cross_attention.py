@@ -35,6 +35,7 @@ import numpy as np
 from explorer.analysis.dictionary import Dictionary, DictionaryBuilder
 from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask, to_grid
 from explorer.analysis.progress import Cancel, Progress, check
+from explorer.analysis.report_model import Curve
 from explorer.analysis.truth import ObjectTruth, SampleTruth
 
 # Words whose attention says nothing about where something is: no word mask is made for them,
@@ -43,6 +44,8 @@ FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "on", "in", "of", "and", "wi
                             "are", "by", "for", "from", "its", "it", "this", "that", "into"})
 NOUN_KINDS = ("shape", "object")  # the kinds of label that name an object (truth.py)
 _WORD = re.compile(r"[^\w-]+")
+# The curve's name in the report (report_model.BlockReport.curves).
+CROSS_ATTENTION = "cross_attention"
 
 
 @dataclass
@@ -58,16 +61,12 @@ class AttentionCurve:
     # sample → its content words' DAAM masks (over all steps) as ground truth, for word_dictionary
     word_truth: dict = field(default_factory=dict, repr=False)
 
-    def to_json(self) -> dict:
-        return {
-            "t": self.t,
-            "miou": self.miou,
-            "threshold": self.threshold,
-            "n_objects": self.n_objects,
-            "n_samples": self.n_samples,
-            "images_reproduced": self.reproduced,
-            "objects_without_token": self.unplaced,
-        }
+    def curve(self) -> Curve:
+        """The report's curve (no baseline: the attention of another sample's words has no
+        object of this sample to point at)."""
+        return Curve(self.t, self.miou, None, self.n_objects, self.n_samples,
+                     extra={"threshold": self.threshold, "images_reproduced": self.reproduced,
+                            "objects_without_token": self.unplaced})
 
 
 def _clean(word: str) -> str:
@@ -136,80 +135,98 @@ def attention_composition(
     batch_size defaults to the collection's: on a CPU a batch of another size can round
     differently, and the curve counts how many images came out identical to the store's.
     """
-    from explorer.engine import generate
-    from explorer.engine.attention import prompt_tokens
-
     check_same_weights(model, store)
     settings = store.regeneration()
-    stored = settings["step_index"]
-    where = {s: j for j, s in enumerate(stored)}
-    geometry = {b: store.geometry(b)[:2] for b in blocks}
+    run = _Regeneration(model, store, list(blocks), threshold, settings,
+                        {s: j for j, s in enumerate(settings["step_index"])})
     kept = []
     for i in samples:
         t = truth.sample(i)
         if t is not None and t.objects:
             kept.append((i, t))
-    sums = {b: np.zeros(len(stored)) for b in blocks}
-    word_truth: dict[str, dict] = {b: {} for b in blocks}
-    count = unplaced = reproduced = 0
     batch_size = int(batch_size or store.meta.get("batch_size") or 8)
     for start in range(0, len(kept), batch_size):
         check(cancel)
-        batch = kept[start : start + batch_size]
-        prompts = [store.prompts[i] for i, _ in batch]
-        seeds = [int(store.seeds[i]) for i, _ in batch]
-        # Each object's token and its final mask on each block's grid, known before generating,
-        # so that every step is scored as it comes and no map outlives its step.
-        scored = []  # (index in batch, token positions, block → (1, h, w) mask)
-        batch_words = []
+        run.batch(kept[start : start + batch_size], cancel)
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / max(len(kept), 1)),
+                     "composition: cross-attention maps")
+    denom = max(run.count, 1)
+    return {
+        b: AttentionCurve(b, list(store.t), [float(x) for x in run.sums[b] / denom], run.count,
+                          len(kept), threshold, run.reproduced, run.unplaced, run.word_truth[b])
+        for b in blocks
+    }
+
+
+class _Regeneration:
+    """The running sums of `attention_composition` over the batches it regenerates."""
+
+    def __init__(self, model, store, blocks: list[str], threshold: float, settings: dict,
+                 where: dict[int, int]):
+        self.model, self.store, self.blocks, self.threshold = model, store, blocks, threshold
+        self.settings, self.where = settings, where  # generation step → stored step
+        self.geometry = {b: store.geometry(b)[:2] for b in blocks}
+        self.sums = {b: np.zeros(len(where)) for b in blocks}
+        self.word_truth: dict[str, dict] = {b: {} for b in blocks}
+        self.count = self.unplaced = self.reproduced = 0
+
+    def objects(self, batch, prompts) -> tuple[list, list]:
+        """Each object's token and its final mask on each block's grid, known before
+        generating, so that every step is scored as it comes and no map outlives its step:
+        [(index in batch, token positions, block → (1, h, w) mask)], and each prompt's words."""
+        from explorer.engine.attention import prompt_tokens
+
+        scored, batch_words = [], []
         for j, (_, t) in enumerate(batch):
             try:
-                words = prompt_tokens(model.pipe.tokenizer, prompts[j])
+                words = prompt_tokens(self.model.pipe.tokenizer, prompts[j])
             except ValueError:  # a tokenizer that merges across words: its objects go unplaced
                 words = []
             batch_words.append(words)
             taken: set[int] = set()
             for obj in t.objects:
-                count += 1
+                self.count += 1
                 if obj.position is not None:  # a pseudo-mask's object is its own word
                     tokens = list(words[obj.position][1]) if obj.position < len(words) else []
                 else:
                     tokens = object_token(words, obj.prompted or obj.labels, taken)
                 if not tokens:
-                    unplaced += 1
+                    self.unplaced += 1
                     continue
                 taken.add(tokens[0])
-                scored.append((j, tokens, {b: to_grid(obj.mask, *geometry[b])[None] for b in blocks}))
+                scored.append((j, tokens, {b: to_grid(obj.mask, *self.geometry[b])[None]
+                                           for b in self.blocks}))
+        return scored, batch_words
 
+    def batch(self, batch, cancel: Cancel | None) -> None:
+        from explorer.engine import generate
+
+        store = self.store
+        prompts = [store.prompts[i] for i, _ in batch]
+        seeds = [int(store.seeds[i]) for i, _ in batch]
+        scored, batch_words = self.objects(batch, prompts)
         heat: dict[str, np.ndarray] = {}  # block → (B, h, w, T) attention summed over all steps
 
-        def on_step(info, scored=scored, heat=heat):
+        def on_step(info):
             for b, branches in info.attention.items():
                 maps = branches["cond"].numpy()
                 heat[b] = heat[b] + maps if b in heat else maps.copy()
-                s = where.get(info.step)
+                s = self.where.get(info.step)
                 if s is None:
                     continue
                 for j, tokens, gt in scored:
-                    pred = predicted_mask(maps[j], tokens, threshold)[None]
-                    sums[b][s] += float(iou_matrix(pred, gt[b])[0, 0])
+                    pred = predicted_mask(maps[j], tokens, self.threshold)[None]
+                    self.sums[b][s] += float(iou_matrix(pred, gt[b])[0, 0])
 
-        res = generate(model, prompts, seeds, settings["steps"], settings["guidance"],
-                       on_step=on_step, cross_attention=list(blocks), cancel=cancel)
-        reproduced += sum(bool(np.array_equal(res.images[j], store.image(i)))
-                          for j, (i, _) in enumerate(batch))
+        res = generate(self.model, prompts, seeds, self.settings["steps"],
+                       self.settings["guidance"], on_step=on_step,
+                       cross_attention=list(self.blocks), cancel=cancel)
+        self.reproduced += sum(bool(np.array_equal(res.images[j], store.image(i)))
+                               for j, (i, _) in enumerate(batch))
         for j, (i, _) in enumerate(batch):
-            for b in blocks:
-                word_truth[b][i] = words_as_truth(batch_words[j], heat[b][j], threshold)
-        if progress is not None:
-            progress(min(1.0, (start + len(batch)) / max(len(kept), 1)),
-                     "composition: cross-attention maps")
-    denom = max(count, 1)
-    return {
-        b: AttentionCurve(b, list(store.t), [float(x) for x in sums[b] / denom], count, len(kept),
-                          threshold, reproduced, unplaced, word_truth[b])
-        for b in blocks
-    }
+            for b in self.blocks:
+                self.word_truth[b][i] = words_as_truth(batch_words[j], heat[b][j], self.threshold)
 
 
 def words_as_truth(words: Sequence[tuple[str, list[int]]], heat: np.ndarray,

@@ -1,4 +1,5 @@
-"""`explorer evaluate`: every analysis of a workspace, as one JSON-able dict (see report.py).
+"""`explorer evaluate`: every analysis of a workspace, as one typed `Report` (report_model.py;
+report.py writes it).
 
 Per block and SAE: SAE metrics at every step on held-out samples, dictionary coverage and
 purity with the best feature per label, feature evolution (where features peak, how many fire
@@ -13,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,15 @@ from explorer.analysis.matching import (
 )
 from explorer.analysis.progress import Cancel, Progress, check, scaled
 from explorer.analysis.reader import FeatureIndex, write_matches
+from explorer.analysis.report_model import (
+    COMPOSITION,
+    BlockReport,
+    Curve,
+    Report,
+    SaeReport,
+    StoreSummary,
+    composition_json,
+)
 from explorer.analysis.truth import (
     EXACT,
     PSEUDO,
@@ -48,8 +58,6 @@ from explorer.analysis.truth import (
     truth_kind,
 )
 
-REPORT_SCHEMA = "concept-explorer/report"
-REPORT_VERSION = 1
 # SAE metrics read at most this many held-out samples per step (bounded cost on big stores).
 METRIC_SAMPLES = 64
 BEST_KINDS = ("colour", "shape", "background", "place", "object")
@@ -249,8 +257,8 @@ def evaluate_workspace(
     seed: int = 0,
     model=None,
     ground_truth: str = "auto",
-) -> dict:
-    """Run every analysis on a workspace and return the report dict (report.py writes it).
+) -> Report:
+    """Run every analysis on a workspace and return the report (report.py writes it).
 
     Index settings default to the workspace's ("index" in its settings) so that indexes built
     by `explorer demo` or `explorer index` stay current; masks default to its "masks" entry.
@@ -265,162 +273,221 @@ def evaluate_workspace(
     `validation` per block). Pseudo-masks are cached in the workspace (pseudo_masks.py); building
     them needs the store's model: `model`, else the workspace's is loaded.
     """
-    from explorer.analysis.errors import AnalysisError
-
     t0 = time.perf_counter()
-    opened = None  # pseudo-masks opened here, closed at the end
     own_store = store is None
     if own_store:
         store = workspace.store()
+    run = None
     try:
-        saes = workspace.saes()
-        if not saes:
-            raise AnalysisError(f"workspace {workspace.root} has no SAEs (train one first)")
-        holdout = _holdout_rule(saes, settings.holdout_every if settings else None)
-        if masks is None and workspace.settings.get("masks"):
-            masks = workspace.root / workspace.settings["masks"]
-        if settings is None:
-            settings = workspace_index_settings(workspace, masks)
-            holdout = _holdout_rule(saes, settings.holdout_every)
-        settings = replace(settings, holdout_every=holdout)
-        if ground_truth not in GROUND_TRUTHS:
-            raise AnalysisError(f"ground truth {ground_truth!r}: choose one of {', '.join(GROUND_TRUTHS)}")
-        exact = truth if truth is not None else open_truth(store, settings.masks, settings.use_checker)
-        truth, truth_note = exact, None
-        if ground_truth == "masks" and exact is None:
-            raise AnalysisError(f"{store.path} has no masks and none were given (--masks); "
-                                "use --ground-truth cross-attention")
-        if ground_truth == "cross-attention" or exact is None:
-            truth, truth_note = _pseudo(workspace, store, model, device, ground_truth,
-                                        scaled(progress, 0.0, 0.1), cancel)
-            opened = truth
-        validate = exact is not None and truth is not exact
-        step = scaled(progress, 0.1, 0.45)
-        for k, entry in enumerate(saes):
-            check(cancel)
-            if build_missing:
-                # The index's own dictionary keeps the masks (the app's labels); one against
-                # pseudo-masks is made from the index's codes below.
-                build_index(
-                    store, entry.path, settings, truth=exact, cancel=cancel, device=device,
-                    progress=scaled(step, k / len(saes), (k + 1) / len(saes), f"[{entry.id}] "),
-                )
-            elif not entry.index_path.is_file():
-                raise AnalysisError(f"{entry.id} has no index; run `explorer index` first")
-        label_samples, held = split_samples(store.n_samples, holdout)
-        # Without a real hold-out set the numbers are read on trained-on samples: said so.
-        held_out = has_holdout(store.n_samples, holdout)
-        metric_samples = held[:METRIC_SAMPLES]
-        blocks = {}
-        groups = _sae_groups(saes)
-        n_groups = len(groups)
-        span = 0.55 if model is None or truth is None else 0.45  # the rest: cross-attention
-        composition_samples: list[int] = []
-        for g, (block, entries) in enumerate(groups.items()):
-            base = 0.45 + span * g / n_groups
-            width = span / n_groups
-            report = {"saes": {}, "matching": []}
-            consecutive: list[Matching] = []
-            if len(entries) > 1:
-                # Before the indexes are opened for reading: HDF5 will not open a file for
-                # writing while this process holds it open read-only.
-                if progress is not None:
-                    progress(base, f"matching {block}")
-                report["matching"], consecutive = match_block(entries, cancel)
-            indexes = {e.id: FeatureIndex.open(e.index_path) for e in entries}
-            try:
-                for k, entry in enumerate(entries):
-                    check(cancel)
-                    if progress is not None:
-                        progress(base + width * 0.4 * k / len(entries), f"metrics {entry.id}")
-                    ix = indexes[entry.id]
-                    report["saes"][entry.id] = {
-                        "t": entry.t,
-                        "k": entry.k,
-                        "d_sae": entry.n_latents,
-                        "metrics_by_step": sae_metrics(store, entry, metric_samples, device),
-                        "metrics_samples": len(metric_samples),
-                        "dictionary": dictionary_summary(ix),
-                        "evolution": evolution_summary(ix),
-                    }
-                if consecutive:
-                    report["chains"] = chains([indexes[e.id] for e in _per_step(entries)], consecutive)
-                if truth is not None:
-                    per_step = _per_step(entries) or entries
-                    eval_samples = indexes[per_step[0].id].held_out_samples()
-                    composition_samples = composition_samples or eval_samples
-                    if progress is not None:
-                        progress(base + width * 0.6, f"composition {block}")
-                    mine = truth_curves(store, truth, block, entries, indexes, label_samples,
-                                        eval_samples, seed=seed, cancel=cancel,
-                                        own_dictionaries=truth is exact)
-                    _put_curves(report, mine, truth_kind(truth))
-                    if mine["probe"] is not None:
-                        mine["probe"].weights.save(workspace.probe_path(block))  # for the Sample view
-                    if validate:
-                        if progress is not None:
-                            progress(base + width * 0.8, f"against the masks {block}")
-                        theirs = truth_curves(store, exact, block, entries, indexes, label_samples,
-                                              eval_samples, seed=seed, cancel=cancel)
-                        report["validation"] = validation(
-                            mine, theirs, exact, truth, store, range(store.n_samples),
-                            {block: store.geometry(block)[:2]}, truth_kind(exact))
-            finally:
-                for ix in indexes.values():
-                    ix.close()
-            blocks[block] = report
-        curved = [b for b, rep in blocks.items() if "composition" in rep]
-        if model is not None and curved:
-            from explorer.analysis.cross_attention import attention_composition
-
-            curves = attention_composition(
-                model, store, truth, curved, composition_samples, cancel=cancel,
-                progress=scaled(progress, 0.9, 1.0, "") if progress is not None else None,
-            )
-            for b, curve in curves.items():
-                blocks[b]["cross_attention"] = curve.to_json()
-                if truth_kind(truth) != PSEUDO:  # pseudo-masks are word masks already
-                    _add_word_dictionaries(blocks[b], groups[b], curve, cancel)
-        out = {
-            "schema": REPORT_SCHEMA,
-            "version": REPORT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "workspace": workspace.name,
-            "store": {
-                "path": str(store.path),
-                "n_samples": store.n_samples,
-                "n_steps": store.n_steps,
-                "t": store.t,
-                "blocks": store.blocks,
-                "fingerprint": getattr(store, "fingerprint", ""),
-                "model": store.meta.get("model_name", "") if hasattr(store, "meta") else "",
-            },
-            "ground_truth": _truth_name(truth, truth_note),
-            "ground_truth_kind": truth_kind(truth),
-            "held_out_samples": len(held) if held_out else 0,
-            "holdout_every": holdout,
-            "blocks": blocks,
-        }
-        if isinstance(truth, PseudoMaskTruth):
-            out["pseudo_masks"] = _pseudo_summary(truth)
-        if model is not None and not any("cross_attention" in b for b in blocks.values()):
-            out["cross_attention_note"] = (
-                f"no ground truth to score it against ({truth_note or 'no masks'})" if truth is None
-                else "no block has a composition curve")
-        if isinstance(truth, ShapesTruth):
-            out["bars"] = shapes_bars(blocks)
-        out["seconds"] = time.perf_counter() - t0
+        run = _setup(workspace, store, masks, settings, truth, ground_truth,
+                     _Run(store=store, workspace=workspace, progress=progress, cancel=cancel, device=device,
+                          seed=seed, model=model))
+        _build_indexes(run, build_missing)
+        blocks, groups, composition_samples = _evaluate_blocks(run)
+        _add_attention(run, blocks, groups, composition_samples)
+        report = _assemble(workspace, run, blocks)
+        report.seconds = time.perf_counter() - t0
         if progress is not None:
             progress(1.0, "evaluation done")
-        return out
+        return report
     finally:
-        if opened is not None:
-            opened.close()
+        if run is not None and run.opened is not None:
+            run.opened.close()
         if own_store:
             store.close()
 
 
-def _add_word_dictionaries(report: dict, entries, curve, cancel: Cancel | None) -> None:
+@dataclass
+class _Run:
+    """One evaluation's inputs, shared by its stages."""
+
+    store: object
+    workspace: object = None
+    progress: Progress | None = None
+    cancel: Cancel | None = None
+    device: str = "cpu"
+    seed: int = 0
+    model: object = None
+    saes: list = field(default_factory=list)
+    settings: IndexSettings | None = None
+    holdout: int = 0
+    exact: object = None  # the masks (the store's or the user's), if any
+    truth: object = None  # what the curves are scored against: `exact` or pseudo-masks
+    truth_note: str | None = None  # why there is no truth
+    opened: object = None  # pseudo-masks opened here, closed at the end
+
+    @property
+    def validate(self) -> bool:
+        """Scored against pseudo-masks where masks exist: each curve against both."""
+        return self.exact is not None and self.truth is not self.exact
+
+    def say(self, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(fraction, message)
+
+
+def _setup(workspace, store, masks, settings, truth, ground_truth, run: _Run) -> _Run:
+    """The SAEs, index settings and ground truth of an evaluation (AnalysisError if unusable)."""
+    from explorer.analysis.errors import AnalysisError
+
+    run.saes = workspace.saes()
+    if not run.saes:
+        raise AnalysisError(f"workspace {workspace.root} has no SAEs (train one first)")
+    run.holdout = _holdout_rule(run.saes, settings.holdout_every if settings else None)
+    if masks is None and workspace.settings.get("masks"):
+        masks = workspace.root / workspace.settings["masks"]
+    if settings is None:
+        settings = workspace_index_settings(workspace, masks)
+        run.holdout = _holdout_rule(run.saes, settings.holdout_every)
+    run.settings = replace(settings, holdout_every=run.holdout)
+    if ground_truth not in GROUND_TRUTHS:
+        raise AnalysisError(f"ground truth {ground_truth!r}: choose one of {', '.join(GROUND_TRUTHS)}")
+    exact = truth if truth is not None else open_truth(store, settings.masks, settings.use_checker)
+    run.exact = run.truth = exact
+    if ground_truth == "masks" and exact is None:
+        raise AnalysisError(f"{store.path} has no masks and none were given (--masks); "
+                            "use --ground-truth cross-attention")
+    if ground_truth == "cross-attention" or exact is None:
+        run.truth, run.truth_note = _pseudo(workspace, store, run.model, run.device, ground_truth,
+                                            scaled(run.progress, 0.0, 0.1), run.cancel)
+        run.opened = run.truth
+    return run
+
+
+def _build_indexes(run: _Run, build_missing: bool) -> None:
+    from explorer.analysis.errors import AnalysisError
+
+    step = scaled(run.progress, 0.1, 0.45)
+    n = len(run.saes)
+    for k, entry in enumerate(run.saes):
+        check(run.cancel)
+        if build_missing:
+            # The index's own dictionary keeps the masks (the app's labels); one against
+            # pseudo-masks is made from the index's codes below.
+            build_index(
+                run.store, entry.path, run.settings, truth=run.exact, cancel=run.cancel,
+                device=run.device, progress=scaled(step, k / n, (k + 1) / n, f"[{entry.id}] "),
+            )
+        elif not entry.index_path.is_file():
+            raise AnalysisError(f"{entry.id} has no index; run `explorer index` first")
+
+
+def _evaluate_blocks(run: _Run) -> tuple[dict[str, BlockReport], dict[str, list], list[int]]:
+    """Each block's report, its SAEs, and the held-out samples of the first block's curve."""
+    label_samples, held = split_samples(run.store.n_samples, run.holdout)
+    metric_samples = held[:METRIC_SAMPLES]
+    groups = _sae_groups(run.saes)
+    span = 0.55 if run.model is None or run.truth is None else 0.45  # the rest: cross-attention
+    blocks = {}
+    composition_samples: list[int] = []
+    for g, (block, entries) in enumerate(groups.items()):
+        where = (0.45 + span * g / len(groups), span / len(groups))
+        blocks[block], samples = _evaluate_block(run, block, entries, where, label_samples,
+                                                 metric_samples)
+        composition_samples = composition_samples or samples
+    return blocks, groups, composition_samples
+
+
+def _evaluate_block(run: _Run, block: str, entries, where: tuple[float, float], label_samples,
+                    metric_samples) -> tuple[BlockReport, list[int]]:
+    """One block: matching, each SAE's metrics and dictionary, its curves; and the held-out
+    samples its curves were read on ([] without ground truth)."""
+    base, width = where
+    rep = BlockReport()
+    consecutive: list[Matching] = []
+    if len(entries) > 1:
+        # Before the indexes are opened for reading: HDF5 will not open a file for writing
+        # while this process holds it open read-only.
+        run.say(base, f"matching {block}")
+        rep.matching, consecutive = match_block(entries, run.cancel)
+    indexes = {e.id: FeatureIndex.open(e.index_path) for e in entries}
+    try:
+        for k, entry in enumerate(entries):
+            check(run.cancel)
+            run.say(base + width * 0.4 * k / len(entries), f"metrics {entry.id}")
+            rep.saes[entry.id] = _sae_report(run, entry, indexes[entry.id], metric_samples)
+        if consecutive:
+            rep.chains = chains([indexes[e.id] for e in _per_step(entries)], consecutive)
+        if run.truth is None:
+            return rep, []
+        per_step = _per_step(entries) or entries
+        eval_samples = indexes[per_step[0].id].held_out_samples()
+        run.say(base + width * 0.6, f"composition {block}")
+        mine = truth_curves(run.store, run.truth, block, entries, indexes, label_samples,
+                            eval_samples, seed=run.seed, cancel=run.cancel,
+                            own_dictionaries=run.truth is run.exact)
+        _put_curves(rep, mine, truth_kind(run.truth))
+        if mine["probe"] is not None:
+            mine["probe"].weights.save(run.workspace.probe_path(block))  # for the Sample view
+        if run.validate:
+            run.say(base + width * 0.8, f"against the masks {block}")
+            theirs = truth_curves(run.store, run.exact, block, entries, indexes, label_samples,
+                                  eval_samples, seed=run.seed, cancel=run.cancel)
+            rep.validation = validation(
+                mine, theirs, run.exact, run.truth, run.store, range(run.store.n_samples),
+                {block: run.store.geometry(block)[:2]}, truth_kind(run.exact))
+        return rep, eval_samples
+    finally:
+        for ix in indexes.values():
+            ix.close()
+
+
+def _sae_report(run: _Run, entry, ix: FeatureIndex, metric_samples: list[int]) -> SaeReport:
+    return SaeReport(
+        t=entry.t, k=entry.k, d_sae=entry.n_latents,
+        metrics_by_step=sae_metrics(run.store, entry, metric_samples, run.device),
+        dictionary=dictionary_summary(ix),
+        extra={"metrics_samples": len(metric_samples), "evolution": evolution_summary(ix)},
+    )
+
+
+def _add_attention(run: _Run, blocks: dict[str, BlockReport], groups: dict[str, list],
+                   samples: list[int]) -> None:
+    """With a model: the cross-attention (DAAM) curve of each block that has a composition
+    curve, on the same held-out samples, and (against masks) the mask-free dictionaries."""
+    curved = [b for b, rep in blocks.items() if rep.composition is not None]
+    if run.model is None or not curved:
+        return
+    from explorer.analysis.cross_attention import CROSS_ATTENTION, attention_composition
+
+    curves = attention_composition(
+        run.model, run.store, run.truth, curved, samples, cancel=run.cancel,
+        progress=scaled(run.progress, 0.9, 1.0, "") if run.progress is not None else None,
+    )
+    for b, curve in curves.items():
+        blocks[b].curves[CROSS_ATTENTION] = curve.curve()
+        if truth_kind(run.truth) != PSEUDO:  # pseudo-masks are word masks already
+            _add_word_dictionaries(blocks[b], groups[b], curve, run.cancel)
+
+
+def _assemble(workspace, run: _Run, blocks: dict[str, BlockReport]) -> Report:
+    from explorer.analysis.cross_attention import CROSS_ATTENTION
+
+    store, truth = run.store, run.truth
+    _, held = split_samples(store.n_samples, run.holdout)
+    # Without a real hold-out set the numbers are read on trained-on samples: said so.
+    held_out = has_holdout(store.n_samples, run.holdout)
+    report = Report(
+        blocks=blocks, workspace=workspace.name, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        store=StoreSummary(
+            path=str(store.path), n_samples=store.n_samples, n_steps=store.n_steps, t=store.t,
+            blocks=store.blocks, fingerprint=getattr(store, "fingerprint", ""),
+            model=store.meta.get("model_name", "") if hasattr(store, "meta") else ""),
+        ground_truth=_truth_name(truth, run.truth_note), ground_truth_kind=truth_kind(truth),
+        held_out_samples=len(held) if held_out else 0, holdout_every=run.holdout,
+    )
+    if isinstance(truth, PseudoMaskTruth):
+        report.extra["pseudo_masks"] = _pseudo_summary(truth)
+    if run.model is not None and not any(CROSS_ATTENTION in b.curves for b in blocks.values()):
+        report.extra["cross_attention_note"] = (
+            f"no ground truth to score it against ({run.truth_note or 'no masks'})" if truth is None
+            else "no block has a composition curve")
+    if isinstance(truth, ShapesTruth):
+        report.bars = shapes_bars(blocks)
+    return report
+
+
+def _add_word_dictionaries(report: BlockReport, entries, curve, cancel: Cancel | None) -> None:
     """Each SAE's mask-free dictionary from the regenerated samples' word masks
     (cross_attention.word_dictionary), beside its exact-mask one."""
     from explorer.analysis.cross_attention import word_dictionary, word_dictionary_summary
@@ -430,7 +497,7 @@ def _add_word_dictionaries(report: dict, entries, curve, cancel: Cancel | None) 
         ix = FeatureIndex.open(entry.index_path)
         try:
             words = word_dictionary(ix, curve.word_truth)
-            report["saes"][entry.id]["word_dictionary"] = word_dictionary_summary(
+            report.saes[entry.id].word_dictionary = word_dictionary_summary(
                 words, ix.dictionary_table, len(curve.word_truth))
         finally:
             ix.close()
@@ -541,16 +608,20 @@ def truth_curves(store, truth, block: str, entries, indexes: dict, label_samples
             "tables": tables, "composition": curve, "alone": alone, "probe": probe}
 
 
-def _put_curves(report: dict, curves: dict, kind: str | None) -> None:
-    curve = curves["composition"]
-    report["composition"] = {**curve.to_json(), "ground_truth": kind}
-    report["composition_miou"] = curve.miou
-    report["baseline_miou"] = curve.baseline
-    for sid, alone in curves["alone"].items():
-        report["saes"][sid]["composition"] = alone.to_json()
-        report["saes"][sid]["dictionary"] = {**curves["dictionaries"][sid], "ground_truth": kind}
+def _put_curves(report: BlockReport, curves: dict, kind: str | None) -> None:
+    """A block's curves (truth_curves) into its report, each marked with its ground truth."""
+    from explorer.analysis.linear_probe import LINEAR_PROBE
+
+    found = curves["composition"].curves()
     if curves["probe"] is not None:
-        report["linear_probe"] = {**curves["probe"].to_json(), "ground_truth": kind}
+        found[LINEAR_PROBE] = curves["probe"].curve()
+    for name, curve in found.items():
+        curve.ground_truth = kind
+        report.curves[name] = curve
+    for sid, alone in curves["alone"].items():
+        # As report.json has always held it: the concept vote nested in the curve.
+        report.saes[sid].composition = Curve.from_json(composition_json(alone.curves()))
+        report.saes[sid].dictionary = {**curves["dictionaries"][sid], "ground_truth": kind}
 
 
 def validation(pseudo: dict, exact: dict, exact_truth, pseudo_truth, store, samples,
@@ -585,8 +656,8 @@ def validation(pseudo: dict, exact: dict, exact_truth, pseudo_truth, store, samp
             "curves": curves, "dictionaries": dictionaries}
 
 
-def _mid_step_sae(saes: dict) -> str | None:
-    single = [(sid, s["t"][0]) for sid, s in saes.items() if len(s["t"]) == 1]
+def _mid_step_sae(saes: dict[str, SaeReport]) -> str | None:
+    single = [(sid, s.t[0]) for sid, s in saes.items() if len(s.t) == 1]
     return min(single, key=lambda p: abs(p[1] - 0.5))[0] if single else None
 
 
@@ -612,42 +683,49 @@ def curve_bar(miou: list[float], base: list[float]) -> dict:
     }
 
 
-def shapes_bars(blocks: dict) -> dict:
+def shapes_bars(blocks: dict[str, BlockReport | dict]) -> dict:
     """The issue's acceptance bars on the bundled world, evaluated on this run's numbers.
 
     The bar is scored on the paper's curve (each step read through the SAE trained nearest
     to it). Beside it, `fixed_dictionary` applies the same rule to each SAE's curve alone
     (one dictionary at every step): where the paper's curve jumps at the steps where it
-    switches SAE, those say whether the layout or the dictionary changed.
+    switches SAE, those say whether the layout or the dictionary changed. Every other curve
+    of the block with a baseline gets the same rule under its own name.
     """
+    blocks = {b: r if isinstance(r, BlockReport) else BlockReport.from_json(r)
+              for b, r in blocks.items()}
     bars = {}
     for block, rep in blocks.items():
-        if "composition_miou" not in rep:
+        comp = rep.composition
+        if comp is None or comp.baseline is None:
             continue
-        bars[block] = {**curve_bar(rep["composition_miou"], rep["baseline_miou"]), "rule": CURVE_RULE}
-        fixed = [
-            {"sae": sid, **curve_bar(s["composition"]["miou"], s["composition"]["baseline_miou"])}
-            for sid, s in rep.get("saes", {}).items() if s.get("composition")
-        ]
+        bars[block] = {**curve_bar(comp.miou, comp.baseline), "rule": CURVE_RULE}
+        fixed = [{"sae": sid, **curve_bar(s.composition.miou, s.composition.baseline)}
+                 for sid, s in rep.saes.items() if s.composition and s.composition.baseline]
         if fixed:
             bars[block]["fixed_dictionary"] = fixed
-        c = rep.get("composition", {})
-        if c.get("vote_miou"):
-            bars[block]["concept_vote"] = curve_bar(c["vote_miou"], c["vote_baseline_miou"])
-        probe = rep.get("linear_probe")
-        if probe:
-            bars[block]["linear_probe"] = curve_bar(probe["miou"], probe["baseline_miou"])
-    mid_block = next((b for b in blocks if "mid_block" in b), None)
-    if mid_block is not None:
-        sid = _mid_step_sae(blocks[mid_block]["saes"])
-        if sid is not None:
-            d = blocks[mid_block]["saes"][sid]["dictionary"]
-            if d.get("available"):
-                kinds = {"colour", "shape", "background"}
-                bars["mid_block_dictionary"] = {
-                    "sae": sid,
-                    "coverage": d["coverage"],
-                    "coverage_at_least_half": bool(d["coverage"] >= 0.5),
-                    "best_features": [b for b in d["best"] if b["kind"] in kinds],
-                }
+        for name, curve in rep.curves.items():
+            if name != COMPOSITION and curve.baseline:
+                bars[block][name] = curve_bar(curve.miou, curve.baseline)
+    mid = _mid_block_dictionary(blocks)
+    if mid is not None:
+        bars["mid_block_dictionary"] = mid
     return bars
+
+
+def _mid_block_dictionary(blocks: dict[str, BlockReport]) -> dict | None:
+    """The dictionary bar: the mid block's SAE nearest t = 0.5 covers half its live features."""
+    mid_block = next((b for b in blocks if "mid_block" in b), None)
+    sid = _mid_step_sae(blocks[mid_block].saes) if mid_block is not None else None
+    if sid is None:
+        return None
+    d = blocks[mid_block].saes[sid].dictionary
+    if not d.get("available"):
+        return None
+    kinds = {"colour", "shape", "background"}
+    return {
+        "sae": sid,
+        "coverage": d["coverage"],
+        "coverage_at_least_half": bool(d["coverage"] >= 0.5),
+        "best_features": [b for b in d["best"] if b["kind"] in kinds],
+    }

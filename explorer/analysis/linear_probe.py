@@ -39,12 +39,15 @@ import numpy as np
 from explorer.analysis.composition import derangement, object_grids
 from explorer.analysis.masks import DAAM_THRESHOLD, iou_matrix, minmax_mask
 from explorer.analysis.progress import Cancel, Progress, check
+from explorer.analysis.report_model import Curve
 
 # The probe's maps are read as DAAM reads a word's attention (masks.minmax_mask).
 THRESHOLD = DAAM_THRESHOLD
 # Ridge strength relative to the mean diagonal of XᵀX (scale-free across blocks and models).
 RIDGE = 1e-3
 DEFAULT_BUDGET = 256 << 20
+# The curve's name in the report (report_model.BlockReport.curves).
+LINEAR_PROBE = "linear_probe"
 
 
 @dataclass
@@ -131,19 +134,12 @@ class ProbeCurve:
     ridge: float = RIDGE
     weights: ProbeWeights | None = field(default=None, repr=False)
 
-    def to_json(self) -> dict:
-        return {
-            "t": self.t,
-            "miou": self.miou,
-            "baseline_miou": self.baseline,
-            "n_objects": self.n_objects,
-            "n_samples": self.n_samples,
-            "n_train_samples": self.n_train_samples,
-            "n_words": self.n_words,
-            "branch": self.branch,
-            "threshold": self.threshold,
-            "ridge": self.ridge,
-        }
+    def curve(self) -> Curve:
+        """The report's curve (LINEAR_PROBE)."""
+        return Curve(self.t, self.miou, self.baseline, self.n_objects, self.n_samples,
+                     extra={"n_train_samples": self.n_train_samples, "n_words": self.n_words,
+                            "branch": self.branch, "threshold": self.threshold,
+                            "ridge": self.ridge})
 
 
 def word_targets(objects: Sequence[tuple[set[str], np.ndarray]], vocab: dict[str, int]) -> np.ndarray:
@@ -243,56 +239,78 @@ def block_probe(
     # Held-out samples with truth, in order: the baseline's derangement runs over all of them
     # (as composition's does), objects or not.
     held = grid_objects(held_samples)
-    kept = list(held)
-    perm = derangement(len(kept), seed)
-    count = sum(len(held[i]) for i in kept)
-
-    own = np.zeros(S)
-    base = np.zeros(S)
+    run = _ProbeRun(store, block, branch, vocab, train, held, derangement(len(held), seed),
+                    progress, cancel)
     all_weights = np.zeros((S, d + 1, len(vocab)), np.float32)
     groups = step_groups(S, d, len(vocab), budget_bytes)
-    total = len(groups) * (len(train) + len(kept))
-    done = 0
+    run.total = len(groups) * (len(train) + len(held))
     for steps in groups:
-        G = len(steps)
-        xtx = np.zeros((G, d + 1, d + 1))
-        xty = np.zeros((G, d + 1, len(vocab)))
-        for i, objs in train.items():
-            check(cancel)
-            y = word_targets(objs, vocab)  # made per sample: all of them would grow with the store
-            x = _with_bias(store.maps(block, branch, i, steps))
-            for g in range(G):  # step by step: a temporary of one step's size, not the group's
-                xtx[g] += x[g].T @ x[g]
-                xty[g] += x[g].T @ y
-            done += 1
-            if progress is not None:
-                progress(done / total, f"probe {block}: fitting")
-        weights = np.stack([solve_ridge(xtx[g], xty[g]) for g in range(G)])
+        weights = run.fit(steps)
         all_weights[steps] = weights
-        for j, i in enumerate(kept):
-            check(cancel)
-            done += 1
-            objs = held[i]
-            if not objs:
-                continue
-            gts = np.stack([m for _, m in objs])
-            mine = _with_bias(store.maps(block, branch, i, steps)) @ weights
-            theirs = _with_bias(store.maps(block, branch, kept[perm[j]], steps)) @ weights
-            for g, s in enumerate(steps):
-                own[s] += np.diag(iou_matrix(object_masks(mine[g], objs, vocab), gts)).sum()
-                base[s] += np.diag(iou_matrix(object_masks(theirs[g], objs, vocab), gts)).sum()
-            if progress is not None:
-                progress(done / total, f"probe {block}: scoring")
-    denom = max(count, 1)
+        run.score(steps, weights)
+    denom = max(sum(len(objs) for objs in held.values()), 1)
     return ProbeCurve(
         t=list(store.t),
-        miou=[float(x) for x in own / denom],
-        baseline=[float(x) for x in base / denom],
-        n_objects=count,
-        n_samples=len(kept),
+        miou=[float(x) for x in run.own / denom],
+        baseline=[float(x) for x in run.base / denom],
+        n_objects=sum(len(objs) for objs in held.values()),
+        n_samples=len(held),
         n_train_samples=len(train),
         n_words=len(vocab),
         branch=branch,
         weights=ProbeWeights(all_weights, list(vocab), block, branch, getattr(store, "fingerprint", ""),
                              len(train)),
     )
+
+
+class _ProbeRun:
+    """`block_probe`'s fit and score over one group of steps at a time, with its sums."""
+
+    def __init__(self, store, block, branch, vocab, train, held, perm, progress, cancel):
+        self.store, self.block, self.branch, self.vocab = store, block, branch, vocab
+        self.train, self.held, self.kept, self.perm = train, held, list(held), perm
+        self.progress, self.cancel = progress, cancel
+        self.own = np.zeros(store.n_steps)
+        self.base = np.zeros(store.n_steps)
+        self.done = 0
+        self.total = 1
+
+    def _tick(self, what: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done / self.total, f"probe {self.block}: {what}")
+
+    def _x(self, sample: int, steps: list[int]) -> np.ndarray:
+        return _with_bias(self.store.maps(self.block, self.branch, sample, steps))
+
+    def fit(self, steps: list[int]) -> np.ndarray:
+        """(G, d + 1, V) ridge weights of the steps, from the normal equations over the
+        fitting samples."""
+        G, d1 = len(steps), self.store.geometry(self.block)[2] + 1
+        xtx = np.zeros((G, d1, d1))
+        xty = np.zeros((G, d1, len(self.vocab)))
+        for i, objs in self.train.items():
+            check(self.cancel)
+            y = word_targets(objs, self.vocab)  # per sample: all of them would grow with the store
+            x = self._x(i, steps)
+            for g in range(G):  # step by step: a temporary of one step's size, not the group's
+                xtx[g] += x[g].T @ x[g]
+                xty[g] += x[g].T @ y
+            self._tick("fitting")
+        return np.stack([solve_ridge(xtx[g], xty[g]) for g in range(G)])
+
+    def score(self, steps: list[int], weights: np.ndarray) -> None:
+        """Each held-out sample's objects read through the probe, against its partner's Δ."""
+        for j, i in enumerate(self.kept):
+            check(self.cancel)
+            objs = self.held[i]
+            if not objs:
+                self.done += 1
+                continue
+            gts = np.stack([m for _, m in objs])
+            mine = self._x(i, steps) @ weights
+            theirs = self._x(self.kept[self.perm[j]], steps) @ weights
+            for g, s in enumerate(steps):
+                self.own[s] += np.diag(iou_matrix(object_masks(mine[g], objs, self.vocab), gts)).sum()
+                self.base[s] += np.diag(iou_matrix(object_masks(theirs[g], objs, self.vocab), gts)).sum()
+            self._tick("scoring")

@@ -164,57 +164,70 @@ def build_pseudo_masks(
                 res = generate(model, prompts, [int(store.seeds[i]) for i in batch], sampling,
                                settings["guidance"], on_step=on_step, cross_attention=blocks,
                                cancel=cancel)
-                image_shape = tuple(res.images.shape[1:3])
                 for j, i in enumerate(batch):
-                    same = bool(np.array_equal(res.images[j], store.image(i)))
-                    reproduced += same
                     try:
                         words = content_words(prompt_tokens(model.pipe.tokenizer, prompts[j]))
                     except ValueError:  # a tokenizer that merges across words
                         words = []
                         unplaced += 1
-                    g = samples.create_group(str(i))
-                    g.attrs["shape"] = np.asarray(image_shape, np.int64)
-                    g.attrs["reproduced"] = same
-                    masks = word_masks(heat["sum"][j], words, image_shape, threshold)
-                    for (p, w, tokens), mask in zip(words, masks, strict=True):
-                        if not mask.any():
-                            continue
-                        ds = g.create_dataset(f"{w}#{p}", data=mask, compression="gzip",
-                                              shuffle=True)
-                        ds.attrs["kind"] = "word"
-                        ds.attrs["position"] = p
-                        ds.attrs["tokens"] = np.asarray(tokens, np.int64)
-                        n_words += 1
+                    same, written = _write_sample(samples, i, res.images[j], store.image(i),
+                                                  words, heat["sum"][j], threshold)
+                    reproduced += same
+                    n_words += written
                 heat.clear()
                 if progress is not None:
                     progress(batch[-1] / max(n - 1, 1) if n > 1 else 1.0,
                              f"pseudo-masks: sample {batch[-1] + 1}/{n}")
-            attrs = {
-                "schema": PSEUDO_SCHEMA,
-                "version": VERSION,
-                "model_fingerprint": model.fingerprint(),
-                "store_fingerprint": store.fingerprint,
-                "store_path": str(Path(store.path).resolve()),
-                "threshold": float(threshold),
-                "last_steps_share": float(LAST_STEPS),
-                "summed_steps": np.asarray(sorted(summed), np.int64),
-                "sampling_steps": sampling,
-                "blocks": ",".join(blocks),
-                "n_samples": n,
-                "n_words": n_words,
-                "images_reproduced": reproduced,
-                "prompts_unplaced": unplaced,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            for key, value in attrs.items():
-                f.attrs[key] = value
+            f.attrs.update(_file_attrs(model, store, threshold, sorted(summed), sampling, blocks))
+            f.attrs.update({"n_words": n_words, "images_reproduced": reproduced,
+                            "prompts_unplaced": unplaced})
             f.attrs["complete"] = True
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)  # a reader never sees half a file
     return path
+
+
+def _file_attrs(model, store, threshold: float, summed: list[int], sampling: int,
+                blocks: list[str]) -> dict:
+    """What a pseudo-mask file records of how it was made (`usable` and the report read them)."""
+    return {
+        "schema": PSEUDO_SCHEMA,
+        "version": VERSION,
+        "model_fingerprint": model.fingerprint(),
+        "store_fingerprint": store.fingerprint,
+        "store_path": str(Path(store.path).resolve()),
+        "threshold": float(threshold),
+        "last_steps_share": float(LAST_STEPS),
+        "summed_steps": np.asarray(summed, np.int64),
+        "sampling_steps": sampling,
+        "blocks": ",".join(blocks),
+        "n_samples": store.n_samples,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _write_sample(samples, i: int, image: np.ndarray, stored: np.ndarray, words, heat,
+                  threshold: float) -> tuple[bool, int]:
+    """One regenerated sample's word masks into the file's `samples` group; whether its image
+    is the store's, and how many masks were written (an empty one is not)."""
+    same = bool(np.array_equal(image, stored))
+    image_shape = tuple(image.shape[:2])
+    g = samples.create_group(str(i))
+    g.attrs["shape"] = np.asarray(image_shape, np.int64)
+    g.attrs["reproduced"] = same
+    written = 0
+    for (p, w, tokens), mask in zip(words, word_masks(heat, words, image_shape, threshold),
+                                    strict=True):
+        if not mask.any():
+            continue
+        ds = g.create_dataset(f"{w}#{p}", data=mask, compression="gzip", shuffle=True)
+        ds.attrs["kind"] = "word"
+        ds.attrs["position"] = p
+        ds.attrs["tokens"] = np.asarray(tokens, np.int64)
+        written += 1
+    return same, written
 
 
 def pseudo_truth(

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from explorer.analysis.report_model import (
+    COMPOSITION,
+    CONCEPT_VOTE,
+    BlockReport,
+    Curve,
+    Report,
+    SaeReport,
+)
 from explorer.figures import Series, line_plot
 
 
@@ -33,15 +41,17 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def own_step_summary(s: dict) -> dict:
+def own_step_summary(s: SaeReport | dict) -> dict:
     """An SAE's report entry at its own step(s): mean explained variance, FVU, L0 and dead
     share over the steps it was trained on (NaN without any), and its trained t as text."""
-    own = [m for m in s.get("metrics_by_step", []) if m.get("trained_here")]
+    if isinstance(s, dict):
+        s = SaeReport.from_json(s)
+    own = [m for m in s.metrics_by_step if m.get("trained_here")]
 
     def mean(key: str) -> float:
         return sum(m[key] for m in own) / len(own) if own else float("nan")
 
-    t = s.get("t", [])
+    t = s.t
     return {
         "explained_variance": mean("explained_variance"), "fvu": mean("fvu"), "l0": mean("l0"),
         "dead_fraction": mean("dead_fraction"),
@@ -49,8 +59,68 @@ def own_step_summary(s: dict) -> dict:
     }
 
 
+# --- how each curve is shown ------------------------------------------------------------------
 @dataclass(frozen=True)
-class Curve:
+class CurveLook:
+    """How a block's curve is named and drawn in the figure, the table and the verdicts."""
+
+    name: str  # in sentences and the verdicts: "concept vote"
+    legend: str  # the figure's legend; {fields} from the curve's extra numbers
+    kind: str  # the figure's pen (FigureCurve.kind)
+    detail: str = ""  # what it reads, beside its name in the verdicts
+    column: str = ""  # the table's column ("" : name)
+    baseline_column: str = ""  # the table's column of its baseline ("": name + " baseline")
+    baseline_legend: str = ""  # drawn with this legend when set (the paper's curve's only)
+
+
+# The order of the figure's lines and the table's columns. A curve not named here is shown
+# under its report name all the same (`look`).
+CURVE_LOOKS = {
+    COMPOSITION: CurveLook("composition", "mIoU (own maps, nearest SAE)", "nearest",
+                           "each step's nearest SAE", "mIoU", "baseline", "baseline (other sample)"),
+    CONCEPT_VOTE: CurveLook("concept vote", "concept vote (every active feature)", "vote",
+                            "every active feature", baseline_column="vote baseline"),
+    "cross_attention": CurveLook("cross-attention (DAAM)",
+                                 "cross-attention (DAAM, threshold {threshold:g})", "attention",
+                                 column="cross-attention"),
+    "linear_probe": CurveLook("linear probe of Δ", "linear probe (ceiling)", "probe",
+                              "what the block holds", "linear probe", "probe baseline"),
+}
+
+
+def look(name: str) -> CurveLook:
+    """How the curve `name` is shown; a new curve, by its name until it is given a look."""
+    if name in CURVE_LOOKS:
+        return CURVE_LOOKS[name]
+    words = name.replace("_", " ")
+    return CurveLook(words, words, "other")
+
+
+def ordered_curves(rep: BlockReport) -> list[tuple[str, Curve]]:
+    """A block's curves in the order of `CURVE_LOOKS`, any others after them."""
+    order = list(CURVE_LOOKS)
+    return sorted(rep.curves.items(),
+                  key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
+
+def legend(name: str, curve: Curve) -> str:
+    try:
+        return look(name).legend.format(**curve.extra)
+    except (KeyError, ValueError):
+        return look(name).name
+
+
+def columns(name: str, curve: Curve) -> list[str]:
+    """The table's column(s) of a curve: its mIoU, and its baseline where it has one."""
+    lk = look(name)
+    cols = [lk.column or lk.name]
+    if curve.baseline is not None:
+        cols.append(lk.baseline_column or f"{lk.name} baseline")
+    return cols
+
+
+@dataclass(frozen=True)
+class FigureCurve:
     """One line of a block's composition figure."""
 
     label: str
@@ -58,32 +128,83 @@ class Curve:
     miou: list[float]
     kind: str  # "nearest": the paper's curve; "baseline"; "attention": cross-attention (DAAM);
     # "vote": the concept vote (every active feature); "probe": the linear probe's ceiling;
-    # "alone": one SAE's dictionary fixed
+    # "alone": one SAE's dictionary fixed; "other": a curve without a look of its own
 
 
-def composition_curves(rep: dict) -> list[Curve]:
+def _block(rep: BlockReport | dict) -> BlockReport:
+    return rep if isinstance(rep, BlockReport) else BlockReport.from_json(rep)
+
+
+def composition_curves(rep: BlockReport | dict) -> list[FigureCurve]:
     """What the composition figure of one block's report draws (the report's PNG and the
-    app's Evaluation page alike): the paper's curve, its baseline, and each SAE the curve
-    switches between (and a shared one) alone at every step; the cross-attention (DAAM) curve
-    where the evaluation regenerated the samples; the linear probe's ceiling. Empty without a
-    composition."""
-    c = rep.get("composition")
-    if not c:
+    app's Evaluation page alike): the paper's curve, its baseline, every other curve of the
+    block (concept vote, cross-attention, linear probe, ...), and each SAE the curve switches
+    between (and a shared one) alone at every step. Empty without a composition."""
+    rep = _block(rep)
+    comp = rep.composition
+    if comp is None:
         return []
-    curves = [Curve("mIoU (own maps, nearest SAE)", c["t"], c["miou"], "nearest"),
-              Curve("baseline (other sample)", c["t"], c["baseline_miou"], "baseline")]
-    if c.get("vote_miou"):
-        curves.append(Curve("concept vote (every active feature)", c["t"], c["vote_miou"], "vote"))
-    a = rep.get("cross_attention")
-    if a:
-        curves.append(Curve(f"cross-attention (DAAM, threshold {a['threshold']:g})", a["t"], a["miou"], "attention"))
-    p = rep.get("linear_probe")
-    if p:
-        curves.append(Curve("linear probe (ceiling)", p["t"], p["miou"], "probe"))
-    for sid, s in rep.get("saes", {}).items():
-        if s.get("composition") and on_curve(sid, rep):
-            curves.append(Curve(f"{sid.split('/', 1)[-1]} alone", c["t"], s["composition"]["miou"], "alone"))
+    curves = []
+    for name, c in ordered_curves(rep):
+        curves.append(FigureCurve(legend(name, c), c.t, c.miou, look(name).kind))
+        if look(name).baseline_legend and c.baseline is not None:
+            curves.append(FigureCurve(look(name).baseline_legend, c.t, c.baseline, "baseline"))
+    for sid, s in rep.saes.items():
+        if s.composition and rep.on_curve(sid):
+            curves.append(FigureCurve(f"{sid.split('/', 1)[-1]} alone", comp.t, s.composition.miou,
+                                      "alone"))
     return curves
+
+
+# --- verdicts ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """One sentence on a curve's bar (evaluate.curve_bar): the Markdown report and the app's
+    Evaluation page format the same lines."""
+
+    block: str
+    text: str  # curve_verdict of the bar
+    name: str = ""  # "": the block's own (the paper's) curve; else the curve's look's name
+    detail: str = ""
+    sae: str | None = None  # the curve of this SAE alone
+
+
+def verdicts(report: Report | dict, block: str) -> list[Verdict]:
+    """The block's verdicts: the paper's curve, each SAE on it alone, every other curve that
+    has a bar; [] without bars (not the bundled world)."""
+    report = Report.coerce(report)
+    bar = report.bars.get(block)
+    if not bar or "first_step_miou" not in bar:
+        return []
+    rep = report.blocks.get(block) or BlockReport()
+    out = [Verdict(block, curve_verdict(bar))]
+    for f in bar.get("fixed_dictionary", []):
+        if rep.on_curve(f["sae"]):
+            out.append(Verdict(block, curve_verdict(f), sae=f["sae"]))
+    names = [n for n, _ in ordered_curves(rep)] + [n for n in bar if n not in rep.curves]
+    for name in names:
+        if name != COMPOSITION and isinstance(bar.get(name), dict):
+            lk = look(name)
+            out.append(Verdict(block, curve_verdict(bar[name]), lk.name, lk.detail))
+    return out
+
+
+def verdict_markdown(v: Verdict) -> str:
+    if v.sae is not None:
+        return f"  - one dictionary at every step, `{v.sae}`: {v.text}"
+    if not v.name:
+        return f"- {v.block}: {v.text}"
+    detail = f" ({v.detail})" if v.detail else ""
+    return f"  - {v.name}{detail}: {v.text}"
+
+
+def verdict_html(v: Verdict) -> str:
+    if v.sae is not None:
+        return f"<b>{v.sae.split('/', 1)[-1]}</b> alone: {v.text}"
+    if not v.name:
+        return f"<b>The paper's curve</b> ({look(COMPOSITION).detail}): {v.text}"
+    detail = f" ({v.detail})" if v.detail else ""
+    return f"<b>{v.name[:1].upper()}{v.name[1:]}</b>{detail}: {v.text}"
 
 
 def read_report(path: str | Path) -> dict | None:
@@ -105,48 +226,58 @@ def read_report(path: str | Path) -> dict | None:
     return report
 
 
-def write_figures(report: dict, folder: Path) -> dict[str, list[str]]:
+def load_report(path: str | Path) -> Report | None:
+    """`read_report` as a `Report`."""
+    report = read_report(path)
+    return None if report is None else Report.from_json(report)
+
+
+def write_figures(report: Report | dict, folder: Path) -> dict[str, list[str]]:
     """One PNG per block for composition, explained variance and features firing per step."""
+    report = Report.coerce(report)
     figures: dict[str, list[str]] = {}
     folder.mkdir(parents=True, exist_ok=True)
-    for block, rep in report["blocks"].items():
-        paths = []
-        curves = composition_curves(rep)
-        if curves:
-            series = [Series(c.label, c.t, c.miou, dashed=c.kind == "baseline", thin=c.kind == "alone")
-                      for c in curves]
-            gt = truth_label(report, rep)
-            p = line_plot(series, folder / f"composition_{_safe(block)}.png",
-                          title=f"Composition predicted early · {block}"
-                          + (f" · against {gt}" if gt else ""), xlabel="t (1.0 = first step)",
-                          ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True)
-            paths.append(p.name)
-        ev = [Series(sid.split("/", 1)[1], [m["t"] for m in s["metrics_by_step"]],
-                     [m["explained_variance"] for m in s["metrics_by_step"]])
-              for sid, s in rep["saes"].items()]
-        if ev:
-            p = line_plot(ev, folder / f"explained_variance_{_safe(block)}.png",
-                          title=f"Explained variance at every step · {block}", xlabel="t",
-                          ylabel="explained variance", x_reversed=True)
-            paths.append(p.name)
-        firing = [Series(sid.split("/", 1)[1], report["store"]["t"],
-                         s["evolution"]["share_firing_by_step"]) for sid, s in rep["saes"].items()]
-        if firing:
-            p = line_plot(firing, folder / f"firing_{_safe(block)}.png",
-                          title=f"Share of features firing at each step · {block}", xlabel="t",
-                          ylabel="share of features", ylim=(0.0, 1.0), x_reversed=True)
-            paths.append(p.name)
-        figures[block] = paths
+    for block, rep in report.blocks.items():
+        figures[block] = [p.name for p in _block_figures(report, block, rep, folder)]
     return figures
 
 
-def truth_label(report: dict, rep: dict | None = None) -> str | None:
+def _block_figures(report: Report, block: str, rep: BlockReport, folder: Path) -> list[Path]:
+    paths = []
+    curves = composition_curves(rep)
+    if curves:
+        series = [Series(c.label, c.t, c.miou, dashed=c.kind == "baseline", thin=c.kind == "alone")
+                  for c in curves]
+        gt = truth_label(report, rep)
+        paths.append(line_plot(series, folder / f"composition_{_safe(block)}.png",
+                               title=f"Composition predicted early · {block}"
+                               + (f" · against {gt}" if gt else ""), xlabel="t (1.0 = first step)",
+                               ylabel="mIoU", ylim=(0.0, 1.0), x_reversed=True))
+    ev = [Series(sid.split("/", 1)[1], [m["t"] for m in s.metrics_by_step],
+                 [m["explained_variance"] for m in s.metrics_by_step])
+          for sid, s in rep.saes.items()]
+    if ev:
+        paths.append(line_plot(ev, folder / f"explained_variance_{_safe(block)}.png",
+                               title=f"Explained variance at every step · {block}", xlabel="t",
+                               ylabel="explained variance", x_reversed=True))
+    firing = [Series(sid.split("/", 1)[1], report.store.t,
+                     s.extra["evolution"]["share_firing_by_step"]) for sid, s in rep.saes.items()]
+    if firing:
+        paths.append(line_plot(firing, folder / f"firing_{_safe(block)}.png",
+                               title=f"Share of features firing at each step · {block}", xlabel="t",
+                               ylabel="share of features", ylim=(0.0, 1.0), x_reversed=True))
+    return paths
+
+
+def truth_label(report: Report | dict, rep: BlockReport | dict | None = None) -> str | None:
     """The kind of ground truth a report's curves were scored against (exact masks, user masks,
     cross-attention pseudo-masks), from the block's composition or the report; None without."""
-    kind = ((rep or {}).get("composition") or {}).get("ground_truth") or report.get("ground_truth_kind")
+    report = Report.coerce(report)
+    comp = _block(rep).composition if rep is not None else None
+    kind = (comp.ground_truth if comp is not None else None) or report.ground_truth_kind
     if kind:
         return str(kind)
-    name = str(report.get("ground_truth") or "")  # reports written before the kind was kept
+    name = str(report.ground_truth or "")  # reports written before the kind was kept
     return None if not name or name.startswith("none") else name.split(" (", 1)[0]
 
 
@@ -185,11 +316,10 @@ def _validation_rows(v: dict) -> list[str]:
     return [*lines, ""]
 
 
-def on_curve(sid: str, rep: dict) -> bool:
+def on_curve(sid: str, rep: BlockReport | dict) -> bool:
     """Whether SAE `sid` is one the block's composition curve switches between, or a shared
     one: the SAEs whose curves alone the bars and the figure show (the table shows all)."""
-    s = rep.get("saes", {}).get(sid, {})
-    return sid in rep.get("composition", {}).get("sae_at_step", []) or len(s.get("t", [])) > 1
+    return _block(rep).on_curve(sid)
 
 
 def curve_verdict(bar: dict) -> str:
@@ -202,10 +332,10 @@ def curve_verdict(bar: dict) -> str:
     )
 
 
-def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
+def _fixed_dictionary_rows(c: Curve, saes: dict[str, SaeReport]) -> list[str]:
     """Each SAE's composition curve alone, at five points of t, with its first-step baseline."""
     marks = [1.0, 0.75, 0.5, 0.25, 0.0]
-    ts = c["t"]
+    ts = c.t
     steps = [min(range(len(ts)), key=lambda s, m=m: abs(ts[s] - m)) for m in marks]
     lines = [
         "#### One dictionary held fixed",
@@ -219,14 +349,22 @@ def _fixed_dictionary_rows(c: dict, saes: dict) -> list[str]:
         "|---|" + "---|" * (len(steps) + 1),
     ]
     for sid, s in saes.items():
-        alone = s.get("composition")
+        alone = s.composition
         if alone:
-            lines.append(f"| {sid} | " + " | ".join(fmt(alone["miou"][j]) for j in steps)
-                         + f" | {fmt(alone['baseline_miou'][0])} |")
+            base = alone.baseline[0] if alone.baseline else None
+            lines.append(f"| {sid} | " + " | ".join(fmt(alone.miou[j]) for j in steps)
+                         + f" | {fmt(base)} |")
     return [*lines, ""]
 
 
-def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
+def _attention_threshold(rep: BlockReport) -> float:
+    """The DAAM threshold the block's word masks were cut at (its cross-attention curve's)."""
+    curve = rep.curves.get("cross_attention")
+    found = curve.extra if curve is not None else rep.extra.get("cross_attention") or {}
+    return float(found.get("threshold", 0.4))
+
+
+def _word_dictionary_rows(saes: dict[str, SaeReport], threshold: float) -> list[str]:
     """The mask-free dictionaries (cross-attention word masks in place of object masks)."""
     lines = [
         "### Mask-free dictionary: prompt words' cross-attention masks in place of object masks",
@@ -239,7 +377,7 @@ def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for sid, s in saes.items():
-        wd = s.get("word_dictionary")
+        wd = s.word_dictionary
         if not wd:
             continue
         a = wd.get("agreement") or {}
@@ -247,216 +385,249 @@ def _word_dictionary_rows(saes: dict, threshold: float) -> list[str]:
                  if a.get("n_compared") else "–")
         words = ", ".join(f"{w} {n}" for w, n in wd["top_words"].items())
         lines.append(f"| {sid} | {wd['n_samples']} | {wd['n_labelled']} / {wd['n_live']} | "
-                     f"{fmt(wd['coverage'], 2)} | {fmt(s.get('dictionary', {}).get('coverage'), 2)} | "
+                     f"{fmt(wd['coverage'], 2)} | {fmt(s.dictionary.get('coverage'), 2)} | "
                      f"{agree} | {words} |")
     return [*lines, ""]
 
 
-def samples_phrase(report: dict, n: int) -> str:
+def samples_phrase(report: Report | dict, n: int) -> str:
     """"{n} held-out samples", or, when the store had none to hold out, words that do not call
     the trained-on samples held out (reports from before the rule was recorded: held out)."""
-    if report.get("held_out_samples", 1):
+    if Report.coerce(report).has_held_out:
         return f"{n} held-out samples"
     return f"{n} samples (none held out: the SAEs were trained on them)"
 
 
-def _held_out_line(report: dict) -> str:
-    n, rule = report["held_out_samples"], report.get("holdout_every", 4)
+def _held_out_line(report: Report | dict) -> str:
+    report = Report.coerce(report)
+    n = report.held_out_samples
+    rule = 4 if report.holdout_every is None else report.holdout_every
     if n:
         return (f"Held-out samples (every {rule}th: not used to train the SAEs or for the "
                 f"dictionary; used for SAE metrics and composition): {n}.")
-    return (f"No held-out samples: the store's {report['store']['n_samples']} samples are too few "
+    return (f"No held-out samples: the store's {report.store.n_samples} samples are too few "
             f"for the SAEs' rule (every {rule}th held out), so SAE metrics and composition are "
             "read on samples the SAEs and the dictionary were trained on.")
 
 
-def markdown(report: dict, figures: dict[str, list[str]]) -> str:
-    st = report["store"]
+def markdown(report: Report | dict, figures: dict[str, list[str]]) -> str:
+    report = Report.coerce(report)
+    st = report.store
     lines = [
-        f"# Evaluation of workspace “{report['workspace']}”",
+        f"# Evaluation of workspace “{report.workspace}”",
         "",
-        f"Store: {st['n_samples']} samples × {st['n_steps']} steps, blocks {', '.join(st['blocks'])}"
-        f" (model {st.get('model') or '?'}, fingerprint {st.get('fingerprint') or '?'}).",
-        f"Ground truth: {report['ground_truth']}. {_held_out_line(report)}",
-        f"Written {report['created']} in {report.get('seconds', 0):.1f} s. All numbers are from this run.",
+        f"Store: {st.n_samples} samples × {st.n_steps} steps, blocks {', '.join(st.blocks)}"
+        f" (model {st.model or '?'}, fingerprint {st.fingerprint or '?'}).",
+        f"Ground truth: {report.ground_truth}. {_held_out_line(report)}",
+        f"Written {report.created} in {report.seconds or 0:.1f} s. All numbers are from this run.",
         "",
     ]
-    if report.get("bars"):
-        lines += ["## Bars (bundled shapes world)", ""]
-        for name, bar in report["bars"].items():
-            if name == "mid_block_dictionary":
-                lines.append(
-                    f"- mid-block SAE `{bar['sae']}`: dictionary coverage of live features "
-                    f"{fmt(bar['coverage'])} (bar ≥ 0.5: {'met' if bar['coverage_at_least_half'] else 'NOT met'})"
-                )
-                for b in bar["best_features"]:
-                    lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
-                                 f"(mean IoU {fmt(b['iou'])} over {b['samples']} samples)")
-            else:
-                lines.append(f"- {name}: {curve_verdict(bar)}")
-                rep = report["blocks"].get(name, {})
-                for f in bar.get("fixed_dictionary", []):
-                    if on_curve(f["sae"], rep):
-                        lines.append(f"  - one dictionary at every step, `{f['sae']}`: {curve_verdict(f)}")
-                if bar.get("concept_vote"):
-                    lines.append(f"  - concept vote (every active feature): {curve_verdict(bar['concept_vote'])}")
-                if bar.get("linear_probe"):
-                    lines.append(f"  - linear probe of Δ (what the block holds): {curve_verdict(bar['linear_probe'])}")
-        rule = next((b["rule"] for b in report["bars"].values() if "rule" in b), None)
-        if rule:
-            lines += ["", f"Rule: {rule}. The bar is scored on the paper's curve (each step read "
-                      "through the SAE trained nearest to it); the indented lines apply the same rule "
-                      "to the curve of each of those SAEs (and of a shared one) alone, its dictionary "
-                      "held fixed over all steps (informational; every SAE's is in report.json). "
-                      "The concept vote's line applies it to the same SAEs read through every active "
-                      "feature instead of the top one; the linear probe's, to the probe's curve: "
-                      "where the probe fails too, the block's Δ does not hold the layout at that "
-                      "step, whatever reads it."]
-        lines.append("")
-    for block, rep in report["blocks"].items():
+    if report.bars:
+        lines += _bars_section(report)
+    for block, rep in report.blocks.items():
         lines += [f"## {block}", ""]
-        for fig in figures.get(block, []):
-            lines.append(f"![{fig}](figures/{fig})")
+        lines += [f"![{fig}](figures/{fig})" for fig in figures.get(block, [])]
         lines.append("")
-        if "composition" in rep:
-            c = rep["composition"]
-            a = rep.get("cross_attention")
-            gt = truth_label(report, rep)
-            lines += [
-                f"### Composition (Figure 3a): {c['n_objects']} objects in "
-                f"{samples_phrase(report, c['n_samples'])}" + (f", against {gt}" if gt else ""),
-                "",
-                "Baseline: the same prediction from a random other sample's concept maps. The other "
-                f"sample's final object masks score {fmt(c.get('other_masks_baseline_miou'))} mIoU.",
-                "",
-            ]
-            if a:
-                lines += [
-                    "Cross-attention (DAAM): the same objects predicted from the block's attention to "
-                    f"each object's noun token, min-max normalised and thresholded at {a['threshold']:g}, "
-                    f"on the same samples regenerated ({a['images_reproduced']} of {a['n_samples']} "
-                    "images identical to the store's).",
-                    "",
-                ]
-            vote = bool(c.get("vote_miou"))
-            if vote:
-                lines += [
-                    "Concept vote: the same SAEs and dictionaries, but every active feature at a "
-                    "position votes, with its activation, for the objects its concept labels name "
-                    "(the paper keeps only the top one); each object's vote map is min-max "
-                    f"normalised and thresholded at {c.get('vote_threshold', 0.4):g}. Vote baseline: "
-                    "the same from the other sample's codes.",
-                    "",
-                ]
-            p = rep.get("linear_probe")
-            if p:
-                lines += [
-                    "Linear probe (the ceiling): a ridge regression from each position's Δ to the "
-                    "prompt words of the final object covering it, fitted on the "
-                    f"{p['n_train_samples']} labelling samples and read on the held-out ones as "
-                    f"DAAM's maps are (min-max normalised, ≥ {p['threshold']:g}); probe baseline: "
-                    "the probe read on a random other sample's Δ. One weight matrix for every "
-                    "position, so what it finds, the block's Δ holds at that position: where it "
-                    "stays at its baseline, no position-local reading (concepts, attention) can "
-                    "find the layout.",
-                    "",
-                ]
-            cols = ["step", "t", "mIoU", "baseline"] + (["concept vote", "vote baseline"] if vote else []) + (
-                ["cross-attention"] if a else []) + (
-                ["linear probe", "probe baseline"] if p else []) + ["SAE used"]
-            lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            for s, (t, m, b) in enumerate(zip(c["t"], c["miou"], c["baseline_miou"], strict=True)):
-                votes = f"{fmt(c['vote_miou'][s])} | {fmt(c['vote_baseline_miou'][s])} | " if vote else ""
-                daam = f"{fmt(a['miou'][s])} | " if a else ""
-                probe = f"{fmt(p['miou'][s])} | {fmt(p['baseline_miou'][s])} | " if p else ""
-                lines.append(f"| {s} | {t:.2f} | {fmt(m)} | {fmt(b)} | {votes}{daam}{probe}{c['sae_at_step'][s]} |")
-            lines.append("")
-            if any(s.get("composition") for s in rep["saes"].values()):
-                lines += _fixed_dictionary_rows(c, rep["saes"])
-        if rep.get("validation"):
-            lines += _validation_rows(rep["validation"])
-        if any(s.get("word_dictionary") for s in rep["saes"].values()):
-            lines += _word_dictionary_rows(rep["saes"], rep["cross_attention"]["threshold"])
-        gt = truth_label(report, rep)
-        lines += [
-            "### SAEs",
-            "",
-            *([f"Dictionary (live, labelled, coverage, purity) against {gt}.", ""] if gt else []),
-            "| SAE | trained t | EV at own step | L0 | dead | live | labelled | coverage | purity |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for sid, s in rep["saes"].items():
-            own = own_step_summary(s)
-            ev, l0, dead, t = own["explained_variance"], own["l0"], own["dead_fraction"], own["trained_t"]
-            d = s["dictionary"]
-            if d.get("available"):
-                lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | {d['n_live']} | "
-                             f"{d['n_labelled']} | {fmt(d['coverage'])} | {fmt(d['purity'])} |")
-            else:
-                lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | – | – | – | – |")
-        lines += ["", "dead: the share of latents that fired on none of the held-out tokens at the "
-                  "SAE's own step (a rarely firing latent can miss a small held-out set); live: "
-                  "latents that fired on the labelling images at the labelling step.", ""]
-        for sid, s in rep["saes"].items():
-            d = s["dictionary"]
-            if not d.get("available") or not d["best"]:
-                continue
-            lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}; "
-                      "sharing: features holding the label as a concept label):", "",
-                      "| kind | label | feature | mean IoU | samples | sharing |",
-                      "|---|---|---|---|---|---|"]
-            for b in d["best"]:
-                lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {fmt(b['iou'])} | "
-                             f"{b['samples']} | {b.get('sharing', '–')} |")
-            if d.get("concept_iou") is not None:
-                lines += ["", f"Concept IoU (mean best-feature IoU over colours, shapes and "
-                          f"backgrounds): {fmt(d['concept_iou'])}"]
-            lines.append("")
-        if rep.get("chains"):
-            lines += ["### Concepts followed across steps (t = 1.0 → 0.0)", "",
-                      "Each row: a feature of the first step's SAE and its matched partners "
-                      "(decoder cosine, top dictionary label, firing rate at the SAE's step).", ""]
-            for chain in rep["chains"]:
-                parts = []
-                for link in chain:
-                    cos = "" if link["cosine"] is None else f" cos {link['cosine']:.2f}"
-                    parts.append(f"#{link['feature']} ({link['label'] or '–'}{cos}, "
-                                 f"fires {link['firing_rate']:.3f})")
-                lines.append("- " + " → ".join(parts))
-            lines.append("")
-        if rep.get("matching"):
-            lines += ["### Matching (decoder cosine, optimal one-to-one assignment)", "",
-                      "Baselines: the same matching against an unrelated dictionary of b's shape, "
-                      "isotropic random vectors (random) or Gaussian vectors spread like b's "
-                      "decoder rows (spread); a match means something where it clears them. "
-                      "Same start: both SAEs began from the same random weights (their seeds).", "",
-                      "| SAE a | SAE b | mean cos | share > 0.5 | share > 0.9 | random mean cos "
-                      "| spread mean cos | spread share > 0.5 | same start |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            for m in rep["matching"]:
-                s, r = m["stats"], m["random_baseline"]
-                sp = m.get("spread_baseline") or {}
-                start = {True: "yes", False: "no"}.get(m.get("shared_start"), "unknown")
-                lines.append(f"| {m['a']} | {m['b']} | {fmt(s['mean_cosine'])} | {fmt(s['share_above_0.5'])} | "
-                             f"{fmt(s['share_above_0.9'])} | {fmt(r['mean_cosine'])} | "
-                             f"{fmt(sp.get('mean_cosine'))} | {fmt(sp.get('share_above_0.5'))} | {start} |")
-            if any(m.get("shared_start") for m in rep["matching"]):
-                lines += ["", "Some pairs started from the same random weights: after short training "
-                          "their cosines partly measure that shared start, not the data."]
-            lines.append("")
+        if rep.composition is not None:
+            lines += _composition_section(report, rep)
+        if rep.validation:
+            lines += _validation_rows(rep.validation)
+        if any(s.word_dictionary for s in rep.saes.values()):
+            lines += _word_dictionary_rows(rep.saes, _attention_threshold(rep))
+        lines += _sae_table(report, rep)
+        lines += _best_features(rep)
+        if rep.chains:
+            lines += _chain_rows(rep.chains)
+        if rep.matching:
+            lines += _matching_rows(rep.matching)
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
+def _bars_section(report: Report) -> list[str]:
+    lines = ["## Bars (bundled shapes world)", ""]
+    for name, bar in report.bars.items():
+        if name == "mid_block_dictionary":
+            lines.append(
+                f"- mid-block SAE `{bar['sae']}`: dictionary coverage of live features "
+                f"{fmt(bar['coverage'])} (bar ≥ 0.5: {'met' if bar['coverage_at_least_half'] else 'NOT met'})"
+            )
+            for b in bar["best_features"]:
+                lines.append(f"  - best feature for {b['kind']} “{b['label']}”: #{b['feature']} "
+                             f"(mean IoU {fmt(b['iou'])} over {b['samples']} samples)")
+        else:
+            lines += [verdict_markdown(v) for v in verdicts(report, name)]
+    rule = next((b["rule"] for b in report.bars.values() if "rule" in b), None)
+    if rule:
+        lines += ["", f"Rule: {rule}. The bar is scored on the paper's curve (each step read "
+                  "through the SAE trained nearest to it); the indented lines apply the same rule "
+                  "to the curve of each of those SAEs (and of a shared one) alone, its dictionary "
+                  "held fixed over all steps (informational; every SAE's is in report.json). "
+                  "The concept vote's line applies it to the same SAEs read through every active "
+                  "feature instead of the top one; the linear probe's, to the probe's curve: "
+                  "where the probe fails too, the block's Δ does not hold the layout at that "
+                  "step, whatever reads it."]
+    return [*lines, ""]
+
+
+def _attention_note(a: Curve) -> list[str]:
+    return [
+        "Cross-attention (DAAM): the same objects predicted from the block's attention to "
+        f"each object's noun token, min-max normalised and thresholded at {a.extra['threshold']:g}, "
+        f"on the same samples regenerated ({a.extra['images_reproduced']} of {a.n_samples} "
+        "images identical to the store's).",
+        "",
+    ]
+
+
+def _vote_note(v: Curve) -> list[str]:
+    return [
+        "Concept vote: the same SAEs and dictionaries, but every active feature at a "
+        "position votes, with its activation, for the objects its concept labels name "
+        "(the paper keeps only the top one); each object's vote map is min-max "
+        f"normalised and thresholded at {v.extra.get('threshold') or 0.4:g}. Vote baseline: "
+        "the same from the other sample's codes.",
+        "",
+    ]
+
+
+def _probe_note(p: Curve) -> list[str]:
+    return [
+        "Linear probe (the ceiling): a ridge regression from each position's Δ to the "
+        "prompt words of the final object covering it, fitted on the "
+        f"{p.extra['n_train_samples']} labelling samples and read on the held-out ones as "
+        f"DAAM's maps are (min-max normalised, ≥ {p.extra['threshold']:g}); probe baseline: "
+        "the probe read on a random other sample's Δ. One weight matrix for every "
+        "position, so what it finds, the block's Δ holds at that position: where it "
+        "stays at its baseline, no position-local reading (concepts, attention) can "
+        "find the layout.",
+        "",
+    ]
+
+
+# What the report says of each curve under the composition heading, in this order.
+CURVE_NOTES = {"cross_attention": _attention_note, CONCEPT_VOTE: _vote_note,
+               "linear_probe": _probe_note}
+
+
+def _composition_section(report: Report, rep: BlockReport) -> list[str]:
+    c = rep.composition
+    gt = truth_label(report, rep)
+    lines = [
+        f"### Composition (Figure 3a): {c.n_objects} objects in "
+        f"{samples_phrase(report, c.n_samples)}" + (f", against {gt}" if gt else ""),
+        "",
+        "Baseline: the same prediction from a random other sample's concept maps. The other "
+        f"sample's final object masks score {fmt(c.extra.get('other_masks_baseline_miou'))} mIoU.",
+        "",
+    ]
+    for name, note in CURVE_NOTES.items():
+        if name in rep.curves:
+            lines += note(rep.curves[name])
+    curves = ordered_curves(rep)
+    cols = ["step", "t"] + [col for name, cu in curves for col in columns(name, cu)] + ["SAE used"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    sae_at_step = c.extra.get("sae_at_step") or [""] * len(c.t)
+    for s, t in enumerate(c.t):
+        cells = [str(s), f"{t:.2f}"]
+        for _, cu in curves:
+            cells += [fmt(cu.miou[s])] + ([fmt(cu.baseline[s])] if cu.baseline is not None else [])
+        lines.append("| " + " | ".join([*cells, sae_at_step[s]]) + " |")
+    lines.append("")
+    if any(s.composition for s in rep.saes.values()):
+        lines += _fixed_dictionary_rows(c, rep.saes)
+    return lines
+
+
+def _sae_table(report: Report, rep: BlockReport) -> list[str]:
+    gt = truth_label(report, rep)
+    lines = [
+        "### SAEs",
+        "",
+        *([f"Dictionary (live, labelled, coverage, purity) against {gt}.", ""] if gt else []),
+        "| SAE | trained t | EV at own step | L0 | dead | live | labelled | coverage | purity |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for sid, s in rep.saes.items():
+        own = own_step_summary(s)
+        ev, l0, dead, t = own["explained_variance"], own["l0"], own["dead_fraction"], own["trained_t"]
+        d = s.dictionary
+        if d.get("available"):
+            lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | {d['n_live']} | "
+                         f"{d['n_labelled']} | {fmt(d['coverage'])} | {fmt(d['purity'])} |")
+        else:
+            lines.append(f"| {sid} | {t} | {fmt(ev)} | {fmt(l0, 1)} | {fmt(dead)} | – | – | – | – |")
+    return [*lines, "", "dead: the share of latents that fired on none of the held-out tokens at "
+            "the SAE's own step (a rarely firing latent can miss a small held-out set); live: "
+            "latents that fired on the labelling images at the labelling step.", ""]
+
+
+def _best_features(rep: BlockReport) -> list[str]:
+    lines = []
+    for sid, s in rep.saes.items():
+        d = s.dictionary
+        if not d.get("available") or not d["best"]:
+            continue
+        lines += [f"Best feature per label, `{sid}` (labelled at t = {d['label_t']:.2f}; "
+                  "sharing: features holding the label as a concept label):", "",
+                  "| kind | label | feature | mean IoU | samples | sharing |",
+                  "|---|---|---|---|---|---|"]
+        for b in d["best"]:
+            lines.append(f"| {b['kind']} | {b['label']} | {b['feature']} | {fmt(b['iou'])} | "
+                         f"{b['samples']} | {b.get('sharing', '–')} |")
+        if d.get("concept_iou") is not None:
+            lines += ["", f"Concept IoU (mean best-feature IoU over colours, shapes and "
+                      f"backgrounds): {fmt(d['concept_iou'])}"]
+        lines.append("")
+    return lines
+
+
+def _chain_rows(chains: list[list[dict]]) -> list[str]:
+    lines = ["### Concepts followed across steps (t = 1.0 → 0.0)", "",
+             "Each row: a feature of the first step's SAE and its matched partners "
+             "(decoder cosine, top dictionary label, firing rate at the SAE's step).", ""]
+    for chain in chains:
+        parts = []
+        for link in chain:
+            cos = "" if link["cosine"] is None else f" cos {link['cosine']:.2f}"
+            parts.append(f"#{link['feature']} ({link['label'] or '–'}{cos}, "
+                         f"fires {link['firing_rate']:.3f})")
+        lines.append("- " + " → ".join(parts))
+    return [*lines, ""]
+
+
+def _matching_rows(matching: list[dict]) -> list[str]:
+    lines = ["### Matching (decoder cosine, optimal one-to-one assignment)", "",
+             "Baselines: the same matching against an unrelated dictionary of b's shape, "
+             "isotropic random vectors (random) or Gaussian vectors spread like b's "
+             "decoder rows (spread); a match means something where it clears them. "
+             "Same start: both SAEs began from the same random weights (their seeds).", "",
+             "| SAE a | SAE b | mean cos | share > 0.5 | share > 0.9 | random mean cos "
+             "| spread mean cos | spread share > 0.5 | same start |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in matching:
+        s, r = m["stats"], m["random_baseline"]
+        sp = m.get("spread_baseline") or {}
+        start = {True: "yes", False: "no"}.get(m.get("shared_start"), "unknown")
+        lines.append(f"| {m['a']} | {m['b']} | {fmt(s['mean_cosine'])} | {fmt(s['share_above_0.5'])} | "
+                     f"{fmt(s['share_above_0.9'])} | {fmt(r['mean_cosine'])} | "
+                     f"{fmt(sp.get('mean_cosine'))} | {fmt(sp.get('share_above_0.5'))} | {start} |")
+    if any(m.get("shared_start") for m in matching):
+        lines += ["", "Some pairs started from the same random weights: after short training "
+                  "their cosines partly measure that shared start, not the data."]
+    return [*lines, ""]
+
+
+def write_report(report: Report | dict, folder: str | Path) -> tuple[Path, Path]:
     """report.json, report.md and figures/ into `folder` (each file written whole, then renamed)."""
     from explorer.atomic import atomic_write_text
 
     folder = Path(folder)
+    report = Report.coerce(report)
     figures = write_figures(report, folder / "figures")
-    report = {**report, "figures": {b: [f"figures/{p}" for p in ps] for b, ps in figures.items()}}
+    report = replace(report, figures={b: [f"figures/{p}" for p in ps] for b, ps in figures.items()})
     json_path = folder / "report.json"
     md_path = folder / "report.md"
-    atomic_write_text(json_path, json.dumps(report, indent=1, default=_json_default))
+    atomic_write_text(json_path, json.dumps(report.to_json(), indent=1, default=_json_default))
     atomic_write_text(md_path, markdown(report, figures) + _other_evaluations(folder))
     return json_path, md_path
 

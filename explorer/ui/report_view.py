@@ -30,18 +30,22 @@ from PySide6.QtWidgets import (
 
 from explorer.analysis.report import (
     composition_curves,
-    curve_verdict,
     fmt,
-    on_curve,
     own_step_summary,
     samples_phrase,
+    verdict_html,
+    verdicts,
 )
+from explorer.analysis.report_model import BlockReport, Report
 from explorer.ui.plots import trajectory_plot
 
 # The paper's curve, its baseline, the concept vote (olive), the cross-attention (DAAM) curve
-# (dotted, black), the linear probe's ceiling (dash-dot, pink), then the single-SAE curves (thin).
+# (dotted, black), the linear probe's ceiling (dash-dot, pink), then the single-SAE curves (thin);
+# a curve without a look of its own (report.CURVE_LOOKS) is brown.
 _PENS = {"nearest": ("#1f77b4", 2.5), "baseline": ("#d62728", 2.0), "vote": ("#bcbd22", 2.5),
-         "attention": ("#111111", 2.0), "probe": ("#e377c2", 2.0)}
+         "attention": ("#111111", 2.0), "probe": ("#e377c2", 2.0), "other": ("#8c564b", 2.0)}
+_STYLES = {"baseline": Qt.PenStyle.DashLine, "attention": Qt.PenStyle.DotLine,
+           "probe": Qt.PenStyle.DashDotLine}
 _ALONE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f", "#17becf")
 
 
@@ -62,7 +66,7 @@ class ReportView(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.report: dict | None = None
+        self.report: Report | None = None
         self._t: list[float] = []
         self.block = QComboBox()
         self.block.setToolTip("Which block's composition curve to show")
@@ -125,48 +129,54 @@ class ReportView(QWidget):
         self.set_report(None)
 
     # --- content ----------------------------------------------------------------------------
-    def set_report(self, report: dict | None, error: str | None = None) -> None:
-        """Show a report dict (as `read_report` returns it), or say why there is none."""
-        self.report = report
+    def set_report(self, report: Report | dict | None, error: str | None = None) -> None:
+        """Show a report (a `Report`, or report.json's dict as `read_report` returns it), or
+        say why there is none."""
+        self.report = None if report is None else Report.coerce(report)
+        blocks = list(self.report.blocks) if self.report else []
         self.block.blockSignals(True)
         self.block.clear()
-        blocks = list((report or {}).get("blocks", {}))
         for b in blocks:
             self.block.addItem(b)
         self.block.blockSignals(False)
-        curved = [b for b in blocks if report["blocks"][b].get("composition")]
-        if error:
-            self.message.setText(error)
-        elif report is None:
-            self.message.setText(
-                "This workspace has no evaluation yet. Evaluate scores how early each block's "
-                "concepts predict the final layout (the paper's Figure 3a), with SAE metrics and "
-                "the concept dictionary's coverage; it takes a few minutes on a CPU.")
-        elif not curved:
-            self.message.setText(
-                "The evaluation has no composition curve: it needs ground truth (the bundled "
-                "shapes world) or user masks (`explorer evaluate --masks`, see docs/analysis.md). "
-                "The SAEs' metrics are below.")
-        else:
-            c = report["blocks"][curved[0]]["composition"]
-            self.message.setText(
-                f"How early each block's concepts predict where each prompted object ends up: "
-                f"{c['n_objects']} objects in {samples_phrase(report, c['n_samples'])}, scored "
-                "against the final image"
-                f"{', against ' + report['ground_truth'] if report.get('ground_truth') else ''}"
-                f". Written {report.get('created', '?')}. Click the plot to show a step.")
+        curved = [b for b in blocks if self.report.blocks[b].composition is not None]
+        self.message.setText(error or self._message(curved))
         # Prefer the mid block, the paper's, among those with a curve.
         first = next((b for b in curved if "mid_block" in b), curved[0] if curved else None)
         self.block.setCurrentIndex(blocks.index(first) if first else (0 if blocks else -1))
         self._show_block()
+
+    def _message(self, curved: list[str]) -> str:
+        report = self.report
+        if report is None:
+            return ("This workspace has no evaluation yet. Evaluate scores how early each block's "
+                    "concepts predict the final layout (the paper's Figure 3a), with SAE metrics "
+                    "and the concept dictionary's coverage; it takes a few minutes on a CPU.")
+        if not curved:
+            return ("The evaluation has no composition curve: it needs ground truth (the bundled "
+                    "shapes world) or user masks (`explorer evaluate --masks`, see "
+                    "docs/analysis.md). The SAEs' metrics are below.")
+        c = report.blocks[curved[0]].composition
+        against = f", against {report.ground_truth}" if report.ground_truth else ""
+        return (f"How early each block's concepts predict where each prompted object ends up: "
+                f"{c.n_objects} objects in {samples_phrase(report, c.n_samples)}, scored against "
+                f"the final image{against}. Written {report.created or '?'}. Click the plot to "
+                "show a step.")
 
     def _show_block(self, *_args) -> None:
         self.plot.clear()
         self.legend.clear()
         self._t = []
         block = self.block.currentText()
-        rep = (self.report or {}).get("blocks", {}).get(block)
+        rep = self.report.blocks.get(block) if self.report else None
         curves = composition_curves(rep) if rep else []
+        self._draw(curves)
+        self.plot.setTitle(None if curves or not rep else "no composition curve for this block")
+        lines = verdicts(self.report, block) if self.report else []
+        self.verdicts.setText("<br>".join(verdict_html(v) for v in lines))
+        self._fill_saes(rep)
+
+    def _draw(self, curves) -> None:
         alone = 0
         top = 0.1
         for c in curves:
@@ -175,15 +185,13 @@ class ReportView(QWidget):
                 alone += 1
                 self.plot.plot(c.t, c.miou, pen=pen, name=c.label)
             else:
-                colour, width = _PENS[c.kind]
-                style = {"baseline": Qt.PenStyle.DashLine, "attention": Qt.PenStyle.DotLine,
-                         "probe": Qt.PenStyle.DashDotLine}.get(c.kind, Qt.PenStyle.SolidLine)
+                colour, width = _PENS.get(c.kind, _PENS["other"])
+                style = _STYLES.get(c.kind, Qt.PenStyle.SolidLine)
                 item = self.plot.plot(c.t, c.miou, pen=pg.mkPen(colour, width=width, style=style),
                                       symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None,
                                       name=c.label)
                 item.setZValue(1)  # over the single-SAE lines that coincide with it
             top = max(top, *c.miou)
-        self.plot.setTitle(None if curves or not rep else "no composition curve for this block")
         if curves:
             self._t = list(curves[0].t)
             # Headroom for the legend in the top corner: a quarter of the height is enough for
@@ -191,8 +199,8 @@ class ReportView(QWidget):
             self.plot.setYRange(0.0, max(top * 1.45, 0.15), padding=0)
             self.plot.setXRange(0.0, 1.0)
             self.plot.addItem(self.step_line)
-        bars = (self.report or {}).get("bars", {}).get(block)
-        self.verdicts.setText(_verdicts_html(bars, rep) if bars and rep else "")
+
+    def _fill_saes(self, rep: BlockReport | None) -> None:
         rows = sae_rows(rep) if rep else []
         self.saes.setRowCount(len(rows))
         for r, row in enumerate(rows):
@@ -234,32 +242,22 @@ class ReportView(QWidget):
                 self.progress.setFormat(f"{update['message']} %p%")
 
 
-def _verdicts_html(bars: dict, rep: dict) -> str:
-    lines = [f"<b>The paper's curve</b> (each step's nearest SAE): {curve_verdict(bars)}"]
-    for f in bars.get("fixed_dictionary", []):
-        if on_curve(f["sae"], rep):
-            lines.append(f"<b>{f['sae'].split('/', 1)[-1]}</b> alone: {curve_verdict(f)}")
-    if bars.get("concept_vote"):
-        lines.append(f"<b>Concept vote</b> (every active feature): {curve_verdict(bars['concept_vote'])}")
-    if bars.get("linear_probe"):
-        lines.append(f"<b>Linear probe of Δ</b> (what the block holds): {curve_verdict(bars['linear_probe'])}")
-    return "<br>".join(lines)
-
-
-def sae_rows(rep: dict) -> list[tuple[str, ...]]:
+def sae_rows(rep: BlockReport | dict) -> list[tuple[str, ...]]:
     """One row of `SAE_COLUMNS` per SAE of a block's report (metrics at the SAE's own steps)."""
+    if isinstance(rep, dict):
+        rep = BlockReport.from_json(rep)
     rows = []
-    for sid, s in rep.get("saes", {}).items():
+    for sid, s in rep.saes.items():
         own = own_step_summary(s)
-        d = s.get("dictionary", {})
+        d = s.dictionary
         have = d.get("available")
         rows.append((
-            sid, str(s.get("k", "–")), str(s.get("d_sae", "–")), own["trained_t"],
-            fmt(own["explained_variance"]), fmt(own["fvu"]), fmt(own["l0"], 1),
+            sid, "–" if s.k is None else str(s.k), "–" if s.d_sae is None else str(s.d_sae),
+            own["trained_t"], fmt(own["explained_variance"]), fmt(own["fvu"]), fmt(own["l0"], 1),
             fmt(own["dead_fraction"]),
             str(d["n_labelled"]) if have else "–",
             fmt(d["coverage"]) if have else "–", fmt(d["purity"]) if have else "–",
-            *_word_cells(s.get("word_dictionary")),
+            *_word_cells(s.word_dictionary),
         ))
     return rows
 

@@ -195,7 +195,7 @@ def test_the_concept_vote_reads_features_the_top_one_hides():
     curve = block_composition([ix], _Truth(objects), range(n))
     assert curve.miou == [0.0, 0.0]  # the top-1 reading sees only feature 9, which names nothing
     assert np.allclose(curve.vote, 1.0) and max(curve.vote_baseline) < 0.3
-    assert curve.to_json()["vote_threshold"] == 0.4
+    assert curve.curves()["concept_vote"].extra["threshold"] == 0.4
 
 
 def test_the_concept_vote_equals_a_direct_computation():

@@ -87,7 +87,7 @@ def maskfree(tiny_workspace, tmp_path_factory):
 
 def test_a_store_without_masks_is_evaluated_against_pseudo_masks(maskfree, monkeypatch):
     ws = maskfree
-    report = evaluate_workspace(ws)
+    report = evaluate_workspace(ws).to_json()
     assert report["ground_truth_kind"] == PSEUDO
     assert report["ground_truth"].startswith("cross-attention pseudo-masks (DAAM")
     assert (ws.root / PSEUDO_FILE).is_file() and not (ws.root / (PSEUDO_FILE + ".tmp")).exists()
@@ -126,7 +126,7 @@ def test_a_store_without_masks_is_evaluated_against_pseudo_masks(maskfree, monke
         raise AssertionError("pseudo-masks regenerated although cached")
 
     monkeypatch.setattr(pm, "build_pseudo_masks", no_rebuild)
-    again = evaluate_workspace(ws)
+    again = evaluate_workspace(ws).to_json()
     for block, rep in report["blocks"].items():
         assert again["blocks"][block]["composition"]["miou"] == rep["composition"]["miou"]
 
@@ -205,7 +205,7 @@ def test_forced_pseudo_masks_on_a_masked_store_report_their_agreement(tiny_works
         assert f"{block}: pseudo-masks vs exact masks: object mIoU" in out
     md = (ws.root / "report.md").read_text()
     assert "### Cross-attention pseudo-masks against exact masks" in md
-    plain = evaluate_workspace(ws)
+    plain = evaluate_workspace(ws).to_json()
     for block, rep in report["blocks"].items():
         exact = rep["validation"]["curves"]["composition"]["exact"]
         assert exact == pytest.approx(plain["blocks"][block]["composition"]["miou"])

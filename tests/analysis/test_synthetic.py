@@ -92,7 +92,7 @@ def test_user_masks_label_the_feature_that_reads_them(ws, tmp_path):
         assert labels["dog"].count == 4 and labels["dog"].iou > 0.5
         table = ix.dictionary_table
         assert table.best_features()[0]["feature"] == 0
-    report = evaluate_workspace(ws, masks=masks, settings=settings)
+    report = evaluate_workspace(ws, masks=masks, settings=settings).to_json()
     rep = report["blocks"][BLOCK]
     assert len(rep["composition_miou"]) == S and len(rep["baseline_miou"]) == S
     # Every sample is held out here, so nothing is left to fit the linear probe on: no probe.
@@ -104,6 +104,6 @@ def test_user_masks_label_the_feature_that_reads_them(ws, tmp_path):
     # marks the masked quadrant at every step, so it finds the objects at every step (from four
     # fitting samples of 16 positions each it scores 0.77–1.0 here).
     halves = IndexSettings(masks=str(masks), holdout_every=2)
-    probe = evaluate_workspace(ws, masks=masks, settings=halves)["blocks"][BLOCK]["linear_probe"]
+    probe = evaluate_workspace(ws, masks=masks, settings=halves).to_json()["blocks"][BLOCK]["linear_probe"]
     assert (probe["n_train_samples"], probe["n_samples"], probe["n_words"]) == (4, 4, 2)
     assert min(probe["miou"]) > 0.6 and len(probe["miou"]) == S

@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 
 from explorer.analysis.evaluate import shapes_bars
+from explorer.analysis.report_model import Report
 from explorer.ui.report_view import ReportView
 
 BLOCK = "mid_block.attentions.0"
@@ -153,7 +154,7 @@ def test_evaluate_from_the_app_rewrites_the_report_and_shows_it(qtbot, tiny_work
     assert not w.report_view.evaluate_button.isEnabled()
     qtbot.waitUntil(lambda: not w.pool.holds(worker), timeout=120_000)
     report = json.loads((ws / "report.json").read_text())
-    assert w.report_view.report == report and w.report_view.evaluate_button.isEnabled()
+    assert w.report_view.report == Report.from_json(report) and w.report_view.evaluate_button.isEnabled()
     assert w.report_view.message.text() != "" and "not a readable" not in w.report_view.message.text()
     # A double-click on an SAE of the table opens it in the browser.
     other = w.sae_combo.itemData(w.sae_combo.count() - 1 - w.sae_combo.currentIndex())
@@ -186,3 +187,16 @@ def test_the_apps_evaluate_adds_cross_attention_only_for_the_weights_that_made_t
     monkeypatch.setattr(jobs, "load_model", lambda name, device=None: load_model(tiny, device=device))
     report = jobs.evaluate_job(ws, cancel=lambda: False, progress=lambda update: None)
     assert all("cross_attention" in b for b in report["blocks"].values())
+
+
+def test_a_curve_the_page_has_no_look_for_is_drawn_and_judged_all_the_same(qtbot):
+    report = _report()
+    report["blocks"][BLOCK]["fresh_idea"] = {"t": T, "miou": [0.3] * 11, "baseline_miou": [0.02] * 11}
+    report["bars"] = shapes_bars(report["blocks"])
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.set_report(report)
+    curves = {c.name(): c for c in _curves(view)}
+    np.testing.assert_allclose(curves["fresh idea"].getData()[1], [0.3] * 11)
+    last = view.verdicts.text().split("<br>")[-1]
+    assert last.startswith("<b>Fresh idea</b>: first-step mIoU 0.300 vs baseline 0.020")
