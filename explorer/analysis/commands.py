@@ -103,34 +103,10 @@ def cmd_index(args) -> int:
     from dataclasses import asdict
 
     from explorer.analysis.errors import AnalysisError
-    from explorer.analysis.index import build_index
-    from explorer.analysis.progress import console_progress
-    from explorer.analysis.truth import open_truth
-    from explorer.preflight import check_writable_folder
     from explorer.store import Store
 
     settings = _settings(args)
-    if args.workspace:
-        from explorer.workspace import Workspace
-
-        ws = Workspace.open(args.workspace)
-        entries = ws.saes()
-        ws.report_unreadable_saes()
-        check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
-        if args.sae:
-            entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
-                ws.sae(args.sae)
-            ]
-        if not entries:
-            raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
-        targets = [(e.path, e.id) for e in entries]
-        store_path = Path(args.store) if args.store else ws.store_path
-    else:
-        ws = None
-        if not args.store or not args.sae:
-            raise AnalysisError("give --store and --sae (or --workspace)")
-        store_path = Path(args.store)
-        targets = [(Path(args.sae), args.sae)]
+    ws, targets, store_path = _index_targets(args)
     if args.out and len(targets) != 1:
         raise AnalysisError("--out takes the index of one SAE: name it with --sae")
     if args.out:
@@ -138,31 +114,71 @@ def cmd_index(args) -> int:
 
         check_writable_file(args.out)  # an index beside its SAE is checked by build_index
     if args.holdout_every is not None:  # a rule other than the SAEs' own: refused before work
-        from explorer.analysis.index import sae_holdout
-        from explorer.sae import SAELoadError, load_sae
-
-        for folder, _ in targets:
-            try:
-                cfg = load_sae(folder).cfg
-            except SAELoadError as e:
-                raise AnalysisError(f"SAE {e}") from None
-            sae_holdout(cfg, folder, args.holdout_every)
+        _check_holdout(targets, args.holdout_every)
     with Store.open(store_path) as store:
         if ws is not None:  # recorded once the store proved readable: a refusal writes nothing
             ws.settings["index"] = asdict(settings)
             ws.save()
-        truth = open_truth(store, settings.masks, settings.use_checker)
-        try:
-            for folder, name in targets:
-                _warn_other_store(Path(folder), name, store)
-                with console_progress() as bar:
-                    res = build_index(store, folder, settings, force=args.force, progress=bar,
-                                      device=args.device, truth=truth, out=args.out)
-                _report_build(res, name)
-        finally:
-            if truth is not None and hasattr(truth, "close"):
-                truth.close()
+        _index_all(store, targets, settings, args)
     return 0
+
+
+def _index_targets(args):
+    """(the workspace or None, [(SAE folder, name)] to index, the store's path) from the flags."""
+    from explorer.analysis.errors import AnalysisError
+
+    if not args.workspace:
+        if not args.store or not args.sae:
+            raise AnalysisError("give --store and --sae (or --workspace)")
+        return None, [(Path(args.sae), args.sae)], Path(args.store)
+    from explorer.preflight import check_writable_folder
+    from explorer.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    entries = ws.saes()
+    ws.report_unreadable_saes()
+    check_writable_folder(ws.root, given=args.workspace)  # its settings are saved below
+    if args.sae:
+        entries = [e for e in entries if args.sae in (e.id, str(e.path), e.name)] or [
+            ws.sae(args.sae)
+        ]
+    if not entries:
+        raise AnalysisError(f"workspace {ws.root} has no SAEs to index")
+    store_path = Path(args.store) if args.store else ws.store_path
+    return ws, [(e.path, e.id) for e in entries], store_path
+
+
+def _check_holdout(targets, holdout_every: int) -> None:
+    """Refuse a hold-out rule that is not every target SAE's own (sae_holdout says why)."""
+    from explorer.analysis.errors import AnalysisError
+    from explorer.analysis.index import sae_holdout
+    from explorer.sae import SAELoadError, load_sae
+
+    for folder, _ in targets:
+        try:
+            cfg = load_sae(folder).cfg
+        except SAELoadError as e:
+            raise AnalysisError(f"SAE {e}") from None
+        sae_holdout(cfg, folder, holdout_every)
+
+
+def _index_all(store, targets, settings, args) -> None:
+    """Index every target over `store`, reading each sample's truth once for all of them."""
+    from explorer.analysis.index import build_index
+    from explorer.analysis.progress import console_progress
+    from explorer.analysis.truth import open_truth
+
+    truth = open_truth(store, settings.masks, settings.use_checker)
+    try:
+        for folder, name in targets:
+            _warn_other_store(Path(folder), name, store)
+            with console_progress() as bar:
+                res = build_index(store, folder, settings, force=args.force, progress=bar,
+                                  device=args.device, truth=truth, out=args.out)
+            _report_build(res, name)
+    finally:
+        if truth is not None and hasattr(truth, "close"):
+            truth.close()
 
 
 def _warn_other_store(folder: Path, name: str, store) -> None:

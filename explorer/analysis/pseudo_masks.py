@@ -27,6 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,85 +130,27 @@ def build_pseudo_masks(
     """Regenerate every sample of `store` on `model` and write its words' pseudo-masks to
     `path` (module docstring). The model must be the one that collected the store."""
     import h5py
-    import torch
 
     from explorer.analysis.cross_attention import check_same_weights
-    from explorer.engine import generate
-    from explorer.engine.attention import prompt_tokens
 
     check_same_weights(model, store)
     path = Path(path)
-    settings = store.regeneration()
-    sampling = settings["steps"]
-    summed = set(last_steps(sampling))
-    blocks = model.block_names()
-    latent = model.resolution // model.vae_scale_factor
-    grid = (latent, latent)
+    run = _Regeneration.of(model, store, threshold)
     batch_size = int(batch_size or store.meta.get("batch_size") or 8)
     tmp = path.with_name(path.name + ".tmp")
     n = store.n_samples
-    reproduced = unplaced = n_words = 0
+    tally = _Tally()
     try:
         with h5py.File(tmp, "w") as f:
             samples = f.create_group("samples")
             for start in range(0, n, batch_size):
                 check(cancel)
                 batch = list(range(start, min(start + batch_size, n)))
-                prompts = [store.prompts[i] for i in batch]
-                heat: dict = {"sum": None}
-
-                def on_step(info, heat=heat):
-                    if info.step in summed:
-                        with torch.no_grad():
-                            heat["sum"] = accumulate(heat["sum"], info.attention, grid)
-
-                res = generate(model, prompts, [int(store.seeds[i]) for i in batch], sampling,
-                               settings["guidance"], on_step=on_step, cross_attention=blocks,
-                               cancel=cancel)
-                image_shape = tuple(res.images.shape[1:3])
-                for j, i in enumerate(batch):
-                    same = bool(np.array_equal(res.images[j], store.image(i)))
-                    reproduced += same
-                    try:
-                        words = content_words(prompt_tokens(model.pipe.tokenizer, prompts[j]))
-                    except ValueError:  # a tokenizer that merges across words
-                        words = []
-                        unplaced += 1
-                    g = samples.create_group(str(i))
-                    g.attrs["shape"] = np.asarray(image_shape, np.int64)
-                    g.attrs["reproduced"] = same
-                    masks = word_masks(heat["sum"][j], words, image_shape, threshold)
-                    for (p, w, tokens), mask in zip(words, masks, strict=True):
-                        if not mask.any():
-                            continue
-                        ds = g.create_dataset(f"{w}#{p}", data=mask, compression="gzip",
-                                              shuffle=True)
-                        ds.attrs["kind"] = "word"
-                        ds.attrs["position"] = p
-                        ds.attrs["tokens"] = np.asarray(tokens, np.int64)
-                        n_words += 1
-                heat.clear()
+                _write_batch(samples, run, batch, tally, cancel)
                 if progress is not None:
                     progress(batch[-1] / max(n - 1, 1) if n > 1 else 1.0,
                              f"pseudo-masks: sample {batch[-1] + 1}/{n}")
-            attrs = {
-                "schema": PSEUDO_SCHEMA,
-                "version": VERSION,
-                "model_fingerprint": model.fingerprint(),
-                "store_fingerprint": store.fingerprint,
-                "store_path": str(Path(store.path).resolve()),
-                "threshold": float(threshold),
-                "last_steps_share": float(LAST_STEPS),
-                "summed_steps": np.asarray(sorted(summed), np.int64),
-                "sampling_steps": sampling,
-                "blocks": ",".join(blocks),
-                "n_samples": n,
-                "n_words": n_words,
-                "images_reproduced": reproduced,
-                "prompts_unplaced": unplaced,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            for key, value in attrs.items():
+            for key, value in _attrs(run, tally).items():
                 f.attrs[key] = value
             f.attrs["complete"] = True
     except BaseException:
@@ -215,6 +158,103 @@ def build_pseudo_masks(
         raise
     os.replace(tmp, path)  # a reader never sees half a file
     return path
+
+
+@dataclass(frozen=True)
+class _Regeneration:
+    """How the store's samples are regenerated and which attention makes their masks."""
+
+    model: object
+    store: object
+    sampling: int  # the store's sampling steps
+    guidance: float
+    summed: frozenset[int]  # the steps whose attention is summed
+    blocks: list[str]  # every cross-attention block
+    grid: tuple[int, int]  # the latent grid the maps are summed on
+    threshold: float
+
+    @classmethod
+    def of(cls, model, store, threshold: float) -> _Regeneration:
+        settings = store.regeneration()
+        sampling = settings["steps"]
+        latent = model.resolution // model.vae_scale_factor
+        return cls(model, store, sampling, settings["guidance"],
+                   frozenset(last_steps(sampling)), model.block_names(), (latent, latent),
+                   threshold)
+
+
+@dataclass
+class _Tally:
+    reproduced: int = 0  # samples whose regenerated image equals the stored one
+    unplaced: int = 0  # prompts whose words the tokenizer's tokens could not be placed in
+    words: int = 0  # masks written
+
+
+def _write_batch(samples, run: _Regeneration, batch: list[int], tally: _Tally, cancel) -> None:
+    """Regenerate `batch` while summing its attention, and write each sample's word masks."""
+    import torch
+
+    from explorer.engine import generate
+
+    store = run.store
+    prompts = [store.prompts[i] for i in batch]
+    heat: dict = {"sum": None}
+
+    def on_step(info):
+        if info.step in run.summed:
+            with torch.no_grad():
+                heat["sum"] = accumulate(heat["sum"], info.attention, run.grid)
+
+    res = generate(run.model, prompts, [int(store.seeds[i]) for i in batch], run.sampling,
+                   run.guidance, on_step=on_step, cross_attention=run.blocks, cancel=cancel)
+    for j, i in enumerate(batch):
+        _write_sample(samples, run, i, res.images[j], prompts[j], heat["sum"][j], tally)
+
+
+def _write_sample(samples, run: _Regeneration, i: int, image: np.ndarray, prompt: str, heat,
+                  tally: _Tally) -> None:
+    from explorer.engine.attention import prompt_tokens
+
+    image_shape = tuple(image.shape[:2])
+    same = bool(np.array_equal(image, run.store.image(i)))
+    tally.reproduced += same
+    try:
+        words = content_words(prompt_tokens(run.model.pipe.tokenizer, prompt))
+    except ValueError:  # a tokenizer that merges across words
+        words = []
+        tally.unplaced += 1
+    g = samples.create_group(str(i))
+    g.attrs["shape"] = np.asarray(image_shape, np.int64)
+    g.attrs["reproduced"] = same
+    masks = word_masks(heat, words, image_shape, run.threshold)
+    for (p, w, tokens), mask in zip(words, masks, strict=True):
+        if not mask.any():
+            continue
+        ds = g.create_dataset(f"{w}#{p}", data=mask, compression="gzip", shuffle=True)
+        ds.attrs["kind"] = "word"
+        ds.attrs["position"] = p
+        ds.attrs["tokens"] = np.asarray(tokens, np.int64)
+        tally.words += 1
+
+
+def _attrs(run: _Regeneration, tally: _Tally) -> dict:
+    return {
+        "schema": PSEUDO_SCHEMA,
+        "version": VERSION,
+        "model_fingerprint": run.model.fingerprint(),
+        "store_fingerprint": run.store.fingerprint,
+        "store_path": str(Path(run.store.path).resolve()),
+        "threshold": float(run.threshold),
+        "last_steps_share": float(LAST_STEPS),
+        "summed_steps": np.asarray(sorted(run.summed), np.int64),
+        "sampling_steps": run.sampling,
+        "blocks": ",".join(run.blocks),
+        "n_samples": run.store.n_samples,
+        "n_words": tally.words,
+        "images_reproduced": tally.reproduced,
+        "prompts_unplaced": tally.unplaced,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def pseudo_truth(
