@@ -256,7 +256,7 @@ def dictionary_over(index, truths: Iterable[tuple[int, SampleTruth]],
     """The paper's dictionary rule for the index's SAE at its labelling step, from the codes the
     index holds, against `truths` ((sample, its truth) pairs): the index's own dictionary for
     another ground truth (cross-attention pseudo-masks, say) without rebuilding the index."""
-    from explorer.analysis.index import fired_maps
+    from explorer.analysis.codes import fired_maps
 
     builder = DictionaryBuilder(index.n_features)
     for i, truth in truths:

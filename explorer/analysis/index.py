@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -25,10 +26,10 @@ import numpy as np
 import torch
 
 from explorer.analysis import schema as X
+from explorer.analysis.codes import fired_maps
 from explorer.analysis.dictionary import DictionaryBuilder
 from explorer.analysis.errors import AnalysisError
 from explorer.analysis.progress import Cancel, Progress, check
-from explorer.analysis.reader import FeatureIndex, Match, Patch
 from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
 from explorer.analysis.truth import open_truth
@@ -36,7 +37,7 @@ from explorer.atomic import atomic_path
 from explorer.sae.split import has_holdout, split_samples  # noqa: F401  (re-exported)
 
 DEFAULT_TOP_N = 16
-__all__ = ["FeatureIndex", "IndexResult", "IndexSettings", "Match", "Patch", "build_index"]
+__all__ = ["IndexResult", "IndexSettings", "build_index", "fired_maps"]
 
 
 @dataclass(frozen=True)
@@ -165,65 +166,97 @@ def build_index(
     dictionary with (default: `truth.open_truth(store, settings.masks, ...)`); pass one object
     to several builds to read each sample's truth once.
     """
-    from explorer.preflight import check_writable_file
-    from explorer.sae import SAELoadError, load_sae
-    from explorer.store import Store
-
     t0 = time.perf_counter()
     settings = settings or IndexSettings()
     if settings.top_n <= 0:
         raise AnalysisError(f"top N must be positive, got {settings.top_n}")
-    own_store = not hasattr(store, "maps")
-    if own_store:
-        store = Store.open(store)
-    try:
-        sae_dir = Path(sae_dir)
-        try:
-            sae = load_sae(sae_dir, device=device)
-        except SAELoadError as e:
-            raise AnalysisError(f"SAE {e}") from None
-        cfg = sae.cfg
-        if cfg.block not in store.blocks:
-            raise AnalysisError(
-                f"SAE {sae_dir} is for block {cfg.block!r}; the store has {', '.join(store.blocks)}"
-            )
-        branch = cfg.branch or "cond"
-        if branch not in store.branches:
-            raise AnalysisError(f"SAE {sae_dir} is for the {branch!r} branch; the store has {store.branches}")
-        d = store.geometry(cfg.block)[2]
-        if d != cfg.d_in:
-            raise AnalysisError(f"SAE {sae_dir} expects d_in={cfg.d_in}; block {cfg.block} has d={d}")
-        if store.n_samples == 0:
-            raise AnalysisError(f"store {store.path} has no complete samples")
-        # The SAE's own hold-out rule (refused if the settings ask another), resolved before the
-        # identity: an index built before the rule was recorded (4) stays current.
-        settings = replace(settings, holdout_every=sae_holdout(cfg, sae_dir, settings.holdout_every))
-        label_step = settings.label_step if settings.label_step is not None else label_step_for(store, cfg)
-        if not 0 <= label_step < store.n_steps:
-            raise AnalysisError(f"label step {label_step} is not in [0, {store.n_steps})")
-        path = Path(out) if out is not None else index_path_for(sae_dir)
-        identity = _identity(store, sae_dir, settings, label_step)
-        if not force and path.is_file() and current_identity(path) == identity:
-            return IndexResult(path, False, time.perf_counter() - t0, 0)
+    with _opened(store) as store:
+        job = _plan(store, Path(sae_dir), settings, device)
+        path = Path(out) if out is not None else index_path_for(job.sae_dir)
         if not force and path.is_file():
+            if current_identity(path) == job.identity:
+                return IndexResult(path, False, time.perf_counter() - t0, 0)
             _refuse_replacing_another_stores_index(path, store)
-        check_writable_file(path)  # one line naming the index, not HDF5's traceback of its .tmp
-        own_truth = truth is None
-        if own_truth:
-            truth = open_truth(store, settings.masks, settings.use_checker)
-        try:
-            with atomic_path(path) as tmp:
-                tokens, table_bytes = _build(
-                    store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress,
-                    cancel,
-                )
-        finally:
-            if own_truth and truth is not None and hasattr(truth, "close"):
-                truth.close()
+        tokens, table_bytes = _write(job, path, truth, progress, cancel)
         return IndexResult(path, True, time.perf_counter() - t0, tokens, table_bytes)
+
+
+@contextmanager
+def _opened(store):
+    """`store` itself when it is an open store, else the store at that path, closed after."""
+    from explorer.store import Store
+
+    if hasattr(store, "maps"):
+        yield store
+        return
+    store = Store.open(store)
+    try:
+        yield store
     finally:
-        if own_store:
-            store.close()
+        store.close()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One build, checked and resolved before any work: what `_build` writes and from what."""
+
+    store: object
+    sae: object
+    sae_dir: Path
+    settings: IndexSettings  # with the SAE's own hold-out rule
+    label_step: int
+    identity: str
+
+
+def _plan(store, sae_dir: Path, settings: IndexSettings, device: str) -> _Job:
+    """Load the SAE, refuse (one line) one that does not fit the store, resolve the settings."""
+    from explorer.sae import SAELoadError, load_sae
+
+    try:
+        sae = load_sae(sae_dir, device=device)
+    except SAELoadError as e:
+        raise AnalysisError(f"SAE {e}") from None
+    cfg = sae.cfg
+    _check_fits(store, sae_dir, cfg)
+    # The SAE's own hold-out rule (refused if the settings ask another), resolved before the
+    # identity: an index built before the rule was recorded (4) stays current.
+    settings = replace(settings, holdout_every=sae_holdout(cfg, sae_dir, settings.holdout_every))
+    label_step = settings.label_step if settings.label_step is not None else label_step_for(store, cfg)
+    if not 0 <= label_step < store.n_steps:
+        raise AnalysisError(f"label step {label_step} is not in [0, {store.n_steps})")
+    identity = _identity(store, sae_dir, settings, label_step)
+    return _Job(store, sae, sae_dir, settings, label_step, identity)
+
+
+def _check_fits(store, sae_dir: Path, cfg) -> None:
+    if cfg.block not in store.blocks:
+        raise AnalysisError(
+            f"SAE {sae_dir} is for block {cfg.block!r}; the store has {', '.join(store.blocks)}"
+        )
+    branch = cfg.branch or "cond"
+    if branch not in store.branches:
+        raise AnalysisError(f"SAE {sae_dir} is for the {branch!r} branch; the store has {store.branches}")
+    d = store.geometry(cfg.block)[2]
+    if d != cfg.d_in:
+        raise AnalysisError(f"SAE {sae_dir} expects d_in={cfg.d_in}; block {cfg.block} has d={d}")
+    if store.n_samples == 0:
+        raise AnalysisError(f"store {store.path} has no complete samples")
+
+
+def _write(job: _Job, path: Path, truth, progress, cancel) -> tuple[int, int]:
+    """Write the index to `path` (whole or not at all): (tokens encoded, bytes of the tables)."""
+    from explorer.preflight import check_writable_file
+
+    check_writable_file(path)  # one line naming the index, not HDF5's traceback of its .tmp
+    own_truth = truth is None
+    if own_truth:
+        truth = open_truth(job.store, job.settings.masks, job.settings.use_checker)
+    try:
+        with atomic_path(path) as tmp:
+            return _build(job, tmp, truth, progress, cancel)
+    finally:
+        if own_truth and truth is not None and hasattr(truth, "close"):
+            truth.close()
 
 
 class _Accumulator:
@@ -282,118 +315,131 @@ def _encode(sae, maps: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
     return indices.cpu().numpy(), values.cpu().numpy()
 
 
-def fired_maps(indices: np.ndarray, values: np.ndarray, h: int, w: int):
-    """(features that fired, their (Ff, h, w) maps) from one step's codes (h·w, k)."""
-    live = values > 0
-    features = np.unique(indices[live])
-    maps = np.zeros((len(features), h * w), np.float32)
-    if len(features):
-        pos = np.broadcast_to(np.arange(h * w)[:, None], indices.shape)[live]
-        maps[np.searchsorted(features, indices[live]), pos] = values[live]
-    return features, maps.reshape(len(features), h, w)
-
-
-def _build(store, sae, sae_dir, tmp, identity, settings, label_step, truth, progress, cancel):
-    cfg = sae.cfg
+def _build(job: _Job, tmp, truth, progress, cancel) -> tuple[int, int]:
+    store, sae, cfg = job.store, job.sae, job.sae.cfg
     sae.eval()
-    device = sae.device
-    block, branch = cfg.block, cfg.branch or "cond"
-    h, w, _ = store.geometry(block)
-    n, S, k, F, N = store.n_samples, store.n_steps, cfg.k, cfg.d_sae, settings.top_n
-    acc = _Accumulator(F, S, h, w, k, N)
+    h, w, _ = store.geometry(cfg.block)
+    n, S, F, N = store.n_samples, store.n_steps, cfg.d_sae, job.settings.top_n
+    acc = _Accumulator(F, S, h, w, cfg.k, N)
     dict_builder = DictionaryBuilder(F) if truth is not None else None
-    prompts = list(store.prompts)
-    label_set = set(split_samples(n, settings.holdout_every)[0])
-    sugg = SuggestionBuilder(F, build_vocabulary(prompts))
-    # The narrowest integer that holds every latent id: codes are most of the file.
-    index_dtype = next(t for t in (np.uint8, np.int16, np.int32) if cfg.d_sae - 1 <= np.iinfo(t).max)
-
+    sugg = SuggestionBuilder(F, build_vocabulary(list(store.prompts)))
     with h5py.File(tmp, "w") as f:
-        codes_i = f.create_dataset(
-            "codes/indices", (n, S, h, w, k), dtype=index_dtype, chunks=(1, 1, h, w, k)
-        )
-        codes_v = f.create_dataset(
-            "codes/values", (n, S, h, w, k), dtype=np.float16, chunks=(1, 1, h, w, k)
-        )
-        for i in range(n):
-            check(cancel)
-            maps = store.maps(block, branch, i)  # (S, h, w, d)
-            indices, values = _encode(sae, maps, device)  # (S·h·w, k)
-            indices = indices.reshape(S, h * w, k)
-            values = values.reshape(S, h * w, k)
-            codes_i[i] = indices.reshape(S, h, w, k).astype(index_dtype)
-            codes_v[i] = values.reshape(S, h, w, k).astype(np.float16)
-            acc.add(i, indices, values)
-            features, fmaps = fired_maps(indices[label_step], values[label_step], h, w)
-            sugg.add(features, prompts[i])
-            if dict_builder is not None and i in label_set:
-                t = truth.sample(i)
-                if t is not None:
-                    dict_builder.add(features, fmaps, t)
-            if progress is not None:
-                progress((i + 1) / n, f"index {cfg.block}: sample {i + 1}/{n}")
-
+        _encode_samples(f, job, acc, sugg, dict_builder, truth, progress, cancel)
         tokens_per_step = n * h * w
-        count = acc.count.reshape(F, S)
-        total = acc.total.reshape(F, S)
-        top_v = acc.top.values.reshape(F, S, N)
-        top_k = acc.top.keys.reshape(F, S, N)
-        f.create_dataset("stats/firing_rate", data=(count / tokens_per_step).astype(np.float32))
-        f.create_dataset(
-            "stats/mean", data=np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
-        )
-        f.create_dataset("stats/max", data=np.where(count > 0, top_v[:, :, 0], 0).astype(np.float32))
-        f.create_dataset("stats/count", data=count)
-        for name, arr in acc.decode_keys(top_k).items():
-            f.create_dataset(f"top/{name}", data=arr)
-        f.create_dataset("top/value", data=top_v)
-        all_v, all_k = merge_rows(top_v.reshape(F, S * N), top_k.reshape(F, S * N), N)
-        for name, arr in acc.decode_keys(all_k).items():
-            f.create_dataset(f"top_all/{name}", data=arr)
-        f.create_dataset("top_all/value", data=all_v)
-        f.create_dataset("hist/edges", data=X.HIST_EDGES.astype(np.float32))
-        f.create_dataset("hist/counts", data=acc.hist.reshape(F, -1))
-
-        str_dt = h5py.string_dtype()
-        if dict_builder is not None:
-            for name, arr in dict_builder.arrays().items():
-                if name in ("kinds", "labels"):
-                    f.create_dataset(f"dictionary/{name}", data=list(arr), dtype=str_dt)
-                else:
-                    f.create_dataset(f"dictionary/{name}", data=arr)
-        for name, arr in sugg.top().items():
-            f.create_dataset(f"suggestions/{name}", data=arr)
-        f.create_dataset("suggestions/vocabulary", data=sugg.vocabulary, dtype=str_dt)
-        f.create_dataset("suggestions/df", data=sugg.df)
-
-        attrs = {
-            "schema": X.SCHEMA,
-            "version": X.VERSION,
-            "sae_id": X.sae_id_for(sae_dir, block),
-            "sae_folder": str(Path(sae_dir).resolve()),
-            "store_path": str(Path(store.path).resolve()),
-            "block": block,
-            "branch": branch,
-            "d_sae": F,
-            "k": k,
-            "n_samples": n,
-            "n_steps": S,
-            "t": np.asarray(store.t, np.float64),
-            "steps": np.asarray(getattr(store.layout, "step_index", range(S)), np.int64),
-            "sae_steps": np.asarray(cfg.steps, np.int64),
-            "sae_t": np.asarray(cfg.t, np.float64),
-            "h": h,
-            "w": w,
-            "top_n": N,
-            "label_step": label_step,
-            "holdout_every": settings.holdout_every,
-            "has_dictionary": dict_builder is not None,
-            "tokens_per_step": tokens_per_step,
-            "identity": identity,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        for key, value in attrs.items():
+        _write_stats(f, acc, N, tokens_per_step)
+        _write_labels(f, dict_builder, sugg)
+        for key, value in _attrs(job, dict_builder is not None, tokens_per_step).items():
             f.attrs[key] = value
         f.attrs["complete"] = True
     table_bytes = acc.top.values.nbytes + acc.top.keys.nbytes + acc.count.nbytes + acc.total.nbytes
     return n * S * h * w, table_bytes
+
+
+def _encode_samples(f, job: _Job, acc: _Accumulator, sugg, dict_builder, truth, progress,
+                    cancel) -> None:
+    """The streaming pass: per sample, encode every step, write its codes and fold them into
+    the tables, the suggestions and (held-in samples) the dictionary."""
+    store, sae, cfg = job.store, job.sae, job.sae.cfg
+    block, branch = cfg.block, cfg.branch or "cond"
+    h, w, _ = store.geometry(block)
+    n, S, k = store.n_samples, store.n_steps, cfg.k
+    prompts = list(store.prompts)
+    label_set = set(split_samples(n, job.settings.holdout_every)[0])
+    label_step = job.label_step
+    # The narrowest integer that holds every latent id: codes are most of the file.
+    index_dtype = next(t for t in (np.uint8, np.int16, np.int32) if cfg.d_sae - 1 <= np.iinfo(t).max)
+    codes_i = f.create_dataset(
+        "codes/indices", (n, S, h, w, k), dtype=index_dtype, chunks=(1, 1, h, w, k)
+    )
+    codes_v = f.create_dataset(
+        "codes/values", (n, S, h, w, k), dtype=np.float16, chunks=(1, 1, h, w, k)
+    )
+    for i in range(n):
+        check(cancel)
+        maps = store.maps(block, branch, i)  # (S, h, w, d)
+        indices, values = _encode(sae, maps, sae.device)  # (S·h·w, k)
+        indices = indices.reshape(S, h * w, k)
+        values = values.reshape(S, h * w, k)
+        codes_i[i] = indices.reshape(S, h, w, k).astype(index_dtype)
+        codes_v[i] = values.reshape(S, h, w, k).astype(np.float16)
+        acc.add(i, indices, values)
+        features, fmaps = fired_maps(indices[label_step], values[label_step], h, w)
+        sugg.add(features, prompts[i])
+        if dict_builder is not None and i in label_set:
+            t = truth.sample(i)
+            if t is not None:
+                dict_builder.add(features, fmaps, t)
+        if progress is not None:
+            progress((i + 1) / n, f"index {cfg.block}: sample {i + 1}/{n}")
+
+
+def _write_stats(f, acc: _Accumulator, N: int, tokens_per_step: int) -> None:
+    """Firing rate, mean and max per (feature, step), the top-N patches per step and over all
+    steps, and the activation histograms."""
+    F, S = acc.F, acc.S
+    count = acc.count.reshape(F, S)
+    total = acc.total.reshape(F, S)
+    top_v = acc.top.values.reshape(F, S, N)
+    top_k = acc.top.keys.reshape(F, S, N)
+    f.create_dataset("stats/firing_rate", data=(count / tokens_per_step).astype(np.float32))
+    f.create_dataset(
+        "stats/mean", data=np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
+    )
+    f.create_dataset("stats/max", data=np.where(count > 0, top_v[:, :, 0], 0).astype(np.float32))
+    f.create_dataset("stats/count", data=count)
+    for name, arr in acc.decode_keys(top_k).items():
+        f.create_dataset(f"top/{name}", data=arr)
+    f.create_dataset("top/value", data=top_v)
+    all_v, all_k = merge_rows(top_v.reshape(F, S * N), top_k.reshape(F, S * N), N)
+    for name, arr in acc.decode_keys(all_k).items():
+        f.create_dataset(f"top_all/{name}", data=arr)
+    f.create_dataset("top_all/value", data=all_v)
+    f.create_dataset("hist/edges", data=X.HIST_EDGES.astype(np.float32))
+    f.create_dataset("hist/counts", data=acc.hist.reshape(F, -1))
+
+
+def _write_labels(f, dict_builder, sugg) -> None:
+    """The concept dictionary (when there was truth to build it) and the word suggestions."""
+    str_dt = h5py.string_dtype()
+    if dict_builder is not None:
+        for name, arr in dict_builder.arrays().items():
+            if name in ("kinds", "labels"):
+                f.create_dataset(f"dictionary/{name}", data=list(arr), dtype=str_dt)
+            else:
+                f.create_dataset(f"dictionary/{name}", data=arr)
+    for name, arr in sugg.top().items():
+        f.create_dataset(f"suggestions/{name}", data=arr)
+    f.create_dataset("suggestions/vocabulary", data=sugg.vocabulary, dtype=str_dt)
+    f.create_dataset("suggestions/df", data=sugg.df)
+
+
+def _attrs(job: _Job, has_dictionary: bool, tokens_per_step: int) -> dict:
+    store, cfg = job.store, job.sae.cfg
+    h, w, _ = store.geometry(cfg.block)
+    S = store.n_steps
+    return {
+        "schema": X.SCHEMA,
+        "version": X.VERSION,
+        "sae_id": X.sae_id_for(job.sae_dir, cfg.block),
+        "sae_folder": str(Path(job.sae_dir).resolve()),
+        "store_path": str(Path(store.path).resolve()),
+        "block": cfg.block,
+        "branch": cfg.branch or "cond",
+        "d_sae": cfg.d_sae,
+        "k": cfg.k,
+        "n_samples": store.n_samples,
+        "n_steps": S,
+        "t": np.asarray(store.t, np.float64),
+        "steps": np.asarray(getattr(store.layout, "step_index", range(S)), np.int64),
+        "sae_steps": np.asarray(cfg.steps, np.int64),
+        "sae_t": np.asarray(cfg.t, np.float64),
+        "h": h,
+        "w": w,
+        "top_n": job.settings.top_n,
+        "label_step": job.label_step,
+        "holdout_every": job.settings.holdout_every,
+        "has_dictionary": has_dictionary,
+        "tokens_per_step": tokens_per_step,
+        "identity": job.identity,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -20,6 +20,7 @@ from explorer.analysis.dictionary import DictEntry, Dictionary
 from explorer.analysis.errors import IndexFileError
 from explorer.analysis.suggestions import Suggestion
 from explorer.atomic import temp_files
+from explorer.sae.split import split_samples
 
 
 class Patch(NamedTuple):
@@ -121,8 +122,6 @@ class FeatureIndex:
 
     def held_out_samples(self) -> list[int]:
         """Samples the dictionary did not see (all samples if there was no split)."""
-        from explorer.analysis.index import split_samples
-
         return split_samples(self.n_samples, self.holdout_every)[1]
 
     # --- per-feature statistics -------------------------------------------------------------

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -169,37 +170,15 @@ def generate(
     cross_attention: blocks whose cross-attention maps are handed to `on_step`
       (StepInfo.attention); the image is unchanged.
     """
-    steps = int(model.defaults.get("steps", 25) if steps is None else steps)
-    guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
-    check_settings(prompts, seeds, steps, guidance)
-    if capture or edits or cross_attention:
-        model.check_blocks([*capture, *(edits or {}), *cross_attention])
+    steps, guidance = _checked_settings(model, prompts, seeds, steps, guidance,
+                                        [*capture, *(edits or {}), *cross_attention])
     # A private scheduler per call: generation may run in a worker while another thread reads.
     scheduler = copy.deepcopy(model.pipe.scheduler)
     scheduler.set_timesteps(steps, device=model.device)
     timesteps = [int(t) for t in scheduler.timesteps]
-    use_cfg = guidance > 1.0 or model.kind == "sd"
-    # Both halves always run for SD: the paper keeps cond and uncond Δ even at low guidance.
-    text, added = encode_prompts(model, prompts, negative_prompt)
-    branches = ("uncond", "cond")
-    if not use_cfg:
-        text = text.chunk(2)[1]
-        added = {k: v.chunk(2)[1] for k, v in added.items()} if added else None
-        branches = ("cond",)
+    cond = _conditioning(model, prompts, negative_prompt, guidance)
     n_steps = len(timesteps)
-    first = 0
-    if start is not None:
-        first, begin = start
-        if not resumable(scheduler):
-            raise ValueError(f"{type(scheduler).__name__} cannot start at a later step exactly")
-        if not 0 <= first < n_steps:
-            raise ValueError(f"start step {first} outside the {n_steps}-step schedule")
-        expect = (len(prompts), model.unet.config.in_channels)
-        if tuple(begin.shape[:2]) != expect:
-            raise ValueError(f"start latents of shape {tuple(begin.shape)} for a batch {expect}")
-        latents = begin.to(model.device, model.dtype)
-    else:
-        latents = initial_noise(model, seeds) * scheduler.init_noise_sigma
+    first, latents = _start_latents(model, scheduler, seeds, n_steps, start)
     maps = (CrossAttentionMaps(model.unet, cross_attention,
                                {b: model.block_geometry(b)[:2] for b in cross_attention})
             if cross_attention else nullcontext())
@@ -211,33 +190,90 @@ def generate(
                 raise Cancelled()
             if record is not None:
                 record.record(i, latents)
-            hooks.begin_step(StepContext(i, n_steps, step_t(i, n_steps), branches))
-            inp = torch.cat([latents] * len(branches))
-            inp = scheduler.scale_model_input(inp, t)
-            out = model.unet(
-                inp, t, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False
-            )[0]
-            if len(branches) == 2:
-                uncond, cond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
-            res = scheduler.step(out, t, latents, return_dict=True)
+            hooks.begin_step(StepContext(i, n_steps, step_t(i, n_steps), cond.branches))
+            res = _denoise(model, scheduler, cond, guidance, latents, t)
             latents = res.prev_sample
             if on_step is not None:
-                x0 = getattr(res, "pred_original_sample", None)
-                on_step(
-                    StepInfo(
-                        step=i,
-                        n_steps=n_steps,
-                        timestep=timesteps[i],
-                        t=step_t(i, n_steps),
-                        latents=latents,
-                        pred_x0=x0 if x0 is not None else latents,
-                        captures=hooks.pop() if capture else {},
-                        attention={b: split_branches(a, branches) for b, a in maps.pop().items()}
-                        if cross_attention else {},
-                    )
-                )
+                on_step(_step_info(i, timesteps, res, hooks.pop() if capture else {},
+                                   _attention(maps, cond.branches) if cross_attention else {}))
     images = decode_latents(model, latents)
     return GenerationResult(
         images=images, timesteps=timesteps, t=[step_t(i, n_steps) for i in range(n_steps)]
     )
+
+
+def _checked_settings(model: Model, prompts, seeds, steps: int | None, guidance: float | None,
+                      blocks: list[str]) -> tuple[int, float]:
+    """(steps, guidance), the model's defaults where not given, checked with the blocks named."""
+    steps = int(model.defaults.get("steps", 25) if steps is None else steps)
+    guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
+    check_settings(prompts, seeds, steps, guidance)
+    if blocks:
+        model.check_blocks(blocks)
+    return steps, guidance
+
+
+class _Conditioning(NamedTuple):
+    text: torch.Tensor  # [uncond; cond], or cond alone without guidance
+    added: dict | None  # SDXL's added conditions, halved alike
+    branches: tuple[str, ...]  # the UNet batch's halves, in order
+
+
+def _conditioning(model: Model, prompts: Sequence[str], negative: str,
+                  guidance: float) -> _Conditioning:
+    use_cfg = guidance > 1.0 or model.kind == "sd"
+    # Both halves always run for SD: the paper keeps cond and uncond Δ even at low guidance.
+    text, added = encode_prompts(model, prompts, negative)
+    if use_cfg:
+        return _Conditioning(text, added, ("uncond", "cond"))
+    added = {k: v.chunk(2)[1] for k, v in added.items()} if added else None
+    return _Conditioning(text.chunk(2)[1], added, ("cond",))
+
+
+def _start_latents(model: Model, scheduler, seeds: Sequence[int], n_steps: int,
+                   start: tuple[int, torch.Tensor] | None) -> tuple[int, torch.Tensor]:
+    """(first step to run, the latents entering it): seeded noise at step 0, or `start`."""
+    if start is None:
+        return 0, initial_noise(model, seeds) * scheduler.init_noise_sigma
+    first, begin = start
+    if not resumable(scheduler):
+        raise ValueError(f"{type(scheduler).__name__} cannot start at a later step exactly")
+    if not 0 <= first < n_steps:
+        raise ValueError(f"start step {first} outside the {n_steps}-step schedule")
+    expect = (len(seeds), model.unet.config.in_channels)
+    if tuple(begin.shape[:2]) != expect:
+        raise ValueError(f"start latents of shape {tuple(begin.shape)} for a batch {expect}")
+    return first, begin.to(model.device, model.dtype)
+
+
+def _denoise(model: Model, scheduler, cond: _Conditioning, guidance: float,
+             latents: torch.Tensor, t):
+    """One scheduler step from `latents` at timestep `t`, guided when both halves run."""
+    inp = torch.cat([latents] * len(cond.branches))
+    inp = scheduler.scale_model_input(inp, t)
+    out = model.unet(
+        inp, t, encoder_hidden_states=cond.text, added_cond_kwargs=cond.added, return_dict=False
+    )[0]
+    if len(cond.branches) == 2:
+        uncond, c = out.chunk(2)
+        out = uncond + guidance * (c - uncond)
+    return scheduler.step(out, t, latents, return_dict=True)
+
+
+def _step_info(i: int, timesteps: list[int], res, captures: dict, attention: dict) -> StepInfo:
+    n_steps = len(timesteps)
+    x0 = getattr(res, "pred_original_sample", None)
+    return StepInfo(
+        step=i,
+        n_steps=n_steps,
+        timestep=timesteps[i],
+        t=step_t(i, n_steps),
+        latents=res.prev_sample,
+        pred_x0=x0 if x0 is not None else res.prev_sample,
+        captures=captures,
+        attention=attention,
+    )
+
+
+def _attention(maps: CrossAttentionMaps, branches: tuple[str, ...]) -> dict:
+    return {b: split_branches(a, branches) for b, a in maps.pop().items()}

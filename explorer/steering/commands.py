@@ -7,6 +7,7 @@ analysis package owns) so the two can be run, and fail, independently.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.argtypes import image_file, positive_float, positive_int
@@ -16,13 +17,41 @@ DEFAULT_BLOCK = "mid_block.attentions.0"  # the paper steers the mid block
 
 
 def cmd_steer(args) -> int:
-    from explorer.commandline import device_arg, save_png
-    from explorer.engine import load_model
+    from explorer.commandline import save_png
+
+    plan = _plan_steer(args)
+    iv, res = _run_steer(plan, args)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    out = Path(args.out)
+    save_png(res.images[0], out)
+    what = ", ".join(f"{f.feature}={f.strength:g}" for f in iv.active) if iv.active else "no edit"
+    print(
+        f"wrote {out} ({args.mode} on {plan.block} with SAE {plan.entry.id}, "
+        f"{plan.window.describe()}, {args.branches}: {what})"
+    )
+    return 0
+
+
+@dataclass(frozen=True)
+class _SteerPlan:
+    """A `steer` request checked against the model's and the SAEs' JSON files: a mistake
+    costs a second, not a model load."""
+
+    ws: object  # explorer.workspace.Workspace
+    entry: object  # the SAE's workspace entry
+    block: str
+    feats: tuple  # FeatureEdit per --feature
+    window: object  # steering.windows.Window
+    steps: int
+    region: object  # None: the whole image, or a region in pixels until the model loads
+
+
+def _plan_steer(args) -> _SteerPlan:
     from explorer.preflight import check_writable_file, read_model, sae_latents
     from explorer.steering.interventions import MODES, Intervention, check_strength, validate
     from explorer.steering.regions import parse_rect
-    from explorer.steering.saes import choose_sae, load_entry
-    from explorer.steering.steer import parse_feature, steer
+    from explorer.steering.steer import parse_feature
     from explorer.steering.windows import parse_window
     from explorer.workspace import Workspace
 
@@ -35,47 +64,59 @@ def cmd_steer(args) -> int:
     for f in feats:
         check_strength(f.strength, args.mode)  # NaN/inf refused before the model loads
     window = parse_window(args.window)
-    # Everything below up to the load reads only the model's and the SAEs' JSON files: a
-    # mistake costs a second, not a model load.
     plan = read_model(args.model or ws.model)
     steps = int(plan.steps if args.steps is None else args.steps)
     window.check(steps)
-    block = args.block or _default_block(ws)
-    if args.sae:
-        entry = ws.sae(args.sae)
-        if args.block and entry.block != args.block:
-            raise UserError(f"--sae {args.sae} is an SAE of {entry.block}, not of --block {args.block}")
-        block = entry.block
-    else:
-        entry, note = choose_sae(ws.saes(), block, window, steps)
-        ws.report_unreadable_saes()
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+    entry, block = _steer_sae(ws, args, window, steps)
     # A region in pixels needs the image size; a config that does not give it waits for the load.
     region = parse_rect(args.region, plan.resolution) if args.region and plan.resolution else None
     d_sae = sae_latents(entry.path)
     validate(Intervention(block, feats, args.mode, region, window, args.branches), d_sae)
     check_writable_file(args.out)
+    return _SteerPlan(ws, entry, block, feats, window, steps, region)
+
+
+def _steer_sae(ws, args, window, steps: int):
+    """(the SAE entry to steer with, its block): --sae's, else the window's own SAE of --block
+    (default: the paper's block, if it has an SAE)."""
+    from explorer.steering.saes import choose_sae
+
+    block = args.block or _default_block(ws)
+    if args.sae:
+        entry = ws.sae(args.sae)
+        if args.block and entry.block != args.block:
+            raise UserError(f"--sae {args.sae} is an SAE of {entry.block}, not of --block {args.block}")
+        return entry, entry.block
+    entry, note = choose_sae(ws.saes(), block, window, steps)
+    ws.report_unreadable_saes()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return entry, block
+
+
+def _run_steer(plan: _SteerPlan, args):
+    """Load the model and the SAE, and generate: (the intervention as run, the result)."""
+    from explorer.commandline import device_arg
+    from explorer.engine import load_model
+    from explorer.steering.interventions import Intervention, validate
+    from explorer.steering.regions import parse_rect
+    from explorer.steering.saes import load_entry
+    from explorer.steering.steer import steer
+
+    ws, entry, block = plan.ws, plan.entry, plan.block
     model = load_model(args.model or ws.model, device=device_arg(args))
+    region = plan.region
     if region is None and args.region:
         region = parse_rect(args.region, model.resolution)
-    iv = Intervention(block, feats, args.mode, region, window, args.branches, sae_id=entry.id)
+    iv = Intervention(block, plan.feats, args.mode, region, plan.window, args.branches,
+                      sae_id=entry.id)
     sae = load_entry(entry, device=model.device)
     iv = validate(iv, int(sae.cfg.d_sae))
     stats = None
     if args.mode == "add" and iv.active:
-        stats = _add_stats(ws, entry, sae, model, args, block, steps)
-    res = steer(model, [args.prompt], [args.seed], [iv], sae, stats, steps, args.guidance)
-    for w in res.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    out = Path(args.out)
-    save_png(res.images[0], out)
-    what = ", ".join(f"{f.feature}={f.strength:g}" for f in iv.active) if iv.active else "no edit"
-    print(
-        f"wrote {out} ({args.mode} on {block} with SAE {entry.id}, {window.describe()}, "
-        f"{args.branches}: {what})"
-    )
-    return 0
+        stats = _add_stats(ws, entry, sae, model, args, block, plan.steps)
+    res = steer(model, [args.prompt], [args.seed], [iv], sae, stats, plan.steps, args.guidance)
+    return iv, res
 
 
 def _default_block(ws) -> str:
@@ -161,6 +202,11 @@ def cmd_evaluate_interventions(args) -> int:
 
 
 def register(sub) -> None:
+    _register_steer(sub)
+    _register_evaluate_interventions(sub)
+
+
+def _register_steer(sub) -> None:
     from explorer.commandline import add_model_flags
 
     p = sub.add_parser(
@@ -201,6 +247,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=image_file, help="PNG file to write")
     add_model_flags(p)
     p.set_defaults(func=cmd_steer, model=None)
+
+
+def _register_evaluate_interventions(sub) -> None:
+    from explorer.commandline import add_model_flags
 
     p = sub.add_parser(
         "evaluate-interventions",

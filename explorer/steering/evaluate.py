@@ -170,20 +170,23 @@ class InterventionReport:
         }
 
     def markdown(self) -> str:
-        def row(name: str, table: dict, key: str, paper: str | None = None, fmt=".2f") -> str:
-            cells = []
-            for s in STAGES:
-                ours = table[s][key]
-                ref = PAPER_RESULTS[paper][s].get(key) if paper else None
-                cells.append(f"{ours:{fmt}}" + (f" ({ref:.2f})" if ref is not None else ""))
-            return f"| {name} | " + " | ".join(cells) + " |"
+        lines = [self._md_title(), "", self._md_setting(), "", *self._md_tables()]
+        if len(self.sweep) > 1:
+            lines += self._md_sweep()
+        lines += ["", self._md_unedited(), "", self._md_bars(), "", f"LPIPS: {LPIPS_NOTE}."]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
 
-        lines = [
+    def _md_title(self) -> str:
+        return (
             "## Interventions"
             + ("" if report_stem(self.block) == "interventions" else f" at `{self.block}`")
             + (", prompts naming their places" if self.placed else "")
-            + ("" if self.styled else ", prompts naming no background"),
-            "",
+            + ("" if self.styled else ", prompts naming no background")
+        )
+
+    def _md_setting(self) -> str:
+        return (
             f"{self.model}, {self.block}, {self.steps} steps, guidance {self.guidance:g}; "
             f"{self.n} one-object test prompts (held-in), "
             + ("naming the object's place (the edit must overrule the text). "
@@ -193,15 +196,20 @@ class InterventionReport:
             + ("" if self.styled else
                "The prompts name no background either; the target style is one the unedited "
                "image does not show. ")
-            + "Ours, with the paper's SD 1.4 number in parentheses.",
-            "",
+            + "Ours, with the paper's SD 1.4 number in parentheses."
+        )
+
+    def _md_tables(self) -> list[str]:
+        """The results per stage (the paper's in parentheses), then each stage's SAE and β."""
+        lines = [
             "| result | early | middle | final |",
             "|---|---|---|---|",
-            row("spatial success (Table 4; chance 0.25)", self.spatial, "success", "spatial"),
-            row("spatial, early β in every stage (control)", self.spatial_control, "success"),
-            row("spatial pixel change", self.spatial, "pixel_distance", fmt=".3f"),
-            row("global success (Table 5; checker's style)", self.global_, "success", "global"),
-            row("global pixel change", self.global_, "pixel_distance", fmt=".3f"),
+            _md_row("spatial success (Table 4; chance 0.25)", self.spatial, "success", "spatial"),
+            _md_row("spatial, early β in every stage (control)", self.spatial_control, "success"),
+            _md_row("spatial pixel change", self.spatial, "pixel_distance", fmt=".3f"),
+            _md_row("global success (Table 5; checker's style)", self.global_, "success",
+                    "global"),
+            _md_row("global pixel change", self.global_, "pixel_distance", fmt=".3f"),
             "| global LPIPS (paper: 0.653 / 0.385 / 0.114) | n/a | n/a | n/a |",
             "",
             "| stage | SAE | dictionary | β spatial | β global | mean features (spatial) | "
@@ -216,26 +224,31 @@ class InterventionReport:
                 f"{self.spatial[s]['mean_features']:.1f} | "
                 f"{self.spatial[s]['no_features']} / {self.global_[s]['no_features']} |"
             )
-        if len(self.sweep) > 1:
-            lines += [
-                "",
-                "Dose-response: success at multiples of the calibrated β (same multiple in every "
-                "stage; pixel change in parentheses).",
-                "",
-                "| edit | β × | early | middle | final | pattern |",
-                "|---|---|---|---|---|---|",
-            ]
-            for mode, key in (("spatial", "spatial_early_clearly_above_middle_and_final"),
-                              ("global", "global_highest_in_middle")):
-                for scale in sorted(self.sweep):
-                    sc = self.sweep[scale]
-                    cells = " | ".join(
-                        f"{sc[mode][s]['success']:.2f} ({sc[mode][s]['pixel_distance']:.3f})"
-                        for s in STAGES
-                    )
-                    ok = self.bars(sc["spatial"], sc["global"])[key]
-                    lines.append(f"| {mode} | {scale:g} | {cells} | "
-                                 f"{key.replace('_', ' ')}: {'yes' if ok else 'no'} |")
+        return lines
+
+    def _md_sweep(self) -> list[str]:
+        lines = [
+            "",
+            "Dose-response: success at multiples of the calibrated β (same multiple in every "
+            "stage; pixel change in parentheses).",
+            "",
+            "| edit | β × | early | middle | final | pattern |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, key in (("spatial", "spatial_early_clearly_above_middle_and_final"),
+                          ("global", "global_highest_in_middle")):
+            for scale in sorted(self.sweep):
+                sc = self.sweep[scale]
+                cells = " | ".join(
+                    f"{sc[mode][s]['success']:.2f} ({sc[mode][s]['pixel_distance']:.3f})"
+                    for s in STAGES
+                )
+                ok = self.bars(sc["spatial"], sc["global"])[key]
+                lines.append(f"| {mode} | {scale:g} | {cells} | "
+                             f"{key.replace('_', ' ')}: {'yes' if ok else 'no'} |")
+        return lines
+
+    def _md_unedited(self) -> str:
         b = self.baseline
         if self.placed:
             where = f"in its prompted quadrant {b['object_in_own']:.2f}"
@@ -243,23 +256,31 @@ class InterventionReport:
             where = (f"in the quadrant of the scene it was drawn from (not in the prompt; chance "
                      f"0.25) {b['object_in_own']:.2f}, quadrants taken "
                      + ", ".join(f"{q} {v:.2f}" for q, v in b["quadrant_share"].items()))
-        lines += [
-            "",
+        return (
             f"Unedited: object found {b['object_found']:.2f}, already in the target quadrant "
             f"{b['object_in_target']:.2f}, {where}; background read "
             + ("as prompted" if self.styled else
                "as in the scene it was drawn from (not in the prompt; chance 0.2)")
             + f" {b['background_as_prompted']:.2f}, as the target "
-            f"{b['background_is_target']:.2f}.",
-            "",
+            f"{b['background_is_target']:.2f}."
+        )
+
+    def _md_bars(self) -> str:
+        return (
             "Bars: "
             + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in self.bars().items())
-            + f" (clearly = by ≥ {CLEAR_MARGIN}).",
-            "",
-            f"LPIPS: {LPIPS_NOTE}.",
-        ]
-        lines += [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
+            + f" (clearly = by ≥ {CLEAR_MARGIN})."
+        )
+
+
+def _md_row(name: str, table: dict, key: str, paper: str | None = None, fmt=".2f") -> str:
+    """A table row of `key` per stage, with the paper's result for `paper` in parentheses."""
+    cells = []
+    for s in STAGES:
+        ours = table[s][key]
+        ref = PAPER_RESULTS[paper][s].get(key) if paper else None
+        cells.append(f"{ours:{fmt}}" + (f" ({ref:.2f})" if ref is not None else ""))
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=16, base=None,
@@ -270,20 +291,15 @@ def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=
     trajectories: one `Trajectory` per batch; for the unedited run they are recorded, for an
     edited run whose edits act from step `first` on, the run starts there (bit-identical)."""
     from explorer.engine import generate, resumable
-    from explorer.steering.interventions import PerSample
 
     images = []
     resume = trajectories is not None and resumable(model.pipe.scheduler)
     for b, i in enumerate(range(0, len(cases), batch_size)):
         chunk = cases[i : i + batch_size]
-        hooks = None
-        if edits is not None:
-            part = edits[i : i + batch_size]
-            if any(e is not None for e in part):
-                hooks = {block: [PerSample(part)]}
-            elif base is not None:
-                images.append(base[i : i + batch_size])
-                continue
+        hooks = _batch_hooks(block, edits, i, batch_size)
+        if edits is not None and hooks is None and base is not None:
+            images.append(base[i : i + batch_size])
+            continue
         start = record = None
         if resume and hooks is None:
             record = trajectories[b]
@@ -301,6 +317,16 @@ def _generate(model, cases, steps, guidance, block=None, edits=None, batch_size=
         )
         images.append(res.images)
     return np.concatenate(images)
+
+
+def _batch_hooks(block, edits, i: int, batch_size: int) -> dict | None:
+    """The hooks of the batch from case `i` on: None where none of its cases is edited."""
+    from explorer.steering.interventions import PerSample
+
+    if edits is None:
+        return None
+    part = edits[i : i + batch_size]
+    return {block: [PerSample(part)]} if any(e is not None for e in part) else None
 
 
 def _score_spatial(images, base, cases, n_feats) -> dict:
@@ -359,16 +385,8 @@ def evaluate_interventions(
 
     Writes `interventions.json` and `interventions.md` into the workspace (when `write`).
     """
-    from explorer.engine import load_model
-    from explorer.shapes.checker import classify_background
-    from explorer.shapes.world import BACKGROUNDS, COLOURS, QUADRANTS, SHAPES, Scene
-    from explorer.steering.features import label_stages, labels_from_index
-    from explorer.steering.interventions import FeatureEdit, Intervention, make_edit
-    from explorer.steering.regions import QUADRANT_RECTS
-    from explorer.steering.saes import choose_sae, load_entry
     from explorer.workspace import Workspace
 
-    say = progress or (lambda msg: None)
     if n <= 0 or n_label <= 0:
         raise UserError("n and n_label must be positive")
     scales = sorted({1.0, *(float(x) for x in beta_scales)})
@@ -376,21 +394,86 @@ def evaluate_interventions(
         raise UserError(f"β scales must be positive and finite, got {list(beta_scales)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     t0 = time.time()
-    model = load_model(model_path or ws.model, device=device)
-    steps = int(model.defaults.get("steps", 25) if steps is None else steps)
-    guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
-    model.check_blocks([block])
-    h, w, _ = model.block_geometry(block)
+    plan = _Plan.load(ws, model_path, device, steps=steps, guidance=guidance, block=block, n=n,
+                      n_label=n_label, batch_size=batch_size, placed=placed, styled=styled,
+                      say=progress or (lambda msg: None))
     notes: list[str] = []
+    stage_saes = _stage_saes(plan, notes)
+    labels = _stage_labels(plan, stage_saes)
+    unedited = _unedited(plan)
+    report = InterventionReport(plan.model.name, block, plan.steps, plan.guidance, n, n_label, 0.0,
+                                notes=notes, placed=placed, styled=styled)
+    report.baseline = unedited.baseline
+    stem = report_stem(block, placed, styled)  # the report's files and its example images
+    for stage in STAGES:
+        run = _StageRun(plan, stage, *stage_saes[stage], labels[stage], unedited)
+        _evaluate_stage(run, report, scales, stem)
+    report.seconds = time.time() - t0
+    if write:
+        _write_report(report, ws, stem)
+    return report
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every generation of the protocol shares: the model and its settings."""
+
+    ws: object  # explorer.workspace.Workspace
+    model: object  # explorer.engine.Model
+    block: str
+    steps: int
+    guidance: float
+    n: int
+    n_label: int
+    batch_size: int
+    placed: bool
+    styled: bool
+    say: Callable[[str], None]
+
+    @classmethod
+    def load(cls, ws, model_path: str | None, device: str | None, *, steps: int | None,
+             guidance: float | None, **fields) -> _Plan:
+        """Load the model (the workspace's unless `model_path`); steps and guidance default to
+        the model's."""
+        from explorer.engine import load_model
+
+        model = load_model(model_path or ws.model, device=device)
+        steps = int(model.defaults.get("steps", 25) if steps is None else steps)
+        guidance = float(model.defaults.get("guidance", 7.5) if guidance is None else guidance)
+        model.check_blocks([fields["block"]])
+        return cls(ws, model, steps=steps, guidance=guidance, **fields)
+
+    @property
+    def tokens(self) -> int:
+        """Positions of the block's map (h·w): the global β is per position."""
+        h, w, _ = self.model.block_geometry(self.block)
+        return h * w
+
+    def generate(self, cases, **kw) -> np.ndarray:
+        return _generate(self.model, cases, self.steps, self.guidance,
+                         batch_size=self.batch_size, **kw)
+
+
+def _stage_saes(plan: _Plan, notes: list[str]) -> dict[str, tuple]:
+    """stage → (its SAE's workspace entry, the SAE), each SAE loaded once; a stage that borrows
+    another's SAE adds a note."""
+    from explorer.steering.saes import choose_sae, load_entry
 
     stage_saes, loaded = {}, {}
     for stage in STAGES:
-        entry, note = choose_sae(ws.saes(), block, PRESETS[stage], steps)
+        entry, note = choose_sae(plan.ws.saes(), plan.block, PRESETS[stage], plan.steps)
         if note:
             notes.append(note)
         if entry.id not in loaded:
-            loaded[entry.id] = load_entry(entry, device=model.device)
+            loaded[entry.id] = load_entry(entry, device=plan.model.device)
         stage_saes[stage] = (entry, loaded[entry.id])
+    return stage_saes
+
+
+def _stage_labels(plan: _Plan, stage_saes: dict[str, tuple]) -> dict:
+    """stage → its dictionary: the SAE's index's where there is one, else built on the fly."""
+    from explorer.shapes.world import Scene
+    from explorer.steering.features import label_stages, labels_from_index
 
     labels = {}
     for stage, (entry, _) in stage_saes.items():
@@ -399,29 +482,49 @@ def evaluate_interventions(
             labels[stage] = found
     missing = {s: v for s, v in stage_saes.items() if s not in labels}
     if missing:
+        n_label = plan.n_label
         label_scenes = [Scene.from_seed(LABEL_SEED_OFFSET + i, "train") for i in range(n_label)]
-        say(
+        plan.say(
             f"no index with a dictionary for {', '.join(missing)}: building it on {n_label} "
             "labelling images"
         )
-        labels.update(
-            label_stages(model, block, missing, label_scenes, steps, guidance, batch_size, say)
-        )
+        labels.update(label_stages(plan.model, plan.block, missing, label_scenes, plan.steps,
+                                   plan.guidance, plan.batch_size, plan.say))
+    return labels
 
-    cases = make_cases(n, placed=placed, styled=styled)
-    say(f"generating {n} unedited test images")
+
+@dataclass(frozen=True)
+class _Unedited:
+    cases: list[Case]  # retargeted against what the unedited images show
+    images: np.ndarray
+    trajectories: list  # one engine.Trajectory per batch
+    baseline: dict[str, float]
+
+
+def _unedited(plan: _Plan) -> _Unedited:
+    """The test cases' unedited images and trajectories, the cases retargeted against them."""
     from explorer.engine import Trajectory
+    from explorer.shapes.checker import classify_background
 
+    cases = make_cases(plan.n, placed=plan.placed, styled=plan.styled)
+    plan.say(f"generating {plan.n} unedited test images")
     # The unedited runs' latents at every step: an edit in the middle or final stage starts from
     # them where its window opens instead of rerunning the steps before it.
-    trajs = [Trajectory() for _ in range(0, len(cases), batch_size)]
-    base = _generate(model, cases, steps, guidance, batch_size=batch_size, trajectories=trajs)
+    trajs = [Trajectory() for _ in range(0, len(cases), plan.batch_size)]
+    base = plan.generate(cases, trajectories=trajs)
     own = [
         object_quadrant(img, c.scene.objects[0].colour) for img, c in zip(base, cases, strict=True)
     ]
     bgs = [classify_background(img) for img in base]
     cases = retarget(cases, own, bgs)
-    baseline = {
+    return _Unedited(cases, base, trajs, _baseline(cases, own, bgs))
+
+
+def _baseline(cases: list[Case], own: list[str | None], bgs: list[str | None]) -> dict:
+    """Where the unedited objects went and which backgrounds the checker reads."""
+    from explorer.shapes.world import QUADRANTS
+
+    return {
         "object_found": float(np.mean([q is not None for q in own])),
         "object_in_target": float(
             np.mean([q == c.target_quadrant for q, c in zip(own, cases, strict=True)])
@@ -438,95 +541,129 @@ def evaluate_interventions(
         "quadrant_share": {q: float(np.mean([o == q for o in own])) for q in QUADRANTS},
     }
 
-    report = InterventionReport(model.name, block, steps, guidance, n, n_label, 0.0, notes=notes,
-                                placed=placed, styled=styled)
-    report.baseline = baseline
-    stem = report_stem(block, placed, styled)  # the report's files and its example images
+
+@dataclass(frozen=True)
+class _StageRun:
+    """One stage's SAE and dictionary, editing the test cases from their unedited runs."""
+
+    plan: _Plan
+    stage: str
+    entry: object  # the SAE's workspace entry
+    sae: object
+    lab: object  # steering.features.StageLabels
+    unedited: _Unedited
+
+    def spatial_edits(self, beta: float) -> tuple[list, list[int]]:
+        """Per case, its object's colour and shape features moved to the target quadrant."""
+        from explorer.steering.interventions import FeatureEdit, Intervention, make_edit
+        from explorer.steering.regions import QUADRANT_RECTS
+
+        edits, counts = [], []
+        for c in self.unedited.cases:
+            obj = c.scene.objects[0]
+            feats = self.lab.features_for_words([obj.colour, obj.shape])
+            counts.append(len(feats))
+            iv = Intervention(
+                self.plan.block,
+                tuple(FeatureEdit(f, beta) for f in feats),
+                "spatial",
+                QUADRANT_RECTS[c.target_quadrant],
+                PRESETS[self.stage],
+                "cond",
+                self.entry.id,
+            )
+            edits.append(make_edit(iv, self.sae))
+        return edits, counts
+
+    def global_edits(self, beta: float) -> tuple[list, list[int]]:
+        """Per case, the target background's feature added everywhere (none: no edit)."""
+        from explorer.steering.interventions import FeatureEdit, Intervention, make_edit
+
+        edits, counts = [], []
+        for c in self.unedited.cases:
+            f = self.lab.feature_for_label(c.target_background)
+            counts.append(0 if f is None else 1)
+            feats = () if f is None else (FeatureEdit(f, beta),)
+            iv = Intervention(self.plan.block, feats, "global", None, PRESETS[self.stage], "cond",
+                              self.entry.id)
+            edits.append(make_edit(iv, self.sae))
+        return edits, counts
+
+    def run(self, edits_counts: tuple[list, list[int]], score) -> tuple[np.ndarray, dict]:
+        """The edited images, from the unedited trajectories where the stage's window opens,
+        and their scores."""
+        edits, counts = edits_counts
+        u, plan = self.unedited, self.plan
+        first = (PRESETS[self.stage].steps(plan.steps) or [0])[0]
+        imgs = plan.generate(u.cases, block=plan.block, edits=edits, base=u.images,
+                             trajectories=u.trajectories, first=first)
+        return imgs, score(imgs, u.images, u.cases, counts)
+
+
+def _evaluate_stage(run: _StageRun, report: InterventionReport, scales: list[float],
+                    stem: str) -> None:
+    """The stage's row of every table: its edits at each β scale, and the equal-β control."""
+    stage, lab = run.stage, run.lab
+    beta_s = calibrated_beta("spatial", stage)
+    beta_g = calibrated_beta("global", stage, run.plan.tokens, lab.mean_code_norm)
+    report.stages[stage] = _stage_record(run, beta_s, beta_g)
+    for scale in scales:
+        _evaluate_scale(run, report, scale, beta_s, beta_g, stem)
     early_beta = calibrated_beta("spatial", "early")
-    for stage in STAGES:
-        entry, sae = stage_saes[stage]
-        lab = labels[stage]
-        resume = (trajs, (PRESETS[stage].steps(steps) or [0])[0])
-        beta_s = calibrated_beta("spatial", stage)
-        beta_g = calibrated_beta("global", stage, h * w, lab.mean_code_norm)
-        report.stages[stage] = {
-            "sae": entry.id,
-            "sae_t": entry.t,
-            "dictionary_source": f"{lab.source} ({lab.n_images} images, step {lab.step})",
-            "mean_code_norm": lab.mean_code_norm,
-            "beta_spatial": beta_s,
-            "beta_global": beta_g,
-            "window": PRESETS[stage].describe(),
-            "features_by_word": {
-                word: lab.features_for_words([word]) for word in (*COLOURS, *SHAPES)
-            }
-            | {style: _as_list(lab.feature_for_label(style)) for style in BACKGROUNDS},
+    if stage == "early":
+        report.spatial_control[stage] = dict(report.spatial[stage])
+    else:
+        run.plan.say(f"{stage}: spatial control (β {early_beta:.3g})")
+        _, report.spatial_control[stage] = run.run(run.spatial_edits(early_beta), _score_spatial)
+    report.spatial_control[stage]["beta"] = early_beta
+
+
+def _stage_record(run: _StageRun, beta_s: float, beta_g: float) -> dict:
+    from explorer.shapes.world import BACKGROUNDS, COLOURS, SHAPES
+
+    entry, lab = run.entry, run.lab
+    return {
+        "sae": entry.id,
+        "sae_t": entry.t,
+        "dictionary_source": f"{lab.source} ({lab.n_images} images, step {lab.step})",
+        "mean_code_norm": lab.mean_code_norm,
+        "beta_spatial": beta_s,
+        "beta_global": beta_g,
+        "window": PRESETS[run.stage].describe(),
+        "features_by_word": {
+            word: lab.features_for_words([word]) for word in (*COLOURS, *SHAPES)
         }
+        | {style: _as_list(lab.feature_for_label(style)) for style in BACKGROUNDS},
+    }
 
-        def spatial_edits(beta, stage=stage, entry=entry, sae=sae, lab=lab):
-            edits, counts = [], []
-            for c in cases:
-                obj = c.scene.objects[0]
-                feats = lab.features_for_words([obj.colour, obj.shape])
-                counts.append(len(feats))
-                iv = Intervention(
-                    block,
-                    tuple(FeatureEdit(f, beta) for f in feats),
-                    "spatial",
-                    QUADRANT_RECTS[c.target_quadrant],
-                    PRESETS[stage],
-                    "cond",
-                    entry.id,
-                )
-                edits.append(make_edit(iv, sae))
-            return edits, counts
 
-        def global_edits(beta, stage=stage, entry=entry, sae=sae, lab=lab):
-            edits, counts = [], []
-            for c in cases:
-                f = lab.feature_for_label(c.target_background)
-                counts.append(0 if f is None else 1)
-                feats = () if f is None else (FeatureEdit(f, beta),)
-                iv = Intervention(block, feats, "global", None, PRESETS[stage], "cond", entry.id)
-                edits.append(make_edit(iv, sae))
-            return edits, counts
+def _evaluate_scale(run: _StageRun, report: InterventionReport, scale: float, beta_s: float,
+                    beta_g: float, stem: str) -> None:
+    stage = run.stage
+    run.plan.say(f"{stage}: spatial (β {beta_s * scale:.3g}) and global (β {beta_g * scale:.3g})"
+                 + ("" if scale == 1.0 else f", {scale:g}× the calibrated β"))
+    row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
+    imgs_s, row["spatial"][stage] = run.run(run.spatial_edits(beta_s * scale), _score_spatial)
+    imgs_g, row["global"][stage] = run.run(run.global_edits(beta_g * scale), _score_global)
+    if scale != 1.0:
+        return
+    # Scale 1 is the calibrated β: the main tables and the example figures come from it.
+    report.spatial[stage] = row["spatial"][stage]
+    report.global_[stage] = row["global"][stage]
+    base, cases = run.unedited.images, run.unedited.cases
+    if stage == "early":
+        _save_examples(run.plan.ws, f"{stem}_spatial", base, imgs_s, cases)
+    if stage == "middle":
+        _save_examples(run.plan.ws, f"{stem}_global", base, imgs_g, cases)
 
-        def run(edits_counts, score, resume=resume):
-            edits, counts = edits_counts
-            imgs = _generate(model, cases, steps, guidance, block, edits, batch_size, base, *resume)
-            return imgs, score(imgs, base, cases, counts)
 
-        # Scale 1 is the calibrated β: the main tables and the example figures come from it.
-        for scale in scales:
-            say(f"{stage}: spatial (β {beta_s * scale:.3g}) and global (β {beta_g * scale:.3g})"
-                + ("" if scale == 1.0 else f", {scale:g}× the calibrated β"))
-            row = report.sweep.setdefault(scale, {"spatial": {}, "global": {}})
-            imgs_s, row["spatial"][stage] = run(spatial_edits(beta_s * scale), _score_spatial)
-            imgs_g, row["global"][stage] = run(global_edits(beta_g * scale), _score_global)
-            if scale == 1.0:
-                report.spatial[stage] = row["spatial"][stage]
-                report.global_[stage] = row["global"][stage]
-                if stage == "early":
-                    _save_examples(ws, f"{stem}_spatial", base, imgs_s, cases)
-                if stage == "middle":
-                    _save_examples(ws, f"{stem}_global", base, imgs_g, cases)
+def _write_report(report: InterventionReport, ws, stem: str) -> None:
+    from explorer.atomic import atomic_write_text
 
-        if stage == "early":
-            report.spatial_control[stage] = dict(report.spatial[stage])
-        else:
-            say(f"{stage}: spatial control (β {early_beta:.3g})")
-            _, report.spatial_control[stage] = run(spatial_edits(early_beta), _score_spatial)
-        report.spatial_control[stage]["beta"] = early_beta
-
-    report.seconds = time.time() - t0
-    if write:
-        from explorer.atomic import atomic_write_text
-
-        report.json_path = ws.root / f"{stem}.json"
-        report.md_path = ws.root / f"{stem}.md"
-        atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
-        atomic_write_text(report.md_path, report.markdown())
-    return report
+    report.json_path = ws.root / f"{stem}.json"
+    report.md_path = ws.root / f"{stem}.md"
+    atomic_write_text(report.json_path, json.dumps(report.to_json(), indent=1))
+    atomic_write_text(report.md_path, report.markdown())
 
 
 def report_stem(block: str, placed: bool = False, styled: bool = True,
