@@ -11,10 +11,16 @@ PROMPT = "a large red circle at the top left on a white background"
 
 def test_same_seed_same_image_and_seed_independent_of_batch(tiny_model):
     a = generate(tiny_model, [PROMPT], [7])
+    again = generate(tiny_model, [PROMPT], [7])
+    assert np.array_equal(a.images[0], again.images[0])
+    # In a batch of two the same seed gives the same image. Not bit for bit: the GEMM kernels
+    # block a batch of two differently from a batch of one (it depends on the thread count),
+    # so a pixel may round to the next level.
     b = generate(tiny_model, [PROMPT, "a small blue square at the right on a gray background"], [7, 8])
-    assert np.array_equal(a.images[0], b.images[0])
+    diff = np.abs(a.images[0].astype(int) - b.images[0].astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
     c = generate(tiny_model, [PROMPT], [8])
-    assert not np.array_equal(a.images[0], c.images[0])
+    assert np.abs(a.images[0].astype(int) - c.images[0].astype(int)).mean() > 1
 
 
 def test_loop_matches_the_diffusers_pipeline_bit_for_bit(tiny_model):
