@@ -37,6 +37,7 @@ from explorer.analysis.matching import (
     spread_baseline,
 )
 from explorer.analysis.progress import Cancel, Progress, check, scaled
+from explorer.analysis.pseudo_dictionary import save_for_indexes
 from explorer.analysis.reader import FeatureIndex, write_matches
 from explorer.analysis.truth import (
     EXACT,
@@ -355,6 +356,10 @@ def evaluate_workspace(
                                         eval_samples, seed=seed, cancel=cancel,
                                         own_dictionaries=truth is exact)
                     _put_curves(report, mine, truth_kind(truth))
+                    if truth is not exact:  # the app's browser names features by these
+                        for sid, why in save_for_indexes(indexes, mine["tables"],
+                                                         truth_kind(truth)).items():
+                            report["saes"][sid]["dictionary"]["not_written"] = why
                     if mine["probe"] is not None:
                         mine["probe"].weights.save(workspace.probe_path(block))  # for the Sample view
                     if validate:

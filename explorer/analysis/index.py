@@ -31,7 +31,7 @@ from explorer.analysis.progress import Cancel, Progress, check
 from explorer.analysis.reader import FeatureIndex, Match, Patch
 from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
-from explorer.analysis.truth import open_truth
+from explorer.analysis.truth import open_truth, truth_kind
 from explorer.atomic import atomic_path
 from explorer.sae.split import has_holdout, split_samples  # noqa: F401  (re-exported)
 
@@ -388,6 +388,7 @@ def _build(store, sae, sae_dir, tmp, identity, settings, label_step, truth, prog
             "label_step": label_step,
             "holdout_every": settings.holdout_every,
             "has_dictionary": dict_builder is not None,
+            "dictionary_truth": truth_kind(truth) or "",
             "tokens_per_step": tokens_per_step,
             "identity": identity,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
