@@ -397,7 +397,7 @@ class FeaturePage(QWidget):
         for e in idx.label_entries(feature):
             self.dictionary.addItem(f"{e.label}  ({e.kind}) · IoU {e.iou:.2f} · {e.count}×")
         if self.dictionary.count() == 0:
-            self.dictionary.addItem(f"(no dictionary entry: no mask of the {truth} overlaps the "
+            self.dictionary.addItem(f"(no dictionary entry: none of the {truth} overlaps the "
                                     "map with IoU > 0.5)")
 
     def _fill_matches(self, idx, feature: int) -> None:
