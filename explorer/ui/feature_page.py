@@ -70,14 +70,17 @@ MATCHES_TIP = (
 )
 
 
-def dictionary_heading(table, truth: str | None) -> str:
-    """The line above the dictionary list: which ground truth labelled it, or that none has."""
+def dictionary_heading(table, truth: str | None) -> tuple[str, str]:
+    """(the line above the dictionary list, its tooltip): which ground truth labelled the
+    dictionary, or that none has yet."""
     if table is None:
-        return (f"No concept dictionary yet: run Evaluate to name features. On a store without "
-                f"masks Evaluate labels them against {PSEUDO}.")
-    how = ("each content word's cross-attention (DAAM) mask; this store has no masks"
+        return ("No concept dictionary yet: run Evaluate to name features.",
+                f"On a store without masks Evaluate labels features against {PSEUDO}.")
+    how = ("each content word's cross-attention (DAAM) mask: the store has no masks"
            if truth == PSEUDO else "each object's mask")
-    return f"Concept dictionary from {truth} ({how}): labels whose mask overlaps the map with IoU > 0.5"
+    return (f"Concept dictionary from {truth}",
+            f"Masks: {how}. A label joins a feature's entry where its mask overlaps the "
+            "feature's thresholded map with IoU > 0.5.")
 
 
 def match_text(cosine: float, baseline: float | None) -> str:
@@ -217,8 +220,10 @@ class FeaturePage(QWidget):
         """The dictionary list under a line naming its ground truth (or saying there is none)."""
         self.dictionary = QListWidget()
         self.dictionary.setToolTip("Labels from the concept dictionary: IoU > 0.5 of the thresholded map with an object's mask")
-        self.dictionary_source = QLabel(NO_DICTIONARY)
+        self.dictionary.setWordWrap(True)
+        self.dictionary_source = QLabel()
         self.dictionary_source.setWordWrap(True)
+        self._set_heading(None, None)
         box = QWidget()
         bl = QVBoxLayout(box)
         bl.setContentsMargins(4, 4, 4, 0)
@@ -232,6 +237,8 @@ class FeaturePage(QWidget):
         self.suggestions.setToolTip("Prompt words most associated with the feature firing (lift), with counts")
         self.matches = QListWidget()
         self.matches.setToolTip(MATCHES_TIP)
+        for w in (self.matches, self.suggestions):  # whole lines in a narrow dock
+            w.setWordWrap(True)
         tabs = QTabWidget()
         tabs.addTab(self.firing, "Across steps")
         tabs.addTab(self.hist, "Histogram")
@@ -360,7 +367,7 @@ class FeaturePage(QWidget):
         self._show_empty(self.title.text())
         for w in (self.dictionary, self.suggestions, self.matches):
             w.clear()
-        self.dictionary_source.setText(dictionary_heading(*self._dictionary_of(idx)))
+        self._set_heading(*self._dictionary_of(idx))
 
     def _plot_firing(self, rate: np.ndarray) -> None:
         set_placeholder(self.firing, None)
@@ -389,7 +396,7 @@ class FeaturePage(QWidget):
     def _fill_dictionary(self, idx, feature: int) -> None:
         """The feature's dictionary labels under a heading that names their ground truth."""
         table, truth = self._dictionary_of(idx)
-        self.dictionary_source.setText(dictionary_heading(table, truth))
+        self._set_heading(table, truth)
         self.dictionary.clear()
         if table is None:
             self.dictionary.addItem(f"({NO_DICTIONARY})")
@@ -397,15 +404,23 @@ class FeaturePage(QWidget):
         for e in idx.label_entries(feature):
             self.dictionary.addItem(f"{e.label}  ({e.kind}) · IoU {e.iou:.2f} · {e.count}×")
         if self.dictionary.count() == 0:
-            self.dictionary.addItem(f"(no dictionary entry: none of the {truth} overlaps the "
-                                    "map with IoU > 0.5)")
+            self.dictionary.addItem("(no entry: no mask overlaps the map with IoU > 0.5)")
+
+    def _set_heading(self, table, truth: str | None) -> None:
+        text, tip = dictionary_heading(table, truth)
+        self.dictionary_source.setText(text)
+        self.dictionary_source.setToolTip(tip)
 
     def _fill_matches(self, idx, feature: int) -> None:
-        """Each matched feature with its decoder cosine beside the baseline of that SAE pair."""
+        """Each matched feature with its decoder cosine beside the baseline of that SAE pair;
+        the other SAE by its own part of the id (the block is this one's), the whole id in the
+        tooltip."""
         self.matches.clear()
         baselines = idx.match_baselines()
         for sae_id, other, cos in idx.matches(feature):
-            item = QListWidgetItem(f"{sae_id}  #{other}  · {match_text(cos, baselines.get(sae_id))}")
+            short = sae_id.removeprefix(f"{idx.block}/")
+            item = QListWidgetItem(f"{short}  #{other}  · {match_text(cos, baselines.get(sae_id))}")
+            item.setToolTip(f"{sae_id}, feature #{other}: decoder cosine {cos:.3f}\n\n{MATCHES_TIP}")
             item.setData(Qt.ItemDataRole.UserRole, (sae_id, int(other)))
             self.matches.addItem(item)
 

@@ -50,13 +50,15 @@ PROVISIONAL_TIP = (
 NO_DICTIONARY = "No concept dictionary yet: run Evaluate to name features"
 
 
-def dictionary_note(truth: str | None) -> str:
-    """One line on where the grey names come from: the ground truth of the concept dictionary
-    (exact masks, user masks, cross-attention pseudo-masks), or that there is none yet."""
+def dictionary_note(truth: str | None) -> tuple[str, str]:
+    """(one line on where the grey names come from, its tooltip): the ground truth of the
+    concept dictionary (exact masks, user masks, cross-attention pseudo-masks), or that there
+    is none yet."""
+    words = "≈ names are prompt words that co-occur with the feature (weaker evidence)"
     if not truth:
-        return (f"{NO_DICTIONARY} (a store without masks is labelled against cross-attention "
-                "pseudo-masks); ≈ names are prompt words that co-occur")
-    return f"Grey names: concept dictionary from {truth}; ≈ names are co-occurring prompt words"
+        return NO_DICTIONARY, (f"On a store without masks, Evaluate labels features against "
+                               f"cross-attention pseudo-masks. {words}.")
+    return f"Grey names: concept dictionary from {truth}", f"{words}."
 
 
 def name_source(name: str, truth: str | None) -> str:
@@ -286,8 +288,8 @@ class FeatureTableModel(QAbstractTableModel):
             return f"{COLUMNS[section]} {ARROWS[order]}" if section == column else COLUMNS[section]
         if role == Qt.ItemDataRole.ToolTipRole:
             if section == COL_LABEL:
-                return f"your label (black), else a provisional name (grey)\n\n" \
-                       f"{dictionary_note(self.dictionary_truth)}"
+                note, tip = dictionary_note(self.dictionary_truth)
+                return f"your label (black), else a provisional name (grey)\n\n{note}; {tip}"
             return _HEADER_TIPS.get(section)
         return None
 
@@ -414,7 +416,7 @@ class FeatureBrowser(QWidget):
         self.filter.setClearButtonEnabled(True)
         # Where the grey names come from, in words: on a store without masks they are the
         # dictionary Evaluate made against cross-attention pseudo-masks, or there are none yet.
-        self.source_note = QLabel(dictionary_note(None))
+        self.source_note = QLabel()
         self.source_note.setWordWrap(True)
         self.source_note.setStyleSheet("color: palette(mid); font-size: 11px;")
         self.model = FeatureTableModel(self)
@@ -455,9 +457,12 @@ class FeatureBrowser(QWidget):
         self.model.modelReset.connect(self._follow)
         self.model.replaced.connect(self._forget)
         self.model.modelReset.connect(self._show_source)
+        self._show_source()
 
     def _show_source(self) -> None:
-        self.source_note.setText(dictionary_note(self.model.dictionary_truth))
+        text, tip = dictionary_note(self.model.dictionary_truth)
+        self.source_note.setText(text)
+        self.source_note.setToolTip(tip)
 
     def _forget(self) -> None:
         self.shown = None

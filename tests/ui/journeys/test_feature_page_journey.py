@@ -163,8 +163,13 @@ def test_matches_show_their_cosine_beside_the_baseline(qtbot, window, tiny_works
     lines = _match_lines(page)
     assert len(lines) == len(idx.matches(f)) > 0
     for line, (sae_id, other, cos) in zip(lines, idx.matches(f), strict=True):
-        assert line.startswith(f"{sae_id}  #{other}  · cosine {cos:.2f} "
+        short = sae_id.split("/")[-1]  # the block is the shown SAE's: "t1.00  #27  · …"
+        assert line.startswith(f"{short}  #{other}  · cosine {cos:.2f} "
                                f"(baseline {baselines[sae_id]:.2f}"), line
+    # Whole in the dock: the cosine and its baseline are not cut off at the default width.
+    item = page.matches.item(0)
+    assert page.matches.visualItemRect(item).right() <= page.matches.viewport().width()
+    assert page.matches.horizontalScrollBar().maximum() == 0
 
     old = shutil.copytree(tiny_workspace, tmp_path / "old-index")
     for path in old.rglob("index.h5"):
