@@ -38,6 +38,7 @@ from explorer.analysis.matching import (
     spread_baseline,
 )
 from explorer.analysis.progress import Cancel, Progress, check, scaled
+from explorer.analysis.pseudo_dictionary import save_for_indexes
 from explorer.analysis.reader import FeatureIndex, write_matches
 from explorer.analysis.report_model import (
     COMPOSITION,
@@ -417,6 +418,10 @@ def _evaluate_block(run: _Run, block: str, entries, where: tuple[float, float], 
                             eval_samples, seed=run.seed, cancel=run.cancel,
                             own_dictionaries=run.truth is run.exact)
         _put_curves(rep, mine, truth_kind(run.truth))
+        if run.truth is not run.exact:  # the app's browser names features by these
+            for sid, why in save_for_indexes(indexes, mine["tables"],
+                                             truth_kind(run.truth)).items():
+                rep.saes[sid].dictionary["not_written"] = why
         if mine["probe"] is not None:
             mine["probe"].weights.save(run.workspace.probe_path(block))  # for the Sample view
         if run.validate:

@@ -32,7 +32,7 @@ from explorer.analysis.errors import AnalysisError
 from explorer.analysis.progress import Cancel, Progress, check
 from explorer.analysis.suggestions import SuggestionBuilder, build_vocabulary
 from explorer.analysis.topk import StreamingTopN, merge_rows
-from explorer.analysis.truth import open_truth
+from explorer.analysis.truth import open_truth, truth_kind
 from explorer.atomic import atomic_path
 from explorer.sae.split import has_holdout, split_samples  # noqa: F401  (re-exported)
 
@@ -330,6 +330,7 @@ def _build(job: _Job, tmp, truth, progress, cancel) -> tuple[int, int]:
         _write_labels(f, dict_builder, sugg)
         for key, value in _attrs(job, dict_builder is not None, tokens_per_step).items():
             f.attrs[key] = value
+        f.attrs["dictionary_truth"] = truth_kind(truth) or ""  # which masks named the features
         f.attrs["complete"] = True
     table_bytes = acc.top.values.nbytes + acc.top.keys.nbytes + acc.count.nbytes + acc.total.nbytes
     return n * S * h * w, table_bytes

@@ -231,6 +231,26 @@ class FeatureIndex:
         return [] if table is None else table.entry(feature)
 
     @cached_property
+    def label_dictionary(self) -> tuple[Dictionary | None, str | None]:
+        """(the dictionary that names features, the ground truth it came from): the index's own
+        (exact or user masks), else the one `explorer evaluate` made against cross-attention
+        pseudo-masks (pseudo_dictionary.py); (None, None) before either exists."""
+        from explorer.analysis.pseudo_dictionary import read_pseudo_dictionary
+
+        table = self.dictionary_table
+        if table is not None:
+            # Indexes built before the kind was recorded were labelled against masks.
+            return table, str(self._f.attrs.get("dictionary_truth", "")) or "masks"
+        pseudo = read_pseudo_dictionary(self.path, self.identity, self.n_features)
+        return pseudo if pseudo is not None else (None, None)
+
+    def label_entries(self, feature: int) -> list[DictEntry]:
+        """The feature's entry in `label_dictionary`, most frequent label first."""
+        feature = self._feature(feature)
+        table = self.label_dictionary[0]
+        return [] if table is None else table.entry(feature)
+
+    @cached_property
     def auto_labels(self) -> dict[int, str]:
         """Provisional names for features (`explorer.analysis.autolabel`): from the concept
         dictionary where there is one, else from the label suggestions."""
@@ -241,7 +261,7 @@ class FeatureIndex:
             s = self._suggestions
             out = autolabel.suggestion_labels(s["feature"], s["word"], s["lift"], s["count"],
                                               s["vocabulary"])
-        table = self.dictionary_table
+        table = self.label_dictionary[0]
         if table is not None:
             out.update(autolabel.dictionary_labels(table))  # masks beat co-occurring words
         return out

@@ -2,7 +2,8 @@
 
     attrs          schema, version, sae_id, block, branch, d_sae, k, n_samples, n_steps, t, steps,
                    h, w, top_n, label_step, tokens_per_step, identity (JSON: store fingerprint,
-                   SAE weights hash, settings), seconds, created
+                   SAE weights hash, settings), seconds, created, has_dictionary,
+                   dictionary_truth (its ground truth: "exact masks", "user masks", or "")
     /stats/firing_rate, /stats/mean, /stats/max      (F, S) float32: share of a step's tokens on
                    which the feature fired; its mean and max activation when it fired
     /top/{sample,step,y,x,value}                     (F, S, N): top-N patches per feature per

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.analysis.truth import PSEUDO
 from explorer.ui.plots import set_placeholder, trajectory_plot
 
 THUMB = 96
@@ -59,6 +60,35 @@ def log_histogram_view(edges: np.ndarray, counts: np.ndarray):
         return None
     lo, hi = max(0, int(full[0]) - 1), min(len(counts), int(full[-1]) + 2)
     return edges[lo : hi + 1], counts[lo:hi], (np.log10(edges[lo]), np.log10(edges[hi]))
+
+
+NO_DICTIONARY = "no concept dictionary yet: run Evaluate to name features"
+MATCHES_TIP = (
+    "The same concept in the block's other SAEs (decoder cosine, optimal assignment); "
+    "double-click to open.\nBaseline: the mean cosine that an unrelated dictionary spread like "
+    "the other SAE's scores in the same matching; a match means something only above it."
+)
+
+
+def dictionary_heading(table, truth: str | None) -> tuple[str, str]:
+    """(the line above the dictionary list, its tooltip): which ground truth labelled the
+    dictionary, or that none has yet."""
+    if table is None:
+        return ("No concept dictionary yet: run Evaluate to name features.",
+                f"On a store without masks Evaluate labels features against {PSEUDO}.")
+    how = ("each content word's cross-attention (DAAM) mask: the store has no masks"
+           if truth == PSEUDO else "each object's mask")
+    return (f"Concept dictionary from {truth}",
+            f"Masks: {how}. A label joins a feature's entry where its mask overlaps the "
+            "feature's thresholded map with IoU > 0.5.")
+
+
+def match_text(cosine: float, baseline: float | None) -> str:
+    """"cosine 0.62 (baseline 0.18)": a match's cosine beside what unrelated features score."""
+    if baseline is None:
+        return f"cosine {cosine:.2f} (no baseline in this index: run Evaluate again)"
+    below = ", not above it" if cosine <= baseline else ""
+    return f"cosine {cosine:.2f} (baseline {baseline:.2f}{below})"
 
 
 # Typing is committed as one undo step when the field is left, Enter is pressed, or after this
@@ -107,10 +137,30 @@ class FeaturePage(QWidget):
         self.feature: int | None = None
         self.step = 0
         self._lut = None
+        self._thumbs: OrderedDict[tuple, QPixmap] = OrderedDict()
+        self.gallery_delay_ms = GALLERY_DELAY_MS  # 0: refill at every step (the old behaviour)
+        self._gallery_stale = False  # a refill owed while the page was hidden
+        self._loading = False
+        self._dirty = False  # typed but not yet committed as an edit
 
         self.title = QLabel("No feature selected")
         self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
         self.title.setWordWrap(True)  # the whole line at the dock's default width
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_gallery())
+        split.addWidget(self._build_tabs())
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addLayout(self._build_form())
+        layout.addWidget(split, 1)
+        self._build_timers()
+        self._connect()
+        self._show_empty("No feature selected")
+
+    # --- building ---------------------------------------------------------------------------
+    def _build_form(self) -> QFormLayout:
         self.label = QLineEdit()
         self.label.setPlaceholderText("Name this concept…")
         self.tags = QLineEdit()
@@ -123,7 +173,9 @@ class FeaturePage(QWidget):
         form.addRow("Label", self.label)
         form.addRow("Tags", self.tags)
         form.addRow("Notes", self.notes)
+        return form
 
+    def _build_gallery(self) -> QWidget:
         self.scope = QComboBox()
         self.scope.addItem("at the current step", "step")
         self.scope.addItem("over all steps", "all")
@@ -150,7 +202,9 @@ class FeaturePage(QWidget):
         row.addStretch(1)
         gl.addLayout(row)
         gl.addWidget(self.gallery)
+        return gal
 
+    def _build_plots(self) -> None:
         self.firing, self.step_line = trajectory_plot("firing rate")
         self.firing_curve = self.firing.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=4)
         self.firing.addItem(self.step_line)
@@ -161,47 +215,53 @@ class FeaturePage(QWidget):
         self.hist.setMouseEnabled(False, False)
         self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0, brush=(80, 140, 220, 120))
         self.hist.setLogMode(x=True, y=False)
-        self._thumbs: OrderedDict[tuple, QPixmap] = OrderedDict()
-        self.gallery_delay_ms = GALLERY_DELAY_MS  # 0: refill at every step (the old behaviour)
-        self._gallery_timer = QTimer(self)
-        self._gallery_timer.setSingleShot(True)
-        self._gallery_timer.timeout.connect(self._fill_gallery)
-        self._gallery_stale = False  # a refill owed while the page was hidden
+
+    def _build_dictionary(self) -> QWidget:
+        """The dictionary list under a line naming its ground truth (or saying there is none)."""
         self.dictionary = QListWidget()
         self.dictionary.setToolTip("Labels from the concept dictionary: IoU > 0.5 of the thresholded map with an object's mask")
+        self.dictionary.setWordWrap(True)
+        self.dictionary_source = QLabel()
+        self.dictionary_source.setWordWrap(True)
+        self._set_heading(None, None)
+        box = QWidget()
+        bl = QVBoxLayout(box)
+        bl.setContentsMargins(4, 4, 4, 0)
+        bl.addWidget(self.dictionary_source)
+        bl.addWidget(self.dictionary, 1)
+        return box
+
+    def _build_tabs(self) -> QTabWidget:
+        self._build_plots()
         self.suggestions = QListWidget()
         self.suggestions.setToolTip("Prompt words most associated with the feature firing (lift), with counts")
         self.matches = QListWidget()
-        self.matches.setToolTip("The same concept in the block's other SAEs (decoder cosine, optimal assignment); double-click to open")
-
+        self.matches.setToolTip(MATCHES_TIP)
+        for w in (self.matches, self.suggestions):  # whole lines in a narrow dock
+            w.setWordWrap(True)
         tabs = QTabWidget()
         tabs.addTab(self.firing, "Across steps")
         tabs.addTab(self.hist, "Histogram")
-        tabs.addTab(self.dictionary, "Dictionary")
+        tabs.addTab(self._build_dictionary(), "Dictionary")
         tabs.addTab(self.suggestions, "Suggestions")
         tabs.addTab(self.matches, "Matches")
         self.tabs = tabs
+        return tabs
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(gal)
-        split.addWidget(tabs)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.title)
-        layout.addLayout(form)
-        layout.addWidget(split, 1)
-
-        self.scope.currentIndexChanged.connect(self._fill_gallery)
-        self.distinct.toggled.connect(self._fill_gallery)
-        self.gallery.itemClicked.connect(self._on_patch)
-        self.matches.itemDoubleClicked.connect(self._on_match)
-        self._loading = False
-        self._dirty = False  # typed but not yet committed as an edit
+    def _build_timers(self) -> None:
+        self._gallery_timer = QTimer(self)
+        self._gallery_timer.setSingleShot(True)
+        self._gallery_timer.timeout.connect(self._fill_gallery)
         self._pause = QTimer(self)
         self._pause.setSingleShot(True)
         self._pause.setInterval(EDIT_PAUSE_MS)
         self._pause.timeout.connect(self.commit_pending)
+
+    def _connect(self) -> None:
+        self.scope.currentIndexChanged.connect(self._fill_gallery)
+        self.distinct.toggled.connect(self._fill_gallery)
+        self.gallery.itemClicked.connect(self._on_patch)
+        self.matches.itemDoubleClicked.connect(self._on_match)
         self.label.textEdited.connect(self._typed)
         self.tags.textEdited.connect(self._typed)
         self.notes.textChanged.connect(self._notes_changed)
@@ -209,7 +269,6 @@ class FeaturePage(QWidget):
         self.tags.editingFinished.connect(self.commit_pending)
         for w in (self.label, self.tags, self.notes):
             w.installEventFilter(self)
-        self._show_empty("No feature selected")
 
     # --- inputs ---------------------------------------------------------------------------
     def set_source(self, source, lut: np.ndarray) -> None:
@@ -258,35 +317,10 @@ class FeaturePage(QWidget):
                     tags: list[str] | None = None) -> None:
         self.commit_pending()  # typing for the previous feature stays with that feature
         self.feature = feature
-        self._loading = True
-        self.label.setText(label)
         idx = self.source.index if self.source is not None else None
-        provisional = idx.auto_labels.get(feature, "") if idx is not None and feature is not None \
-            else ""
-        self.label.setPlaceholderText(
-            f"Name this concept… (provisional: {provisional})" if provisional
-            else "Name this concept…"
-        )
-        self.notes.setPlainText(notes)
-        self.tags.setText(", ".join(tags or []))
-        self._loading = False
-        for w in (self.label, self.notes, self.tags):
-            w.setEnabled(feature is not None)
-        idx = self.source.index if self.source is not None else None
+        self._load_fields(label, notes, tags or [], idx)
         if feature is None or idx is None:
-            if idx is not None or self.source is None:
-                self.title.setText("No feature selected")
-            elif self.source.index_error:
-                self.title.setText(f"No index: {self.source.index_error}")
-            else:  # a workspace with no SAE yet
-                self.title.setText("No SAE: train one with `explorer train`")
-            self._gallery_timer.stop()
-            self.gallery.clear()
-            self.gallery.setEnabled(True)
-            self.gallery_title.setText("Top patches")
-            self._show_empty(self.title.text())
-            for w in (self.dictionary, self.suggestions, self.matches):
-                w.clear()
+            self._show_no_feature(idx)
             return
         rate = idx.firing_rate[feature]
         peak = int(rate.argmax())
@@ -294,36 +328,101 @@ class FeaturePage(QWidget):
             f"Feature #{feature} · fires on {rate.mean():.2%} of tokens · peaks at step {peak + 1} "
             f"(t = {self.source.t[peak]:.2f})"
         )
+        self._plot_firing(rate)
+        self._plot_histogram(idx.histogram(feature))
+        self._fill_dictionary(idx, feature)
+        self.suggestions.clear()
+        for word, lift, count in idx.suggestions(feature):
+            self.suggestions.addItem(f"{word}  · lift {lift:.2f} · {count} samples")
+        self._fill_matches(idx, feature)
+        self._fill_gallery()
+
+    def _load_fields(self, label: str, notes: str, tags: list[str], idx) -> None:
+        """The label, notes and tags boxes, filled without counting as typing."""
+        self._loading = True
+        self.label.setText(label)
+        provisional = idx.auto_labels.get(self.feature, "") \
+            if idx is not None and self.feature is not None else ""
+        self.label.setPlaceholderText(
+            f"Name this concept… (provisional: {provisional})" if provisional
+            else "Name this concept…"
+        )
+        self.notes.setPlainText(notes)
+        self.tags.setText(", ".join(tags))
+        self._loading = False
+        for w in (self.label, self.notes, self.tags):
+            w.setEnabled(self.feature is not None)
+
+    def _show_no_feature(self, idx) -> None:
+        if idx is not None or self.source is None:
+            self.title.setText("No feature selected")
+        elif self.source.index_error:
+            self.title.setText(f"No index: {self.source.index_error}")
+        else:  # a workspace with no SAE yet
+            self.title.setText("No SAE: train one with `explorer train`")
+        self._gallery_timer.stop()
+        self.gallery.clear()
+        self.gallery.setEnabled(True)
+        self.gallery_title.setText("Top patches")
+        self._show_empty(self.title.text())
+        for w in (self.dictionary, self.suggestions, self.matches):
+            w.clear()
+        self._set_heading(*self._dictionary_of(idx))
+
+    def _plot_firing(self, rate: np.ndarray) -> None:
         set_placeholder(self.firing, None)
         t = np.asarray(self.source.t, float)
         self.firing_curve.setData(t, rate.astype(float))
         self.firing.setXRange(float(t.min()), float(t.max()), padding=0.02)
         # A rate axis from 0: a curve that only wobbles near its peak must not look like a climb.
         self.firing.setYRange(0, max(float(rate.max()), 1e-6) * 1.08, padding=0)
-        shown = log_histogram_view(*idx.histogram(feature))
+
+    def _plot_histogram(self, histogram) -> None:
+        shown = log_histogram_view(*histogram)
         if shown is None:
             self.hist_curve.setData([], [])
             set_placeholder(self.hist, "never fires")
-        else:
-            edges, counts, (lo, hi) = shown
-            set_placeholder(self.hist, None)
-            self.hist_curve.setData(edges, counts)
-            self.hist.setXRange(lo, hi, padding=0)
-            self.hist.setYRange(0, float(counts.max()) * 1.08, padding=0)
+            return
+        edges, counts, (lo, hi) = shown
+        set_placeholder(self.hist, None)
+        self.hist_curve.setData(edges, counts)
+        self.hist.setXRange(lo, hi, padding=0)
+        self.hist.setYRange(0, float(counts.max()) * 1.08, padding=0)
+
+    @staticmethod
+    def _dictionary_of(idx) -> tuple[object, str | None]:
+        return idx.label_dictionary if idx is not None else (None, None)
+
+    def _fill_dictionary(self, idx, feature: int) -> None:
+        """The feature's dictionary labels under a heading that names their ground truth."""
+        table, truth = self._dictionary_of(idx)
+        self._set_heading(table, truth)
         self.dictionary.clear()
-        for e in idx.dictionary(feature):
+        if table is None:
+            self.dictionary.addItem(f"({NO_DICTIONARY})")
+            return
+        for e in idx.label_entries(feature):
             self.dictionary.addItem(f"{e.label}  ({e.kind}) · IoU {e.iou:.2f} · {e.count}×")
         if self.dictionary.count() == 0:
-            self.dictionary.addItem("(no dictionary entry: no object mask overlaps the map with IoU > 0.5)")
-        self.suggestions.clear()
-        for word, lift, count in idx.suggestions(feature):
-            self.suggestions.addItem(f"{word}  · lift {lift:.2f} · {count} samples")
+            self.dictionary.addItem("(no entry: no mask overlaps the map with IoU > 0.5)")
+
+    def _set_heading(self, table, truth: str | None) -> None:
+        text, tip = dictionary_heading(table, truth)
+        self.dictionary_source.setText(text)
+        self.dictionary_source.setToolTip(tip)
+
+    def _fill_matches(self, idx, feature: int) -> None:
+        """Each matched feature with its decoder cosine beside the baseline of that SAE pair;
+        the other SAE by its own part of the id (the block is this one's), the whole id in the
+        tooltip."""
         self.matches.clear()
+        baselines = idx.match_baselines()
         for sae_id, other, cos in idx.matches(feature):
-            item = QListWidgetItem(f"{sae_id}  #{other}  · cosine {cos:.2f}")
+            short = sae_id.removeprefix(f"{idx.block}/")
+            item = QListWidgetItem(f"{short}  #{other}  · {match_text(cos, baselines.get(sae_id))}")
+            item.setToolTip(f"{sae_id}, feature #{other}: decoder cosine {cos:.3f}\n\n{MATCHES_TIP}")
             item.setData(Qt.ItemDataRole.UserRole, (sae_id, int(other)))
             self.matches.addItem(item)
-        self._fill_gallery()
 
     # --- gallery ----------------------------------------------------------------------------
     def _fill_gallery(self) -> None:
@@ -336,18 +435,25 @@ class FeaturePage(QWidget):
             return
         step = self.step if self.scope.currentData() == "step" else None
         self.gallery_title.setText("Top patches" if step is None else f"Top patches · step {step + 1}")
+        for p in self._gallery_patches(step):
+            self.gallery.addItem(self._gallery_item(p))
+
+    def _gallery_patches(self, step: int | None) -> list:
+        """The patches the gallery shows: real ones, and with "one per image" the strongest of
+        each sample and step."""
         patches = [p for p in self.source.index.top_patches(self.feature, step=step)
                    if p.sample >= 0 and np.isfinite(p.value) and p.value > 0]
         if self.distinct.isChecked() and patches:
             keep = one_per_sample([p.sample for p in patches], [p.step for p in patches])
             patches = [patches[i] for i in keep]
-        for p in patches:
-            pix = self._thumbnail(p)
-            item = QListWidgetItem(QIcon(pix), f"{p.value:.3g} · s{p.step + 1}")
-            item.setToolTip(f"sample {p.sample}, step {p.step + 1}, position ({p.y}, {p.x})\n"
-                            f"{self.source.prompt(p.sample)}")
-            item.setData(Qt.ItemDataRole.UserRole, (p.sample, p.step))
-            self.gallery.addItem(item)
+        return patches
+
+    def _gallery_item(self, p) -> QListWidgetItem:
+        item = QListWidgetItem(QIcon(self._thumbnail(p)), f"{p.value:.3g} · s{p.step + 1}")
+        item.setToolTip(f"sample {p.sample}, step {p.step + 1}, position ({p.y}, {p.x})\n"
+                        f"{self.source.prompt(p.sample)}")
+        item.setData(Qt.ItemDataRole.UserRole, (p.sample, p.step))
+        return item
 
     def _thumbnail(self, p) -> QPixmap:
         key = (self.feature, p.sample, p.step, p.y, p.x)

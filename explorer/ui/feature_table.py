@@ -28,6 +28,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
+    QLabel,
     QLineEdit,
     QStyle,
     QStyledItemDelegate,
@@ -35,6 +36,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from explorer.analysis.autolabel import is_word_guess
 
 # Short headers (their tooltips say the rest), so every column fits the dock's default width.
 COLUMNS = ("id", "label", "rate", "mean", "peak t", "over steps")
@@ -44,6 +47,27 @@ PROVISIONAL_TIP = (
     "with the feature; type a label on the feature page to name it (provisional names are "
     "never exported)"
 )
+NO_DICTIONARY = "No concept dictionary yet: run Evaluate to name features"
+
+
+def dictionary_note(truth: str | None) -> tuple[str, str]:
+    """(one line on where the grey names come from, its tooltip): the ground truth of the
+    concept dictionary (exact masks, user masks, cross-attention pseudo-masks), or that there
+    is none yet."""
+    words = "≈ names are prompt words that co-occur with the feature (weaker evidence)"
+    if not truth:
+        return NO_DICTIONARY, (f"On a store without masks, Evaluate labels features against "
+                               f"cross-attention pseudo-masks. {words}.")
+    return f"Grey names: concept dictionary from {truth}", f"{words}."
+
+
+def name_source(name: str, truth: str | None) -> str:
+    """What a provisional name rests on, for its tooltip."""
+    if is_word_guess(name) or not truth:
+        return "≈ a prompt word that co-occurs with the feature (no concept dictionary names it)"
+    return f"from the concept dictionary, against {truth}"
+
+
 _ROOT = QModelIndex()  # the invalid index Qt passes for "the table itself"
 # The sort arrow is drawn in the header text: Qt's own indicator (Fusion) shows ▲ for a
 # descending sort, the opposite of what spreadsheets and Neuronpedia mean by it.
@@ -81,6 +105,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.auto_labels: dict[int, str] = {}  # provisional names (analysis.autolabel), grey
         self.search_text: dict[int, str] = {}  # feature → lowercase words to filter on
         self.tags: dict[int, tuple[str, ...]] = {}  # the user's tags, searchable too
+        self.dictionary_truth: str | None = None  # what the dictionary's names rest on
         self._hay: tuple[tuple, str, np.ndarray] | None = None  # (stamp, text, line starts)
         self._version = 0  # bumped by set_label: the joined search text is rebuilt
         self.order = np.zeros(0, np.int64)
@@ -96,7 +121,10 @@ class FeatureTableModel(QAbstractTableModel):
                      labels: dict[int, str] | None = None,
                      search_text: dict[int, str] | None = None,
                      auto_labels: dict[int, str] | None = None,
-                     tags: dict[int, Iterable[str]] | None = None) -> None:
+                     tags: dict[int, Iterable[str]] | None = None,
+                     dictionary_truth: str | None = None) -> None:
+        """dictionary_truth: the ground truth of the concept dictionary behind the provisional
+        names (e.g. "cross-attention pseudo-masks"); None when there is no dictionary."""
         self.replaced.emit()
         self.beginResetModel()
         self.rate = np.asarray(rate, np.float32)
@@ -106,6 +134,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.auto_labels = dict(auto_labels or {})
         self.search_text = dict(search_text or {})
         self.tags = {f: tuple(v) for f, v in (tags or {}).items() if v}
+        self.dictionary_truth = dictionary_truth
         self._version += 1
         self._overall_rate = self.rate.mean(axis=1)
         fired = np.maximum(self.rate, 1e-12)
@@ -252,61 +281,100 @@ class FeatureTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             column, order = self._sort
             return f"{COLUMNS[section]} {ARROWS[order]}" if section == column else COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return {
-                COL_RATE: "firing rate: share of tokens where the feature fires, averaged over steps",
-                COL_MEAN: "mean activation when it fires",
-                COL_PEAK: "t of the step where it fires most often (1.0 = first step)",
-                COL_SPARK: "firing rate at each step, t = 1.0 (left) to 0.0 (right)",
-            }.get(section)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if section == COL_LABEL:
+                note, tip = dictionary_note(self.dictionary_truth)
+                return f"your label (black), else a provisional name (grey)\n\n{note}; {tip}"
+            return _HEADER_TIPS.get(section)
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
+        handler = _ROLES.get(role)
+        if handler is None or not index.isValid():
             return None
-        f = int(self.order[index.row()])
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            if col == COL_ID:
-                return str(f)
-            if col == COL_LABEL:
-                name = self.labels.get(f) or self.auto_labels.get(f, "")
-                why = self.match_reason(f)
-                return f"{name}  [matched {why}]".strip() if why else name
-            if col == COL_RATE:
-                return f"{self._overall_rate[f]:.2%}"
-            if col == COL_MEAN:
-                mean = float(self._overall_mean[f])  # two decimals: a column that lines up
-                return f"{mean:.2f}" if abs(mean) < 100 else f"{mean:.0f}"
-            if col == COL_PEAK:
-                s = int(self._peak[f])
-                return f"{self.t[s]:.2f}" if s < len(self.t) else str(s)
-            return None
-        if role == Qt.ItemDataRole.ToolTipRole and col == COL_PEAK:
+        return handler(self, int(self.order[index.row()]), index.column())
+
+    # One method per role, each dispatching on the column.
+    def _display(self, f: int, col: int):
+        if col == COL_LABEL:
+            why = self.match_reason(f)
+            name = self._name(f)
+            return f"{name}  [matched {why}]".strip() if why else name
+        text = _CELL_TEXT.get(col)
+        return text(self, f) if text is not None else None
+
+    def _tooltip(self, f: int, col: int):
+        if col == COL_PEAK:
             s = int(self._peak[f])
             return f"fires most often at step {s}" + (f" (t = {self.t[s]:.2f})" if s < len(self.t) else "")
-        if role == Qt.ItemDataRole.UserRole and col == COL_SPARK:
-            return self._spark[f]
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_ID, COL_RATE, COL_MEAN, COL_PEAK):
+        if col != COL_LABEL:
+            return None
+        why = self.match_reason(f)
+        if why:
+            return f"{self._name(f)}\n\nshown by the filter because of its {why}".strip()
+        if self._provisional(f):
+            name = self.auto_labels[f]
+            return f"{name}\n{name_source(name, self.dictionary_truth)}\n\n{PROVISIONAL_TIP}"
+        return self.labels.get(f)  # the whole label where the column cuts it short
+
+    def _sparkline(self, f: int, col: int):
+        return self._spark[f] if col == COL_SPARK else None
+
+    def _alignment(self, f: int, col: int):
+        if col in (COL_ID, COL_RATE, COL_MEAN, COL_PEAK):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if col == COL_LABEL and role == Qt.ItemDataRole.ToolTipRole and self.match_reason(f):
-            name = self.labels.get(f) or self.auto_labels.get(f, "")
-            return f"{name}\n\nshown by the filter because of its {self.match_reason(f)}".strip()
-        if col == COL_LABEL and f not in self.labels and f in self.auto_labels:
-            if role == Qt.ItemDataRole.ForegroundRole:
-                return QColor(140, 140, 140)
-            if role == Qt.ItemDataRole.FontRole:
-                font = QFont()
-                font.setItalic(True)
-                return font
-            if role == Qt.ItemDataRole.ToolTipRole:
-                return f"{self.auto_labels[f]}\n\n{PROVISIONAL_TIP}"
-        if col == COL_LABEL and role == Qt.ItemDataRole.ToolTipRole and f in self.labels:
-            return self.labels[f]  # the whole label where the column cuts it short
         return None
+
+    def _foreground(self, f: int, col: int):
+        return QColor(140, 140, 140) if col == COL_LABEL and self._provisional(f) else None
+
+    def _font(self, f: int, col: int):
+        if col != COL_LABEL or not self._provisional(f):
+            return None
+        font = QFont()
+        font.setItalic(True)
+        return font
+
+    def _name(self, f: int) -> str:
+        return self.labels.get(f) or self.auto_labels.get(f, "")
+
+    def _provisional(self, f: int) -> bool:
+        return f not in self.labels and f in self.auto_labels
+
+    def _mean_text(self, f: int) -> str:
+        mean = float(self._overall_mean[f])  # two decimals: a column that lines up
+        return f"{mean:.2f}" if abs(mean) < 100 else f"{mean:.0f}"
+
+    def _peak_text(self, f: int) -> str:
+        s = int(self._peak[f])
+        return f"{self.t[s]:.2f}" if s < len(self.t) else str(s)
+
+
+_HEADER_TIPS = {
+    COL_RATE: "firing rate: share of tokens where the feature fires, averaged over steps",
+    COL_MEAN: "mean activation when it fires",
+    COL_PEAK: "t of the step where it fires most often (1.0 = first step)",
+    COL_SPARK: "firing rate at each step, t = 1.0 (left) to 0.0 (right)",
+}
+_CELL_TEXT = {
+    COL_ID: lambda m, f: str(f),
+    COL_RATE: lambda m, f: f"{m._overall_rate[f]:.2%}",
+    COL_MEAN: FeatureTableModel._mean_text,
+    COL_PEAK: FeatureTableModel._peak_text,
+}
+_ROLES = {
+    Qt.ItemDataRole.DisplayRole: FeatureTableModel._display,
+    Qt.ItemDataRole.ToolTipRole: FeatureTableModel._tooltip,
+    Qt.ItemDataRole.UserRole: FeatureTableModel._sparkline,
+    Qt.ItemDataRole.TextAlignmentRole: FeatureTableModel._alignment,
+    Qt.ItemDataRole.ForegroundRole: FeatureTableModel._foreground,
+    Qt.ItemDataRole.FontRole: FeatureTableModel._font,
+}
 
 
 class SparklineDelegate(QStyledItemDelegate):
@@ -346,6 +414,11 @@ class FeatureBrowser(QWidget):
         self.filter.setToolTip("Rows whose id, label, tags or dictionary words hold every word; "
                                "a row kept for a tag or dictionary word says which")
         self.filter.setClearButtonEnabled(True)
+        # Where the grey names come from, in words: on a store without masks they are the
+        # dictionary Evaluate made against cross-attention pseudo-masks, or there are none yet.
+        self.source_note = QLabel()
+        self.source_note.setWordWrap(True)
+        self.source_note.setStyleSheet("color: palette(mid); font-size: 11px;")
         self.model = FeatureTableModel(self)
         self.shown: int | None = None  # the feature the rest of the window shows
         self._following = False  # re-selecting the shown feature's row: no new selection
@@ -375,6 +448,7 @@ class FeatureBrowser(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.filter)
+        layout.addWidget(self.source_note)
         layout.addWidget(self.table)
         self.filter.textChanged.connect(self.model.set_filter)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
@@ -382,6 +456,13 @@ class FeatureBrowser(QWidget):
         self.model.layoutChanged.connect(self._follow)
         self.model.modelReset.connect(self._follow)
         self.model.replaced.connect(self._forget)
+        self.model.modelReset.connect(self._show_source)
+        self._show_source()
+
+    def _show_source(self) -> None:
+        text, tip = dictionary_note(self.model.dictionary_truth)
+        self.source_note.setText(text)
+        self.source_note.setToolTip(tip)
 
     def _forget(self) -> None:
         self.shown = None

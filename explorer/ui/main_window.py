@@ -463,12 +463,13 @@ class MainWindow(QMainWindow):
         idx = self.source.index
         labels = self._labels_of_current()
         if idx is not None:
-            words = {f: " ".join(e.label.lower() for e in idx.dictionary(f)) for f in range(idx.n_features)} \
+            words = {f: " ".join(e.label.lower() for e in idx.label_entries(f)) for f in range(idx.n_features)} \
                 if idx.n_features <= 50_000 else {}
             tags = {f: lab.tags for f, lab in self.labels.labels_for(self.entry.id).items()} \
                 if self.labels is not None else {}
             self.browser.model.set_features(idx.firing_rate, idx.mean_activation, self.source.t,
-                                            labels, words, idx.auto_labels, tags)
+                                            labels, words, idx.auto_labels, tags,
+                                            idx.label_dictionary[1])
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
@@ -633,6 +634,10 @@ class MainWindow(QMainWindow):
             return  # another workspace was opened meanwhile; its own report is shown
         self.report_view.set_report(report)
         self.report_view.set_step(self.sample_view.step)
+        shown = self.feature_page.feature  # reopened: Evaluate may have named features
+        self._on_sae_changed(self.sae_combo.currentIndex())
+        if shown is not None and self.source is not None and self.source.index is not None:
+            self._select_and_show(shown)
         self.statusBar().showMessage(f"evaluation written to {self.workspace.report_path}", 10_000)
 
     def _on_evaluate_error(self, message: str) -> None:

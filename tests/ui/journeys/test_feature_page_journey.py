@@ -139,3 +139,46 @@ def test_gallery_shows_one_patch_per_image_and_a_click_opens_it(qtbot, window, t
                      pos=page.gallery.visualItemRect(item).center())
     assert view.sample.value() == sample and view.step == at
     assert window.tabs.currentWidget().widget() is view
+
+
+def _match_lines(page) -> list[str]:
+    return [page.matches.item(i).text() for i in range(page.matches.count())]
+
+
+def test_matches_show_their_cosine_beside_the_baseline(qtbot, window, tiny_workspace, tmp_path):
+    """A decoder cosine alone says little (two unrelated dictionaries of one block match well):
+    each match reads "cosine 0.62 (baseline 0.18)", and an index matched before baselines were
+    stored says it has none rather than showing a bare cosine."""
+    import shutil
+
+    import h5py
+
+    open_and_wait(qtbot, window, tiny_workspace)
+    page = window.feature_page
+    idx = window.source.index
+    baselines = idx.match_baselines()
+    f = next(f for f in range(idx.n_features) if idx.matches(f))
+    _open_feature(qtbot, window, f)
+    _click_tab(qtbot, page.tabs, "Matches")
+    lines = _match_lines(page)
+    assert len(lines) == len(idx.matches(f)) > 0
+    for line, (sae_id, other, cos) in zip(lines, idx.matches(f), strict=True):
+        short = sae_id.split("/")[-1]  # the block is the shown SAE's: "t1.00  #27  · …"
+        assert line.startswith(f"{short}  #{other}  · cosine {cos:.2f} "
+                               f"(baseline {baselines[sae_id]:.2f}"), line
+    # Whole in the dock: the cosine and its baseline are not cut off at the default width.
+    item = page.matches.item(0)
+    assert page.matches.visualItemRect(item).right() <= page.matches.viewport().width()
+    assert page.matches.horizontalScrollBar().maximum() == 0
+
+    old = shutil.copytree(tiny_workspace, tmp_path / "old-index")
+    for path in old.rglob("index.h5"):
+        with h5py.File(path, "a") as h:
+            if "matches" in h:
+                del h["matches"].attrs["baseline_mean_cosine"]
+    open_and_wait(qtbot, window, old)
+    assert window.source.workspace.root == old
+    _open_feature(qtbot, window, f)
+    _click_tab(qtbot, page.tabs, "Matches")
+    lines = _match_lines(page)
+    assert lines and all("no baseline in this index: run Evaluate again" in x for x in lines)
