@@ -15,6 +15,7 @@ into a temporary folder, so the pictures and the tests cannot drift apart.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -23,12 +24,14 @@ import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from explorer.ui.feature_table import COL_LABEL
 from explorer.ui.main_window import MainWindow
 
 LEFT = Qt.MouseButton.LeftButton
 SIZES = [(1600, 1000), (1280, 800)]
 # What the journeys look for, as the README's captions describe them.
-FEATURE_WORD = "circle"  # the feature shown: the browser's first row filtered by this word
+FEATURE_WORD = "small orange circle"  # the feature shown: the first row the filter keeps
+SAMPLE_WORDS = "orange circle"  # the sample shown: the first whose prompt names these
 ATTENTION_WORD = "circle"  # the word of the word-attention and word-probe pictures
 MOVE_PROMPT = "a large red square on a white background"  # no place named
 MOVE_WORDS = "red square"
@@ -188,7 +191,7 @@ def _sae(window, block_prefix, pick):
     or None when the workspace has no such block."""
     combo = window.sae_combo
     ids = [combo.itemData(i) for i in range(combo.count())]
-    mine = [i for i in ids if i.startswith(block_prefix) and "/t" in i]
+    mine = [i for i in ids if i.startswith(block_prefix) and re.fullmatch(r".*/t\d\.\d+", i)]
     return pick(sorted(mine, key=lambda i: float(i.split("/t")[-1]))) if mine else None
 
 
@@ -215,6 +218,34 @@ def _in_window(window, widget) -> bool:
     return window.rect().contains(bottom_right)
 
 
+def _click_cell(qtbot, canvas, gy, gx):
+    """Click the centre of overlay cell (gy, gx) of the picture, as a mouse would."""
+    h, w = canvas._shape
+    gh, gw = canvas._grid
+    scene = canvas.view.mapViewToScene(QPointF((gx + 0.5) * w / gw, (gy + 0.5) * h / gh))
+    qtbot.mouseClick(canvas.viewport(), LEFT, pos=canvas.mapFromScene(scene))
+
+
+def _pick_feature(qtbot, window) -> int:
+    """A feature found by words: typed into the browser's filter, the first row the words
+    label clicked (else the first row kept; the SAE's first named feature where none is), the
+    filter cleared again."""
+    browser, page = window.browser, window.feature_page
+    _type(qtbot, browser.filter, FEATURE_WORD)
+    model = browser.table.model()
+    labels = [str(model.index(r, COL_LABEL).data() or "") for r in range(model.rowCount())]
+    named = [r for r, text in enumerate(labels) if FEATURE_WORD in text]
+    if labels:
+        index = model.index(named[0] if named else 0, 0)
+        browser.table.scrollTo(index)
+        _click(qtbot, browser.table.viewport(), browser.table.visualRect(index).center())
+    _type(qtbot, browser.filter, "")
+    feature = page.feature
+    assert feature is not None
+    assert f"#{feature} " in page.title.text()
+    return feature
+
+
 def _word(combo, wanted):
     """The wanted word if the list offers it, else its first word."""
     return wanted if combo.findText(wanted) >= 0 else combo.itemText(0)
@@ -232,17 +263,7 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
     if sae is not None:
         _choose(qtbot, window.sae_combo, data=sae)
         assert window.entry.id == sae
-    # A feature found by a word: type it into the filter, click the first row.
-    _type(qtbot, browser.filter, FEATURE_WORD)
-    model = browser.table.model()
-    if model.rowCount() > 0:
-        index = model.index(0, 0)
-        browser.table.scrollTo(index)
-        _click(qtbot, browser.table.viewport(), browser.table.visualRect(index).center())
-    _type(qtbot, browser.filter, "")
-    feature = page.feature
-    assert feature is not None
-    assert page.title.text() and f"{feature}" in page.title.text()
+    feature = _pick_feature(qtbot, window)
 
     # Its strongest patch over all steps, clicked: that sample at that step in the Sample tab.
     _choose(qtbot, page.scope, data="all")
@@ -253,13 +274,35 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
     _click(qtbot, page.gallery.viewport(), page.gallery.visualItemRect(item).center())
     assert window.tabs.currentWidget().widget() is view
     assert (view.sample.value(), view.step) == (sample, step)
+    # Then the first sample whose prompt names the object and where the feature fires at the
+    # middle step (the picture has its shapes there), its number typed in, the slider walked
+    # there (on another image a feature of a colour can fire on a shape of another colour).
+    middle = window.source.n_steps // 2
+    shown = next((i for i in range(window.source.n_samples)
+                  if SAMPLE_WORDS in window.source.prompt(i)
+                  and window.source.feature_map(i, middle, feature).max() > 0), None)
+    if shown is not None:
+        _type(qtbot, view.sample, str(shown))
+        qtbot.keyClick(view.sample, Qt.Key.Key_Return)
+        assert view.sample.value() == shown
+        sample = shown
+    if window.source.feature_map(sample, middle, feature).max() > 0:
+        _go_to_step(qtbot, view.slider, middle)
+        step = middle
 
-    # The feature's map over the picture, with its colour bar, the scrubber on screen.
+    # The feature's map over the picture, with its colour bar, the scrubber on screen; a click
+    # on its brightest cell lists the features active there, the shown one among them.
     _choose(qtbot, view.mode, data="feature")
     assert view.canvas.overlay.isVisible() and view.canvas.colorbar.isVisible()
     assert _in_window(window, view.canvas) and _in_window(window, view.slider)
     assert _colours(view.canvas) > 20, "an empty picture"
-    assert view.step_label.text(), "no step shown"
+    assert view.step_label.text().startswith(f"step {step + 1}/")
+    grid = window.source.feature_map(sample, step, feature)
+    gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    _click_cell(qtbot, view.canvas, gy, gx)
+    assert view.side_title.text().startswith(f"Features active at ({gy}, {gx})")
+    assert any(view.side.item(r).text().startswith(f"#{feature} ")
+               for r in range(view.side.count()))
     shots.save("explorer-feature-overlay", window)
 
     # The concept map at the same step, its legend beside it; then the first step.
@@ -321,8 +364,9 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
     if steer.live.isChecked():
         _click(qtbot, steer.live, QPoint(8, steer.live.height() // 2))
     assert not steer.live.isChecked()
+    feature = _pick_feature(qtbot, window)
     _click(qtbot, steer.add_feature)
-    assert [r.feature for r in steer.rows] == [window.feature_page.feature]
+    assert [r.feature for r in steer.rows] == [feature]
     _choose(qtbot, steer.mode, data="add")
     _click(qtbot, steer.go)
     qtbot.waitUntil(lambda: steer.request is None and not window.service.busy, timeout=300_000)
@@ -340,6 +384,7 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
     steer = _tab(qtbot, window, "Steer")
     assert steer.rows == []  # another SAE: the feature list was cleared
     _type(qtbot, steer.prompt, MOVE_PROMPT)
+    qtbot.keyClick(steer.prompt, Qt.Key.Key_Home)  # back to its start, to read it
     _type(qtbot, steer.words, MOVE_WORDS)
     _click(qtbot, steer.add_words)
     if not steer.rows:  # a workspace whose dictionary knows no red square (the tiny one)
@@ -348,8 +393,9 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
     _choose(qtbot, steer.mode, data="spatial")
     for row in steer.rows:
         _type(qtbot, row.spin, "1")
-        qtbot.keyClick(row.spin, Qt.Key.Key_Tab)
+        qtbot.keyClick(row.spin, Qt.Key.Key_Return)
         assert row.strength == pytest.approx(1.0)
+    assert steer.request is None  # typing a strength started nothing
     _choose(qtbot, steer.window, data="early")
     _choose(qtbot, steer.region_tool, text="Rectangle")
     canvas = steer.original
@@ -360,7 +406,8 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
         return canvas.mapFromScene(canvas.view.mapViewToScene(QPointF(fx * w, fy * h)))
 
     vp = canvas.viewport()
-    start, end = at(x0, y0), at(x1, y1)
+    # From the far corner back: a press inside the rectangle already shown would move it.
+    start, end = at(x1, y1), at(x0, y0)
     qtbot.mouseMove(vp, start)
     qtbot.mousePress(vp, LEFT, pos=start)
     for k in range(1, 6):
