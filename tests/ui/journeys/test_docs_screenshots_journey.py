@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QStyle, QStyleOptionComboBox
 
 from explorer.ui.feature_table import COL_LABEL
 from explorer.ui.main_window import MainWindow
@@ -246,6 +246,15 @@ def _pick_feature(qtbot, window) -> int:
     return feature
 
 
+def _reads_whole(combo) -> bool:
+    """The drop-down shows its whole current entry, not "Feature ma"."""
+    opt = QStyleOptionComboBox()
+    combo.initStyleOption(opt)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    return combo.fontMetrics().horizontalAdvance(combo.currentText()) <= field.width()
+
+
 def _word(combo, wanted):
     """The wanted word if the list offers it, else its first word."""
     return wanted if combo.findText(wanted) >= 0 else combo.itemText(0)
@@ -293,6 +302,7 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
     # The feature's map over the picture, with its colour bar, the scrubber on screen; a click
     # on its brightest cell lists the features active there, the shown one among them.
     _choose(qtbot, view.mode, data="feature")
+    assert _reads_whole(view.mode) and _reads_whole(view.cmap), view.mode.width()
     assert view.canvas.overlay.isVisible() and view.canvas.colorbar.isVisible()
     assert _in_window(window, view.canvas) and _in_window(window, view.slider)
     assert _colours(view.canvas) > 20, "an empty picture"
@@ -307,6 +317,7 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
 
     # The concept map at the same step, its legend beside it; then the first step.
     _choose(qtbot, view.mode, data="concepts")
+    assert _reads_whole(view.mode)
     assert view.side.count() > 0 and _in_window(window, view.side)
     assert not view.canvas.colorbar.isVisible()  # categorical: no colour bar
     shots.save("explorer-concept-map", window)
@@ -320,6 +331,7 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
     qtbot.waitUntil(lambda: view._attention is not None, timeout=300_000)
     word = _word(view.word, ATTENTION_WORD)
     _choose(qtbot, view.word, text=word)
+    assert _reads_whole(view.word)
     assert word in window.source.prompt(sample).lower()
     assert f"“{word}”" in view.side_title.text() or word in view.side_title.text()
     _go_to_step(qtbot, view.slider, 0)
@@ -427,3 +439,30 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
     changed = np.abs(steer.last["steered"].astype(int) - steer.last["original"].astype(int))
     assert changed.max() > 0, "the edit changed nothing"
     shots.save("steering-move", window)
+
+
+def test_the_screenshots_option_writes_the_pictures(tmp_path, tiny_workspace):
+    """`pytest --screenshots DIR` (the README's command) runs a journey and leaves its pictures
+    in DIR: the default size's at the top, the laptop size's in DIR/1280x800."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    out = tmp_path / "shots"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", str(Path(__file__)),
+         "-k", "test_sample_view_feature_page_browser_and_evaluation and 1280x800",
+         "--screenshots", str(out), "--screenshot-workspace", str(tiny_workspace),
+         "--basetemp", str(tmp_path / "base")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    from PySide6.QtGui import QImage
+
+    assert not list(out.glob("*.png"))  # only the 1280 × 800 journey ran
+    image = QImage(str(out / "1280x800" / "explorer-feature-overlay.png"))
+    assert (image.width(), image.height()) == (1280, 800)
+    assert (out / "1280x800" / "explorer-feature-overlay.png").stat().st_size > 10_000
+    colours = {image.pixel(x, y) for x in range(0, 1280, 7) for y in range(0, 800, 7)}
+    assert len(colours) > 50, "a blank picture"
