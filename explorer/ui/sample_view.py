@@ -205,6 +205,9 @@ class SampleView(QWidget):
         self.canvas.setMinimumSize(220, 200)
         self.side = QListWidget()
         self.side.setToolTip("Concept-map legend, or the features active where you clicked; double-click to open one")
+        # Long entries wrap: clipped behind a scroll bar, a legend line lost its count.
+        self.side.setWordWrap(True)
+        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.side_title = QLabel(DEFAULT_SIDE_TITLE)
         self.side_title.setWordWrap(True)
         # What the side panel shows: "click" (features at a clicked position, or the hint),

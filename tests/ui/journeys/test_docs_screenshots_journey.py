@@ -255,6 +255,13 @@ def _reads_whole(combo) -> bool:
     return combo.fontMetrics().horizontalAdvance(combo.currentText()) <= field.width()
 
 
+def _list_reads_whole(lst) -> bool:
+    """Every line of the list lies inside its width (wrapped if need be), none cut off."""
+    width = lst.viewport().width()
+    return not lst.horizontalScrollBar().isVisible() and all(
+        lst.visualItemRect(lst.item(r)).right() <= width for r in range(lst.count()))
+
+
 def _word(combo, wanted):
     """The wanted word if the list offers it, else its first word."""
     return wanted if combo.findText(wanted) >= 0 else combo.itemText(0)
@@ -319,6 +326,7 @@ def test_sample_view_feature_page_browser_and_evaluation(qtbot, window, shots):
     _choose(qtbot, view.mode, data="concepts")
     assert _reads_whole(view.mode)
     assert view.side.count() > 0 and _in_window(window, view.side)
+    assert _list_reads_whole(view.side)  # each legend line with its count, not clipped
     assert not view.canvas.colorbar.isVisible()  # categorical: no colour bar
     shots.save("explorer-concept-map", window)
     _go_to_step(qtbot, view.slider, 0)
