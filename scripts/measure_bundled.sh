@@ -58,8 +58,7 @@ chain0() {
   # The report gathers the SAE metrics and the interventions, so it is written again once
   # they are all in.
   timed evaluate python -m explorer evaluate --workspace "$WS"
-  timed screenshots xvfb-run -a -s "-screen 0 1920x1080x24" \
-    python scripts/screenshots.py "$WS" --steer
+  timed screenshots python scripts/screenshots.py "$WS"
 }
 
 chain1() {

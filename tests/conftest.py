@@ -21,6 +21,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_addoption(parser):
+    """The docs' screenshots come from the journeys (tests/ui/journeys/
+    test_docs_screenshots_journey.py): with --screenshots they are written there."""
+    parser.addoption("--screenshots", metavar="DIR", default=None,
+                     help="write the docs' screenshots into DIR (1280x800 ones in DIR/1280x800)")
+    parser.addoption("--screenshot-workspace", metavar="WORKSPACE", default=None,
+                     help="the workspace the screenshots show (default: the demo workspace "
+                     "of the data folder)")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from explorer.shapes.model import random_pipeline

@@ -180,21 +180,23 @@ class SampleView(QWidget):
         self.threshold.setToolTip("Hide activations below this share of the map's maximum (the paper uses 10%)")
         # Combos and sliders may shrink: their full width would keep the centre from fitting
         # a 1024 px window beside the docks.
+        # They grow with the sliders (by the stretch factors below): at their minimum in a wide
+        # window they read "Feature ma" while the sliders took all the room.
         for combo in (self.mode, self.word, self.cmap):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
-            combo.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+            combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         for slider in (self.opacity, self.threshold):
             slider.setMinimumWidth(50)
         ctl = QHBoxLayout()
         ctl.addWidget(QLabel("Overlay"))
-        ctl.addWidget(self.mode)
-        ctl.addWidget(self.word)
-        ctl.addWidget(self.cmap)
+        ctl.addWidget(self.mode, 4)
+        ctl.addWidget(self.word, 2)
+        ctl.addWidget(self.cmap, 2)
         ctl.addWidget(QLabel("opacity"))
-        ctl.addWidget(self.opacity)
+        ctl.addWidget(self.opacity, 2)
         ctl.addWidget(QLabel("threshold"))
-        ctl.addWidget(self.threshold)
+        ctl.addWidget(self.threshold, 2)
 
         # Canvas, and beside it the legend / the features active at a clicked position.
         self.canvas = ImageCanvas(colorbar=True)
@@ -203,6 +205,9 @@ class SampleView(QWidget):
         self.canvas.setMinimumSize(220, 200)
         self.side = QListWidget()
         self.side.setToolTip("Concept-map legend, or the features active where you clicked; double-click to open one")
+        # Long entries wrap: clipped behind a scroll bar, a legend line lost its count.
+        self.side.setWordWrap(True)
+        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.side_title = QLabel(DEFAULT_SIDE_TITLE)
         self.side_title.setWordWrap(True)
         # What the side panel shows: "click" (features at a clicked position, or the hint),
