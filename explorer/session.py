@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+MAX_RECENT = 8  # workspaces in File → Open Recent
+
 
 class Event:
     """One event: callbacks called in the order they connected, with the event's arguments."""
@@ -76,20 +78,22 @@ class Session:
         self.copied: tuple[str, object] | None = None  # (Save Labels As path, labels revision)
 
     # --- workspace ----------------------------------------------------------------------------
-    def open(self, loaded, author: str = "", autosave_delay_s: float = 0.3) -> None:
+    def open(self, loaded, autosave_delay_s: float = 0.3) -> None:
         """Make `loaded` (explorer.ui.jobs.LoadedWorkspace) the open workspace: the previous
-        one is closed without saving (the caller saved, copied or discarded its labels)."""
+        one is closed without saving (the caller saved, copied or discarded its labels); this
+        one goes first in the recent list."""
         from explorer.labels import Autosaver
 
         self.close(save=False)
         self.workspace, self.source, self.labels = loaded.workspace, loaded.source, loaded.labels
-        self.labels.author = author
+        self.labels.author = self.author()
         self.entry, self.feature, self.copied = None, None, None
         self.autosaver = Autosaver(
             self.labels, self.workspace.labels_path, delay_s=autosave_delay_s,
             on_error=lambda e: self.events.labels_save_failed.emit(str(e)),
             on_saved=self.events.labels_saved.emit)
         self.labels.changed.append(self.events.labels_changed.emit)
+        self._remember_recent(self.workspace.root)
         self._follow_model()
         self.events.workspace_opened.emit(loaded)
 
@@ -118,6 +122,34 @@ class Session:
     @property
     def is_open(self) -> bool:
         return self.workspace is not None and self.source is not None
+
+    # --- settings: recent workspaces, the labels' author -----------------------------------------
+    def recent(self) -> list[str]:
+        """Recently opened workspaces, newest first."""
+        value = self.settings.value("recent") if self.settings is not None else None
+        if isinstance(value, str):  # QSettings gives a one-item list back as a string
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def _remember_recent(self, path) -> None:
+        if self.settings is None:
+            return
+        items = [str(path)] + [p for p in self.recent() if p != str(path)]
+        self.settings.setValue("recent", items[:MAX_RECENT])
+
+    def author(self) -> str:
+        """Recorded with each label edit and written into exports (default: the OS user)."""
+        from explorer.labels.provenance import default_author
+
+        value = self.settings.value("labels/author") if self.settings is not None else None
+        return value if isinstance(value, str) else default_author()
+
+    def set_author(self, name: str) -> None:
+        name = name.strip()
+        if self.settings is not None:
+            self.settings.setValue("labels/author", name)
+        if self.labels is not None:
+            self.labels.author = name
 
     # --- SAE and feature ------------------------------------------------------------------------
     def choose_sae(self, sae_id: str) -> None:
@@ -184,6 +216,32 @@ class Session:
         if feature is not None:
             parts.append(f"feature #{feature}")
         return "  ·  ".join(parts)
+
+    # --- label files ----------------------------------------------------------------------------------
+    def export_labels(self, path, fmt: str) -> int:
+        """Every label to `path` as `fmt` (json, csv, jsonl), naming the model, the author and
+        each SAE's timesteps; the number written. UserError when it cannot be written."""
+        from explorer.labels import export_labels, provenance
+
+        return export_labels(self.labels.items(), path, fmt,
+                             model_id=provenance.model_id(self.workspace), author=self.author(),
+                             sae_t=provenance.sae_timesteps(self.workspace))
+
+    def import_labels(self, path):
+        """Merge a labels file into the open labels (one undoable edit); the ImportReport."""
+        from explorer.labels import import_labels
+
+        return import_labels(self.labels, path, saes=self.workspace.saes())
+
+    def save_labels_copy(self, path) -> int:
+        """Save Labels As: the labels with every unsaved edit to a labels.json elsewhere,
+        remembered as holding this revision (see copy_holds_every_edit)."""
+        from explorer.labels import export_labels
+
+        revision = self.labels.revision
+        n = export_labels(self.labels.items(), path, "json")
+        self.copied = (str(path), revision)
+        return n
 
     # --- labels that cannot be saved --------------------------------------------------------------
     @property

@@ -52,10 +52,15 @@ class FakeWorkspace:
     def __init__(self, root: Path, model="bundled", saes=("b/s0", "b/s1")):
         self.root, self.name, self.model = root, root.name, model
         self.labels_path = root / "labels.json"
-        self.entries = {i: SimpleNamespace(id=i, label=f"SAE {i}") for i in saes}
+        self.store_path = root / "store.h5"  # none: provenance falls back to the model's name
+        self.entries = {i: SimpleNamespace(id=i, label=f"SAE {i}", block=i.split("/")[0],
+                                           name=i.split("/")[1], t=[0.5]) for i in saes}
 
     def sae(self, sae_id):
         return self.entries[sae_id]
+
+    def saes(self):
+        return list(self.entries.values())
 
 
 def loaded(tmp_path, name="ws", index=None, **ws):
@@ -92,8 +97,8 @@ def test_opening_closes_the_previous_workspace_and_fires_in_order(tmp_path):
     session = Session()
     seen = record(session, "workspace_opened", "workspace_closed")
     first = loaded(tmp_path, "a")
-    session.open(first, author="ann")
-    assert session.workspace is first.workspace and session.labels.author == "ann"
+    session.open(first)
+    assert session.workspace is first.workspace
     assert session.autosaver is not None and session.entry is None
     second = loaded(tmp_path, "b")
     session.open(second)
@@ -157,8 +162,8 @@ def test_the_view_is_remembered_per_workspace_and_restored_only_where_it_still_f
     session.sample, session.step = 2, 4
     session.select_feature(3)
     session.close()
-    (raw,) = settings.values()
-    assert json.loads(raw)["sae"] == "b/s1"
+    (key,) = [k for k in settings if k.startswith("views/")]
+    assert json.loads(settings[key])["sae"] == "b/s1"
 
     session.open(loaded(tmp_path, "a"))
     view = session.saved_view()
@@ -205,3 +210,51 @@ def test_a_failing_autosave_fires_its_events_and_a_copy_can_hold_every_edit(tmp_
     assert seen[-1] == ("labels_saved", ()) and not session.save_failing
     assert json.loads(ws.workspace.labels_path.read_text())
     session.close()
+
+
+def test_recent_workspaces_newest_first_without_repeats_and_at_most_eight(tmp_path):
+    settings = Settings()
+    session = Session(settings=settings)
+    for name in ["a", "b", "a"] + [f"w{i}" for i in range(8)]:
+        session.open(loaded(tmp_path, name))
+    recent = session.recent()
+    assert len(recent) == 8 and recent[0].endswith("w7") and recent[-1].endswith("w0")
+    settings["recent"] = str(tmp_path / "one")  # QSettings hands a one-item list back so
+    assert session.recent() == [str(tmp_path / "one")]
+
+
+def test_the_author_is_remembered_and_given_to_the_open_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr("explorer.labels.provenance.default_author", lambda: "os-user")
+    settings = Settings()
+    session = Session(settings=settings)
+    session.open(loaded(tmp_path))
+    assert session.labels.author == "os-user"
+    session.set_author("  Ann ")
+    assert session.labels.author == "Ann" and settings["labels/author"] == "Ann"
+    session.open(loaded(tmp_path, "other"))
+    assert session.labels.author == "Ann"
+
+
+def test_labels_exported_imported_and_copied_through_the_session(tmp_path, monkeypatch):
+    monkeypatch.setattr("explorer.labels.provenance.default_author", lambda: "os-user")
+    session = Session(settings=Settings())
+    session.open(loaded(tmp_path, "a", model="/nowhere/my-model"))
+    session.choose_sae("b/s1")
+    session.set_label(2, "cat", "whiskers", ["pet"])
+    out = tmp_path / "out.jsonl"
+    assert session.export_labels(out, "jsonl") == 1
+    line = json.dumps(json.loads(out.read_text().splitlines()[0]))
+    assert "my-model" in line and "os-user" in line
+
+    other = Session(settings=Settings())
+    other.open(loaded(tmp_path, "b"))
+    other.choose_sae("b/s1")
+    report = other.import_labels(tmp_path / "out.jsonl")
+    assert other.label_of(2).label == "cat" and report.summary()
+    assert other.labels.can_undo  # one undoable edit
+
+    copy = tmp_path / "copy.json"
+    assert session.save_labels_copy(copy) == 1 and copy.is_file()
+    assert session.copied[0] == str(copy) and session.copy_holds_every_edit()
+    session.close()
+    other.close()

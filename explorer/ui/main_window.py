@@ -41,7 +41,6 @@ from explorer.ui.steer_view import SteerView
 from explorer.ui.workers import Worker, WorkerPool
 
 APP_NAME = "Concept Explorer"
-MAX_RECENT = 8
 
 
 # Below this width the default dock widths (470 + 380 px) leave the centre less than ~600 px.
@@ -141,6 +140,7 @@ class MainWindow(QMainWindow):
         self.labels_save_failed.connect(self._on_labels_save_failed)
         self.labels_saved.connect(self._on_labels_saved)
         events.labels_changed.connect(lambda keys: QTimer.singleShot(0, self._update_undo))
+        events.workspace_opened.connect(self._show_workspace)
         events.models_changed.connect(self._on_models_changed)
         events.sae_changed.connect(self._show_sae)
 
@@ -312,20 +312,9 @@ class MainWindow(QMainWindow):
         apply_theme(QApplication.instance(), dark)
 
     # --- recent workspaces ------------------------------------------------------------------
-    def _recent(self) -> list[str]:
-        value = self._settings.value("recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [v for v in (value or []) if v]
-
-    def _remember(self, path: Path) -> None:
-        items = [str(path)] + [p for p in self._recent() if p != str(path)]
-        self._settings.setValue("recent", items[:MAX_RECENT])
-        self._fill_recent()
-
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        recent = self._recent()
+        recent = self.session.recent()
         for p in recent:
             self._action(self.recent_menu, p, lambda _=False, p=p: self.open_workspace(p))
         self.recent_menu.setEnabled(bool(recent))
@@ -381,12 +370,15 @@ class MainWindow(QMainWindow):
                                          "not saved", 10_000)
             return
         self._sync_view()
-        self.session.open(loaded, author=self.author())
+        self.session.open(loaded)  # → _show_workspace
+
+    def _show_workspace(self, loaded) -> None:
+        """Every view on the workspace the session has just opened."""
         self._on_labels_saved()
         if loaded.labels_error:
             QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
                                 "the damaged file is kept beside the new one.")
-        self._remember(self.workspace.root)
+        self._fill_recent()  # the session put this workspace first
         self.statusBar().showMessage(f"opened {self.workspace.root}", 5000)
         self.setWindowTitle(f"{self.workspace.name} — {APP_NAME}")
         self.sample_view.set_source(self.source)
@@ -688,18 +680,13 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return
         from explorer.errors import UserError
-        from explorer.labels import export_labels
 
         default = str(self.workspace.root / f"labels.{fmt}")
         path, _ = QFileDialog.getSaveFileName(self, "Export labels", default)
         if not path:
             return
         try:
-            from explorer.labels import provenance
-
-            n = export_labels(self.labels.items(), path, fmt,
-                              model_id=provenance.model_id(self.workspace), author=self.author(),
-                              sae_t=provenance.sae_timesteps(self.workspace))
+            n = self.session.export_labels(path, fmt)
         except UserError as e:
             QMessageBox.warning(self, APP_NAME, str(e))
             return
@@ -710,14 +697,13 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return
         from explorer.errors import UserError
-        from explorer.labels import import_labels
 
         path, _ = QFileDialog.getOpenFileName(self, "Import labels", str(self.workspace.root),
                                               "Labels (*.json *.csv *.jsonl)")
         if not path:
             return
         try:
-            report = import_labels(self.labels, path, saes=self.workspace.saes())
+            report = self.session.import_labels(path)
         except UserError as e:
             QMessageBox.warning(self, APP_NAME, str(e))
             return
@@ -728,17 +714,12 @@ class MainWindow(QMainWindow):
     def author(self) -> str:
         """Edit → Label Author: recorded with each label edit and written into exports (default:
         the OS user name)."""
-        from explorer.labels.provenance import default_author
-
-        value = self._settings.value("labels/author")
-        return value if isinstance(value, str) else default_author()
+        return self.session.author()
 
     def choose_author(self) -> None:
         name, ok = QInputDialog.getText(self, APP_NAME, "Author of your labels:", text=self.author())
         if ok:
-            self._settings.setValue("labels/author", name.strip())
-            if self.labels is not None:
-                self.labels.author = name.strip()
+            self.session.set_author(name)
 
     def _on_labels_save_failed(self, message: str) -> None:
         if not self.session.save_failing:
@@ -762,7 +743,6 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return False
         from explorer.errors import UserError
-        from explorer.labels import export_labels
 
         default = str(Path.home() / f"{self.workspace.name}-labels.json")
         path, _ = QFileDialog.getSaveFileName(self, "Save labels as", default,
@@ -770,13 +750,11 @@ class MainWindow(QMainWindow):
         if not path:
             return False
         try:
-            revision = self.labels.revision
-            n = export_labels(self.labels.items(), path, "json")
+            n = self.session.save_labels_copy(path)
         except (UserError, OSError) as e:
             self.statusBar().showMessage(f"Labels NOT saved: {e}")
             QMessageBox.warning(self, APP_NAME, str(e))
             return False
-        self.session.copied = (path, revision)
         self.statusBar().showMessage(f"saved {n} labels to {path}", 10_000)
         if self.labels_state.isVisible():
             self.labels_state.setText(f"⚠ labels not saved in the workspace (copy: {path})")
