@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
@@ -25,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.session import Session
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
@@ -42,7 +41,6 @@ from explorer.ui.steer_view import SteerView
 from explorer.ui.workers import Worker, WorkerPool
 
 APP_NAME = "Concept Explorer"
-MAX_RECENT = 8
 
 
 # Below this width the default dock widths (470 + 380 px) leave the centre less than ~600 px.
@@ -61,17 +59,33 @@ class MainWindow(QMainWindow):
         self.setDockNestingEnabled(True)
         self.pool = WorkerPool(self)
         self.service = GenerationService(self)  # the one thread that runs the model
-        self.models = ModelHolder(model_path, device)
-        self.workspace = None
-        self.source = None
-        self.labels = None  # LabelDocument
-        self.autosaver = None
-        self._notice = None  # the last non-modal notice box, kept alive while it shows
-        self.entry = None  # the SAEEntry shown
-        self._attention_request: tuple[int, int, str] | None = None  # (request id, sample, block)
         self._settings = QSettings("ConceptExplorer", "ConceptExplorer")
+        # What is open and looked at, without widgets (explorer.session); this window wires
+        # its events to the views.
+        self.session = Session(ModelHolder(model_path, device), ModelHolder, self._settings)
+        self._notice = None  # the last non-modal notice box, kept alive while it shows
+        self._attention_request: tuple[int, int, str] | None = None  # (request id, sample, block)
+        # The Sample view's VAE refinement of a linear preview (stores without --previews).
+        self._decode_request: tuple[int, object] | None = None  # (request id, source)
+        self._build_centre()
+        self._build_docks()
+        self._build_status()
+        self._connect_session()
+        self._connect_views()
+        self._build_menus()
+        self._restore_geometry()
 
-        # Centre: the sample view, generation, steering.
+    # --- what the session holds, read where the views and tests always read it -------------------
+    workspace = property(lambda self: self.session.workspace)
+    source = property(lambda self: self.session.source)
+    labels = property(lambda self: self.session.labels)  # LabelDocument
+    autosaver = property(lambda self: self.session.autosaver)
+    entry = property(lambda self: self.session.entry)  # the SAEEntry shown
+    models = property(lambda self: self.session.models)
+
+    # --- building the window -----------------------------------------------------------------------
+    def _build_centre(self) -> None:
+        """Centre: the sample view, steering, Explore, evaluation."""
         self.sample_view = SampleView()
         self.generate_view = GenerateView(self.models, self.service)
         self.steer_view = SteerView(self.models, self.service)
@@ -93,7 +107,8 @@ class MainWindow(QMainWindow):
                 page.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setCentralWidget(self.tabs)
 
-        # Left: SAE choice + feature browser.
+    def _build_docks(self) -> None:
+        """Left: SAE choice + feature browser. Right: the feature page."""
         self.sae_combo = QComboBox()
         self.sae_combo.setToolTip("Which SAE (block and timestep) the browser and overlays use")
         self.browser = FeatureBrowser()
@@ -104,12 +119,11 @@ class MainWindow(QMainWindow):
         ll.addWidget(self.browser)
         left.setMinimumWidth(220)
         self.features_dock = self._dock("Features", left, Qt.DockWidgetArea.LeftDockWidgetArea)
-
-        # Right: the feature page.
         self.feature_page = FeaturePage()
         self.feature_page.setMinimumWidth(240)  # never squeezed out by the centre
         self.feature_dock = self._dock("Feature", self.feature_page, Qt.DockWidgetArea.RightDockWidgetArea)
 
+    def _build_status(self) -> None:
         self.ws_label = QLabel("no workspace")
         self.statusBar().addPermanentWidget(self.ws_label)
         # Shown for as long as the labels on screen are not in the workspace's labels.json.
@@ -117,9 +131,20 @@ class MainWindow(QMainWindow):
         self.labels_state.setStyleSheet("color: #c62828; font-weight: 600;")
         self.labels_state.hide()
         self.statusBar().addPermanentWidget(self.labels_state)
-        self._copied: tuple[str, object] | None = None  # (Save Labels As path, revision)
+
+    def _connect_session(self) -> None:
+        events = self.session.events
+        # The autosaver's timer thread reaches the UI thread through the queued signals.
+        events.labels_save_failed.connect(self.labels_save_failed.emit)
+        events.labels_saved.connect(self.labels_saved.emit)
         self.labels_save_failed.connect(self._on_labels_save_failed)
         self.labels_saved.connect(self._on_labels_saved)
+        events.labels_changed.connect(lambda keys: QTimer.singleShot(0, self._update_undo))
+        events.workspace_opened.connect(self._show_workspace)
+        events.models_changed.connect(self._on_models_changed)
+        events.sae_changed.connect(self._show_sae)
+
+    def _connect_views(self) -> None:
         self.generate_view.status.connect(self.statusBar().showMessage)
         self.steer_view.status.connect(self.statusBar().showMessage)
         self.sample_view.sample_changed.connect(self._on_sample_changed)
@@ -128,13 +153,10 @@ class MainWindow(QMainWindow):
         self.service.returned.connect(self._attention_returned)
         self.service.errored.connect(self._attention_errored)
         self.service.cancelled.connect(self._attention_cancelled)
-        # The Sample view's VAE refinement of a linear preview (stores without --previews).
-        self._decode_request: tuple[int, object] | None = None  # (request id, source)
         self.sample_view.decode_wanted.connect(self._want_decode)
         self.service.returned.connect(self._decode_returned)
         self.service.errored.connect(self._decode_errored)
         self.service.idle.connect(self.sample_view.refine_current)
-
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
         self.sample_view.feature_clicked.connect(self._select_and_show)
@@ -150,7 +172,7 @@ class MainWindow(QMainWindow):
         self.feature_page.undo_requested.connect(self.undo)
         self.feature_page.redo_requested.connect(self.redo)
 
-        self._build_menus()
+    def _restore_geometry(self) -> None:
         # Wide enough for the steering page's three images beside both docks, but never wider
         # or taller than the screen (the pages scroll there instead).
         screen = QApplication.primaryScreen()
@@ -290,20 +312,9 @@ class MainWindow(QMainWindow):
         apply_theme(QApplication.instance(), dark)
 
     # --- recent workspaces ------------------------------------------------------------------
-    def _recent(self) -> list[str]:
-        value = self._settings.value("recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [v for v in (value or []) if v]
-
-    def _remember(self, path: Path) -> None:
-        items = [str(path)] + [p for p in self._recent() if p != str(path)]
-        self._settings.setValue("recent", items[:MAX_RECENT])
-        self._fill_recent()
-
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        recent = self._recent()
+        recent = self.session.recent()
         for p in recent:
             self._action(self.recent_menu, p, lambda _=False, p=p: self.open_workspace(p))
         self.recent_menu.setEnabled(bool(recent))
@@ -358,43 +369,23 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"kept {self.workspace.root} open: its labels are "
                                          "not saved", 10_000)
             return
-        self._close_workspace(save=False)
-        self.workspace = loaded.workspace
-        self.source = loaded.source
-        self.labels = loaded.labels
-        self.labels.author = self.author()
-        from explorer.labels import Autosaver
+        self._sync_view()
+        self.session.open(loaded)  # → _show_workspace
 
-        self._copied = None
+    def _show_workspace(self, loaded) -> None:
+        """Every view on the workspace the session has just opened."""
         self._on_labels_saved()
-        self.autosaver = Autosaver(self.labels, self.workspace.labels_path, delay_s=0.3,
-                                   on_error=lambda e: self.labels_save_failed.emit(str(e)),
-                                   on_saved=self.labels_saved.emit)
-        self.labels.changed.append(lambda keys: QTimer.singleShot(0, self._update_undo))
         if loaded.labels_error:
             QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
                                 "the damaged file is kept beside the new one.")
-        self._remember(self.workspace.root)
+        self._fill_recent()  # the session put this workspace first
         self.statusBar().showMessage(f"opened {self.workspace.root}", 5000)
         self.setWindowTitle(f"{self.workspace.name} — {APP_NAME}")
-        if self.workspace.model != str(self.models.path):
-            self.models = ModelHolder(self.workspace.model, self.models.device)
-            self.generate_view.models = self.models
-            self.steer_view.models = self.models
-        self.sae_combo.blockSignals(True)
-        self.sae_combo.clear()
-        for entry in loaded.saes:
-            self.sae_combo.addItem(entry.label, entry.id)
-        self.sae_combo.blockSignals(False)
         self.sample_view.set_source(self.source)
         self.feature_page.set_source(self.source, lookup_table("inferno"))
-        view = self._saved_view()
-        default = loaded.default_sae
-        if view and self.sae_combo.findData(view.get("sae")) >= 0:
-            default = view["sae"]
-        idx = self.sae_combo.findData(default) if default else 0
-        self.sae_combo.setCurrentIndex(max(0, idx))
-        self._on_sae_changed(self.sae_combo.currentIndex())
+        view = self.session.saved_view()
+        self._fill_sae_combo(loaded.saes, self.session.first_sae(
+            view, loaded.default_sae, [entry.id for entry in loaded.saes]))
         if view:
             self._restore_view(view)
         self.report_view.set_report(loaded.report, loaded.report_error)
@@ -404,51 +395,39 @@ class MainWindow(QMainWindow):
         if loaded.stale_model:
             self.notice(loaded.stale_model)
 
+    def _fill_sae_combo(self, saes, current: str | None) -> None:
+        """The workspace's SAEs in the combo, `current` chosen (and shown) once."""
+        self.sae_combo.blockSignals(True)
+        self.sae_combo.clear()
+        for entry in saes:
+            self.sae_combo.addItem(entry.label, entry.id)
+        self.sae_combo.setCurrentIndex(max(0, self.sae_combo.findData(current)))
+        self.sae_combo.blockSignals(False)
+        self._on_sae_changed(self.sae_combo.currentIndex())
+
+    def _on_models_changed(self, models) -> None:
+        self.generate_view.models = models
+        self.steer_view.models = models
+
     def _close_workspace(self, save: bool = True) -> None:
         """Remember the view, stop the autosaver (saving first unless `save` is False: the caller
         already saved, copied or discarded the labels) and close the store."""
-        self._remember_view()
-        if self.autosaver is not None:
-            self.autosaver.close(save=save)
-            self.autosaver = None
-        if self.source is not None:
-            self.source.close()
-            self.source = None
+        self._sync_view()
+        self.session.close(save=save)
 
-    # --- the last view of each workspace, restored when it is opened again ---------------------
-    # Kept in the user's QSettings, keyed by the workspace's resolved path, not in the workspace:
-    # where one person looked is not part of a folder others may share (or that may be
-    # read-only).
-    def _view_key(self) -> str:
-        root = str(Path(self.workspace.root).resolve())
-        return "views/" + hashlib.sha1(root.encode()).hexdigest()[:16]
-
-    def _remember_view(self) -> None:
-        if self.workspace is None or self.entry is None or self.source is None:
-            return
-        view = {"workspace": str(Path(self.workspace.root).resolve()), "sae": self.entry.id,
-                "feature": self.feature_page.feature,
-                "sample": self.sample_view.sample.value(), "step": self.sample_view.step}
-        self._settings.setValue(self._view_key(), json.dumps(view))
-
-    def _saved_view(self) -> dict | None:
-        raw = self._settings.value(self._view_key())
-        try:
-            view = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            return None
-        return view if isinstance(view, dict) else None
+    def _sync_view(self) -> None:
+        """The sample, step and feature on screen into the session (remembered on close)."""
+        self.session.sample = self.sample_view.sample.value()
+        self.session.step = self.sample_view.step
+        self.session.feature = self.feature_page.feature
 
     def _restore_view(self, view: dict) -> None:
         """Sample, step and feature as they were (each only if this workspace still has it)."""
-        n_samples, n_steps = self.source.n_samples, self.source.n_steps
-        sample, step = view.get("sample"), view.get("step")
-        if isinstance(sample, int) and isinstance(step, int) and 0 <= sample < n_samples \
-                and 0 <= step < n_steps:
-            self.sample_view.goto(sample, step)
-        feature = view.get("feature")
-        idx = self.source.index
-        if isinstance(feature, int) and idx is not None and 0 <= feature < idx.n_features:
+        place = self.session.view_place(view)
+        if place is not None:
+            self.sample_view.goto(*place)
+        feature = self.session.view_feature(view)
+        if feature is not None:
             self._select_and_show(feature)
 
     # --- SAE and feature selection ---------------------------------------------------------------
@@ -457,29 +436,26 @@ class MainWindow(QMainWindow):
         if self.workspace is None or index < 0:
             self._update_status()
             return
-        sae_id = self.sae_combo.itemData(index)
-        self.entry = self.workspace.sae(sae_id)
-        self.source.set_sae(self.entry)
+        self.session.choose_sae(self.sae_combo.itemData(index))  # → _show_sae
+
+    def _show_sae(self, entry) -> None:
+        """Every view on the SAE the session now browses."""
         idx = self.source.index
         labels = self._labels_of_current()
         if idx is not None:
-            words = {f: " ".join(e.label.lower() for e in idx.label_entries(f)) for f in range(idx.n_features)} \
-                if idx.n_features <= 50_000 else {}
-            tags = {f: lab.tags for f, lab in self.labels.labels_for(self.entry.id).items()} \
-                if self.labels is not None else {}
-            self.browser.model.set_features(idx.firing_rate, idx.mean_activation, self.source.t,
-                                            labels, words, idx.auto_labels, tags,
-                                            idx.label_dictionary[1])
+            self.browser.model.set_features(
+                idx.firing_rate, idx.mean_activation, self.source.t, labels,
+                self.session.dictionary_words(), idx.auto_labels, self.session.user_tags(),
+                idx.label_dictionary[1])
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
         self._show_labels(labels)
         self.sample_view.refresh()
-        self.steer_view.set_sae(self.entry, self.source.n_steps,
-                                self.source.store.meta.get("guidance"))
+        self.steer_view.set_sae(entry, self.source.n_steps, self.source.store.meta.get("guidance"))
         self.feature_page.set_source(self.source, lookup_table("inferno"))
         self.feature_page.set_step(self.sample_view.step)
-        self.generate_view.set_sae(self.entry, self.source.store.regeneration())
+        self.generate_view.set_sae(entry, self.source.store.regeneration())
         if idx is not None and self.browser.model.rowCount() > 0:
             self.browser.table.selectRow(self._first_named_row())
         self._update_status()
@@ -500,19 +476,16 @@ class MainWindow(QMainWindow):
     def _show_labels(self, labels: dict[int, str]) -> None:
         """The user's labels over the index's provisional names, in the concept-map legend and
         the steering list."""
-        idx = self.source.index if self.source is not None else None
-        shown = {**(idx.auto_labels if idx is not None else {}), **labels}
+        shown = self.session.shown_labels(labels)
         self.sample_view.set_labels(shown)
         self.steer_view.labels = shown
         self.generate_view.labels = shown
 
     def _labels_of_current(self) -> dict[int, str]:
-        if self.labels is None or self.entry is None:
-            return {}
-        return {f: lab.label for f, lab in self.labels.labels_for(self.entry.id).items() if lab.label}
+        return self.session.user_labels()
 
     def select_feature(self, feature: int) -> None:
-        lab = self.labels.get(self.entry.id, feature) if self.labels is not None and self.entry else None
+        lab = self.session.label_of(feature)
         self.feature_page.set_feature(
             feature,
             lab.label if lab else "",
@@ -521,6 +494,7 @@ class MainWindow(QMainWindow):
         )
         self.sample_view.set_feature(feature)
         self.steer_view.set_selected_feature(feature)
+        self.session.select_feature(feature)
         self._update_status(feature)
 
     def _select_and_show(self, feature: int) -> None:
@@ -651,9 +625,8 @@ class MainWindow(QMainWindow):
 
     # --- labels -----------------------------------------------------------------------------------
     def _on_label_edited(self, feature: int, label: str, notes: str, tags: list) -> None:
-        if self.labels is None or self.entry is None:
+        if not self.session.set_label(feature, label, notes, tags):
             return
-        self.labels.set(self.entry.id, feature, label=label, notes=notes, tags=tags)
         self.browser.model.set_label(feature, label, tags)
         self._show_labels(self._labels_of_current())
         self._update_undo()  # now: Edit → Undo may be the very next thing the person does
@@ -712,18 +685,13 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return
         from explorer.errors import UserError
-        from explorer.labels import export_labels
 
         default = str(self.workspace.root / f"labels.{fmt}")
         path, _ = QFileDialog.getSaveFileName(self, "Export labels", default)
         if not path:
             return
         try:
-            from explorer.labels import provenance
-
-            n = export_labels(self.labels.items(), path, fmt,
-                              model_id=provenance.model_id(self.workspace), author=self.author(),
-                              sae_t=provenance.sae_timesteps(self.workspace))
+            n = self.session.export_labels(path, fmt)
         except UserError as e:
             QMessageBox.warning(self, APP_NAME, str(e))
             return
@@ -734,14 +702,13 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return
         from explorer.errors import UserError
-        from explorer.labels import import_labels
 
         path, _ = QFileDialog.getOpenFileName(self, "Import labels", str(self.workspace.root),
                                               "Labels (*.json *.csv *.jsonl)")
         if not path:
             return
         try:
-            report = import_labels(self.labels, path, saes=self.workspace.saes())
+            report = self.session.import_labels(path)
         except UserError as e:
             QMessageBox.warning(self, APP_NAME, str(e))
             return
@@ -752,20 +719,15 @@ class MainWindow(QMainWindow):
     def author(self) -> str:
         """Edit → Label Author: recorded with each label edit and written into exports (default:
         the OS user name)."""
-        from explorer.labels.provenance import default_author
-
-        value = self._settings.value("labels/author")
-        return value if isinstance(value, str) else default_author()
+        return self.session.author()
 
     def choose_author(self) -> None:
         name, ok = QInputDialog.getText(self, APP_NAME, "Author of your labels:", text=self.author())
         if ok:
-            self._settings.setValue("labels/author", name.strip())
-            if self.labels is not None:
-                self.labels.author = name.strip()
+            self.session.set_author(name)
 
     def _on_labels_save_failed(self, message: str) -> None:
-        if self.autosaver is None or self.autosaver.error is None:
+        if not self.session.save_failing:
             return  # an old failure, already saved since (or another workspace's)
         self.statusBar().showMessage(
             f"Labels NOT saved: {message}. Your edits are kept in the app; "
@@ -775,7 +737,7 @@ class MainWindow(QMainWindow):
         self.labels_state.show()
 
     def _on_labels_saved(self) -> None:
-        if self.autosaver is not None and self.autosaver.error is not None:
+        if self.session.save_failing:
             return
         self.labels_state.hide()
 
@@ -786,7 +748,6 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, APP_NAME, "Open a workspace first.")
             return False
         from explorer.errors import UserError
-        from explorer.labels import export_labels
 
         default = str(Path.home() / f"{self.workspace.name}-labels.json")
         path, _ = QFileDialog.getSaveFileName(self, "Save labels as", default,
@@ -794,13 +755,11 @@ class MainWindow(QMainWindow):
         if not path:
             return False
         try:
-            revision = self.labels.revision
-            n = export_labels(self.labels.items(), path, "json")
+            n = self.session.save_labels_copy(path)
         except (UserError, OSError) as e:
             self.statusBar().showMessage(f"Labels NOT saved: {e}")
             QMessageBox.warning(self, APP_NAME, str(e))
             return False
-        self._copied = (path, revision)
         self.statusBar().showMessage(f"saved {n} labels to {path}", 10_000)
         if self.labels_state.isVisible():
             self.labels_state.setText(f"⚠ labels not saved in the workspace (copy: {path})")
@@ -822,7 +781,7 @@ class MainWindow(QMainWindow):
             self._on_labels_saved()
             return True
         self._on_labels_save_failed(error)
-        if self._copied is not None and self._copied[1] is self.labels.revision:
+        if self.session.copy_holds_every_edit():
             return True  # every edit is in the copy the person saved
         while True:
             box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME,
@@ -852,17 +811,7 @@ class MainWindow(QMainWindow):
 
     # --- status -----------------------------------------------------------------------------------
     def _update_status(self, feature: int | None = None) -> None:
-        if self.workspace is None or self.source is None:
-            self.ws_label.setText("no workspace")
-            return
-        parts = [f"workspace {self.workspace.name}",
-                 f"{self.source.n_samples} samples × {self.source.n_steps} steps"]
-        if self.entry is not None:
-            parts.append(self.entry.label)
-            parts.append("index ✓" if self.source.has_index else "no index")
-        if feature is not None:
-            parts.append(f"feature #{feature}")
-        self.ws_label.setText("  ·  ".join(parts))
+        self.ws_label.setText(self.session.status_text(feature))
 
     def closeEvent(self, event) -> None:
         if not self._labels_safe_to_leave():

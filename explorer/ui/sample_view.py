@@ -132,8 +132,22 @@ class SampleView(QWidget):
         self._refine = True
         self._refine_timer = QTimer(self, singleShot=True, interval=250)
         self._refine_timer.timeout.connect(self.refine_current)
+        # What the side panel shows: "click" (features at a clicked position, or the hint),
+        # "legend" (concept map) or "words" (a word mode): a mode switch clears another's text.
+        self._side_owner = "click"
+        # What the overlay shows, for the value under the pointer: (kind, arrays, description).
+        self._shown: tuple | None = None
 
-        # Top bar: sample and prompt.
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._build_top())
+        layout.addLayout(self._build_overlay_controls())
+        layout.addWidget(self._build_canvas(), 1)
+        layout.addLayout(self._build_scrubber())
+        self._connect()
+
+    # --- building the view ----------------------------------------------------------------
+    def _build_top(self) -> QHBoxLayout:
+        """Top bar: sample and prompt."""
         self.sample = QSpinBox()
         self.sample.setToolTip("Sample index in the store")
         self.sample.setKeyboardTracking(False)
@@ -155,8 +169,9 @@ class SampleView(QWidget):
         top.addWidget(self.sample)
         top.addWidget(self.prompt, 1)
         top.addWidget(self.show_final)
+        return top
 
-        # Overlay controls.
+    def _build_overlay_controls(self) -> QHBoxLayout:
         self.mode = QComboBox()
         self.mode.addItem("Feature map", OVERLAY_FEATURE)
         self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
@@ -197,7 +212,9 @@ class SampleView(QWidget):
         ctl.addWidget(self.opacity, 2)
         ctl.addWidget(QLabel("threshold"))
         ctl.addWidget(self.threshold, 2)
+        return ctl
 
+    def _build_canvas(self) -> QSplitter:
         # Canvas, and beside it the legend / the features active at a clicked position.
         self.canvas = ImageCanvas(colorbar=True)
         # Small minimums: at 1024 × 700 the docks leave the centre ~500 px, and the scrubber
@@ -210,14 +227,9 @@ class SampleView(QWidget):
         self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.side_title = QLabel(DEFAULT_SIDE_TITLE)
         self.side_title.setWordWrap(True)
-        # What the side panel shows: "click" (features at a clicked position, or the hint),
-        # "legend" (concept map) or "words" (a word mode): a mode switch clears another's text.
-        self._side_owner = "click"
         self.value_label = QLabel("")
         self.value_label.setToolTip("The overlay's value under the mouse pointer")
         self.value_label.setWordWrap(True)
-        # What the overlay shows, for the value under the pointer: (kind, arrays, description).
-        self._shown: tuple | None = None
         side = QWidget()
         sl = QVBoxLayout(side)
         sl.setContentsMargins(0, 0, 0, 0)
@@ -231,8 +243,10 @@ class SampleView(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
+        return split
 
-        # The scrubber.
+    def _build_scrubber(self) -> QHBoxLayout:
+        """Play button, step slider, the step's t."""
         self.play = QToolButton()
         self.play.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.play.setCheckable(True)
@@ -245,13 +259,9 @@ class SampleView(QWidget):
         scrub.addWidget(self.play)
         scrub.addWidget(self.slider, 1)
         scrub.addWidget(self.step_label)
+        return scrub
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(ctl)
-        layout.addWidget(split, 1)
-        layout.addLayout(scrub)
-
+    def _connect(self) -> None:
         self.timer = QTimer(self)
         self.timer.setInterval(120)
         self.timer.timeout.connect(self._advance)

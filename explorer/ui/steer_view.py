@@ -116,7 +116,23 @@ class SteerView(RequestView):
         self.n_steps = 25
         self.rows: list[FeatureRow] = []
         self.last: dict | None = None
+        self.selected_feature: int | None = None
+        self.labels: dict[int, str] = {}
+        self._summary = ""  # the running edit, described (see _describe)
+        self._build_inputs()
+        self._build_edit_controls()
+        side = self._build_side()
+        self._build_images()
+        layout = QHBoxLayout(self)
+        layout.addWidget(side)
+        layout.addWidget(self.images, 1)
+        self._build_region()
+        self._connect()
+        self._on_window_preset()
 
+    # --- building the page ------------------------------------------------------------------
+    def _build_inputs(self) -> None:
+        """Prompt, seed, steps, guidance, the SAE's name and the steered features' table."""
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("Prompt to steer")
         self.seed = QSpinBox(maximum=2**31 - 1)
@@ -147,6 +163,8 @@ class SteerView(RequestView):
         )
         self.add_words = QPushButton("Add by words")
 
+    def _build_edit_controls(self) -> None:
+        """Mode, branches, step window, region tool, live runs and the run's buttons."""
         self.mode = QComboBox()
         for key, tip in MODES:
             self.mode.addItem(key, key)
@@ -186,6 +204,8 @@ class SteerView(RequestView):
         self.summary.viewport().setAutoFillBackground(False)
         self.summary.setMinimumHeight(120)
 
+    def _build_side(self) -> QScrollArea:
+        """The controls in one column that scrolls on its own."""
         form = QFormLayout()
         form.addRow("Prompt", self.prompt)
         row = QHBoxLayout()
@@ -240,7 +260,10 @@ class SteerView(RequestView):
         side.setMaximumWidth(310)
         side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.controls = side
+        return side
 
+    def _build_images(self) -> None:
+        """Original, steered and difference, side by side."""
         self.original = _Tile()
         self.steered = _Tile()
         self.diff = _Tile()
@@ -255,10 +278,8 @@ class SteerView(RequestView):
                       "blue darker"),
         ]
         self.images = _TileGrid(self.cells)
-        layout = QHBoxLayout(self)
-        layout.addWidget(side)
-        layout.addWidget(self.images, 1)
 
+    def _build_region(self) -> None:
         # Region drawing on the original: a rectangle ROI, or a brush mask ImageItem. Both live
         # in the shown picture's pixels; the rectangle is kept in fractions (self._rect) and
         # placed again whenever the picture changes size, the brush mask is resampled.
@@ -285,6 +306,7 @@ class SteerView(RequestView):
         # item the scene offers a drag that no child took.
         self.original.view.mouseDragEvent = self._drag_rect
 
+    def _connect(self) -> None:
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_PAUSE_MS)
@@ -305,10 +327,6 @@ class SteerView(RequestView):
         self.brush_size.valueChanged.connect(self._set_kernel)
         self.clear_region.clicked.connect(lambda: self._clear_region())
         self.roi.sigRegionChangeFinished.connect(lambda *_: self._rect_from_roi())
-        self.selected_feature: int | None = None
-        self.labels: dict[int, str] = {}
-        self._summary = ""  # the running edit, described (see _describe)
-        self._on_window_preset()
 
     # --- inputs from the main window ------------------------------------------------------------
     def set_sae(self, entry, n_steps: int, guidance: float | None = None) -> None:
@@ -385,23 +403,12 @@ class SteerView(RequestView):
     def add_by_words(self) -> list[int]:
         """Add the features the SAE's concept dictionary labels with all the typed words (one
         object's description). Starts no run: the person adds, adjusts, then generates."""
-        import re
-
-        from explorer.analysis.autolabel import is_word_guess
-        from explorer.analysis.reader import FeatureIndex
-        from explorer.errors import UserError
         from explorer.steering.features import features_for_all_words, words_evidence
 
-        words = [w for w in re.split(r"[,\s]+", self.words.text().strip().lower()) if w]
+        words = self._typed_words()
         if not words or self.entry is None:
             return []
-        table = None
-        if self.entry.index_path.is_file():
-            try:
-                with FeatureIndex.open(self.entry.index_path) as idx:
-                    table = idx.dictionary_table
-            except (UserError, OSError):
-                table = None
+        table = self._dictionary_table()
         if table is None:
             self.warnings.setText(
                 f"{self.entry.id} has no concept dictionary (its index is missing or was built "
@@ -409,24 +416,45 @@ class SteerView(RequestView):
             )
             return []
         feats, unknown = features_for_all_words(table, words)
-        if unknown:
-            self.warnings.setText(f"no feature of {self.entry.id} is labelled "
-                                  f"{' or '.join(unknown)}: nothing added")
-            return []
-        if not feats:
-            self.warnings.setText(f"no feature of {self.entry.id} is labelled "
-                                  f"{' and '.join(words)} together: nothing added")
+        if unknown or not feats:
+            joined = " or ".join(unknown) if unknown else f"{' and '.join(words)} together"
+            self.warnings.setText(f"no feature of {self.entry.id} is labelled {joined}: "
+                                  "nothing added")
             return []
         self.warnings.setText("")
         evidence = words_evidence(table, feats, words)
         for f in feats:
-            label = self.labels.get(f, "")
-            if not label or is_word_guess(label):  # unnamed, or named from prompt words only
-                label = evidence.get(f) or label
-            self.add(f, label)
+            self.add(f, self._name_by_words(f, evidence))
         self.status.emit(f"added {len(feats)} feature(s) labelled {' '.join(words)}; "
                          "Generate steers them")
         return feats
+
+    def _typed_words(self) -> list[str]:
+        import re
+
+        return [w for w in re.split(r"[,\s]+", self.words.text().strip().lower()) if w]
+
+    def _name_by_words(self, feature: int, evidence: dict[int, str]) -> str:
+        """The person's label, else the dictionary's evidence for the words."""
+        from explorer.analysis.autolabel import is_word_guess
+
+        label = self.labels.get(feature, "")
+        if not label or is_word_guess(label):  # unnamed, or named from prompt words only
+            label = evidence.get(feature) or label
+        return label
+
+    def _dictionary_table(self):
+        """The steered SAE's concept dictionary, None when its index lacks one or is unreadable."""
+        from explorer.analysis.reader import FeatureIndex
+        from explorer.errors import UserError
+
+        if not self.entry.index_path.is_file():
+            return None
+        try:
+            with FeatureIndex.open(self.entry.index_path) as idx:
+                return idx.dictionary_table
+        except (UserError, OSError):
+            return None
 
     # --- window and region ------------------------------------------------------------------
     def window_spec(self) -> str:

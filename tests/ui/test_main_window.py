@@ -462,3 +462,44 @@ def test_word_probe_overlay_reads_the_stores_delta_through_the_saved_probe(qtbot
     view.refresh_overlay()
     assert not view.canvas.overlay.isVisible() and not view.word.isEnabled()
     assert "No word probe" in view.side_title.text() and "Evaluate" in view.side_title.text()
+
+
+def _click_tab(qtbot, window, title):
+    bar = window.tabs.tabBar()
+    i = next(i for i in range(bar.count()) if bar.tabText(i) == title)
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(i).center())
+    assert window.tabs.currentIndex() == i
+
+
+def test_shrinking_the_window_gives_the_steer_and_explore_centre_its_share(
+        qtbot, window, tiny_workspace):
+    """1600×1000 shrunk to 1280×800 on the Steer and the Explore tab: the docks give up width
+    as they do in a window first shown at 1280×800 (NARROW_WINDOW), so the centre keeps at
+    least 45 % of the window and the steering pictures are not squeezed to slivers."""
+    window.resize(1600, 1000)
+    _open(qtbot, window, tiny_workspace)
+    for title in ("Steer", "Explore"):
+        window.resize(1600, 1000)
+        _click_tab(qtbot, window, title)
+        # Settled at 1600: the docks have their share of it (as the sample-view journey says).
+        qtbot.waitUntil(lambda: window.width() == 1600 and window.features_dock.width() >= 400
+                        and window.feature_dock.width() >= 320, timeout=5_000)
+        wide_docks = (window.features_dock.width(), window.feature_dock.width())
+        window.resize(1280, 800)
+        seen = {}
+
+        def shared(seen=seen, wide_docks=wide_docks):
+            page = window.tabs.currentWidget()
+            seen.update(centre=window.tabs.width(), viewport=page.viewport().width(),
+                        docks=(window.features_dock.width(), window.feature_dock.width()))
+            return (window.width() == 1280 and seen["centre"] >= 0.45 * 1280
+                    and seen["viewport"] >= 0.45 * 1280
+                    and all(d < w for d, w in zip(seen["docks"], wide_docks, strict=True))
+                    and not page.horizontalScrollBar().isVisible())
+
+        try:
+            qtbot.waitUntil(shared, timeout=5_000)  # after the re-share timer (80 ms)
+        except Exception:
+            raise AssertionError((title, wide_docks, seen)) from None
+        if title == "Steer":
+            assert window.steer_view.images.width() >= 0.25 * 1280, window.steer_view.images.width()
