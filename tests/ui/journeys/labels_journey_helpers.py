@@ -3,30 +3,9 @@ Workspace…), menu actions by their text, and a clicker for the buttons of a mo
 
 from __future__ import annotations
 
+from journey_helpers import action
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
-
-
-def action(window, menu_title: str, text: str):
-    """The QAction `text` of the menu bar's menu `menu_title` (ampersands ignored)."""
-    plain = text.replace("&", "")
-
-    def find(menu):
-        for a in menu.actions():
-            if a.menu() is not None:  # a submenu: File → Export Labels → CSV…
-                found = find(a.menu())
-                if found is not None:
-                    return found
-            elif a.text().replace("&", "").startswith(plain):
-                return a
-        return None
-
-    for menu_action in window.menuBar().actions():
-        if menu_action.text().replace("&", "") == menu_title:
-            found = find(menu_action.menu())
-            if found is not None:
-                return found
-    raise AssertionError(f"no {menu_title} → {text} in the menu bar")
 
 
 def open_by_menu(qtbot, window, folder, monkeypatch) -> None:

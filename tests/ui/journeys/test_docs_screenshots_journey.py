@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from journey_helpers import action, drag
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QStyle, QStyleOptionComboBox
 
@@ -110,7 +111,7 @@ def window(qtbot, tmp_path, monkeypatch, workspace, size):
     w.resize(*size)
     w.show()
     qtbot.waitExposed(w)
-    _menu_action(w, "File", "Open Workspace…").trigger()
+    action(w, "File", "Open Workspace…").trigger()
     qtbot.waitUntil(lambda: (w.source is not None and w.workspace is not None
                              and w.workspace.root.resolve() == Path(workspace).resolve())
                     or bool(shown), timeout=120_000)
@@ -124,14 +125,6 @@ def window(qtbot, tmp_path, monkeypatch, workspace, size):
 
 
 # --- what a person does ---------------------------------------------------------------------
-
-def _menu_action(window, menu_title, text):
-    for menu_action in window.menuBar().actions():
-        if menu_action.text().replace("&", "") == menu_title:
-            for a in menu_action.menu().actions():
-                if a.text().replace("&", "") == text:
-                    return a
-    raise AssertionError(f"no {menu_title} → {text}")
 
 
 def _visible(widget) -> bool:
@@ -428,12 +421,7 @@ def test_steering_by_button_and_the_layout_edit(qtbot, window, shots):
     vp = canvas.viewport()
     # From the far corner back: a press inside the rectangle already shown would move it.
     start, end = at(x1, y1), at(x0, y0)
-    qtbot.mouseMove(vp, start)
-    qtbot.mousePress(vp, LEFT, pos=start)
-    for k in range(1, 6):
-        qtbot.wait(20)  # a hand's pace: pyqtgraph drops moves closer than 10 ms apart
-        qtbot.mouseMove(vp, start + (end - start) * (k / 5))
-    qtbot.mouseRelease(vp, LEFT, pos=end)
+    drag(qtbot, vp, start, end, LEFT)
     region = steer.region()
     assert region is not None
     tol = 3.0 / w

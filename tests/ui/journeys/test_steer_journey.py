@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from journey_helpers import open_and_wait
+from journey_helpers import drag, open_and_wait
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QMessageBox, QStyle, QStyleOptionSlider
 
@@ -366,12 +366,7 @@ def test_region_is_kept_in_fractions_of_the_picture(qtbot, window, tiny_workspac
     assert (h, w) == (steer_mod.PLACEHOLDER, steer_mod.PLACEHOLDER)
     vp = canvas.viewport()
     start, end = _to_viewport(canvas, 0.1 * w, 0.2 * h), _to_viewport(canvas, 0.6 * w, 0.7 * h)
-    qtbot.mouseMove(vp, start)
-    qtbot.mousePress(vp, LEFT, pos=start)
-    for k in range(1, 6):
-        qtbot.wait(20)  # a hand's pace: pyqtgraph drops moves closer than 10 ms apart
-        qtbot.mouseMove(vp, start + (end - start) * (k / 5))
-    qtbot.mouseRelease(vp, LEFT, pos=end)
+    drag(qtbot, vp, start, end, LEFT)
     painted = steer.region()
     assert painted is not None
     tol = 2.0 / w  # a screen pixel or two of the small picture
@@ -456,12 +451,7 @@ def test_brush_strokes_keep_their_place_on_a_bigger_picture(qtbot, window, tiny_
     canvas = steer.original
     vp = canvas.viewport()
     start, end = _to_viewport(canvas, 10, 16), _to_viewport(canvas, 30, 16)  # a stroke at y 1/4
-    qtbot.mouseMove(vp, start)
-    qtbot.mousePress(vp, LEFT, pos=start)
-    for k in range(1, 6):
-        qtbot.wait(20)  # a hand's pace: pyqtgraph drops moves closer than 10 ms apart
-        qtbot.mouseMove(vp, start + (end - start) * (k / 5))
-    qtbot.mouseRelease(vp, LEFT, pos=end)
+    drag(qtbot, vp, start, end, LEFT)
     mask = steer.region()
     assert mask is not None and mask.shape == (64, 64)
     ys, xs = np.nonzero(mask)
