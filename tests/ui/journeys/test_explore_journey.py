@@ -9,7 +9,7 @@ page in the main window. Nothing may be written into the workspace.
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from explorer.ui.main_window import MainWindow
 
@@ -70,10 +70,15 @@ def _click_image(qtbot, canvas, y, x):
 
 
 def _point(qtbot, canvas, y, x):
-    """Rest the mouse pointer on overlay cell (y, x), aimed at the picture as now drawn: the
-    colour bar that appears with a map narrows the picture once its layout runs."""
-    QApplication.processEvents()
-    qtbot.mouseMove(canvas.viewport(), _cell_pos(canvas, y, x))
+    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
+    once it stands still: the colour bar that comes with a map narrows the picture over a few
+    layout passes (its axis is sized when first drawn)."""
+    pos = None
+    for _ in range(40):
+        if pos == (pos := _cell_pos(canvas, y, x)):
+            break
+        qtbot.wait(25)
+    qtbot.mouseMove(canvas.viewport(), pos)
 
 
 def _choose_sae(qtbot, window, index):
