@@ -69,16 +69,21 @@ def _click_image(qtbot, canvas, y, x):
     qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=_cell_pos(canvas, y, x))
 
 
-def _point(qtbot, canvas, y, x):
-    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
-    once it stands still: the colour bar that comes with a map narrows the picture over a few
-    layout passes (its axis is sized when first drawn)."""
+def _settled_pos(qtbot, canvas, y, x):
+    """Where overlay cell (y, x) is once the picture stands still: the colour bar that comes
+    with a map narrows the picture over a few layout passes (its axis is sized when drawn)."""
     pos = None
     for _ in range(40):
         if pos == (pos := _cell_pos(canvas, y, x)):
             break
         qtbot.wait(25)
-    qtbot.mouseMove(canvas.viewport(), pos)
+    return pos
+
+
+def _point(qtbot, canvas, y, x):
+    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
+    as it stands on screen."""
+    qtbot.mouseMove(canvas.viewport(), _settled_pos(qtbot, canvas, y, x))
 
 
 def _choose_sae(qtbot, window, index):
@@ -237,6 +242,7 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert window.feature_page.title.text().startswith(f"Feature #{g}")
 
     w, h = window.width(), window.height()
+    _settled_pos(qtbot, view.canvas, 0, 0)  # the picture as a person sees it, bar laid out
     window.grab().save("/tmp/explore.png" if w == 1600 else f"/tmp/explore-{w}x{h}.png")
 
     # Another SAE of the same block chosen in the window: the activations this image captured
