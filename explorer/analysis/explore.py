@@ -4,7 +4,10 @@ an SAE, and summarised as "which features fire on this image, where, and when".
 sdxl-unbox's explore view and Neuronpedia's search by inference do this for one image; here it is
 done at every denoising step, so the app can scrub through the steps as it does for stored samples.
 Nothing is written anywhere: the result lives in RAM (one sample's codes of one block, plus
-per-step (steps, features) tables) until the person runs another prompt.
+per-step (steps, features) tables) until the person runs another prompt. The captured Δ of that
+one sample and block is kept too (float16, steps × h × w × d: under 1 MB for the bundled model at
+25 steps, ~130 MB for a 32 × 32 × 1280 SDXL block at 50), so another SAE of the same block and
+branch re-encodes it (`encode_steps`) without a new generation.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class ExploreRun:
     t: list[float]  # the paper's t of every step
     block: str
     branch: str
+    deltas: np.ndarray  # (steps, h, w, d) float16: Δ of `block`'s `branch` at every step
 
 
 def explore_prompt(model, sae, prompt: str, seed: int, steps: int | None = None,
@@ -146,5 +150,6 @@ def explore_prompt(model, sae, prompt: str, seed: int, steps: int | None = None,
 
     res = generate(model, [prompt], [seed], steps, guidance, capture=[block], on_step=step,
                    cancel=cancel)
-    exploration = encode_steps(sae, np.stack(deltas))
-    return ExploreRun(res.images[0], exploration, list(res.t), block, branch)
+    captured = np.stack(deltas)
+    return ExploreRun(res.images[0], encode_steps(sae, captured), list(res.t), block, branch,
+                      captured)

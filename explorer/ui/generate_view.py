@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder
+from explorer.ui.overlay_readout import readout
 from explorer.ui.requests import RequestView
 from explorer.ui.sample_view import CATEGORICAL, concept_rgba, lookup_table
 from explorer.ui.service import GenerationService
@@ -42,6 +43,9 @@ DEFAULT_PROMPT = "a large red circle at the top left and a small blue square at 
 OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_NONE = "feature", "concepts", "none"
 NARROW = 620  # px: below this width the feature lists go under the image
 THRESHOLD = 0.10  # share of the feature's peak below which its map is hidden (the paper's 10%)
+COLORMAP, OPACITY = "inferno", 0.65  # the feature map's colours, as the Sample view opens with
+NO_SAE = "no SAE: open a workspace to see which features fire"
+CLICK_HINT = "Click the image to list the features active there"
 
 
 def model_settings(path) -> dict:
@@ -62,13 +66,23 @@ def model_settings(path) -> dict:
     return out
 
 
+def _sae_of(model, saes: dict, entry):
+    """The SAE of `entry`, from the view's one-entry cache (model thread only)."""
+    from explorer.steering.saes import load_entry
+
+    if entry.id not in saes:
+        saes.clear()  # one SAE in memory at a time
+        saes[entry.id] = load_entry(entry, device=model.device)
+    return saes[entry.id]
+
+
 def explore_job(models: ModelHolder, saes: dict, entry, prompt: str, seed: int, steps: int,
                 guidance: float, *, cancel, progress) -> dict:
     """On the model thread: the image with a preview per step and, given an SAE `entry`, its
-    codes at every step. `saes` is the view's one-entry SAE cache, used only on this thread."""
+    codes at every step and the captured Δ they were encoded from (for another SAE of the same
+    block: `encode_job`). `saes` is the view's one-entry SAE cache, used only on this thread."""
     from explorer.analysis.explore import explore_prompt
     from explorer.engine import generate
-    from explorer.steering.saes import load_entry
 
     if not models.loaded:
         progress({"stage": "loading"})
@@ -80,17 +94,26 @@ def explore_job(models: ModelHolder, saes: dict, entry, prompt: str, seed: int, 
         progress({"stage": "step", "step": info.step, "n_steps": info.n_steps, "t": info.t,
                   "preview": previews[-1]})
 
+    out = {"kind": "explore", "model": str(models.path), "exploration": None, "sae": None,
+           "block": None, "branch": None, "deltas": None}
     if entry is None:
         res = generate(model, [prompt], [seed], steps, guidance, on_step=on_step, cancel=cancel)
-        return {"image": res.images[0], "previews": np.stack(previews), "t": list(res.t),
-                "exploration": None, "sae": None}
-    if entry.id not in saes:
-        saes.clear()  # one SAE in memory at a time
-        saes[entry.id] = load_entry(entry, device=model.device)
-    run = explore_prompt(model, saes[entry.id], prompt, seed, steps, guidance,
+        return {**out, "image": res.images[0], "previews": np.stack(previews), "t": list(res.t)}
+    run = explore_prompt(model, _sae_of(model, saes, entry), prompt, seed, steps, guidance,
                          branch=entry.branch, on_step=on_step, cancel=cancel)
-    return {"image": run.image, "previews": np.stack(previews), "t": run.t,
-            "exploration": run.exploration, "sae": entry.id}
+    return {**out, "image": run.image, "previews": np.stack(previews), "t": run.t,
+            "exploration": run.exploration, "sae": entry.id, "block": run.block,
+            "branch": run.branch, "deltas": run.deltas}
+
+
+def encode_job(models: ModelHolder, saes: dict, entry, deltas: np.ndarray, *, cancel,
+               progress) -> dict:
+    """On the model thread: Δ already captured for a shown image, encoded by another SAE of the
+    same block and branch; no new generation."""
+    from explorer.analysis.explore import encode_steps
+
+    sae = _sae_of(models.get(), saes, entry)
+    return {"kind": "encode", "exploration": encode_steps(sae, deltas), "sae": entry.id}
 
 
 class _Line(QLabel):
@@ -116,11 +139,23 @@ class GenerateView(RequestView):
         self.result: dict | None = None  # the last finished run (see explore_job)
         self.feature: int | None = None  # the feature whose map is drawn
         self.clicked_at: tuple[int, int] | None = None
-        self._saes: dict = {}  # touched only on the model thread (explore_job)
-        self._lut = lookup_table("inferno")
+        self._saes: dict = {}  # touched only on the model thread (explore_job, encode_job)
+        self._lut = lookup_table(COLORMAP)
         self._run_settings: tuple | None = None
+        # What the overlay shows, for the value under the pointer (overlay_readout), and the
+        # grid cell the pointer rests on, so scrubbing under a still pointer updates the value.
+        self._shown: tuple | None = None
+        self._hover: tuple[int, int] = (-1, -1)
 
-        defaults = model_settings(models.path)
+        self._build_run_controls(model_settings(models.path))
+        self._build_picture()
+        self._build_lists()
+        self._lay_out()
+        self._connect()
+
+    # --- building -------------------------------------------------------------------------
+    def _build_run_controls(self, defaults: dict) -> None:
+        """Prompt, seed, steps, guidance, the Explore button and the SAE line."""
         self.prompt = QLineEdit(DEFAULT_PROMPT)
         self.prompt.setToolTip("The text prompt. The bundled model knows the shapes world's words.")
         self.seed = QSpinBox(maximum=2**31 - 1)
@@ -135,20 +170,37 @@ class GenerateView(RequestView):
         self.go.setToolTip("Generate this prompt and encode the SAE's block at every step "
                            "(nothing is written into the workspace)")
         self.progress.setTextVisible(True)
-        self.sae_label = _Line("no SAE: open a workspace to see which features fire")
+        self.sae_label = _Line(NO_SAE)
 
+    def _build_picture(self) -> None:
+        """The overlay choice, the picture with its colour bar and the value under the pointer,
+        the captions under it and the step scrubber."""
         self.mode = QComboBox()
         self.mode.addItem("Feature map", OVERLAY_FEATURE)
         self.mode.addItem("Concept map", OVERLAY_CONCEPTS)
         self.mode.addItem("No overlay", OVERLAY_NONE)
         self.mode.setToolTip("Feature map: the chosen feature's activation at this step. Concept "
                              "map: the strongest feature at each position")
-        self.canvas = ImageCanvas()
+        self.canvas = ImageCanvas(colorbar=True)
         self.canvas.setMinimumSize(220, 220)
+        self.value_label = _Line("")
+        self.value_label.setStatusTip("The overlay's value under the mouse pointer")
         self.caption = _Line("")
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.feature_info = _Line("")
+        self.picture = QWidget()
+        col = QVBoxLayout(self.picture)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.canvas, 1)
+        col.addWidget(self.value_label)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("Denoising step: t = 1.0 (pure noise) on the left, 0.0 on the right (← →)")
+        self.step_label = QLabel("")
+        self.step_label.setMinimumWidth(150)
 
+    def _build_lists(self) -> None:
+        """The ranked features and the features at a clicked position, beside the picture."""
         self.ranked_title = QLabel("Most active on this image")
         self.ranked_title.setToolTip("The features ranked by activation summed over every step and "
                                      "position; each row says the step where it is strongest")
@@ -158,7 +210,7 @@ class GenerateView(RequestView):
         self.open_page = QPushButton("Open feature page")
         self.open_page.setToolTip("Show the selected feature in the browser and the feature page")
         self.open_page.setEnabled(False)
-        self.pos_title = _Line("Click the image to list the features active there")
+        self.pos_title = _Line(CLICK_HINT)
         self.positions = QListWidget()
         self.positions.setToolTip("Features active at the clicked position and step. Click: its "
                                   "map; double-click: its feature page")
@@ -172,36 +224,31 @@ class GenerateView(RequestView):
         pl.setContentsMargins(0, 0, 0, 0)
         pl.addWidget(self.pos_title)
         pl.addWidget(self.positions, 1)
-        side = QWidget()
+        self.side = QWidget()
         # One column beside the image; two columns under it in a narrow centre (resizeEvent).
-        self._side_layout = QBoxLayout(QBoxLayout.Direction.TopToBottom, side)
+        self._side_layout = QBoxLayout(QBoxLayout.Direction.TopToBottom, self.side)
         self._side_layout.setContentsMargins(0, 0, 0, 0)
         self._side_layout.addWidget(rank_col, 3)
         self._side_layout.addWidget(pos_col, 2)
-        side.setMinimumWidth(240)
+        self.side.setMinimumWidth(240)
         self.ranked.setMinimumHeight(80)
+        self.positions.setMinimumHeight(60)
         for lst in (self.ranked, self.positions):  # long names elide rather than scroll sideways
             lst.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.positions.setMinimumHeight(60)
+
+    def _lay_out(self) -> None:
         # One line each, cut at the panel's edge rather than wrapped: a wrapping label makes the
         # page ask the scroll area for its full preferred height (height-for-width), which
         # pushed the scrubber below the fold at 1280×800. The full text is the tooltip.
         for label in (self.sae_label, self.caption, self.feature_info, self.ranked_title,
-                      self.pos_title):
+                      self.pos_title, self.value_label):
             label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.split = split = QSplitter()
-        split.addWidget(self.canvas)
-        split.addWidget(side)
+        split.addWidget(self.picture)
+        split.addWidget(self.side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
-
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setEnabled(False)
-        self.slider.setToolTip("Denoising step: t = 1.0 (pure noise) on the left, 0.0 on the right (← →)")
-        self.step_label = QLabel("")
-        self.step_label.setMinimumWidth(150)
-
         # The buttons beside the prompt, where the eye is after typing, and narrow rows: the
         # centre can be ~400 px wide between the docks at 1280×800.
         form = QFormLayout()
@@ -233,12 +280,14 @@ class GenerateView(RequestView):
         layout.addLayout(scrub)
         layout.addWidget(self.progress)
 
+    def _connect(self) -> None:
         # clicked(bool) would hand False to start(); the lambda drops it.
         self.go.clicked.connect(lambda: self.start())
         self.prompt.returnPressed.connect(self.start)
         self.slider.valueChanged.connect(self._on_step)
         self.mode.currentIndexChanged.connect(self._refresh)
         self.canvas.clicked.connect(self._on_click)
+        self.canvas.hovered.connect(self._on_hover)
         self.ranked.currentItemChanged.connect(self._on_ranked_current)
         for lst in (self.ranked, self.positions):
             lst.itemDoubleClicked.connect(self._open_item)
@@ -268,19 +317,50 @@ class GenerateView(RequestView):
 
     def set_sae(self, entry, regeneration: dict | None = None) -> None:
         """The SAE the next run encodes with, and the workspace's own sampling settings
-        (`Store.regeneration()`); a shown result of another SAE is blanked, not left stale."""
+        (`Store.regeneration()`). A shown result is re-encoded with it from the captured Δ, or,
+        where that Δ cannot be read by it, its features are blanked and the caption says why."""
         if regeneration is not None:
             self.apply_defaults(regeneration["steps"], regeneration.get("guidance"))
-        same = entry is not None and self.entry is not None and entry.id == self.entry.id
         self.entry = entry
-        self.sae_label.setText(
-            f"Features of {entry.label}" if entry is not None
-            else "no SAE: open a workspace to see which features fire")
-        if not same and self.result is not None and self.result["exploration"] is not None:
-            self._clear_features()
-            self.caption.setText("The SAE changed: press Explore to encode this prompt with "
-                                 f"{entry.label if entry is not None else 'an SAE'}")
-            self._refresh()
+        self.sae_label.setText(f"Features of {entry.label}" if entry is not None else NO_SAE)
+        self._match_sae()
+
+    def _match_sae(self) -> None:
+        """Make the shown features those of the chosen SAE (see set_sae); a no-op when they
+        are, or when nothing is shown."""
+        res, entry = self.result, self.entry
+        if res is None or res["sae"] == (entry.id if entry is not None else None):
+            return
+        why = self._cannot_encode(res, entry)
+        res["exploration"] = res["sae"] = None
+        self._clear_features()
+        if why:
+            self.caption.setText(why)
+            self.status.emit(why)
+        else:
+            self.caption.setText(f"Encoding this image's captured {res['block']} activations "
+                                 f"with {entry.label} (no new generation)…")
+            self._submit(encode_job, self.models, self._saes, entry, res["deltas"],
+                         n_steps=len(res["deltas"]))
+            self.progress.setFormat(f"encoding with {entry.label}…")
+        self._refresh()
+
+    def _cannot_encode(self, res: dict, entry) -> str:
+        """Why `entry` cannot read the Δ captured for the shown image ("" when it can)."""
+        if entry is None:
+            return "No SAE chosen: open a workspace to see which features fire on this image"
+        again = f": press Explore to generate it again with {entry.label}"
+        if res["deltas"] is None:
+            return f"This image was made with no SAE, so no activations were captured{again}"
+        if res["model"] != str(self.models.path):
+            return f"This image was made by another model ({res['model']}){again}"
+        if res["block"] != entry.block:
+            return (f"This image's activations were captured at {res['block']}, and "
+                    f"{entry.label} reads {entry.block}{again}")
+        if res["branch"] != (entry.branch or "cond"):
+            return (f"This image's activations were captured on the {res['branch']} branch, and "
+                    f"{entry.label} reads the {entry.branch} branch{again}")
+        return ""
 
     # --- running ------------------------------------------------------------------------------
     def start(self) -> int:
@@ -293,7 +373,7 @@ class GenerateView(RequestView):
         self._clear_features()
         self.slider.setEnabled(False)
         self.step_label.setText("")
-        self.canvas.set_overlay(None)
+        self._draw_overlay(0)
         self.status.emit("exploring…" if self.entry is not None else "generating…")
         return self.request
 
@@ -307,7 +387,12 @@ class GenerateView(RequestView):
         self.caption.setText(f"predicted x₀ at step {update['step'] + 1} (t = {update['t']:.2f})")
 
     def _on_request_done(self, value) -> None:
-        self.result = value
+        if value["kind"] == "encode":
+            self.result.update(exploration=value["exploration"], sae=value["sae"])
+            self._show_exploration()
+            self._finish(f"encoded with {self.entry.label if self.entry else value['sae']}")
+            return
+        self.result = {**value, "settings": self._run_settings}
         self.last_image = value["image"]
         n = len(value["previews"])
         self.slider.blockSignals(True)
@@ -315,16 +400,14 @@ class GenerateView(RequestView):
         self.slider.setValue(n - 1)
         self.slider.blockSignals(False)
         self.slider.setEnabled(True)
-        ex = value["exploration"]
-        _, seed, steps, guidance = self._run_settings
-        if ex is not None:
-            self._fill_ranked(ex)
-            self.caption.setText(f"seed {seed}, {steps} steps, guidance {guidance:g}: "
-                                 f"{len(ex.ranking)} features fired")
-        else:
-            self.caption.setText(f"seed {seed}, {steps} steps, guidance {guidance:g}")
-        self._refresh()
+        self._show_exploration()
         self._finish("done")
+        self._match_sae()  # the SAE may have been changed while the image was generated
+
+    def _on_request_error(self, message: str) -> None:
+        if self.result is not None:  # an encode: the picture stays, without features
+            self.caption.setText(f"Could not encode this image: {message}")
+        super()._on_request_error(message)
 
     # --- what is shown --------------------------------------------------------------------
     @property
@@ -346,11 +429,23 @@ class GenerateView(RequestView):
         self.positions.clear()
         self.open_page.setEnabled(False)
         self.ranked_title.setText("Most active on this image")
-        self.pos_title.setText("Click the image to list the features active there")
+        self.pos_title.setText(CLICK_HINT)
 
     def _name(self, f: int) -> str:
         label = self.labels.get(f, "")
         return f"#{f}  {label}" if label else f"#{f}"
+
+    def _show_exploration(self) -> None:
+        """The finished result's caption, ranked list and picture."""
+        ex = self.exploration
+        _, seed, steps, guidance = self.result["settings"]
+        caption = f"seed {seed}, {steps} steps, guidance {guidance:g}"
+        if ex is not None:
+            self._fill_ranked(ex)
+            of = f" of {self.entry.label}" if self.entry is not None else ""
+            caption += f": {len(ex.ranking)} features{of} fired"
+        self.caption.setText(caption)
+        self._refresh()
 
     def _fill_ranked(self, ex) -> None:
         self.ranked.blockSignals(True)
@@ -376,37 +471,51 @@ class GenerateView(RequestView):
         if self.result is None:
             return
         s = self.step
-        n = len(self.result["previews"])
         self.canvas.set_image(self.result["previews"][s])
-        self.step_label.setText(f"step {s + 1}/{n}  t = {self.result['t'][s]:.2f}")
-        ex = self.exploration
-        mode = self.mode.currentData()
-        if ex is not None and self.feature is not None:
-            f = self.feature
-            peak = int(ex.step_max[:, f].argmax())
-            self.feature_info.setText(
-                f"{self._name(f)} at step {s + 1}: max {ex.step_max[s, f]:.3g}, mean over "
-                f"positions {ex.step_mean[s, f]:.3g} · strongest at step {peak + 1} "
-                f"({ex.step_max[peak, f]:.3g})")
-        if ex is None or mode == OVERLAY_NONE:
+        self.step_label.setText(f"step {s + 1}/{len(self.result['previews'])}  "
+                                f"t = {self.result['t'][s]:.2f}")
+        self._show_feature_info(s)
+        self._draw_overlay(s)
+
+    def _show_feature_info(self, s: int) -> None:
+        ex, f = self.exploration, self.feature
+        if ex is None or f is None:
+            return
+        peak = int(ex.step_max[:, f].argmax())
+        self.feature_info.setText(
+            f"{self._name(f)} at step {s + 1}: max {ex.step_max[s, f]:.3g}, mean over "
+            f"positions {ex.step_mean[s, f]:.3g} · strongest at step {peak + 1} "
+            f"({ex.step_max[peak, f]:.3g})")
+
+    def _draw_overlay(self, s: int) -> None:
+        """The chosen overlay at step `s`, its colour bar, and the value under a resting pointer."""
+        ex, mode = self.exploration, self.mode.currentData()
+        self._shown = None
+        self.canvas.set_colorbar(None)
+        if ex is None or mode == OVERLAY_NONE or (mode == OVERLAY_FEATURE and self.feature is None):
             self.canvas.set_overlay(None)
         elif mode == OVERLAY_CONCEPTS:
             top_f, top_v = ex.concept_map(s)
             # Colours by rank on this image, so they stay put while scrubbing.
             rank = {int(f): r for r, f in enumerate(ex.ranking.tolist())}
-            self.canvas.set_overlay(concept_rgba(top_f, top_v, rank), opacity=0.65)
-        elif self.feature is None:
-            self.canvas.set_overlay(None)
+            self.canvas.set_overlay(concept_rgba(top_f, top_v, rank), opacity=OPACITY)
+            self._shown = ("concepts", top_f, top_v)
         else:
-            # One scale for every step (the feature's peak on this image), so scrubbing shows
-            # the map grow and fade rather than each step stretched to its own maximum.
-            vmax = float(ex.step_max[:, self.feature].max())
-            grid = ex.feature_map(s, self.feature)
-            if vmax <= 0 or grid.max() <= 0:
-                self.canvas.set_overlay(None)
-            else:
-                self.canvas.set_overlay(grid, lut=self._lut, levels=(vmax * THRESHOLD, vmax),
-                                        opacity=0.65)
+            self._draw_feature(ex, s, self.feature)
+        self._on_hover(*self._hover)
+
+    def _draw_feature(self, ex, s: int, f: int) -> None:
+        # One scale for every step (the feature's peak on this image), so scrubbing shows the
+        # map grow and fade rather than each step stretched to its own maximum.
+        vmax = float(ex.step_max[:, f].max())
+        grid = ex.feature_map(s, f)
+        self._shown = ("map", grid, self._name(f).replace("  ", " "))
+        if vmax <= 0 or grid.max() <= 0:
+            self.canvas.set_overlay(None)
+            return
+        levels = (vmax * THRESHOLD, vmax)
+        self.canvas.set_overlay(grid, lut=self._lut, levels=levels, opacity=OPACITY)
+        self.canvas.set_colorbar(COLORMAP, levels)
 
     def _list_position(self, y: int, x: int) -> None:
         ex = self.exploration
@@ -442,6 +551,13 @@ class GenerateView(RequestView):
         self.clicked_at = (y, x)
         self._list_position(y, x)
 
+    def _on_hover(self, y: int, x: int) -> None:
+        """The overlay's value at the pointer's grid cell (the Sample view's readout)."""
+        self._hover = (y, x)
+        text = readout(self._shown, y, x, self.labels)
+        if text is not None:
+            self.value_label.setText(text)
+
     def _on_ranked_current(self, item, _previous=None) -> None:
         if item is not None:
             self._show_feature(int(item.data(Qt.ItemDataRole.UserRole)))
@@ -460,4 +576,3 @@ class GenerateView(RequestView):
     def _open_current(self) -> None:
         if self.feature is not None:
             self.feature_opened.emit(self.feature)
-

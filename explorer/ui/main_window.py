@@ -38,6 +38,7 @@ from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
 from explorer.ui.steer_view import SteerView
+from explorer.ui.undo_menu import use_app_undo
 from explorer.ui.workers import Worker, WorkerPool
 
 APP_NAME = "Concept Explorer"
@@ -73,6 +74,9 @@ class MainWindow(QMainWindow):
         self._connect_session()
         self._connect_views()
         self._build_menus()
+        # Right-click Undo/Redo in the label boxes is Edit → Undo/Redo too, not the box's own.
+        for box in (self.feature_page.label, self.feature_page.tags, self.feature_page.notes):
+            use_app_undo(box, self.undo_action, self.redo_action, self.feature_page.commit_pending)
         self._restore_geometry()
 
     # --- what the session holds, read where the views and tests always read it -------------------

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from explorer.analysis.cross_attention import FUNCTION_WORDS
 from explorer.ui.image_view import ImageCanvas
+from explorer.ui.overlay_readout import readout
 
 OVERLAY_NONE, OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_ATTENTION = "none", "feature", "concepts", "attention"
 OVERLAY_PROBE = "probe"
@@ -597,26 +598,9 @@ class SampleView(QWidget):
 
     def _on_hover(self, y: int, x: int) -> None:
         """The overlay's value at the pointer's grid cell (napari's status readout)."""
-        shown = self._shown
-        if y < 0 or shown is None:
-            self.value_label.setText("")
-            return
-        where = f"at ({y}, {x})"
-        if shown[0] == "map":
-            grid, what = shown[1], shown[2]
-            if 0 <= y < grid.shape[0] and 0 <= x < grid.shape[1]:
-                self.value_label.setText(f"{what} {where}: {float(grid[y, x]):.3g}")
-            return
-        top_f, top_v = shown[1], shown[2]
-        if not (0 <= y < top_f.shape[0] and 0 <= x < top_f.shape[1]):
-            return
-        if top_v[y, x] <= 0:
-            self.value_label.setText(f"no feature fires {where}")
-            return
-        f = int(top_f[y, x])
-        label = self.labels.get(f, "")
-        self.value_label.setText(
-            f"top feature {where}: #{f}{' ' + label if label else ''} = {float(top_v[y, x]):.3g}")
+        text = readout(self._shown, y, x, self.labels)
+        if text is not None:
+            self.value_label.setText(text)
 
     def _on_side_item(self, item: QListWidgetItem) -> None:
         f = item.data(Qt.ItemDataRole.UserRole)

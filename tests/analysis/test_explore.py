@@ -98,3 +98,5 @@ def test_explore_prompt_encodes_what_generation_captures(tiny_model):
     np.testing.assert_array_equal(run.exploration.indices, want.indices)
     assert run.exploration.ranking.tolist() == want.ranking.tolist()
     assert run.exploration.indices.shape == (3, h, w, 4)
+    # The captured Δ is kept, so another SAE of the block can read it without a new generation.
+    np.testing.assert_array_equal(run.deltas, np.stack(caps).astype(np.float16))

@@ -56,12 +56,62 @@ def _click_row(qtbot, lst, row, double=False):
     click(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
 
 
-def _click_image(qtbot, canvas, y, x):
-    """Click the centre of overlay cell (y, x) of the canvas, as a mouse would."""
+def _cell_pos(canvas, y, x):
+    """Where, in the canvas's viewport, the centre of overlay cell (y, x) is drawn."""
     h, w = canvas._shape
     gh, gw = canvas._grid
-    scene = canvas.view.mapViewToScene(QPointF((x + 0.5) * w / gw, (y + 0.5) * h / gh))
-    qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(scene))
+    return canvas.mapFromScene(canvas.view.mapViewToScene(
+        QPointF((x + 0.5) * w / gw, (y + 0.5) * h / gh)))
+
+
+def _click_image(qtbot, canvas, y, x):
+    """Click the centre of overlay cell (y, x) of the canvas, as a mouse would."""
+    qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=_cell_pos(canvas, y, x))
+
+
+def _settled_pos(qtbot, canvas, y, x):
+    """Where overlay cell (y, x) is once the picture stands still: the colour bar that comes
+    with a map narrows the picture over a few layout passes (its axis is sized when drawn)."""
+    pos = None
+    for _ in range(40):
+        if pos == (pos := _cell_pos(canvas, y, x)):
+            break
+        qtbot.wait(25)
+    return pos
+
+
+def _point(qtbot, canvas, y, x):
+    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
+    as it stands on screen."""
+    qtbot.mouseMove(canvas.viewport(), _settled_pos(qtbot, canvas, y, x))
+
+
+def _choose_sae(qtbot, window, index):
+    """Step the window's SAE box to `index` with the arrow keys, as a person would."""
+    combo = window.sae_combo
+    combo.setFocus()
+    while combo.currentIndex() != index:
+        key = Qt.Key.Key_Down if combo.currentIndex() < index else Qt.Key.Key_Up
+        qtbot.keyClick(combo, key)
+    assert window.entry.id == combo.itemData(index)
+    return window.entry
+
+
+def _other_sae(window, same_block):
+    """The index of another SAE in the window's box, of the shown one's block or of another."""
+    combo, entry = window.sae_combo, window.entry
+    for i in range(combo.count()):
+        other = window.workspace.sae(combo.itemData(i))
+        if other.id != entry.id and (other.block == entry.block) == same_block:
+            return i
+    raise AssertionError(f"the workspace has no SAE {'of' if same_block else 'outside'} "
+                         f"{entry.block} besides {entry.id}")
+
+
+def _explore(qtbot, view):
+    qtbot.mouseClick(view.go, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.request is None, timeout=120_000)
+    assert view.result is not None, view.progress.format()
 
 
 def _visible(widget) -> bool:
@@ -126,12 +176,30 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert view.open_page.isEnabled()
     assert view.feature_info.text().startswith(f"#{f}") and f"step {n}:" in view.feature_info.text()
 
+    # The map's colour bar spans the feature's shown range on this image (10% of its peak over
+    # every step up to the peak), and the pointer over a cell reads that cell's value.
+    vmax = float(ex.step_max[:, f].max())
+    bar = view.canvas.colorbar
+    assert bar is not None and bar.isVisible()
+    assert bar.levels() == pytest.approx((0.1 * vmax, vmax), rel=1e-5)
+    fmap = ex.feature_map(step, f)
+    gy, gx = np.unravel_index(int(fmap.argmax()), fmap.shape)
+    _point(qtbot, view.canvas, gy, gx)
+    qtbot.waitUntil(lambda: f"({gy}, {gx})" in view.value_label.text(), timeout=10_000)
+    assert _visible(view.value_label), "the value under the pointer is cut off"
+    assert view.value_label.text() == f"#{f}{' ' + view.labels[f] if view.labels.get(f) else ''}" \
+        f" at ({gy}, {gx}): {float(fmap[gy, gx]):.3g}"
+
     # The scrubber: Home goes to the first step, Right one step on; the picture and map follow.
     view.slider.setFocus()
     qtbot.keyClick(view.slider, Qt.Key.Key_Home)
     assert view.slider.value() == 0
     qtbot.keyClick(view.slider, Qt.Key.Key_Right)
     assert view.slider.value() == 1 and view.step_label.text().startswith(f"step 2/{n}")
+    # The pointer has not moved: its reading follows the step, on the same scale.
+    assert view.value_label.text().endswith(
+        f"at ({gy}, {gx}): {float(ex.feature_map(1, f)[gy, gx]):.3g}")
+    assert bar.levels() == pytest.approx((0.1 * vmax, vmax), rel=1e-5)
     np.testing.assert_array_equal(view.canvas.image.image, view.result["previews"][1])
     want = ex.feature_map(1, f)
     if want.max() > 0:
@@ -156,8 +224,16 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     view.mode.setFocus()
     qtbot.keyClick(view.mode, Qt.Key.Key_Down)
     assert view.mode.currentData() == "concepts" and view.canvas.overlay.isVisible()
-    _, top_v = ex.concept_map(n - 1)
+    top_f, top_v = ex.concept_map(n - 1)
     np.testing.assert_array_equal(view.canvas.overlay.image[..., 3] > 0, top_v > 0)
+    # Categorical colours: no colour bar; the pointer reads the top feature and its value.
+    assert not bar.isVisible()
+    _point(qtbot, view.canvas, y, x)
+    qtbot.waitUntil(lambda: "top feature" in view.value_label.text()
+                    or "no feature" in view.value_label.text(), timeout=10_000)
+    if top_v[y, x] > 0:
+        assert f"at ({y}, {x}): #{int(top_f[y, x])}" in view.value_label.text()
+        assert view.value_label.text().endswith(f"= {float(top_v[y, x]):.3g}")
 
     # Double-click a ranked feature: the main window's browser and feature page show it.
     g = ranked[0]
@@ -166,15 +242,62 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert window.feature_page.title.text().startswith(f"Feature #{g}")
 
     w, h = window.width(), window.height()
+    _settled_pos(qtbot, view.canvas, 0, 0)  # the picture as a person sees it, bar laid out
     window.grab().save("/tmp/explore.png" if w == 1600 else f"/tmp/explore-{w}x{h}.png")
 
-    # Another SAE chosen in the window: this image's codes are of the old one, so they go.
-    combo = window.sae_combo
-    old = combo.currentIndex()
-    combo.setFocus()
-    qtbot.keyClick(combo, Qt.Key.Key_Down if old + 1 < combo.count() else Qt.Key.Key_Up)
-    assert combo.currentIndex() != old and window.entry.label in view.sae_label.text()
-    assert view.ranked.count() == 0 and view.feature is None
-    assert not view.canvas.overlay.isVisible() and "press Explore" in view.caption.text()
+    # Another SAE of the same block chosen in the window: the activations this image captured
+    # are encoded by it, with no new generation (the very previews stay), and its features
+    # replace the old SAE's.
+    previews, image = view.result["previews"], view.result["image"]
+    old_entry = window.entry
+    started = []
+    window.service.started.connect(lambda rid, kind: started.append(rid))
+    new = _choose_sae(qtbot, window, _other_sae(window, same_block=True))
+    assert new.id != old_entry.id and new.label in view.sae_label.text()
+    qtbot.waitUntil(lambda: view.request is None, timeout=60_000)
+    assert view.result["previews"] is previews and view.result["image"] is image
+    assert view.result["sae"] == new.id and len(started) == 1
+    encoded = view.exploration
+    assert encoded is not ex and view.ranked.count() == len(encoded.ranking) > 0
+    assert [view.ranked.item(r).data(Qt.ItemDataRole.UserRole)
+            for r in range(view.ranked.count())] == encoded.ranking.tolist()
+    assert view.feature == int(encoded.ranking[0]) and new.label in view.caption.text()
+    # The obvious slow way, a new generation with the new SAE, gives the same codes.
+    _explore(qtbot, view)
+    again = view.exploration
+    np.testing.assert_array_equal(again.indices, encoded.indices)
+    np.testing.assert_allclose(again.values, encoded.values, rtol=1e-6, atol=1e-6)
+    assert again.ranking.tolist() == encoded.ranking.tolist()
+
+    # An SAE of another block cannot read this image's activations: its stale panels go blank
+    # and the caption says plainly why and what to do.
+    other = _choose_sae(qtbot, window, _other_sae(window, same_block=False))
+    assert other.label in view.sae_label.text()
+    assert view.ranked.count() == 0 and view.feature is None and view.exploration is None
+    assert not view.canvas.overlay.isVisible() and not bar.isVisible()
+    assert new.block in view.caption.text() and other.block in view.caption.text()
+    assert "press Explore" in view.caption.text()
+    assert view.request is None  # nothing was started for it
     qtbot.waitUntil(lambda: not window.service.busy, timeout=60_000)
     assert _snapshot(tiny_workspace) == before, "exploring wrote into the workspace"
+
+
+def test_an_sae_chosen_during_the_run_encodes_the_result(qtbot, window, tiny_workspace,
+                                                          monkeypatch):
+    """Switched while the image is still generating: what comes back is shown with the SAE
+    chosen now, not the one the run started with."""
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tiny_workspace))
+    _menu_action(window, "File", "Open Workspace…").trigger()
+    qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=60_000)
+    assert window.source is not None, window.messages
+    tabs, view = window.tabs, window.generate_view
+    bar = tabs.tabBar()
+    titles = [tabs.tabText(i) for i in range(tabs.count())]
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton,
+                     pos=bar.tabRect(titles.index("Explore")).center())
+    qtbot.mouseClick(view.go, Qt.MouseButton.LeftButton)
+    new = _choose_sae(qtbot, window, _other_sae(window, same_block=True))
+    qtbot.waitUntil(lambda: view.request is None and not window.service.busy, timeout=120_000)
+    assert view.result is not None and view.result["sae"] == new.id, view.caption.text()
+    assert view.ranked.count() == len(view.exploration.ranking) > 0
+    assert new.label in view.caption.text()
