@@ -28,7 +28,7 @@ class FakeIndex:
     auto_labels: dict = field(default_factory=lambda: {0: "sky", 1: "dog"})
     words: dict = field(default_factory=lambda: {0: ["Blue", "Sky"], 2: ["Cat"]})
 
-    def dictionary(self, f):
+    def label_entries(self, f):  # the index's own dictionary, else the pseudo-mask one
         return [SimpleNamespace(label=w) for w in self.words.get(f, [])]
 
 

@@ -123,7 +123,7 @@ def test_a_mask_free_store_says_run_evaluate_then_names_features_from_pseudo_mas
     qtbot.waitUntil(lambda: button.isEnabled() and window.report_view.report is not None,
                     timeout=180_000)
     assert not window.messages, window.messages
-    assert window.report_view.report["ground_truth_kind"] == PSEUDO
+    assert window.report_view.report.ground_truth_kind == PSEUDO
 
     # The browser now names features from the pseudo-masks, and says that is where they are from.
     assert f"concept dictionary from {PSEUDO}" in browser.source_note.text()
