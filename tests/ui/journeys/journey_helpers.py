@@ -42,3 +42,30 @@ def drag(qtbot, viewport, start, end, left) -> None:
         qtbot.wait(20)
         qtbot.mouseMove(viewport, start + (end - start) * (k / 5))
     qtbot.mouseRelease(viewport, left, pos=end)
+
+
+def cell_pos(canvas, y: int, x: int):
+    """Where, in an ImageCanvas's viewport, the centre of overlay cell (y, x) is drawn."""
+    from PySide6.QtCore import QPointF
+
+    h, w = canvas._shape
+    gh, gw = canvas._grid
+    return canvas.mapFromScene(canvas.view.mapViewToScene(
+        QPointF((x + 0.5) * w / gw, (y + 0.5) * h / gh)))
+
+
+def settled_cell_pos(qtbot, canvas, y: int, x: int):
+    """Where overlay cell (y, x) is once the picture stands still: the colour bar that comes
+    with a map narrows the picture over a few layout passes (its axis is sized when drawn)."""
+    pos = None
+    for _ in range(40):
+        if pos == (pos := cell_pos(canvas, y, x)):
+            break
+        qtbot.wait(25)
+    return pos
+
+
+def point_at_cell(qtbot, canvas, y: int, x: int) -> None:
+    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
+    as it stands on screen."""
+    qtbot.mouseMove(canvas.viewport(), settled_cell_pos(qtbot, canvas, y, x))

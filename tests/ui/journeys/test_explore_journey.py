@@ -8,7 +8,8 @@ page in the main window. Nothing may be written into the workspace.
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from journey_helpers import action, cell_pos, point_at_cell, settled_cell_pos
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from explorer.ui.main_window import MainWindow
@@ -38,15 +39,6 @@ def _snapshot(root):
             if p.is_file()}
 
 
-def _menu_action(window, menu_title, text):
-    for menu_action in window.menuBar().actions():
-        if menu_action.text().replace("&", "") == menu_title:
-            for a in menu_action.menu().actions():
-                if a.text().replace("&", "") == text:
-                    return a
-    raise AssertionError(f"no {menu_title} → {text}")
-
-
 def _click_row(qtbot, lst, row, double=False):
     lst.scrollToItem(lst.item(row))
     pos = lst.visualItemRect(lst.item(row)).center()
@@ -56,34 +48,9 @@ def _click_row(qtbot, lst, row, double=False):
     click(lst.viewport(), Qt.MouseButton.LeftButton, pos=pos)
 
 
-def _cell_pos(canvas, y, x):
-    """Where, in the canvas's viewport, the centre of overlay cell (y, x) is drawn."""
-    h, w = canvas._shape
-    gh, gw = canvas._grid
-    return canvas.mapFromScene(canvas.view.mapViewToScene(
-        QPointF((x + 0.5) * w / gw, (y + 0.5) * h / gh)))
-
-
 def _click_image(qtbot, canvas, y, x):
     """Click the centre of overlay cell (y, x) of the canvas, as a mouse would."""
-    qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=_cell_pos(canvas, y, x))
-
-
-def _settled_pos(qtbot, canvas, y, x):
-    """Where overlay cell (y, x) is once the picture stands still: the colour bar that comes
-    with a map narrows the picture over a few layout passes (its axis is sized when drawn)."""
-    pos = None
-    for _ in range(40):
-        if pos == (pos := _cell_pos(canvas, y, x)):
-            break
-        qtbot.wait(25)
-    return pos
-
-
-def _point(qtbot, canvas, y, x):
-    """Rest the mouse pointer on overlay cell (y, x), aimed, as a person aims, at the picture
-    as it stands on screen."""
-    qtbot.mouseMove(canvas.viewport(), _settled_pos(qtbot, canvas, y, x))
+    qtbot.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=cell_pos(canvas, y, x))
 
 
 def _choose_sae(qtbot, window, index):
@@ -125,7 +92,7 @@ def _visible(widget) -> bool:
 
 def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tiny_workspace))
-    _menu_action(window, "File", "Open Workspace…").trigger()
+    action(window, "File", "Open Workspace…").trigger()
     qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=60_000)
     assert window.source is not None, window.messages
     before = _snapshot(tiny_workspace)
@@ -184,7 +151,7 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert bar.levels() == pytest.approx((0.1 * vmax, vmax), rel=1e-5)
     fmap = ex.feature_map(step, f)
     gy, gx = np.unravel_index(int(fmap.argmax()), fmap.shape)
-    _point(qtbot, view.canvas, gy, gx)
+    point_at_cell(qtbot, view.canvas, gy, gx)
     qtbot.waitUntil(lambda: f"({gy}, {gx})" in view.value_label.text(), timeout=10_000)
     assert _visible(view.value_label), "the value under the pointer is cut off"
     assert view.value_label.text() == f"#{f}{' ' + view.labels[f] if view.labels.get(f) else ''}" \
@@ -228,7 +195,7 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     np.testing.assert_array_equal(view.canvas.overlay.image[..., 3] > 0, top_v > 0)
     # Categorical colours: no colour bar; the pointer reads the top feature and its value.
     assert not bar.isVisible()
-    _point(qtbot, view.canvas, y, x)
+    point_at_cell(qtbot, view.canvas, y, x)
     qtbot.waitUntil(lambda: "top feature" in view.value_label.text()
                     or "no feature" in view.value_label.text(), timeout=10_000)
     if top_v[y, x] > 0:
@@ -242,7 +209,7 @@ def test_explore_a_prompt_by_clicks(qtbot, window, tiny_workspace, monkeypatch):
     assert window.feature_page.title.text().startswith(f"Feature #{g}")
 
     w, h = window.width(), window.height()
-    _settled_pos(qtbot, view.canvas, 0, 0)  # the picture as a person sees it, bar laid out
+    settled_cell_pos(qtbot, view.canvas, 0, 0)  # the picture as a person sees it, bar laid out
     window.grab().save("/tmp/explore.png" if w == 1600 else f"/tmp/explore-{w}x{h}.png")
 
     # Another SAE of the same block chosen in the window: the activations this image captured
@@ -287,7 +254,7 @@ def test_an_sae_chosen_during_the_run_encodes_the_result(qtbot, window, tiny_wor
     """Switched while the image is still generating: what comes back is shown with the SAE
     chosen now, not the one the run started with."""
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tiny_workspace))
-    _menu_action(window, "File", "Open Workspace…").trigger()
+    action(window, "File", "Open Workspace…").trigger()
     qtbot.waitUntil(lambda: window.source is not None or bool(window.messages), timeout=60_000)
     assert window.source is not None, window.messages
     tabs, view = window.tabs, window.generate_view

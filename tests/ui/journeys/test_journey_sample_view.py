@@ -9,8 +9,8 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from journey_helpers import open_and_wait
-from PySide6.QtCore import QPoint, QPointF, QRect, Qt
+from journey_helpers import open_and_wait, point_at_cell
+from PySide6.QtCore import QPoint, QRect, Qt
 
 from explorer.store import Store
 from explorer.store.preview import psnr
@@ -45,14 +45,6 @@ def _go(qtbot, view, sample: int, step: int) -> None:
 
 def _global_rect(widget) -> QRect:
     return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
-
-
-def _cell_pos(canvas, gy: int, gx: int) -> QPoint:
-    """Where, in the canvas's viewport, the centre of overlay cell (gy, gx) is drawn."""
-    h, w = canvas._shape
-    gh, gw = canvas._grid
-    scene = canvas.view.mapViewToScene(QPointF((gx + 0.5) * w / gw, (gy + 0.5) * h / gh))
-    return canvas.mapFromScene(scene)
 
 
 def test_a_store_without_previews_shows_each_steps_picture(qtbot, window, tiny_workspace, tmp_path):
@@ -118,18 +110,18 @@ def test_feature_overlay_has_a_colour_bar_and_the_value_under_the_pointer(
     assert lo == pytest.approx(float(grid.max()) * view.threshold.value() / 100, rel=1e-5)
     # The pointer over the strongest cell reads its value; over a silent one, 0.
     gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
-    qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, gy, gx))
+    point_at_cell(qtbot, view.canvas, gy, gx)
     qtbot.waitUntil(lambda: f"({gy}, {gx})" in view.value_label.text(), timeout=10_000)
     assert f"#{f}" in view.value_label.text()
     assert view.value_label.text().endswith(f"{float(grid[gy, gx]):.3g}")
     zy, zx = np.argwhere(grid == 0)[0]
-    qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, zy, zx))
+    point_at_cell(qtbot, view.canvas, zy, zx)
     qtbot.waitUntil(lambda: f"({zy}, {zx})" in view.value_label.text(), timeout=10_000)
     assert view.value_label.text().endswith(": 0")
     # The concept map is categorical: no colour bar, the top feature under the pointer.
     _choose(qtbot, view.mode, "concepts")
     assert not bar.isVisible()
-    qtbot.mouseMove(view.canvas.viewport(), _cell_pos(view.canvas, gy, gx))
+    point_at_cell(qtbot, view.canvas, gy, gx)
     qtbot.waitUntil(lambda: "top feature" in view.value_label.text()
                     or "no feature" in view.value_label.text(), timeout=10_000)
 
