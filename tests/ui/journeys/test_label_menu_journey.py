@@ -9,26 +9,16 @@ import shutil
 import pytest
 from labels_journey_helpers import open_by_menu
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QMenu, QMessageBox
-
-from explorer.ui.main_window import MainWindow
+from PySide6.QtWidgets import QApplication, QMenu
 
 
 @pytest.fixture
-def window(qtbot, tiny_workspace, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # not the user's settings
-    shown: list[str] = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=5_000)
-    open_by_menu(qtbot, w, shutil.copytree(tiny_workspace, tmp_path / "ws"), monkeypatch)
-    yield w
-    w.close()
+def window(window, qtbot, tiny_workspace, tmp_path, monkeypatch):
+    """The shared window (tests/ui/conftest.py), active, the workspace opened by File → Open."""
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    open_by_menu(qtbot, window, shutil.copytree(tiny_workspace, tmp_path / "ws"), monkeypatch)
+    return window
 
 
 def _click_into(qtbot, box):
