@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QEvent,
     QItemSelectionModel,
     QModelIndex,
     QPointF,
@@ -402,10 +403,33 @@ class SparklineDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+# The label column keeps at least this width: in a narrow dock the optional columns give way
+# (in OPTIONAL_COLUMNS' reverse order) before the names are cut to "l…".
+LABEL_MIN_WIDTH = 120  # "large purple cross" (test_every_feature_browser_column_is_visible…)
+OPTIONAL_COLUMNS = (COL_SPARK, COL_PEAK, COL_MEAN)  # most wanted first
+
+
 class FeatureBrowser(QWidget):
     """Filter box + feature table; emits `feature_selected(feature)`."""
 
     feature_selected = Signal(int)
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_columns()
+        return super().eventFilter(watched, event)
+
+    def _fit_columns(self) -> None:
+        """Show the optional columns that fit beside a readable label column."""
+        width = self.table.viewport().width()
+        used = self._widths[COL_ID] + self._widths[COL_RATE] + LABEL_MIN_WIDTH
+        for col in OPTIONAL_COLUMNS:
+            fits = used + self._widths[col] <= width
+            used += self._widths[col] if fits else 0
+            if self.table.isColumnHidden(col) == fits:
+                self.table.setColumnHidden(col, not fits)
+                if fits:
+                    self.table.horizontalHeader().resizeSection(col, self._widths[col])
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -445,6 +469,8 @@ class FeatureBrowser(QWidget):
             width = max(metrics.horizontalAdvance(text), metrics.horizontalAdvance(head))
             header.resizeSection(col, width + 12)  # the cell's and the header's margins
         header.resizeSection(COL_SPARK, 90)
+        self._widths = {c: header.sectionSize(c) for c in range(len(COLUMNS)) if c != COL_LABEL}
+        self.table.viewport().installEventFilter(self)  # its width decides which columns fit
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.filter)

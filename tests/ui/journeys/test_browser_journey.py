@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from journey_helpers import open_and_wait
+from journey_helpers import action, open_and_wait
 from PySide6.QtCore import QPoint, Qt
 
 from explorer.ui.feature_table import COL_ID, COL_LABEL, COL_RATE, FeatureBrowser
@@ -231,3 +231,30 @@ def test_sorting_20000_features_reads_only_the_rows_on_screen(qtbot, monkeypatch
     rows_on_screen = browser.table.viewport().height() // browser.table.rowHeight(0) + 2
     # Every role of every cell on screen, twice over, is still far below a thousand rows.
     assert 0 < len(calls) < 2 * 12 * len(COLUMNS_) * rows_on_screen, len(calls)
+
+
+@pytest.mark.parametrize("size", [(1600, 1000), (1280, 800), (1024, 700)])
+def test_the_label_column_stays_readable_in_a_narrow_window(qtbot, window, tiny_workspace, size):
+    """At 1280×800 the browser's dock is about 330 px: the label column was squeezed to "l…"
+    behind a sideways scroll bar. Optional columns give way first; what is shown fits."""
+    from explorer.ui.feature_table import COL_MEAN, COL_PEAK, COL_SPARK, LABEL_MIN_WIDTH
+
+    window.resize(*size)
+    open_and_wait(qtbot, window, tiny_workspace)
+    browser = window.browser
+    table, header = browser.table, browser.table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.sectionSize(COL_LABEL) >= LABEL_MIN_WIDTH - 2, timeout=5_000)
+    shown = [c for c in range(len(COLUMNS_)) if not table.isColumnHidden(c)]
+    assert {COL_ID, COL_LABEL, COL_RATE} <= set(shown)
+    assert sum(header.sectionSize(c) for c in shown) <= table.viewport().width() + 1
+    assert not table.horizontalScrollBar().isVisible()
+    if size[0] >= 1600:  # the default window shows the curve over steps and the peak
+        assert {COL_PEAK, COL_SPARK} <= set(shown), (size, shown)
+    # A wide window and View → Reset layout (the browser's dock at 470 px): every column is
+    # back, at its own width.
+    window.resize(1900, 1000)
+    qtbot.wait(400)  # the window re-shares its docks once a resize settles
+    action(window, "View", "Reset layout").trigger()
+    qtbot.waitUntil(lambda: not any(table.isColumnHidden(c) for c in (COL_MEAN, COL_PEAK, COL_SPARK)),
+                    timeout=5_000)
+    assert header.sectionSize(COL_SPARK) == browser._widths[COL_SPARK]
