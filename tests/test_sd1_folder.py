@@ -49,7 +49,14 @@ def _script():
 @pytest.fixture(scope="module")
 def sd1_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sd1") / "tiny-sd14"
-    return _script().write_folder(folder, tokenizer_files=FIXTURE, tiny=True)
+    _script().write_folder(folder, tokenizer_files=FIXTURE, tiny=True)
+    # SD 1.4's scheduler config as early copies of it have it, without `clip_sample` (the key
+    # came later): DDIM's default for it is true, SD's is false.
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    del config["clip_sample"]
+    path.write_text(json.dumps(config))
+    return folder
 
 
 def test_the_tokenizer_fixture_is_clips_own_vocabulary(tmp_path):
@@ -84,8 +91,8 @@ def test_an_sd1_folder_without_explorer_json_through_the_command_line(sd1_folder
                                                                       capsys):
     folder = sd1_folder
     assert not (folder / "explorer.json").exists()
-    assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())[
-        "_class_name"] == "PNDMScheduler"
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == "PNDMScheduler" and "clip_sample" not in scheduler
     ws = tmp_path / "W"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
