@@ -411,8 +411,9 @@ class SteerView(RequestView):
         table = self._dictionary_table()
         if table is None:
             self.warnings.setText(
-                f"{self.entry.id} has no concept dictionary (its index is missing or was built "
-                "without ground truth): add features one at a time"
+                f"{self.entry.id} has no concept dictionary yet (no index, or a store without "
+                "masks not yet evaluated: run Evaluate to name features from cross-attention): "
+                "add features one at a time"
             )
             return []
         feats, unknown = features_for_all_words(table, words)
@@ -444,7 +445,8 @@ class SteerView(RequestView):
         return label
 
     def _dictionary_table(self):
-        """The steered SAE's concept dictionary, None when its index lacks one or is unreadable."""
+        """The steered SAE's concept dictionary: the index's own (masks), else the one Evaluate
+        made from cross-attention pseudo-masks; None when neither exists or it is unreadable."""
         from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
 
@@ -452,7 +454,7 @@ class SteerView(RequestView):
             return None
         try:
             with FeatureIndex.open(self.entry.index_path) as idx:
-                return idx.dictionary_table
+                return idx.label_dictionary[0]
         except (UserError, OSError):
             return None
 

@@ -144,6 +144,16 @@ def test_a_mask_free_store_says_run_evaluate_then_names_features_from_pseudo_mas
     assert lines and lines[0].startswith(f"{WORD}  (word) · IoU 1.00")
     assert f"provisional: {WORD}" in page.label.placeholderText()
 
+    # Steering by words finds it too: the Steer tab, the word typed, Add by words clicked.
+    _click_tab(qtbot, window.tabs, "Steer")
+    steer = window.steer_view
+    if steer.live.isChecked():
+        qtbot.mouseClick(steer.live, Qt.MouseButton.LeftButton)
+    steer.words.setFocus()
+    qtbot.keyClicks(steer.words, WORD)
+    qtbot.mouseClick(steer.add_words, Qt.MouseButton.LeftButton)
+    assert feature in [r.feature for r in steer.rows], steer.warnings.text()
+
 
 def test_a_store_with_masks_names_them_as_the_dictionary_source(qtbot, window, tiny_workspace):
     open_and_wait(qtbot, window, tiny_workspace)
