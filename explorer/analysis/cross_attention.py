@@ -40,8 +40,15 @@ from explorer.analysis.truth import ObjectTruth, SampleTruth
 
 # Words whose attention says nothing about where something is: no word mask is made for them,
 # and the app's word overlay does not open on one.
-FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "on", "in", "of", "and", "with", "to", "is",
-                            "are", "by", "for", "from", "its", "it", "this", "that", "into"})
+# Words that name nothing to find: never a pseudo-mask, a provisional name or a word-list entry.
+# Prepositions of place and numbers came through on SD 1.4-style prompts. ("photo" stays a
+# word: "a photo of" against "a drawing of" is a style a feature may carry.)
+FUNCTION_WORDS = frozenset({
+    "a", "an", "the", "at", "on", "in", "of", "and", "with", "to", "is", "are", "by", "for",
+    "from", "its", "it", "this", "that", "into", "onto", "next", "under", "over", "above",
+    "below", "behind", "beside", "near", "between", "inside", "some", "one", "two", "three",
+    "four", "five",
+})
 NOUN_KINDS = ("shape", "object")  # the kinds of label that name an object (truth.py)
 _WORD = re.compile(r"[^\w-]+")
 # The curve's name in the report (report_model.BlockReport.curves).

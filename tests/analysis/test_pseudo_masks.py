@@ -31,6 +31,10 @@ def test_content_words_keep_every_occurrence_and_drop_function_words():
     assert content_words(words) == [(1, "red", [2]), (2, "circle", [3]), (5, "circle", [6, 7]),
                                     (8, "x_y", [10])]
     assert last_steps(4) == [2, 3] and last_steps(5) == [2, 3, 4] and last_steps(1) == [0]
+    # A real model's prompt: places and numbers name no object.
+    prompt = "two cats next to a dog under a tree"
+    words = [(w, [i + 1]) for i, w in enumerate(prompt.split())]
+    assert [w for _, w, _ in content_words(words)] == ["cats", "dog", "tree"]
 
 
 def test_word_masks_in_one_interpolation_equal_one_word_at_a_time():
