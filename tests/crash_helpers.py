@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import time
 
 KILL_RNG = random.Random()
 
@@ -20,3 +22,31 @@ def fork(work) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+def kill_after(pid: int, delay: float, after=None, timeout: float = 120) -> str:
+    """SIGKILL the child `delay` s after it starts (or after file `after` appears) unless it
+    exits first; returns 'killed' or 'exited <code>'."""
+    while after is not None and not after.exists():
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return f"exited {os.waitstatus_to_exitcode(status)}"
+        time.sleep(0.002)
+    end = time.monotonic() + delay
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return f"exited {os.waitstatus_to_exitcode(status)}"
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return (
+                "killed"
+                if os.WIFSIGNALED(status)
+                else f"exited {os.waitstatus_to_exitcode(status)}"
+            )
+        assert time.monotonic() < deadline, "child did not die"
+        time.sleep(0.01)

@@ -6,19 +6,11 @@ import json
 import shutil
 
 import pytest
+from cli_helpers import run_cli as _run
 
 from explorer.cli import main
 
 BLOCK = "mid_block.attentions.0"
-
-
-def _run(argv, capsys) -> tuple[int, str]:
-    """Exit status (main's, or argparse's when it refuses the arguments) and stderr."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
 
 
 def _one_line(code, err, message):

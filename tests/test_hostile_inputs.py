@@ -16,20 +16,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-
-from explorer.cli import main
+from cli_helpers import run_cli as _run
 
 BLOCK = "mid_block.attentions.0"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
 RESULTS: dict[str, tuple[str, str]] = {}  # case → (what was tried, the line it got)
-
-
-def _run(argv, capsys) -> tuple[int, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:

@@ -8,12 +8,8 @@ tests/store/test_store_crash.py, so each kill costs a fraction of a second.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import torch
-from crash_helpers import KILL_RNG, fork
+from crash_helpers import KILL_RNG, fork, kill_after
 from sae_helpers import SparseSource
 from safetensors.torch import load_file
 from torch.testing import assert_close
@@ -22,18 +18,6 @@ from explorer.atomic import temp_files
 from explorer.sae import SAEConfig, TopKSAE, TrainerConfig, load_sae, save_sae, train_sae
 from explorer.sae.io import CFG_FILE, WEIGHTS_FILE
 from explorer.sae.train import CHECKPOINT_FILE, _save_checkpoint
-
-
-def _kill_after(pid: int, delay: float) -> str:
-    end = time.monotonic() + delay
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return f"exited {os.waitstatus_to_exitcode(status)}"
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return "killed" if os.WIFSIGNALED(status) else f"exited {os.waitstatus_to_exitcode(status)}"
 
 
 def _sae(value: float) -> TopKSAE:
@@ -56,7 +40,7 @@ def test_sae_folder_is_whole_after_kills_mid_save(tmp_path):
 
         delay = KILL_RNG.uniform(0.0, 0.4)
         delays.append(round(delay, 3))
-        outcome = _kill_after(fork(work), delay)
+        outcome = kill_after(fork(work), delay)
         kills += outcome == "killed"
         # What a reader finds: a loadable SAE whose weights are one version, never a mix.
         loaded = load_sae(folder)
@@ -83,7 +67,7 @@ def test_checkpoint_is_whole_after_kills_mid_write(tmp_path):
 
         delay = KILL_RNG.uniform(0.0, 0.5)
         delays.append(round(delay, 3))
-        kills += _kill_after(fork(work), delay) == "killed"
+        kills += kill_after(fork(work), delay) == "killed"
         state = torch.load(path, weights_only=True)
         assert state["w"].shape == (big,) and len(state["w"].unique()) == 1, delays
     assert kills >= 5, f"only {kills} of 10 children were killed mid-work (delays {delays})"
@@ -102,7 +86,7 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
         def work():
             train_sae(source, cfg, run, resume=True, progress=False)
 
-        _kill_after(fork(work), delay)
+        kill_after(fork(work), delay)
         if (run / CHECKPOINT_FILE).exists():  # whole: it loads (resume refuses a torn one)
             torch.load(run / CHECKPOINT_FILE, weights_only=True)
     resumed = train_sae(source, cfg, run, resume=True, progress=False)

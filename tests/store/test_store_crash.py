@@ -11,37 +11,9 @@ import signal
 import time
 
 import store_helpers as H
-from crash_helpers import KILL_RNG, fork
+from crash_helpers import KILL_RNG, fork, kill_after
 
 from explorer.store import Store, StoreWriter
-
-
-def _kill_after(pid: int, delay: float, after=None, timeout: float = 120) -> str:
-    """SIGKILL the child `delay` s after it starts (or after file `after` appears) unless it
-    exits first; returns 'killed' or 'exited <code>'."""
-    while after is not None and not after.exists():
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return f"exited {os.waitstatus_to_exitcode(status)}"
-        time.sleep(0.002)
-    end = time.monotonic() + delay
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return f"exited {os.waitstatus_to_exitcode(status)}"
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return (
-                "killed"
-                if os.WIFSIGNALED(status)
-                else f"exited {os.waitstatus_to_exitcode(status)}"
-            )
-        assert time.monotonic() < deadline, "child did not die"
-        time.sleep(0.01)
 
 
 def _wait(pid: int, timeout: float = 300) -> int:
@@ -76,7 +48,7 @@ def test_writer_survives_many_kills(tmp_path):
     delays = [whole / 2] + [KILL_RNG.uniform(0, whole / 3) for _ in range(9)]
     history = []
     for delay in delays:
-        outcome = _kill_after(fork(work), delay)
+        outcome = kill_after(fork(work), delay)
         n = None
         if path.exists():
             with Store.open(path) as store:
@@ -130,7 +102,7 @@ def test_collect_killed_then_resumed_equals_uninterrupted(
         else:
             delay = load + KILL_RNG.uniform(0.1, 0.7) * write * (n - done) / n
         before = done
-        outcome = _kill_after(fork(work), delay)
+        outcome = kill_after(fork(work), delay)
         if out.exists():
             with Store.open(out) as store:
                 done = store.n_samples

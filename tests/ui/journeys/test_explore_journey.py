@@ -10,28 +10,18 @@ import numpy as np
 import pytest
 from journey_helpers import action, cell_pos, point_at_cell, settled_cell_pos
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
-
-from explorer.ui.main_window import MainWindow
+from PySide6.QtWidgets import QFileDialog
 
 PROMPT = "a small red circle at the top left"
 
 
 @pytest.fixture(params=[(1600, 1000), (1280, 800)], ids=lambda s: f"{s[0]}x{s[1]}")
-def window(qtbot, tmp_path, monkeypatch, request):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # not the user's settings
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.resize(*request.param)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    qtbot.waitUntil(lambda: not w.service.busy, timeout=60_000)
-    w.close()
+def window(window, qtbot, request):
+    """The shared window (tests/ui/conftest.py) at each size; no run outlives the test."""
+    window.resize(*request.param)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == request.param, timeout=5_000)
+    yield window
+    qtbot.waitUntil(lambda: not window.service.busy, timeout=60_000)
 
 
 def _snapshot(root):

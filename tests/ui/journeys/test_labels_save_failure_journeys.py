@@ -19,10 +19,9 @@ import subprocess
 import pytest
 from labels_journey_helpers import action, click_when_asked, open_by_menu, stop_clickers
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog
 
 from explorer.labels import LabelDocument, import_labels
-from explorer.ui.main_window import MainWindow
 
 
 @pytest.fixture
@@ -31,17 +30,10 @@ def ws(tiny_workspace, tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    qtbot.addWidget(w)
-    w.show()
-    yield w
+def window(window):
+    """The shared window (tests/ui/conftest.py); the message-box clickers stop with it."""
+    yield window
     stop_clickers()
-    w.close()
 
 
 class Unwritable:

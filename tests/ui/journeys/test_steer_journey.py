@@ -13,30 +13,30 @@ import numpy as np
 import pytest
 from journey_helpers import drag, open_and_wait
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtWidgets import QMessageBox, QStyle, QStyleOptionSlider
+from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
 import explorer.ui.steer_view as steer_mod
-from explorer.ui.main_window import MainWindow
 
 LEFT = Qt.MouseButton.LeftButton
 
 
+
+def _four_times_larger(out: dict) -> dict:
+    """A steering result with its pictures four times larger, as a bigger model's would be."""
+    def grow(im):
+        return np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)
+
+    return {**out, "original": grow(out["original"]), "steered": grow(out["steered"])}
+
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    shown = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
-    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
-    w = MainWindow(device="cpu")
-    w.messages = shown
-    w.release = threading.Event()  # a test that holds its job back lets it go here at the end
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.release.set()
-    w.steer_view.stop()
-    qtbot.waitUntil(lambda: not w.service.busy, timeout=60_000)
-    w.close()
+def window(window, qtbot):
+    """The shared window (tests/ui/conftest.py); a test that holds its job back lets it go at
+    the end, and no steering run outlives the test."""
+    window.release = threading.Event()
+    yield window
+    window.release.set()
+    window.steer_view.stop()
+    qtbot.waitUntil(lambda: not window.service.busy, timeout=60_000)
 
 
 def _open(qtbot, window, path, size=(1600, 1000)):
@@ -350,10 +350,8 @@ def test_region_is_kept_in_fractions_of_the_picture(qtbot, window, tiny_workspac
     def bigger(models, cache, entry, prompt, seed, steps, guidance, features, mode, region,
                *rest, **kwargs):
         regions.append(region)
-        out = real(models, cache, entry, prompt, seed, steps, guidance, features, mode, region,
-                   *rest, **kwargs)
-        grow = lambda im: np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)  # noqa: E731
-        return {**out, "original": grow(out["original"]), "steered": grow(out["steered"])}
+        return _four_times_larger(real(models, cache, entry, prompt, seed, steps, guidance,
+                                       features, mode, region, *rest, **kwargs))
 
     monkeypatch.setattr(steer_mod, "steer_job", bigger)
     _open(qtbot, window, tiny_workspace)
@@ -438,9 +436,7 @@ def test_brush_strokes_keep_their_place_on_a_bigger_picture(qtbot, window, tiny_
     real = steer_mod.steer_job
 
     def bigger(*args, **kwargs):
-        out = real(*args, **kwargs)
-        grow = lambda im: np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)  # noqa: E731
-        return {**out, "original": grow(out["original"]), "steered": grow(out["steered"])}
+        return _four_times_larger(real(*args, **kwargs))
 
     monkeypatch.setattr(steer_mod, "steer_job", bigger)
     _open(qtbot, window, tiny_workspace)
