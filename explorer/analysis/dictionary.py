@@ -158,6 +158,15 @@ class Dictionary:
             a["label_samples"], a["n_matches"], a["n_fired"], int(a["n_samples"]),
         )
 
+    @classmethod
+    def from_h5(cls, group) -> Dictionary:
+        """The dictionary held by an h5py group's datasets (the index's /dictionary, or a
+        pseudo_dictionary.h5 file's root); h5py hands the label texts back as bytes."""
+        arrays = {name: group[name][()] for name in group}
+        for name in ("kinds", "labels"):
+            arrays[name] = [x.decode() if isinstance(x, bytes) else str(x) for x in arrays[name]]
+        return cls.from_arrays(arrays)
+
     @property
     def n_features(self) -> int:
         return len(self.n_matches)

@@ -76,11 +76,8 @@ def read_pseudo_dictionary(index_path: str | Path, index_identity: str,
             a = f.attrs
             if str(a.get("schema", "")) != SCHEMA or str(a.get("index_identity", "")) != index_identity:
                 return None
-            arrays = {name: f[name][()] for name in f}
+            table = Dictionary.from_h5(f)
             truth = str(a.get("ground_truth", ""))
     except (OSError, KeyError, ValueError, TypeError):
         return None
-    for name in _TEXT:
-        arrays[name] = [x.decode() if isinstance(x, bytes) else str(x) for x in arrays[name]]
-    table = Dictionary.from_arrays(arrays)
     return (table, truth) if table.n_features == n_features else None

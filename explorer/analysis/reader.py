@@ -218,11 +218,7 @@ class FeatureIndex:
         """The whole dictionary (None when the index was built without ground truth)."""
         if not self.has_dictionary:
             return None
-        g = self._f["dictionary"]
-        arrays = {name: g[name][()] for name in g}
-        for name in ("kinds", "labels"):
-            arrays[name] = [x.decode() if isinstance(x, bytes) else str(x) for x in arrays[name]]
-        return Dictionary.from_arrays(arrays)
+        return Dictionary.from_h5(self._f["dictionary"])
 
     def dictionary(self, feature: int) -> list[DictEntry]:
         """The feature's dictionary entry: labels that came with its matches, most frequent first."""
