@@ -108,6 +108,16 @@ def test_the_highlight_follows_the_shown_feature_through_sorts_filters_and_match
     assert _highlighted(browser) == [other] and _row_in_view(browser, other)
 
 
+
+def _shown_browser(qtbot) -> FeatureBrowser:
+    """A feature browser alone, 600×400, shown and exposed."""
+    browser = FeatureBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(600, 400)
+    browser.show()
+    qtbot.waitExposed(browser)
+    return browser
+
 def _features(n=20_000, s=25, seed=0):
     rng = np.random.default_rng(seed)
     rate = rng.random((n, s)).astype(np.float32) ** 4
@@ -183,11 +193,7 @@ def test_the_numpy_filter_equals_the_obvious_loop(qtbot):
 
 
 def test_sorting_and_filtering_keep_the_clicked_feature_highlighted(qtbot):
-    browser = FeatureBrowser()
-    qtbot.addWidget(browser)
-    browser.resize(600, 400)
-    browser.show()
-    qtbot.waitExposed(browser)
+    browser = _shown_browser(qtbot)
     rate, mean, t = _features()
     browser.model.set_features(rate, mean, t, {123: "red square", 5: "red circle"})
     got = []
@@ -215,11 +221,7 @@ def test_sorting_20000_features_reads_only_the_rows_on_screen(qtbot, monkeypatch
     for a thousand rows per column to size the columns (ResizeToContents did, every sort)."""
     from explorer.ui.feature_table import FeatureTableModel
 
-    browser = FeatureBrowser()
-    qtbot.addWidget(browser)
-    browser.resize(600, 400)
-    browser.show()
-    qtbot.waitExposed(browser)
+    browser = _shown_browser(qtbot)
     rate, mean, t = _features()
     browser.model.set_features(rate, mean, t)
     calls = []
