@@ -49,6 +49,9 @@ class FeatureIndex:
     def __init__(self, path: Path, f: h5py.File):
         self.path = path
         self._f = f
+        # The codes' dataset handles, looked up once: a lookup by path costs about as much as
+        # reading one map's codes, and the app reads one map per slider step.
+        self._code_sets: tuple[h5py.Dataset, h5py.Dataset] | None = None
         a = f.attrs
         self.sae_id: str = str(a["sae_id"])
         self.block: str = str(a["block"])
@@ -112,6 +115,7 @@ class FeatureIndex:
             raise IndexFileError(f"{self.path} was built for another version of its SAE; rebuild it")
 
     def close(self) -> None:
+        self._code_sets = None
         self._f.close()
 
     def __enter__(self) -> FeatureIndex:
@@ -181,10 +185,13 @@ class FeatureIndex:
     def codes(self, sample: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices (h, w, k) int32, values (h, w, k) float32) of one map, largest first."""
         sel = (self._sample(sample), self._step(step))
-        return (
-            self._f["codes/indices"][sel].astype(np.int32),
-            self._f["codes/values"][sel].astype(np.float32),
-        )
+        indices, values = self._codes_datasets()
+        return indices[sel].astype(np.int32), values[sel].astype(np.float32)
+
+    def _codes_datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
+        if self._code_sets is None:
+            self._code_sets = (self._f["codes/indices"], self._f["codes/values"])
+        return self._code_sets
 
     def feature_map(self, sample: int, step: int, feature: int) -> np.ndarray:
         """(h, w) activation of one feature on one map (0 where it is not among the top k)."""
@@ -202,10 +209,8 @@ class FeatureIndex:
     def sample_codes(self, sample: int) -> tuple[np.ndarray, np.ndarray]:
         """All steps of one sample at once: (S, h, w, k) indices and values."""
         sel = (self._sample(sample),)
-        return (
-            self._f["codes/indices"][sel].astype(np.int32),
-            self._f["codes/values"][sel].astype(np.float32),
-        )
+        indices, values = self._codes_datasets()
+        return indices[sel].astype(np.int32), values[sel].astype(np.float32)
 
     # --- dictionary, suggestions, matches ---------------------------------------------------
 

@@ -83,6 +83,9 @@ class Store:
         self.path = path
         self._f = f
         self._readers: dict[str, MapReader] = {}
+        # Dataset handles by name, looked up once (per-step reads of the Sample view: a lookup
+        # by path costs about as much as the read itself); cleared with the file.
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._shard_files: list[h5py.File] = []
         # Token streams read maps with preadv (GIL released, so reading overlaps the consumer);
         # False reads them through HDF5 (the reference the tests compare with).
@@ -125,6 +128,7 @@ class Store:
             g.close()
         self._shard_files.clear()
         self._readers.clear()
+        self._datasets.clear()
         self._f.close()
 
     def __enter__(self) -> Store:
@@ -470,7 +474,10 @@ class Store:
 
     def _read(self, name: str, index: tuple):
         try:
-            return self._f[name][index]
+            ds = self._datasets.get(name)
+            if ds is None:
+                ds = self._datasets[name] = self._f[name]
+            return ds[index]
         except OSError as e:
             raise StoreError(
                 f"{self.path} cannot be read ({name}): {_hdf5_reason(str(e))}"

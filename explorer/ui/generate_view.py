@@ -491,7 +491,6 @@ class GenerateView(RequestView):
         """The chosen overlay at step `s`, its colour bar, and the value under a resting pointer."""
         ex, mode = self.exploration, self.mode.currentData()
         self._shown = None
-        self.canvas.set_colorbar(None)
         if ex is None or mode == OVERLAY_NONE or (mode == OVERLAY_FEATURE and self.feature is None):
             self.canvas.set_overlay(None)
         elif mode == OVERLAY_CONCEPTS:
@@ -502,6 +501,9 @@ class GenerateView(RequestView):
             self._shown = ("concepts", top_f, top_v)
         else:
             self._draw_feature(ex, s, self.feature)
+        # Once, for what was drawn (hiding and showing it again would relay out the canvas).
+        bar = mode == OVERLAY_FEATURE and self._shown is not None and self.canvas.overlay.isVisible()
+        self.canvas.set_colorbar(*((COLORMAP, self._levels) if bar else (None,)))
         self._on_hover(*self._hover)
 
     def _draw_feature(self, ex, s: int, f: int) -> None:
@@ -513,9 +515,8 @@ class GenerateView(RequestView):
         if vmax <= 0 or grid.max() <= 0:
             self.canvas.set_overlay(None)
             return
-        levels = (vmax * THRESHOLD, vmax)
-        self.canvas.set_overlay(grid, lut=self._lut, levels=levels, opacity=OPACITY)
-        self.canvas.set_colorbar(COLORMAP, levels)
+        self._levels = (vmax * THRESHOLD, vmax)
+        self.canvas.set_overlay(grid, lut=self._lut, levels=self._levels, opacity=OPACITY)
 
     def _list_position(self, y: int, x: int) -> None:
         ex = self.exploration

@@ -37,6 +37,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         if colorbar:
             self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), width=14, interactive=False,
                                             colorMap=pg.colormap.get("inferno"), colorMapMenu=False)
+            # Two tick levels, not three: the third is never labelled at a bar's height, and
+            # measuring it is a third of the cost of regenerating the axis at each new level.
+            self.colorbar.axis.setStyle(maxTickLevel=1, maxTextLevel=1)
             self.addItem(self.colorbar)
             self.colorbar.setVisible(False)
         self.setMouseTracking(True)
@@ -68,18 +71,24 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self._place_overlay()
 
     def set_colorbar(self, cmap: str | None, levels: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Show the colour bar for colormap `cmap` over `levels`; None hides it."""
+        """Show the colour bar for colormap `cmap` over `levels`; None hides it. Only what changed
+        is touched: showing or hiding relays out the canvas, and new levels regenerate the bar's
+        axis (its ticks and labels), the costliest part of a slider step's repaint."""
         if self.colorbar is None:
             return
         if cmap is None:
-            self.colorbar.setVisible(False)
+            if self.colorbar.isVisible():
+                self.colorbar.setVisible(False)
             return
         if getattr(self, "_cmap_name", None) != cmap:
             self._cmap_name = cmap
             self.colorbar.setColorMap(pg.colormap.get(cmap))
         lo, hi = levels
-        self.colorbar.setLevels(low=lo, high=hi if hi > lo else lo + 1e-6)
-        self.colorbar.setVisible(True)
+        levels = (lo, hi if hi > lo else lo + 1e-6)
+        if tuple(self.colorbar.levels()) != levels:
+            self.colorbar.setLevels(low=levels[0], high=levels[1])
+        if not self.colorbar.isVisible():
+            self.colorbar.setVisible(True)
 
     def _place_overlay(self) -> None:
         h, w = self._shape

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -100,6 +100,17 @@ def concept_rgba(top_feature: np.ndarray, top_value: np.ndarray,
         out[live, :3] = CATEGORICAL[idx % len(CATEGORICAL)]
         out[live, 3] = 255
     return out
+
+
+class _ArrowsStayHere(QObject):
+    """Left and Right on the opacity or threshold slider move that slider: without this, the
+    view's step shortcuts took the keys and stepped the image instead."""
+
+    def eventFilter(self, watched, event) -> bool:
+        if (event.type() == QEvent.Type.ShortcutOverride
+                and event.key() in (Qt.Key.Key_Left, Qt.Key.Key_Right)):
+            event.accept()
+        return False
 
 
 class SampleView(QWidget):
@@ -202,8 +213,10 @@ class SampleView(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
             combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._arrows_stay = _ArrowsStayHere(self)
         for slider in (self.opacity, self.threshold):
             slider.setMinimumWidth(50)
+            slider.installEventFilter(self._arrows_stay)
         ctl = QHBoxLayout()
         ctl.addWidget(QLabel("Overlay"))
         ctl.addWidget(self.mode, 4)
@@ -431,7 +444,9 @@ class SampleView(QWidget):
         self.word.setVisible(mode in WORD_MODES)
         opacity = self.opacity.value() / 100
         self._shown = None
-        self.canvas.set_colorbar(None)
+        # The colour bar is set once, at the end, for what was drawn: hiding it and showing it
+        # again within one step would relay out the canvas at every step.
+        self._colorbar = None
         if mode in (OVERLAY_FEATURE, OVERLAY_NONE) and self._side_owner != "click":
             # Back from a word mode or the concept legend: their text no longer describes
             # anything on screen.
@@ -455,6 +470,7 @@ class SampleView(QWidget):
             self._show_legend(top_f, top_v)
         else:
             self.canvas.set_overlay(None)
+        self.canvas.set_colorbar(*(self._colorbar or (None,)))
 
     def _attention_overlay(self, i: int, s: int, opacity: float) -> None:
         key = (i, self.source.block)
@@ -522,7 +538,7 @@ class SampleView(QWidget):
             return
         lo = vmax * self.threshold.value() / 100
         self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
-        self.canvas.set_colorbar(self.cmap.currentText(), (lo, vmax))
+        self._colorbar = (self.cmap.currentText(), (lo, vmax))
 
     def _list_words(self, peaks, tip) -> None:
         """The side list in the word modes: (peak, index in the word box, word), highest first;

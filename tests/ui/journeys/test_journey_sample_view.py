@@ -126,6 +126,48 @@ def test_feature_overlay_has_a_colour_bar_and_the_value_under_the_pointer(
                     or "no feature" in view.value_label.text(), timeout=10_000)
 
 
+
+def test_scrubbing_keeps_the_colour_bar_up_and_its_levels_on_each_steps_map(
+        qtbot, window, tiny_workspace):
+    """Each Right-arrow step sets the bar to the new map's levels without hiding it in between:
+    hiding and showing it relays out the canvas, which made every step of a scrub slower."""
+    open_and_wait(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    _choose(qtbot, view.mode, "feature")
+    f = window.feature_page.feature
+    top = window.source.index.top_patches(f)[0]
+    _go(qtbot, view, top.sample, 0)
+    bar = view.canvas.colorbar
+    toggles = []
+    bar.visibleChanged.connect(lambda: toggles.append(bar.isVisible()))
+    regenerated = []
+    original = bar.axis.generateDrawSpecs
+    bar.axis.generateDrawSpecs = lambda *a: regenerated.append(1) or original(*a)
+    for s in range(1, window.source.n_steps):
+        qtbot.keyClick(view.slider, Qt.Key.Key_Right)
+        assert view.step == s
+        grid = window.source.feature_map(top.sample, s, f)
+        if grid.max() > 0:
+            assert bar.isVisible()
+            lo, hi = bar.levels()
+            assert hi == pytest.approx(float(grid.max()), rel=1e-5)
+            assert lo == pytest.approx(float(grid.max()) * view.threshold.value() / 100, rel=1e-5)
+        else:
+            assert not bar.isVisible()
+    silent = sum(window.source.feature_map(top.sample, s, f).max() <= 0
+                 for s in range(window.source.n_steps))
+    # Shown or hidden only where the map itself appears or vanishes.
+    assert len(toggles) <= 2 * silent, toggles
+    # A change that keeps the levels (the opacity) redraws the map but not the bar's axis.
+    qtbot.keyClick(view.slider, Qt.Key.Key_Home)
+    view.grab()
+    levels, before = bar.levels(), len(regenerated)
+    opacity = view.canvas.overlay.opacity()
+    qtbot.keyClick(view.opacity, Qt.Key.Key_Left)  # the arrow moves the opacity, not the step
+    view.grab()
+    assert view.step == 0 and view.canvas.overlay.opacity() < opacity
+    assert bar.levels() == levels and len(regenerated) == before
+
 def test_word_lists_hold_the_prompts_content_words_once(qtbot, window, tiny_workspace):
     from explorer.analysis.cross_attention import FUNCTION_WORDS
 
