@@ -142,6 +142,7 @@ class SampleView(QWidget):
         # few kept (a 512-px picture is 0.8 MB); `_refine` off once a decode was refused.
         self._decoded: dict[tuple[int, int], np.ndarray] = {}
         self._refine = True
+        self._peaks: dict[tuple, float] = {}  # maps' peaks over steps, by source and map
         self._refine_timer = QTimer(self, singleShot=True, interval=250)
         self._refine_timer.timeout.connect(self.refine_current)
         # What the side panel shows: "click" (features at a clicked position, or the hint),
@@ -205,11 +206,20 @@ class SampleView(QWidget):
         self.opacity.setToolTip("Overlay opacity")
         self.threshold = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=10)
         self.threshold.setToolTip("Hide activations below this share of the map's maximum (the paper uses 10%)")
+        # The colour scale: each step's own maximum (the paper's, whose 10% threshold is of each
+        # map's maximum), or one scale over the sample's steps, the Explore tab's, under which a
+        # map grows and fades as the image denoises instead of each step stretched to full.
+        self.scale = QComboBox()
+        self.scale.addItem("each step", "step")
+        self.scale.addItem("all steps", "sample")
+        self.scale.setToolTip(
+            "Colour scale and threshold: each step's own maximum (the paper's), or the map's peak "
+            "over all steps of this sample (see it grow and fade while scrubbing)")
         # Combos and sliders may shrink: their full width would keep the centre from fitting
         # a 1024 px window beside the docks.
         # They grow with the sliders (by the stretch factors below): at their minimum in a wide
         # window they read "Feature ma" while the sliders took all the room.
-        for combo in (self.mode, self.word, self.cmap):
+        for combo in (self.mode, self.word, self.cmap, self.scale):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
             combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -226,6 +236,7 @@ class SampleView(QWidget):
         ctl.addWidget(self.opacity, 2)
         ctl.addWidget(QLabel("threshold"))
         ctl.addWidget(self.threshold, 2)
+        ctl.addWidget(self.scale, 2)
         return ctl
 
     def _build_canvas(self) -> QSplitter:
@@ -288,6 +299,7 @@ class SampleView(QWidget):
         self.cmap.currentTextChanged.connect(self._on_cmap)
         self.opacity.valueChanged.connect(self.refresh_overlay)
         self.threshold.valueChanged.connect(self.refresh_overlay)
+        self.scale.currentIndexChanged.connect(self.refresh_overlay)
         self.canvas.clicked.connect(self._on_click)
         self.canvas.hovered.connect(self._on_hover)
         self.side.itemDoubleClicked.connect(self._on_side_item)
@@ -441,6 +453,7 @@ class SampleView(QWidget):
         i, s = self.sample.value(), self.step
         self.cmap.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
         self.threshold.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
+        self.scale.setEnabled(mode in (OVERLAY_FEATURE, *WORD_MODES))
         self.word.setVisible(mode in WORD_MODES)
         opacity = self.opacity.value() / 100
         self._shown = None
@@ -460,7 +473,8 @@ class SampleView(QWidget):
         elif mode == OVERLAY_FEATURE and self.feature is not None and self.source.has_index:
             label = self.labels.get(self.feature, "")
             self._draw_map(self.source.feature_map(i, s, self.feature), opacity,
-                           f"#{self.feature}{' ' + label if label else ''}")
+                           f"#{self.feature}{' ' + label if label else ''}",
+                           lambda: self._feature_peak(i, self.feature))
         elif mode == OVERLAY_CONCEPTS and self.source.has_index:
             top_f, top_v = self.source.concept_map(i, s)
             for f in np.unique(top_f[top_v > 0]):
@@ -498,7 +512,9 @@ class SampleView(QWidget):
             [(float(maps[..., toks].sum(-1).max()), k, w) for k, (w, toks) in enumerate(self._attention[1]["words"])],
             lambda word, peak: f"“{word}” draws up to {peak:.0%} of a position's attention at this step",
         )
-        self._draw_map(grid, opacity, f"attention to “{self.word.currentText()}”")
+        self._draw_map(grid, opacity, f"attention to “{self.word.currentText()}”",
+                       lambda: self._peak(("attention", id(self._attention[1]), tuple(tokens)), lambda: float(
+                           self._attention[1]["maps"][..., tokens].astype(np.float32).sum(-1).max())))
 
     def _probe_overlay(self, i: int, s: int, opacity: float) -> None:
         probe = self.source.probe()
@@ -525,20 +541,43 @@ class SampleView(QWidget):
             [(float(scores[..., c].max()), c, w) for c, w in enumerate(probe.words)],
             lambda word, peak: f"“{word}”: the probe's highest score at this step is {peak:.2f}",
         )
-        self._draw_map(grid, opacity, f"probe score of “{self.word.currentText()}”")
+        self._draw_map(grid, opacity, f"probe score of “{self.word.currentText()}”",
+                       lambda: self._peak(("probe", id(probe), i, k), lambda: max(
+                           float(np.clip(self.source.probe_scores(i, t)[..., k], 0, None).max())
+                           for t in range(self.source.n_steps)) if k is not None else 0.0))
 
-    def _draw_map(self, grid: np.ndarray, opacity: float, what: str) -> None:
+    def _draw_map(self, grid: np.ndarray, opacity: float, what: str, peak=None) -> None:
         """A map over the image in the chosen colormap, hidden below the threshold's share of
-        its maximum; nothing where it never rises above 0. The colour bar shows the levels;
+        its maximum (each step's, or with the "all steps" scale the sample's peak over steps,
+        from `peak()`); nothing where it never rises above 0. The colour bar shows the levels;
         `what` names the value for the readout under the pointer."""
         self._shown = ("map", grid, what)
         vmax = float(grid.max()) if grid.size else 0.0
         if vmax <= 0:
             self.canvas.set_overlay(None)
             return
+        if peak is not None and self.scale.currentData() == "sample":
+            vmax = max(vmax, peak())
         lo = vmax * self.threshold.value() / 100
         self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
         self._colorbar = (self.cmap.currentText(), (lo, vmax))
+
+    def _peak(self, key: tuple, compute) -> float:
+        """A map's peak over the sample's steps, computed once per source and key (reading every
+        step is the cost of one scrub, not of each step)."""
+        cache = self._peaks
+        full = (id(self.source), id(getattr(self.source, "index", None)), *key)
+        if full not in cache:
+            if len(cache) > 256:
+                cache.clear()
+            cache[full] = compute()
+        return cache[full]
+
+    def _feature_peak(self, i: int, feature: int) -> float:
+        def compute() -> float:
+            indices, values = self.source.index.sample_codes(i)  # (S, h, w, k): one read
+            return float(np.where(indices == feature, values, 0.0).sum(-1).max())
+        return self._peak(("feature", i, feature), compute)
 
     def _list_words(self, peaks, tip) -> None:
         """The side list in the word modes: (peak, index in the word box, word), highest first;

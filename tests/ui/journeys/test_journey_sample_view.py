@@ -168,6 +168,44 @@ def test_scrubbing_keeps_the_colour_bar_up_and_its_levels_on_each_steps_map(
     assert view.step == 0 and view.canvas.overlay.opacity() < opacity
     assert bar.levels() == levels and len(regenerated) == before
 
+
+def test_one_colour_scale_over_all_steps_shows_the_map_grow(qtbot, window, tiny_workspace):
+    """With the "all steps" scale the bar stays at the map's peak over the sample's steps while
+    scrubbing, and the threshold hides what is under its share of that peak."""
+    open_and_wait(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    _choose(qtbot, view.mode, "feature")
+    f = window.feature_page.feature
+    top = window.source.index.top_patches(f)[0]
+    _go(qtbot, view, top.sample, 0)
+    _choose(qtbot, view.scale, "sample")
+    n = window.source.n_steps
+    maps = [window.source.feature_map(top.sample, s, f) for s in range(n)]  # the slow path
+    peak = max(float(m.max()) for m in maps)
+    bar = view.canvas.colorbar
+    qtbot.keyClick(view.slider, Qt.Key.Key_Home)
+    seen_levels = set()
+    for s in range(n):
+        if s:
+            qtbot.keyClick(view.slider, Qt.Key.Key_Right)
+        assert view.step == s
+        if maps[s].max() <= 0:
+            assert not view.canvas.overlay.isVisible()
+            continue
+        lo, hi = bar.levels()
+        assert hi == pytest.approx(peak, rel=1e-5)
+        assert lo == pytest.approx(peak * view.threshold.value() / 100, rel=1e-5)
+        assert view.canvas.overlay.levels[1] == pytest.approx(peak, rel=1e-5)
+        seen_levels.add((lo, hi))
+    assert len(seen_levels) == 1
+    # Back to each step's own maximum.
+    _choose(qtbot, view.scale, "step")
+    s = int(np.argmin([m.max() if m.max() > 0 else np.inf for m in maps]))
+    qtbot.keyClick(view.slider, Qt.Key.Key_Home)
+    for _ in range(s):
+        qtbot.keyClick(view.slider, Qt.Key.Key_Right)
+    assert bar.levels()[1] == pytest.approx(float(maps[s].max()), rel=1e-5)
+
 def test_word_lists_hold_the_prompts_content_words_once(qtbot, window, tiny_workspace):
     from explorer.analysis.cross_attention import FUNCTION_WORDS
 
