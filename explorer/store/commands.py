@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,19 +32,14 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=output_file,
                    help="the store file to write (e.g. store.h5)")
     add_dataclass_flags(p, CollectPrompts)
+    # The rest of CollectConfig: --steps and --guidance stand beside --model, as elsewhere.
     add_dataclass_flags(p, CollectConfig, [
-        name for name in _config_fields(CollectConfig) if name not in ("steps", "guidance")])
+        f.name for f in dataclasses.fields(CollectConfig) if f.name not in ("steps", "guidance")])
     p.add_argument(
         "--join", action="store_true", help="only join existing shards <out>.rank*.h5 into --out"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_collect)
-
-
-def _config_fields(config) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(config)]
 
 
 def cmd_collect(args) -> int:
