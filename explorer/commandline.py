@@ -56,10 +56,21 @@ def device_arg(args) -> str | None:
     return None if args.device == "auto" else args.device
 
 
-def add_model_flags(p, steps_default=None, guidance_default=None) -> None:
+STEPS_HELP = "denoising steps (model default)"
+GUIDANCE_HELP = "classifier-free guidance"
+
+
+def add_model_flags(p, steps_default=None, guidance_default=None, *, config=None) -> None:
+    """--model, --steps, --guidance and --device. With `config`, a dataclass whose fields
+    `steps` and `guidance` carry flag metadata (explorer/store/config.py's CollectConfig), those
+    two flags are generated from it and the defaults given here are not used."""
     p.add_argument("--model", default="bundled", help="'bundled' or a local diffusers folder")
-    p.add_argument("--steps", type=positive_int, default=steps_default, help="denoising steps (model default)")
-    p.add_argument("--guidance", type=nonnegative_float, default=guidance_default, help="classifier-free guidance")
+    if config is None:
+        p.add_argument("--steps", type=positive_int, default=steps_default, help=STEPS_HELP)
+        p.add_argument("--guidance", type=nonnegative_float, default=guidance_default,
+                       help=GUIDANCE_HELP)
+    else:
+        add_dataclass_flags(p, config, ("steps", "guidance"))
     p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, …")
 
 

@@ -44,6 +44,11 @@ def test_every_generated_flag_defaults_to_its_dataclass_field():
     assert {name for path, name in checked if path == ("shapes", "train")} >= {
         "unet_steps", "vae_steps", "batch", "lr", "dataset", "place_dropout",
         "background_dropout", "zero_terminal_snr", "loss_weighting"}
+    # Every field of collect's two dataclasses is a flag (a field added without one fails).
+    from explorer.store.config import CollectConfig, CollectPrompts
+
+    assert {name for path, name in checked if path == ("collect",)} == {
+        f.name for config in (CollectConfig, CollectPrompts) for f in dataclasses.fields(config)}
 
 
 def test_shapes_train_without_flags_trains_the_dataclass_default(tmp_path, monkeypatch):
@@ -83,6 +88,67 @@ def test_sae_train_defaults_are_store_train_config_and_agree_with_the_trainer():
     differ = {name for name in shared
               if field_default(StoreTrainConfig, name) != field_default(TrainerConfig, name)}
     assert differ == {"dead_tokens", "k", "device", "steps"}
+
+
+def _fake_collection(monkeypatch):
+    """`explorer collect` up to the model load and the collection, which record what they were
+    given instead (the flags' journey is under test here, not the model)."""
+    import explorer.store.collect as C
+    import explorer.store.commands as commands
+
+    seen = []
+
+    class Model:
+        name, defaults = "fake", {"blocks": ["mid_block.attentions.0"], "steps": 2,
+                                  "guidance": 1.0}
+
+    def fake_collect(model, pset, seeds, out, settings=None, **kwargs):
+        seen.append((list(pset.prompts), list(pset.seeds), pset.source, settings))
+        return C.CollectResult(out, len(pset), len(pset), 0.0, 1)
+
+    monkeypatch.setattr(commands, "_load_model", lambda args, folder, env: Model())
+    monkeypatch.setattr(C, "collect", fake_collect)
+    return seen
+
+
+def test_collect_without_flags_collects_the_dataclass_default(tmp_path, monkeypatch):
+    from explorer.store.config import CollectConfig
+    from explorer.store.sources import shapes_world
+
+    seen = _fake_collection(monkeypatch)
+    assert main(["collect", "--out", str(tmp_path / "s.h5"), "--num-prompts", "3"]) == 0
+    scenes = shapes_world(3)  # CollectPrompts' defaults: the train split from seed 0, placed
+    assert seen == [(scenes.prompts, scenes.seeds, "shapes:train", CollectConfig())]
+
+
+def test_collect_flags_reach_the_config(tmp_path, monkeypatch):
+    from explorer.store.config import CollectConfig
+    from explorer.store.sources import shapes_world
+
+    seen = _fake_collection(monkeypatch)
+    assert main(["collect", "--out", str(tmp_path / "s.h5"), "--num-prompts", "2", "--steps",
+                 "5", "--guidance", "0", "--blocks", "mid_block.attentions.0, ", "--batch-size",
+                 "3", "--previews", "--keep-steps", "0,4", "--branches", "cond", "--fsync",
+                 "--split", "held_out", "--first-seed", "7", "--placeless", "--quiet"]) == 0
+    scenes = shapes_world(2, "held_out", 7, placeless=True)
+    assert seen == [(scenes.prompts, scenes.seeds, "shapes:held_out:placeless", CollectConfig(
+        steps=5, guidance=0.0, blocks=["mid_block.attentions.0"], batch_size=3, previews=True,
+        keep_steps=[0, 4], branches=["cond"], fsync=True))]
+
+
+def test_collect_takes_its_settings_only_from_collect_config(tmp_path):
+    """No setting keeps a default of its own in collect()'s signature, and a keyword that is not
+    a CollectConfig field is refused before anything is written."""
+    import inspect
+
+    from explorer.store.collect import collect
+    from explorer.store.config import CollectConfig
+
+    params = set(inspect.signature(collect).parameters)
+    assert not params & {f.name for f in dataclasses.fields(CollectConfig)}
+    with pytest.raises(TypeError, match="stepz"):
+        collect(None, ["a"], [0], tmp_path / "s.h5", stepz=3)
+    assert not (tmp_path / "s.h5").exists()
 
 
 @dataclasses.dataclass

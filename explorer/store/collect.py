@@ -11,6 +11,7 @@ image depends only on its own seed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
@@ -26,12 +27,11 @@ import torch
 from explorer.engine import Model, StepInfo, generate, step_t
 from explorer.errors import Cancelled, UserError
 from explorer.preflight import guidance_branches, kept_branches, kept_steps
+from explorer.store.config import DEFAULT_BATCH_SIZE, CollectConfig
 from explorer.store.reader import Store
 from explorer.store.schema import Layout, StoreError
 from explorer.store.sources import PromptSet
 from explorer.store.writer import StoreWriter, human_bytes
-
-DEFAULT_BATCH_SIZE = 8
 
 
 class CollectResult(NamedTuple):
@@ -141,40 +141,38 @@ def collect(
     prompts: PromptSet | Sequence[str] | None,
     seeds: Sequence[int] | None,
     out: str | Path,
+    settings: CollectConfig | None = None,
     *,
-    blocks: Sequence[str] | None = None,
-    steps: int | None = None,
-    guidance: float | None = None,
-    batch_size: int | None = None,
-    resume: bool = False,
-    dtype: str = "float16",
-    previews: bool = False,
-    keep_steps: Sequence[int] | None = None,
-    branches: Sequence[str] | None = None,
     extra_meta: dict | None = None,
     progress: bool = True,
     cancel: Callable[[], bool] | None = None,
     on_progress: Callable[[float, int], None] | None = None,
-    fsync: bool = False,
     check_space: bool = True,
+    **overrides,
 ) -> CollectResult:
     """Generate one image per prompt and store Δ of `blocks` at every step, both branches.
 
     prompts: a PromptSet (prompts, seeds, masks and attributes) or a list of prompts with
         `seeds`; None with `resume` takes them from the existing store.
-    blocks/steps/guidance: default to the model's (model.defaults), or the store's on resume.
-    resume: continue `out` after its last complete sample (it must match these settings);
+    settings: what to store and how (CollectConfig, explorer/store/config.py, whose fields are
+        also `explorer collect`'s flags); keyword arguments named for its fields override it
+        (`collect(model, pset, None, out, steps=10)`). Its fields:
+      blocks/steps/guidance/batch_size: default to the model's (model.defaults), or the
+        store's on resume.
+      resume: continue `out` after its last complete sample (it must match these settings);
         without it `out` must not exist.
-    keep_steps/branches: store only these step indices / branches (default: all).
-    previews: also store pred_x0 decoded to pixels at every step (one VAE decode per step).
+      keep_steps/branches: store only these step indices / branches (default: all).
+      previews: also store pred_x0 decoded to pixels at every step (one VAE decode per step).
+      fsync: fsync the store after every batch.
     cancel: polled between steps; the running batch is dropped and Cancelled raised.
     on_progress(done, total): called after every step with fractional samples done.
     """
     t0 = time.perf_counter()
     out = Path(out)
-    existing = _existing(out) if resume and out.exists() else None
-    run = _settings(model, existing, blocks, steps, guidance, batch_size, keep_steps, branches,
-                    previews)
+    # replace() refuses a keyword that is not a field, as the keyword arguments did.
+    cfg = dataclasses.replace(settings or CollectConfig(), **overrides)
+    existing = _existing(out) if cfg.resume and out.exists() else None
+    run = _settings(model, existing, cfg)
     pset = _prompt_set(prompts, seeds, existing)
     layout = plan_layout(
         model,
@@ -186,10 +184,10 @@ def collect(
         branches=run.branches,
         previews=run.previews,
         mask_shape=pset.mask_shape,
-        dtype=dtype,
+        dtype=cfg.dtype,
     )
     meta = {**provenance(model, run.guidance, run.batch_size, pset.source), **(extra_meta or {})}
-    writer = _open_writer(out, layout, meta, pset, existing, check_space, fsync)
+    writer = _open_writer(out, layout, meta, pset, existing, check_space, cfg.fsync)
     with writer:
         _run(model, writer, pset, run.guidance, run.batch_size, progress, cancel, on_progress)
     return CollectResult(
@@ -211,9 +209,10 @@ class _Settings(NamedTuple):
     previews: bool
 
 
-def _settings(model: Model, existing: dict | None, blocks, steps, guidance, batch_size,
-              keep_steps, branches, previews) -> _Settings:
+def _settings(model: Model, existing: dict | None, cfg: CollectConfig) -> _Settings:
     """The settings given, else the resumed store's, else the model's defaults."""
+    blocks, steps, guidance, batch_size = cfg.blocks, cfg.steps, cfg.guidance, cfg.batch_size
+    keep_steps, branches, previews = cfg.keep_steps, cfg.branches, cfg.previews
     if existing is not None:
         blocks = blocks or existing["blocks"]
         steps = steps or existing["sampling_steps"]

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from explorer.argtypes import output_file, positive_int
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _int_csv(value: str) -> list[int]:
-    try:
-        return [int(v) for v in _csv(value)]
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {value!r}"
-        ) from None
+from explorer.argtypes import output_file
+from explorer.store.config import CollectConfig, CollectPrompts
 
 
 def register(sub) -> None:
-    from explorer.commandline import add_model_flags
+    from explorer.commandline import add_dataclass_flags, add_model_flags
 
     p = sub.add_parser(
         "collect",
@@ -36,48 +23,18 @@ def register(sub) -> None:
             "Under torchrun each rank writes one shard and rank 0 joins them into --out."
         ),
     )
-    add_model_flags(p)
+    # The settings' flags are generated from CollectConfig and CollectPrompts
+    # (explorer/store/config.py), in --help's order; --model, --device, --out, --join and
+    # --quiet say where and how this command runs and are the command's own.
+    add_model_flags(p, config=CollectConfig)
     # None, not "bundled": a resumed store knows its own model folder.
     p.set_defaults(model=None)
     p.add_argument("--out", required=True, type=output_file,
                    help="the store file to write (e.g. store.h5)")
-    p.add_argument("--prompts", help="text file with one prompt per line")
-    p.add_argument(
-        "--num-prompts",
-        type=positive_int,
-        help="number of prompts: scenes of the shapes world, or the first N of --prompts",
-    )
-    p.add_argument(
-        "--split", default="train", choices=["train", "held_out"], help="shapes-world split"
-    )
-    p.add_argument(
-        "--first-seed", type=int, default=0, help="seed of the first prompt (then +1 each)"
-    )
-    p.add_argument(
-        "--placeless", action="store_true",
-        help="shapes-world prompts without their places, as the paper's (the model chooses the "
-        "layout; the checker reads where objects went)",
-    )
-    p.add_argument("--blocks", type=_csv, help="comma-separated block names (model default)")
-    p.add_argument(
-        "--batch-size", type=positive_int, help="prompts per batch (default 8, or the store's on --resume)"
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue a store after its last complete sample"
-    )
-    p.add_argument("--dtype", default="float16", choices=["float16"], help="stored Δ precision")
-    p.add_argument(
-        "--previews", action="store_true", help="also store pred_x0 decoded to pixels at every step"
-    )
-    p.add_argument(
-        "--keep-steps", type=_int_csv, help="store only these step indices (default: all)"
-    )
-    p.add_argument(
-        "--branches", type=_csv, help="store only these branches: cond, uncond (default: both)"
-    )
-    p.add_argument(
-        "--fsync", action="store_true", help="fsync after every batch (survive power loss)"
-    )
+    add_dataclass_flags(p, CollectPrompts)
+    # The rest of CollectConfig: --steps and --guidance stand beside --model, as elsewhere.
+    add_dataclass_flags(p, CollectConfig, [
+        f.name for f in dataclasses.fields(CollectConfig) if f.name not in ("steps", "guidance")])
     p.add_argument(
         "--join", action="store_true", help="only join existing shards <out>.rank*.h5 into --out"
     )
@@ -86,6 +43,7 @@ def register(sub) -> None:
 
 
 def cmd_collect(args) -> int:
+    from explorer.commandline import config_kwargs
     from explorer.preflight import check_writable_file
     from explorer.store.shards import dist_env, join_shards
 
@@ -103,37 +61,28 @@ def cmd_collect(args) -> int:
         raise StoreError(f"{out} already exists; pass --resume to continue it, or remove it")
     # Everything that needs no model is checked before the model loads: a mistake should cost
     # a second, not a model load (or, for an unwritable folder, a whole collection).
+    settings = CollectConfig(**config_kwargs(args, CollectConfig))
     folder = _model_folder(args, out, env)
-    pset = _prompt_set(args, folder)
-    _preflight(args, out, env, folder)
+    pset = _prompt_set(CollectPrompts(**config_kwargs(args, CollectPrompts)), out,
+                       settings.resume, folder)
+    _preflight(settings, out, env, folder)
     model = _load_model(args, folder, env)
-    settings = dict(
-        blocks=args.blocks,
-        steps=args.steps,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        resume=args.resume,
-        dtype=args.dtype,
-        previews=args.previews,
-        keep_steps=args.keep_steps,
-        branches=args.branches,
-        fsync=args.fsync,
-    )
     if env is None:
         return _collect_one(model, pset, out, settings, progress=not args.quiet)
     return _collect_sharded(model, pset, out, settings, env, progress=not args.quiet)
 
 
-def _collect_one(model, pset, out: Path, settings: dict, progress: bool) -> int:
+def _collect_one(model, pset, out: Path, settings: CollectConfig, progress: bool) -> int:
     from explorer.store.collect import collect, describe
 
     _announce(model, settings, pset, out)
-    res = collect(model, pset, None, out, progress=progress, **settings)
+    res = collect(model, pset, None, out, settings, progress=progress)
     print(describe(res))
     return 0
 
 
-def _collect_sharded(model, pset, out: Path, settings: dict, env, progress: bool) -> int:
+def _collect_sharded(model, pset, out: Path, settings: CollectConfig, env,
+                     progress: bool) -> int:
     from explorer.errors import UserError
     from explorer.store.collect import collect, describe
     from explorer.store.shards import run_sharded
@@ -151,13 +100,13 @@ def _collect_sharded(model, pset, out: Path, settings: dict, env, progress: bool
             pset.part(start, stop),
             None,
             path,
+            settings,
             progress=progress and rank == 0,
             extra_meta={"shard": json.dumps(shard)},
-            **settings,
         )
         print(f"rank {rank}: {describe(res)}")
 
-    total = run_sharded(out, len(pset), settings["resume"], job)
+    total = run_sharded(out, len(pset), settings.resume, job)
     if rank == 0:
         print(f"{out}: joins {world} shards, {total} of {len(pset)} samples complete")
     return 0
@@ -170,7 +119,7 @@ def _model_folder(args, out: Path, env) -> str:
     return folder or "bundled"
 
 
-def _preflight(args, out: Path, env, folder: str) -> None:
+def _preflight(settings: CollectConfig, out: Path, env, folder: str) -> None:
     """The model folder, the blocks, --keep-steps and --branches checked against the model's
     configs, and the store's folder proven writable, all before the model loads. A resumed
     store keeps its own settings; they are checked against it after the load."""
@@ -178,12 +127,13 @@ def _preflight(args, out: Path, env, folder: str) -> None:
 
     plan = read_model(folder)
     check_writable_file(out)
-    if args.resume and (out.exists() or env is not None):
+    if settings.resume and (out.exists() or env is not None):
         return
-    plan.check_blocks(args.blocks or plan.defaults["blocks"])
-    kept_steps(args.keep_steps, args.steps or plan.steps)  # DDIM and Euler run as many as asked
-    guidance = plan.guidance if args.guidance is None else args.guidance
-    kept_branches(args.branches, plan.branches(guidance), guidance)
+    plan.check_blocks(settings.blocks or plan.defaults["blocks"])
+    # DDIM and Euler run as many steps as asked.
+    kept_steps(settings.keep_steps, settings.steps or plan.steps)
+    guidance = plan.guidance if settings.guidance is None else settings.guidance
+    kept_branches(settings.branches, plan.branches(guidance), guidance)
 
 
 def _load_model(args, folder: str, env):
@@ -209,20 +159,20 @@ def _stored_model_folder(out: Path, env) -> str | None:
         return store.meta.get("model_folder")
 
 
-def _prompt_set(args, folder: str):
+def _prompt_set(source: CollectPrompts, out: Path, resume: bool, folder: str):
     from explorer.errors import UserError
     from explorer.modelfolder import BUNDLED, resolve_folder
     from explorer.store import sources
 
-    if args.prompts:
-        if args.placeless:
+    if source.prompts:
+        if source.placeless:
             raise UserError("--placeless rewrites shapes-world prompts; it does not apply to "
-                            f"--prompts {args.prompts}")
-        return sources.from_file(args.prompts, args.first_seed, args.num_prompts)
-    if args.num_prompts is not None:
-        return sources.shapes_world(args.num_prompts, args.split, args.first_seed,
-                                    placeless=args.placeless)
-    if args.resume and Path(args.out).exists():
+                            f"--prompts {source.prompts}")
+        return sources.from_file(source.prompts, source.first_seed, source.num_prompts)
+    if source.num_prompts is not None:
+        return sources.shapes_world(source.num_prompts, source.split, source.first_seed,
+                                    placeless=source.placeless)
+    if resume and out.exists():
         return None  # the store holds its prompts
     hint = (
         " (the shapes world's scenes suit the bundled model)"
@@ -232,15 +182,15 @@ def _prompt_set(args, folder: str):
     raise UserError(f"no prompts: pass --prompts FILE or --num-prompts N{hint}")
 
 
-def _announce(model, settings: dict, pset, out: Path, world: int = 1) -> None:
+def _announce(model, settings: CollectConfig, pset, out: Path, world: int = 1) -> None:
     ranks = f" on {world} ranks" if world > 1 else ""
-    if settings["resume"] and out.exists():
+    if settings.resume and out.exists():
         print(f"resume {out}{ranks} with {model.name}")
         return
-    blocks = settings["blocks"] or model.defaults["blocks"]
-    steps = settings["steps"] or model.defaults.get("steps")
+    blocks = settings.blocks or model.defaults["blocks"]
+    steps = settings.steps or model.defaults.get("steps")
     guidance = (
-        settings["guidance"] if settings["guidance"] is not None else model.defaults.get("guidance")
+        settings.guidance if settings.guidance is not None else model.defaults.get("guidance")
     )
     print(
         f"collect {len(pset)} prompts{ranks} with {model.name} → {out}: "
