@@ -177,8 +177,8 @@ class FeaturePage(QWidget):
 
     def _build_gallery(self) -> QWidget:
         self.scope = QComboBox()
-        self.scope.addItem("at the current step", "step")
-        self.scope.addItem("over all steps", "all")
+        self.scope.addItem("this step", "step")
+        self.scope.addItem("all steps", "all")
         self.scope.setToolTip("Top-activating patches at the scrubber's step, or over every step")
         self.distinct = QCheckBox("one per image")
         self.distinct.setChecked(True)
@@ -194,9 +194,11 @@ class FeaturePage(QWidget):
         gal = QWidget()
         gl = QVBoxLayout(gal)
         gl.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
+        # The title on its own line, the choices under it: in one row, the dock's default width
+        # cut them to "at the cu" and "one per i".
         self.gallery_title = QLabel("Top patches")
-        row.addWidget(self.gallery_title)
+        gl.addWidget(self.gallery_title)
+        row = QHBoxLayout()
         row.addWidget(self.scope)
         row.addWidget(self.distinct)
         row.addStretch(1)

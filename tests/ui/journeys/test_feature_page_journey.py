@@ -145,6 +145,23 @@ def _match_lines(page) -> list[str]:
     return [page.matches.item(i).text() for i in range(page.matches.count())]
 
 
+
+@pytest.mark.parametrize("size", [None, (1280, 800)], ids=["default-size", "1280x800"])
+def test_gallery_choices_show_their_whole_text(qtbot, window, tiny_workspace, size):
+    """The gallery's scope box and "one per image" box read in full in the dock (they were cut
+    to "at the cu" and "one per i" at 1280 × 800), and stay inside the page."""
+    if size is not None:
+        window.resize(*size)
+    open_and_wait(qtbot, window, tiny_workspace)
+    page = window.feature_page
+    for widget in (page.scope, page.distinct):
+        assert widget.isVisible()
+        assert widget.width() >= widget.sizeHint().width(), widget
+        right = widget.mapTo(page, QPoint(widget.width(), 0)).x()
+        assert right <= page.width()
+    fm = page.scope.fontMetrics()
+    assert fm.horizontalAdvance(page.scope.currentText()) < page.scope.width() - 20
+
 def test_matches_show_their_cosine_beside_the_baseline(qtbot, window, tiny_workspace, tmp_path):
     """A decoder cosine alone says little (two unrelated dictionaries of one block match well):
     each match reads "cosine 0.62 (baseline 0.18)", and an index matched before baselines were
