@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QFrame,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -27,18 +26,13 @@ from explorer.session import Session
 from explorer.ui.feature_page import FeaturePage
 from explorer.ui.feature_table import FeatureBrowser
 from explorer.ui.generate_view import GenerateView
-from explorer.ui.jobs import (
-    ModelHolder,
-    attention_job,
-    decode_job,
-    evaluate_job,
-    open_workspace_job,
-)
+from explorer.ui.jobs import ModelHolder, evaluate_job, open_workspace_job
+from explorer.ui.label_actions import LabelActions
+from explorer.ui.model_requests import ModelRequests
 from explorer.ui.report_view import ReportView
 from explorer.ui.sample_view import SampleView, lookup_table
 from explorer.ui.service import GenerationService
 from explorer.ui.steer_view import SteerView
-from explorer.ui.undo_menu import use_app_undo
 from explorer.ui.workers import Worker, WorkerPool
 
 APP_NAME = "Concept Explorer"
@@ -49,10 +43,6 @@ NARROW_WINDOW = 1450
 
 
 class MainWindow(QMainWindow):
-    # From the autosave timer's thread to the UI thread (queued): a failed or a successful save.
-    labels_save_failed = Signal(str)
-    labels_saved = Signal()
-
     def __init__(self, model_path: str = "bundled", device: str | None = None):
         super().__init__()
         self.setWindowTitle(APP_NAME)
@@ -65,18 +55,19 @@ class MainWindow(QMainWindow):
         # its events to the views.
         self.session = Session(ModelHolder(model_path, device), ModelHolder, self._settings)
         self._notice = None  # the last non-modal notice box, kept alive while it shows
-        self._attention_request: tuple[int, int, str] | None = None  # (request id, sample, block)
-        # The Sample view's VAE refinement of a linear preview (stores without --previews).
-        self._decode_request: tuple[int, object] | None = None  # (request id, source)
         self._build_centre()
         self._build_docks()
+        # Undo/redo, label files, the author, saving (explorer/ui/label_actions.py).
+        self.label_actions = LabelActions(self, APP_NAME)
+        self.undo_action = self.label_actions.undo_action
+        self.redo_action = self.label_actions.redo_action
+        # The sample view's VAE decodes and cross-attention maps (explorer/ui/model_requests.py).
+        self.model_requests = ModelRequests(self.service, self.session, self.sample_view,
+                                            self.statusBar().showMessage, self)
         self._build_status()
         self._connect_session()
         self._connect_views()
         self._build_menus()
-        # Right-click Undo/Redo in the label boxes is Edit → Undo/Redo too, not the box's own.
-        for box in (self.feature_page.label, self.feature_page.tags, self.feature_page.notes):
-            use_app_undo(box, self.undo_action, self.redo_action, self.feature_page.commit_pending)
         self._restore_geometry()
 
     # --- what the session holds, read where the views and tests always read it -------------------
@@ -86,6 +77,9 @@ class MainWindow(QMainWindow):
     autosaver = property(lambda self: self.session.autosaver)
     entry = property(lambda self: self.session.entry)  # the SAEEntry shown
     models = property(lambda self: self.session.models)
+    # The label controller's queued signals, under the names the window always had.
+    labels_save_failed = property(lambda self: self.label_actions.save_failed)
+    labels_saved = property(lambda self: self.label_actions.saved)
 
     # --- building the window -----------------------------------------------------------------------
     def _build_centre(self) -> None:
@@ -130,20 +124,11 @@ class MainWindow(QMainWindow):
     def _build_status(self) -> None:
         self.ws_label = QLabel("no workspace")
         self.statusBar().addPermanentWidget(self.ws_label)
-        # Shown for as long as the labels on screen are not in the workspace's labels.json.
-        self.labels_state = QLabel()
-        self.labels_state.setStyleSheet("color: #c62828; font-weight: 600;")
-        self.labels_state.hide()
+        self.labels_state = self.label_actions.state  # red while labels.json is not written
         self.statusBar().addPermanentWidget(self.labels_state)
 
     def _connect_session(self) -> None:
         events = self.session.events
-        # The autosaver's timer thread reaches the UI thread through the queued signals.
-        events.labels_save_failed.connect(self.labels_save_failed.emit)
-        events.labels_saved.connect(self.labels_saved.emit)
-        self.labels_save_failed.connect(self._on_labels_save_failed)
-        self.labels_saved.connect(self._on_labels_saved)
-        events.labels_changed.connect(lambda keys: QTimer.singleShot(0, self._update_undo))
         events.workspace_opened.connect(self._show_workspace)
         events.models_changed.connect(self._on_models_changed)
         events.sae_changed.connect(self._show_sae)
@@ -152,19 +137,10 @@ class MainWindow(QMainWindow):
         self.generate_view.status.connect(self.statusBar().showMessage)
         self.steer_view.status.connect(self.statusBar().showMessage)
         self.sample_view.sample_changed.connect(self._on_sample_changed)
-        self.sample_view.attention_wanted.connect(self._want_attention)
-        self.service.progressed.connect(self._attention_progressed)
-        self.service.returned.connect(self._attention_returned)
-        self.service.errored.connect(self._attention_errored)
-        self.service.cancelled.connect(self._attention_cancelled)
-        self.sample_view.decode_wanted.connect(self._want_decode)
-        self.service.returned.connect(self._decode_returned)
-        self.service.errored.connect(self._decode_errored)
-        self.service.idle.connect(self.sample_view.refine_current)
         self.sae_combo.currentIndexChanged.connect(self._on_sae_changed)
         self.browser.feature_selected.connect(self.select_feature)
-        self.sample_view.feature_clicked.connect(self._select_and_show)
-        self.generate_view.feature_opened.connect(self._select_and_show)
+        self.sample_view.feature_clicked.connect(self.select_and_show)
+        self.generate_view.feature_opened.connect(self.select_and_show)
         self.sample_view.step_changed.connect(self.feature_page.set_step)
         self.sample_view.step_changed.connect(self.report_view.set_step)
         self.report_view.step_requested.connect(self._show_step)
@@ -172,9 +148,6 @@ class MainWindow(QMainWindow):
         self.report_view.sae_requested.connect(self._browse_sae)
         self.feature_page.open_sample.connect(self._open_sample)
         self.feature_page.open_feature.connect(self._open_matched)
-        self.feature_page.label_edited.connect(self._on_label_edited)
-        self.feature_page.undo_requested.connect(self.undo)
-        self.feature_page.redo_requested.connect(self.redo)
 
     def _restore_geometry(self) -> None:
         # Wide enough for the steering page's three images beside both docks, but never wider
@@ -272,22 +245,22 @@ class MainWindow(QMainWindow):
         self._action(m, "Build &Demo Workspace…", self.build_demo, None,
                      "Collect, train and index the bundled model's demo workspace")
         m.addSeparator()
+        labels = self.label_actions
         exp = m.addMenu("&Export Labels")
         for fmt, name in (("json", "JSON"), ("csv", "CSV"), ("jsonl", "Neuronpedia-style JSONL")):
-            self._action(exp, f"{name}…", lambda _=False, f=fmt: self.export_labels(f))
-        self._action(m, "&Import Labels…", self.import_labels)
+            self._action(exp, f"{name}…", lambda _=False, f=fmt: labels.export_labels(f))
+        self._action(m, "&Import Labels…", labels.import_labels)
         self.save_labels_action = self._action(
-            m, "&Save Labels As…", self.save_labels_as, None,
+            m, "&Save Labels As…", labels.save_labels_as, None,
             "Write the labels, with every unsaved edit, to a labels.json of your choice")
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         e = self.menuBar().addMenu("&Edit")
-        self.undo_action = self._action(e, "&Undo", self.undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = self._action(e, "&Redo", self.redo, QKeySequence.StandardKey.Redo)
-        self._update_undo()
+        e.addAction(self.undo_action)  # their text says what they undo (label_actions.py)
+        e.addAction(self.redo_action)
         e.addSeparator()
-        self._action(e, "Label &Author…", self.choose_author, None,
+        self._action(e, "Label &Author…", labels.choose_author, None,
                      "The name recorded with your label edits and written into exports")
 
         v = self.menuBar().addMenu("&View")
@@ -368,7 +341,7 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, APP_NAME, message)
 
     def _on_workspace_loaded(self, loaded) -> None:
-        if not self._labels_safe_to_leave():
+        if not self.label_actions.safe_to_leave():
             loaded.source.close()  # the person chose to stay with the unsaved labels
             self.statusBar().showMessage(f"kept {self.workspace.root} open: its labels are "
                                          "not saved", 10_000)
@@ -378,7 +351,7 @@ class MainWindow(QMainWindow):
 
     def _show_workspace(self, loaded) -> None:
         """Every view on the workspace the session has just opened."""
-        self._on_labels_saved()
+        self.label_actions.show_saved()
         if loaded.labels_error:
             QMessageBox.warning(self, APP_NAME, f"{loaded.labels_error}\nStarting with no labels; "
                                 "the damaged file is kept beside the new one.")
@@ -432,7 +405,7 @@ class MainWindow(QMainWindow):
             self.sample_view.goto(*place)
         feature = self.session.view_feature(view)
         if feature is not None:
-            self._select_and_show(feature)
+            self.select_and_show(feature)
 
     # --- SAE and feature selection ---------------------------------------------------------------
     def _on_sae_changed(self, index: int) -> None:
@@ -445,7 +418,7 @@ class MainWindow(QMainWindow):
     def _show_sae(self, entry) -> None:
         """Every view on the SAE the session now browses."""
         idx = self.source.index
-        labels = self._labels_of_current()
+        labels = self.session.user_labels()
         if idx is not None:
             self.browser.model.set_features(
                 idx.firing_rate, idx.mean_activation, self.source.t, labels,
@@ -454,7 +427,7 @@ class MainWindow(QMainWindow):
         else:
             self.browser.model.clear()
             self.statusBar().showMessage(self.source.index_error or "no index", 10_000)
-        self._show_labels(labels)
+        self.show_labels(labels)
         self.sample_view.refresh()
         self.steer_view.set_sae(entry, self.source.n_steps, self.source.store.meta.get("guidance"))
         self.feature_page.set_source(self.source, lookup_table("inferno"))
@@ -477,16 +450,13 @@ class MainWindow(QMainWindow):
                 return row
         return 0
 
-    def _show_labels(self, labels: dict[int, str]) -> None:
+    def show_labels(self, labels: dict[int, str]) -> None:
         """The user's labels over the index's provisional names, in the concept-map legend and
         the steering list."""
         shown = self.session.shown_labels(labels)
         self.sample_view.set_labels(shown)
         self.steer_view.labels = shown
         self.generate_view.labels = shown
-
-    def _labels_of_current(self) -> dict[int, str]:
-        return self.session.user_labels()
 
     def select_feature(self, feature: int) -> None:
         lab = self.session.label_of(feature)
@@ -501,7 +471,7 @@ class MainWindow(QMainWindow):
         self.session.select_feature(feature)
         self._update_status(feature)
 
-    def _select_and_show(self, feature: int) -> None:
+    def select_and_show(self, feature: int) -> None:
         self.browser.select_feature(feature)
         self.select_feature(feature)
 
@@ -513,7 +483,7 @@ class MainWindow(QMainWindow):
         self.show_tab(self.sample_view)
         self.sample_view.goto(sample, step)
 
-    def _choose_sae(self, sae_id: str) -> bool:
+    def choose_sae(self, sae_id: str) -> bool:
         """Make `sae_id` the browsed SAE; False when the workspace has no such SAE."""
         idx = self.sae_combo.findData(sae_id)
         if idx >= 0:
@@ -521,7 +491,7 @@ class MainWindow(QMainWindow):
         return idx >= 0
 
     def _browse_sae(self, sae_id: str) -> None:
-        if self._choose_sae(sae_id):
+        if self.choose_sae(sae_id):
             self.show_tab(self.sample_view)
 
     def _show_step(self, step: int) -> None:
@@ -545,67 +515,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("evaluating the workspace…")
         return self.pool.start(worker, slot="evaluate")
 
-    # --- VAE refinement of the sample view's linear preview -----------------------------------
-    def _want_decode(self, sample: int, step: int) -> None:
-        # Only while the model thread is idle: a decode must never cancel a steering, generation
-        # or attention run (the service cancels the running request for a new one).
-        if self.source is None or self.service.busy:
-            return
-        latents = self.source.store.pred_x0(sample, step)
-        rid = self.service.submit(decode_job, self.models, self.source.store, sample, step,
-                                  latents, kind="decode")
-        self._decode_request = (rid, self.source)
-
-    def _decode_returned(self, rid: int, value) -> None:
-        if self._decode_request is not None and rid == self._decode_request[0]:
-            source, self._decode_request = self._decode_request[1], None
-            if source is self.source:  # not a decode of the workspace shown before
-                self.sample_view.set_decoded(value["sample"], value["step"], value["image"])
-
-    def _decode_errored(self, rid: int, message: str) -> None:
-        if self._decode_request is not None and rid == self._decode_request[0]:
-            source, self._decode_request = self._decode_request[1], None
-            if source is self.source:
-                self.sample_view.decode_failed(message)
-
-    # --- cross-attention maps for the sample view's word overlay -----------------------------
-    def _want_attention(self, sample: int, block: str) -> None:
-        if self.source is None:
-            return
-        rid = self.service.submit(attention_job, self.models, self.source.store, block=block,
-                                  kind="attention", **self.source.generation(sample))
-        self._attention_request = (rid, sample, block)
-        self.statusBar().showMessage(f"regenerating sample {sample} to record {block}'s cross-attention…")
-
-    def _attention_progressed(self, rid: int, update) -> None:
-        # On a real model on a CPU the regeneration takes a while: say how far it is.
-        if self._attention_request is not None and rid == self._attention_request[0]:
-            _, sample, block = self._attention_request
-            if update.get("stage") == "loading":
-                self.statusBar().showMessage("loading the model for the cross-attention maps…")
-            elif update.get("stage") == "step":
-                self.statusBar().showMessage(
-                    f"regenerating sample {sample} to record {block}'s cross-attention: "
-                    f"step {update['step'] + 1}/{update['n_steps']}")
-
-    def _attention_returned(self, rid: int, value) -> None:
-        if self._attention_request is not None and rid == self._attention_request[0]:
-            _, sample, block = self._attention_request
-            self._attention_request = None
-            self.sample_view.set_attention(sample, block, value)
-            self.statusBar().showMessage(f"cross-attention maps of sample {sample} ready", 5_000)
-
-    def _attention_errored(self, rid: int, message: str) -> None:
-        if self._attention_request is not None and rid == self._attention_request[0]:
-            self._attention_request = None
-            self.sample_view.attention_failed(message)
-            self.statusBar().showMessage(message, 10_000)
-
-    def _attention_cancelled(self, rid: int) -> None:
-        if self._attention_request is not None and rid == self._attention_request[0]:
-            self._attention_request = None
-            self.sample_view.attention_failed("another generation replaced the request")
-
     def _on_evaluated(self, report, root) -> None:
         self.report_view.set_running(False)
         if self.workspace is None or self.workspace.root != root:
@@ -615,7 +524,7 @@ class MainWindow(QMainWindow):
         shown = self.feature_page.feature  # reopened: Evaluate may have named features
         self._on_sae_changed(self.sae_combo.currentIndex())
         if shown is not None and self.source is not None and self.source.index is not None:
-            self._select_and_show(shown)
+            self.select_and_show(shown)
         self.statusBar().showMessage(f"evaluation written to {self.workspace.report_path}", 10_000)
 
     def _on_evaluate_error(self, message: str) -> None:
@@ -624,184 +533,39 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, APP_NAME, message)
 
     def _open_matched(self, sae_id: str, feature: int) -> None:
-        if self._choose_sae(sae_id):
-            self._select_and_show(feature)
+        if self.choose_sae(sae_id):
+            self.select_and_show(feature)
 
-    # --- labels -----------------------------------------------------------------------------------
-    def _on_label_edited(self, feature: int, label: str, notes: str, tags: list) -> None:
-        if not self.session.set_label(feature, label, notes, tags):
-            return
-        self.browser.model.set_label(feature, label, tags)
-        self._show_labels(self._labels_of_current())
-        self._update_undo()  # now: Edit → Undo may be the very next thing the person does
-
+    # --- labels (explorer/ui/label_actions.py), under the names tests and scripts call -----------
     def undo(self) -> None:
         """Edit → Undo (also Ctrl+Z in the label boxes): the last label edit, shown first."""
-        self.feature_page.commit_pending()  # what was just typed is the edit to undo
-        if self.labels is None or not self.labels.can_undo:
-            return
-        self._go_to_label(self.labels.undo_keys)
-        if self.labels.undo():
-            self._after_label_history()
+        self.label_actions.undo()
 
     def redo(self) -> None:
-        self.feature_page.commit_pending()
-        if self.labels is None or not self.labels.can_redo:
-            return
-        self._go_to_label(self.labels.redo_keys)
-        if self.labels.redo():
-            self._after_label_history()
-
-    def _go_to_label(self, keys) -> None:
-        """Show the feature an undo/redo is about to change, so the change happens in view."""
-        if not keys or self.entry is None:
-            return
-        if (self.entry.id, self.feature_page.feature) in keys:
-            return
-        sae_id, feature = keys[0]
-        if sae_id != self.entry.id and not self._choose_sae(sae_id):
-            return  # an imported label of an SAE this workspace lacks: nothing to show
-        self.feature_dock.show()
-        if self.feature_page.feature != feature:
-            self._select_and_show(feature)
-
-    def _after_label_history(self) -> None:
-        labels = self._labels_of_current()
-        self.browser.model.labels = labels
-        self.browser.model.layoutChanged.emit()
-        self._show_labels(labels)
-        if self.feature_page.feature is not None:
-            self.select_feature(self.feature_page.feature)
-        self._update_undo()
-
-    def _update_undo(self) -> None:
-        doc = self.labels
-        # `is not None`: a document with no labels is falsy (len 0) yet may have a redo.
-        can_undo = doc is not None and doc.can_undo
-        can_redo = doc is not None and doc.can_redo
-        self.undo_action.setEnabled(can_undo)
-        self.redo_action.setEnabled(can_redo)
-        self.undo_action.setText(f"&Undo {doc.undo_text}" if can_undo else "&Undo")
-        self.redo_action.setText(f"&Redo {doc.redo_text}" if can_redo else "&Redo")
+        self.label_actions.redo()
 
     def export_labels(self, fmt: str) -> None:
-        if self.labels is None:
-            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
-            return
-        from explorer.errors import UserError
-
-        default = str(self.workspace.root / f"labels.{fmt}")
-        path, _ = QFileDialog.getSaveFileName(self, "Export labels", default)
-        if not path:
-            return
-        try:
-            n = self.session.export_labels(path, fmt)
-        except UserError as e:
-            QMessageBox.warning(self, APP_NAME, str(e))
-            return
-        self.statusBar().showMessage(f"exported {n} labels to {path}", 8000)
+        self.label_actions.export_labels(fmt)
 
     def import_labels(self) -> None:
-        if self.labels is None:
-            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
-            return
-        from explorer.errors import UserError
+        self.label_actions.import_labels()
 
-        path, _ = QFileDialog.getOpenFileName(self, "Import labels", str(self.workspace.root),
-                                              "Labels (*.json *.csv *.jsonl)")
-        if not path:
-            return
-        try:
-            report = self.session.import_labels(path)
-        except UserError as e:
-            QMessageBox.warning(self, APP_NAME, str(e))
-            return
-        self._after_label_history()
-        QMessageBox.information(self, APP_NAME, report.summary())
-
-    # --- labels that cannot be saved -------------------------------------------------------------
     def author(self) -> str:
-        """Edit → Label Author: recorded with each label edit and written into exports (default:
-        the OS user name)."""
-        return self.session.author()
+        return self.label_actions.author()
 
     def choose_author(self) -> None:
-        name, ok = QInputDialog.getText(self, APP_NAME, "Author of your labels:", text=self.author())
-        if ok:
-            self.session.set_author(name)
-
-    def _on_labels_save_failed(self, message: str) -> None:
-        if not self.session.save_failing:
-            return  # an old failure, already saved since (or another workspace's)
-        self.statusBar().showMessage(
-            f"Labels NOT saved: {message}. Your edits are kept in the app; "
-            "File → Save Labels As… writes them elsewhere.")
-        self.labels_state.setText("⚠ labels not saved")
-        self.labels_state.setToolTip(f"{message}\nFile → Save Labels As… writes them elsewhere")
-        self.labels_state.show()
-
-    def _on_labels_saved(self) -> None:
-        if self.session.save_failing:
-            return
-        self.labels_state.hide()
+        self.label_actions.choose_author()
 
     def save_labels_as(self) -> bool:
-        """File → Save Labels As…: the labels with every unsaved edit, as a labels.json document
-        (what File → Import Labels and `explorer labels import` read). True when written."""
-        if self.labels is None:
-            QMessageBox.information(self, APP_NAME, "Open a workspace first.")
-            return False
-        from explorer.errors import UserError
+        return self.label_actions.save_labels_as()
 
-        default = str(Path.home() / f"{self.workspace.name}-labels.json")
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels as", default,
-                                              "Labels (*.json)")
-        if not path:
-            return False
-        try:
-            n = self.session.save_labels_copy(path)
-        except (UserError, OSError) as e:
-            self.statusBar().showMessage(f"Labels NOT saved: {e}")
-            QMessageBox.warning(self, APP_NAME, str(e))
-            return False
-        self.statusBar().showMessage(f"saved {n} labels to {path}", 10_000)
-        if self.labels_state.isVisible():
-            self.labels_state.setText(f"⚠ labels not saved in the workspace (copy: {path})")
-        return True
+    # --- model requests (explorer/ui/model_requests.py); tests read and set these --------------
+    _attention_request = property(
+        lambda self: self.model_requests.attention_request,
+        lambda self, value: setattr(self.model_requests, "attention_request", value))
 
-    def _labels_safe_to_leave(self) -> bool:
-        """Before closing the window or the workspace: save the labels; when that fails, ask
-        (Save Labels As… / Discard / Cancel). True when nothing unsaved is dropped unasked."""
-        if self.autosaver is None:
-            return True
-        from explorer.errors import UserError
-
-        self.feature_page.commit_pending()
-        try:
-            self.autosaver.flush()
-        except (UserError, OSError) as e:
-            error = str(e)
-        else:
-            self._on_labels_saved()
-            return True
-        self._on_labels_save_failed(error)
-        if self.session.copy_holds_every_edit():
-            return True  # every edit is in the copy the person saved
-        while True:
-            box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME,
-                              f"Your label edits could not be saved: {error}", parent=self)
-            box.setInformativeText("Save them to another file, or discard them?")
-            save_as = box.addButton("Save Labels As…", QMessageBox.ButtonRole.AcceptRole)
-            discard = box.addButton(QMessageBox.StandardButton.Discard)
-            box.addButton(QMessageBox.StandardButton.Cancel)
-            box.setDefaultButton(save_as)
-            box.exec()
-            clicked = box.clickedButton()
-            if clicked is save_as:
-                if self.save_labels_as():
-                    return True
-                continue  # no file chosen, or that one failed too: ask again
-            return clicked is discard
+    def _attention_progressed(self, rid: int, update) -> None:
+        self.model_requests.attention_progressed(rid, update)
 
     # --- demo -------------------------------------------------------------------------------------
     def build_demo(self, small: bool = False) -> None:
@@ -818,7 +582,7 @@ class MainWindow(QMainWindow):
         self.ws_label.setText(self.session.status_text(feature))
 
     def closeEvent(self, event) -> None:
-        if not self._labels_safe_to_leave():
+        if not self.label_actions.safe_to_leave():
             event.ignore()  # Cancel: the window stays, with the edits
             return
         self._settings.setValue("main/geometry", self.saveGeometry())
