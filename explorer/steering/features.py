@@ -74,11 +74,13 @@ def features_for_all_words(dictionary, words: Sequence[str], limit: int = 8
     return holders[:limit], []
 
 
-def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) -> dict[int, str]:
+def words_evidence(dictionary, features: Sequence[int], words: Sequence[str],
+                   ground_truth: str | None = None) -> dict[int, str]:
     """Why `features_for_words` picked each of `features`: the typed words among its concept
-    labels and how many object masks it matched ("square (1 dictionary match)"); features
-    holding none of the words are left out. A feature picked on one match can carry an
-    unrelated provisional name (say "≈ yellow", from prompt words); this is the evidence the
+    labels and how many object masks it matched ("square (1 dictionary match)", or with the
+    dictionary's `ground_truth` "square (1 match against cross-attention pseudo-masks)");
+    features holding none of the words are left out. A feature picked on one match can carry
+    an unrelated provisional name (say "≈ yellow", from prompt words); this is the evidence the
     pick actually rests on."""
     concepts = dictionary.concepts()
     out = {}
@@ -86,7 +88,9 @@ def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) ->
         held = [w for w in words if w in concepts[f]]
         if held:
             n = int(dictionary.n_matches[f])
-            out[f] = f"{' '.join(held)} ({n} dictionary match{'' if n == 1 else 'es'})"
+            matches = f"match{'' if n == 1 else 'es'}"
+            source = f"{matches} against {ground_truth}" if ground_truth else f"dictionary {matches}"
+            out[f] = f"{' '.join(held)} ({n} {source})"
     return out
 
 
