@@ -151,3 +151,61 @@ def test_an_index_labelled_against_pseudo_masks_is_passed_over_with_a_note(monke
     assert labels["early"].source == "on the fly" and labels["early"].ground_truth == EXACT
     assert labels["middle"].source == "index"
     assert len(notes) == 1 and PSEUDO in notes[0] and notes[0].startswith("early: ")
+
+
+def test_steer_by_words_on_a_maskless_store_uses_the_pseudo_dictionary(sd1_workspace, tmp_path,
+                                                                       capsys):
+    """`explorer steer --words` picks the features the SAE's pseudo-mask dictionary labels with
+    the words (the app's Add by words), says which and against which ground truth, and steers
+    them: the image differs from the same request with the words at strength 0."""
+    import numpy as np
+    from PIL import Image
+
+    from explorer.analysis.reader import FeatureIndex
+    from explorer.steering.features import features_for_all_words
+
+    entry = next(e for e in Workspace.open(sd1_workspace).saes() if e.name == "t1.00")
+    with FeatureIndex.open(entry.index_path) as idx:
+        table, truth = idx.label_dictionary
+    assert truth == PSEUDO
+    held = sorted({w for c in table.concepts() for w in c})
+    assert held, "the pseudo dictionary names no feature"
+    word = held[0]
+    expected, _ = features_for_all_words(table, [word])
+    assert expected
+    base = ["steer", "--workspace", str(sd1_workspace), "--prompt", PROMPTS[4], "--seed", "0",
+            "--steps", "3", "--block", BLOCK, "--sae", entry.id]
+    capsys.readouterr()
+    out = tmp_path / "steered.png"
+    assert main([*base, "--words", f"{word}=8", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert (f"note: {word}: feature(s) {', '.join(map(str, expected))} of {entry.id} "
+            f"(labelled against {PSEUDO})") in captured.err
+    assert ", ".join(f"{f}=8" for f in expected) in captured.out
+    zero = tmp_path / "zero.png"
+    assert main([*base, "--words", f"{word}=0", "--out", str(zero)]) == 0
+    capsys.readouterr()
+    a, b = (np.asarray(Image.open(p).convert("RGB")) for p in (out, zero))
+    assert a.shape == (128, 128, 3) and not np.array_equal(a, b)
+
+    # A word the dictionary does not hold, and an SAE without any dictionary: one line each.
+    assert main([*base, "--words", "zebra=8", "--out", str(tmp_path / "z.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"no feature of {entry.id} is labelled zebra (dictionary against {PSEUDO})")
+    assert "\n" not in err
+    assert main([*base, "--words", "house", "--out", str(tmp_path / "z.png")]) == 2
+    assert "expected WORDS=STRENGTH" in capsys.readouterr().err
+    assert not (tmp_path / "z.png").exists()
+
+
+def test_steer_by_words_without_a_dictionary_says_what_makes_one(tmp_path, capsys):
+    from steer_helpers import make_sae
+
+    from explorer.sae import save_sae
+
+    ws = Workspace.create(tmp_path / "W", model="bundled")
+    save_sae(make_sae(d_in=8, d_sae=16, k=2, block=BLOCK, t=[0.5]), ws.sae_dir(BLOCK, "t0.5"))
+    assert main(["steer", "--workspace", str(ws.root), "--prompt", "a red square", "--block",
+                 BLOCK, "--words", "red=4", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no concept dictionary yet" in err and "explorer evaluate" in err, err
