@@ -209,3 +209,23 @@ def test_steer_by_words_without_a_dictionary_says_what_makes_one(tmp_path, capsy
                  BLOCK, "--words", "red=4", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no concept dictionary yet" in err and "explorer evaluate" in err, err
+
+
+@pytest.mark.filterwarnings("ignore:The configuration file of the unet:FutureWarning")
+def test_a_pixel_region_on_an_old_sd1_config_is_read_at_the_size_generated(tmp_path, capsys):
+    """A UNet config from before diffusers 0.9 with sample_size 8: the pipeline generates at 64
+    latents (512 px), and `steer --region` in pixels is checked against 512, not 64."""
+    import numpy as np
+    from PIL import Image
+    from steer_helpers import make_sae
+
+    from explorer.sae import save_sae
+
+    folder = _sd1_folder(tmp_path / "old-sd1", sample_size=8, _diffusers_version="0.6.0")
+    ws = Workspace.create(tmp_path / "W", model=str(folder))
+    save_sae(make_sae(d_in=64, d_sae=32, k=4, block=BLOCK, t=[1.0]), ws.sae_dir(BLOCK, "t1.0"))
+    out = tmp_path / "x.png"
+    assert main(["steer", "--workspace", str(ws.root), "--prompt", "a dog", "--steps", "1",
+                 "--block", BLOCK, "--feature", "0=4", "--region", "0,0,300,300",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert np.asarray(Image.open(out)).shape[:2] == (512, 512)
