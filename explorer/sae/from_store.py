@@ -141,11 +141,15 @@ def train_from_store(store_path, block: str, out: Path, settings: StoreTrainConf
     with Store.open(store_path) as store:
         _check_block(store, store_path, block, s.branch)
         samples = train_samples(store.n_samples)
+        note = None
         if s.batch_size is None:
-            s = replace(s, batch_size=_auto_batch(store, block, s, samples, progress))
+            batch, note = _auto_batch(store, block, s, samples)
+            s = replace(s, batch_size=batch)
         # Every SAE's settings are checked before the first one trains: a mistake found half
         # way would leave some SAEs written and others not.
         plan = _plan(store, store_path, block, out, s, samples, progress)
+        if note and plan and progress:
+            print(note, file=sys.stderr)  # once the settings stand: a refusal stays one line
         return [_train_planned(store, block, p, s, samples, progress) for p in plan]
 
 
@@ -162,18 +166,15 @@ def _groups(store, s: StoreTrainConfig) -> list[list[int]]:
     return [chosen] if s.shared else [[step] for step in chosen]
 
 
-def _auto_batch(store, block: str, s: StoreTrainConfig, samples: list[int],
-                progress: bool) -> int:
+def _auto_batch(store, block: str, s: StoreTrainConfig, samples: list[int]) -> tuple[int, str]:
     """One batch for every SAE of the run (so the steps' SAEs train alike, and a resumed run
-    picks the one the killed run had): the automatic batch of the step with fewest tokens."""
+    picks the one the killed run had): the automatic batch of the step with fewest tokens, and
+    the line that says so."""
     available = min(store.n_tokens(block, group, samples) for group in _groups(store, s))
     batch = auto_batch_size(available)
-    if progress:
-        why = ("" if batch == DEFAULT_BATCH else
-               f": {available:,} training tokens per SAE, fewer than {DEFAULT_BATCH:,}")
-        print(f"{block}: batch size {batch:,} (automatic{why}; --batch-size sets one)",
-              file=sys.stderr)
-    return batch
+    why = ("" if batch == DEFAULT_BATCH else
+           f": {available:,} training tokens per SAE, fewer than {DEFAULT_BATCH:,}")
+    return batch, f"{block}: batch size {batch:,} (automatic{why}; --batch-size sets one)"
 
 
 def _plan(store, store_path, block: str, out: Path, s: StoreTrainConfig, samples: list[int],
