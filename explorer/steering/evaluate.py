@@ -55,7 +55,10 @@ def check_shapes_world(model_path) -> None:
                 data = json.loads((plan.folder / "tokenizer" / name).read_text())
             except (OSError, ValueError):
                 continue
-            found = data.get("model", {}).get("vocab") if name == "tokenizer.json" else data
+            if name == "tokenizer.json":
+                data = data.get("model") if isinstance(data, dict) else None
+                data = data.get("vocab") if isinstance(data, dict) else None
+            found = data
             if isinstance(found, dict):
                 vocab = found
                 break

@@ -105,6 +105,9 @@ def test_a_real_tokenizer_at_the_shapes_size_is_refused_too(tmp_path):
     folder = _sd1_folder(tmp_path / "sd1-64px", sample_size=8)
     with pytest.raises(UserError, match=r"has no word-level tokenizer holding the shapes world"):
         check_shapes_world(folder)
+    (folder / "tokenizer" / "tokenizer.json").write_text("[1, 2]")  # not a tokenizer: no crash
+    with pytest.raises(UserError, match=r"has no word-level tokenizer holding the shapes world"):
+        check_shapes_world(folder)
     check_shapes_world("bundled")
     check_shapes_world(random_pipeline(tmp_path / "shapes", channels=(32, 64)))
 
