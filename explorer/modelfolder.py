@@ -84,3 +84,33 @@ def read_defaults(folder: Path, kind: str) -> dict:
             raise ModelLoadError(f"{settings}: expected a JSON object of generation defaults")
         defaults.update(extra)
     return defaults
+
+
+def unet_sample_size(unet: dict, kind: str) -> int | None:
+    """The latent side the loaded pipeline will use, from the UNet's config.json: its
+    `sample_size`, except where diffusers' StableDiffusionPipeline raises it to 64 as it loads
+    (configs written before diffusers 0.9.0 said 32 for SD 1.x's 64, and the pipeline takes a
+    smaller one in such a config for that mistake: see its `is_unet_version_less_0_9_0`). The
+    engine reads the value after that fix; this is how a check made before the load gets the
+    same number. None where the config gives no square size."""
+    size = unet.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return None
+    if kind == "sd" and size < 64 and _older_than_0_9(unet.get("_diffusers_version")):
+        return 64
+    return size
+
+
+def _older_than_0_9(written_by) -> bool:
+    """diffusers' own test: the base version of the config's `_diffusers_version` is below
+    0.9.0.dev0 (so 0.9.0.dev0 itself is not). A config without one, or with one that is not a
+    version, is left as it is (the load decides)."""
+    from packaging.version import InvalidVersion, Version
+
+    if not isinstance(written_by, str):
+        return False
+    try:
+        return Version(Version(written_by).base_version) < Version("0.9.0.dev0")
+    except InvalidVersion:
+        return False
+

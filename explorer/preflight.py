@@ -122,7 +122,7 @@ def _config(path: Path) -> dict | None:
 def read_model(path: str | Path) -> ModelPlan:
     """A model folder's plan from its JSON files: the same one-line errors as `load_model` for
     a folder that is missing or not a pipeline, in a fraction of a second."""
-    from explorer.modelfolder import inspect_folder, read_defaults
+    from explorer.modelfolder import inspect_folder, read_defaults, unet_sample_size
 
     folder, kind = inspect_folder(path)
     defaults = read_defaults(folder, kind)
@@ -132,8 +132,9 @@ def read_model(path: str | Path) -> ModelPlan:
     if blocks is not None:
         defaults["blocks"] = [b for b in defaults["blocks"] if b in blocks] or blocks[:1]
     resolution = None
-    if unet.get("sample_size") and vae.get("block_out_channels"):
-        resolution = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    latent = unet_sample_size(unet, kind)
+    if latent and vae.get("block_out_channels"):
+        resolution = latent * 2 ** (len(vae["block_out_channels"]) - 1)
     return ModelPlan(folder, kind, defaults, blocks, resolution)
 
 

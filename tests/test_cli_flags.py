@@ -80,14 +80,28 @@ def test_sae_train_defaults_are_store_train_config_and_agree_with_the_trainer():
     args = build_parser().parse_args(["train", "--block", "b", "--store", "s", "--out", "o"])
     assert StoreTrainConfig(**config_kwargs(args, StoreTrainConfig)) == StoreTrainConfig()
     # Fields both configs have: the same default, except the dead-latent window (StoreTrainConfig
-    # says why), k (which TrainerConfig requires), the device (None: chosen at run time) and
-    # `steps`, which names the store's steps to train on here and records them there.
+    # says why), k (which TrainerConfig requires), the device and the batch (None: chosen at run
+    # time) and `steps`, which names the store's steps to train on here and records them there.
     trainer = {f.name: f for f in dataclasses.fields(TrainerConfig)}
     shared = [f.name for f in dataclasses.fields(StoreTrainConfig) if f.name in trainer]
     assert set(shared) >= {"batch_size", "lr", "batch_topk", "seed", "dead_tokens"}
     differ = {name for name in shared
               if field_default(StoreTrainConfig, name) != field_default(TrainerConfig, name)}
-    assert differ == {"dead_tokens", "k", "device", "steps"}
+    assert differ == {"dead_tokens", "k", "device", "steps", "batch_size"}
+    # The automatic batch of a store that fills one is the trainer's own default.
+    from explorer.sae.from_store import DEFAULT_BATCH, auto_batch_size
+
+    assert field_default(StoreTrainConfig, "batch_size") is None
+    assert auto_batch_size(10**7) == DEFAULT_BATCH == field_default(TrainerConfig, "batch_size")
+
+
+def test_an_automatic_default_says_auto_in_help():
+    """A field whose default is chosen at run time (None) shows "auto" in --help, not None."""
+    train = dict(_subparsers(build_parser()))[("train",)]
+    (action,) = [a for a in train._actions if a.dest == "batch_size"]
+    assert action.default is None and "default auto" in action.help
+    text = " ".join(train.format_help().split())
+    assert "default auto: 4096" in text and "default None" not in text
 
 
 def _fake_collection(monkeypatch):

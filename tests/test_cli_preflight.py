@@ -78,3 +78,72 @@ def test_the_write_probe_leaves_nothing_and_names_the_path_given(tmp_path):
     if os.path.isdir("/sys/kernel"):
         with pytest.raises(UserError, match=r"^/sys/explorer-test/g.png: cannot write into /sys: "):
             check_writable_file("/sys/explorer-test/g.png")
+
+
+def _pipeline_sample_size(kind: str, unet_config: dict) -> int:
+    """What diffusers' own pipeline makes of a UNet config's sample_size as it is built."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config(unet_config)
+    if kind == "sdxl":
+        pipe = StableDiffusionXLPipeline(vae=None, text_encoder=None, text_encoder_2=None,
+                                         tokenizer=None, tokenizer_2=None, unet=unet,
+                                         scheduler=None)
+    else:
+        pipe = StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet,
+                                       scheduler=None, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+    return pipe.unet.config.sample_size
+
+
+@pytest.mark.filterwarnings("ignore:The configuration file of the unet:FutureWarning")
+@pytest.mark.parametrize(("kind", "size", "version"), [
+    ("sd", 32, "0.6.0"),         # SD 1.x configs of the first diffusers releases: raised to 64
+    ("sd", 8, "0.8.1"),
+    ("sd", 32, "0.9.0.dev0"),    # the first version diffusers trusts
+    ("sd", 32, "0.30.0"),
+    ("sd", 32, None),            # no version written: left alone
+    ("sd", 32, "not a version"),
+    ("sd", 96, "0.6.0"),         # only smaller than 64 is taken for the mistake
+    ("sdxl", 32, "0.6.0"),       # the SDXL pipeline has no such fix
+])
+def test_the_latent_size_before_the_load_is_the_one_the_pipeline_sets(kind, size, version):
+    from explorer.modelfolder import unet_sample_size
+
+    config = dict(sample_size=size, block_out_channels=(8,), down_block_types=("DownBlock2D",),
+                  up_block_types=("UpBlock2D",), norm_num_groups=8, layers_per_block=1,
+                  cross_attention_dim=8, mid_block_type=None)
+    if version is not None:
+        config["_diffusers_version"] = version
+    try:
+        expected = _pipeline_sample_size(kind, config)
+    except ValueError:  # InvalidVersion: the load fails, and says so itself
+        assert version == "not a version"
+        expected = size
+    assert unet_sample_size(config, kind) == expected
+
+
+@pytest.mark.filterwarnings("ignore:The configuration file of the unet:FutureWarning")
+def test_an_old_sd1_config_plans_the_image_size_the_engine_makes(tmp_path):
+    """A UNet config written before diffusers 0.9.0 with a sample_size under 64 (SD 1.x's first
+    configs said 32): the pipeline generates at 64 latents, and the plan says so."""
+    import importlib.util
+    from pathlib import Path
+
+    from explorer.engine import generate, load_model
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_sd14_folder",
+                                                  root / "scripts" / "make_sd14_folder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = script.write_folder(tmp_path / "old-sd1", tiny=True,
+                                 tokenizer_files=root / "tests" / "fixtures" / "clip_bpe")
+    path = folder / "unet" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sample_size": 8,
+                                "_diffusers_version": "0.6.0"}))
+
+    plan = read_model(folder)
+    model = load_model(folder, device="cpu")
+    image = generate(model, ["a cat"], [0], steps=1, guidance=1.5).images[0]
+    assert plan.resolution == model.resolution == image.shape[0] == image.shape[1] == 512

@@ -53,6 +53,9 @@ class Model:
 
     @property
     def resolution(self) -> int:
+        # The UNet's config as the pipeline left it: an SD 1.x config older than diffusers 0.9
+        # has had its sample_size raised to 64 by now (modelfolder.unet_sample_size, which the
+        # checks before a load use, gives the same number).
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
     @property

@@ -174,8 +174,11 @@ class StoreTrainConfig:
         "number of latents (default 4·d_in)", type=nonnegative_int))
     k: int = field(default=8, metadata=flag(
         "active latents per token, at most --latents (default %(default)s)", type=positive_int))
-    batch_size: int = field(default=4096, metadata=flag(
-        "tokens per step (default %(default)s)", type=positive_int))
+    # None: chosen from the store (`auto_batch_size` in explorer/sae/from_store.py), so that
+    # a store of a handful of prompts trains without a flag; a given size is kept exactly.
+    batch_size: int | None = field(default=None, metadata=flag(
+        "tokens per step (default auto: 4096, or on a store with fewer training tokens the "
+        "largest power of two up to a quarter of them, at least 16)", type=positive_int))
     lr: float | None = field(default=None, metadata=flag(
         "Adam learning rate (default: 1.2e-3·sqrt(16384 / latents), the width rule measured "
         "best per token in docs/sae.md; the paper's is 1e-4)", type=positive_float))

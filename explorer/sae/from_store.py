@@ -20,6 +20,23 @@ from explorer.sae.config import StoreTrainConfig
 from explorer.sae.split import HOLDOUT_EVERY, split_samples
 
 FEW_STEPS = 50  # fewer optimiser steps than this and `explorer train` warns
+# The batch `explorer train` uses when none is given and the store has that many tokens; a
+# smaller store gets a smaller one (`auto_batch_size`).
+DEFAULT_BATCH = 4096
+MIN_AUTO_BATCH = 16
+
+
+def auto_batch_size(available: int) -> int:
+    """The batch for an SAE with `available` training tokens when none is asked for: 4096, or
+    on a smaller store the largest power of two up to a quarter of them (at least four batches
+    an epoch, so a shuffled pass is more than one full-data step), at least 16 where the store
+    holds that many. docs/sae.md: at the same number of steps, batch 1024 trains as well as
+    4096, so a default run's 200 steps are what matter, not the batch."""
+    available = int(available)
+    if available >= DEFAULT_BATCH:
+        return DEFAULT_BATCH
+    batch = 1 << max(0, (available // 4).bit_length() - 1)
+    return max(batch, min(MIN_AUTO_BATCH, 1 << max(0, available.bit_length() - 1)))
 
 
 def parse_steps(spec: str, store) -> list[int]:
@@ -124,9 +141,15 @@ def train_from_store(store_path, block: str, out: Path, settings: StoreTrainConf
     with Store.open(store_path) as store:
         _check_block(store, store_path, block, s.branch)
         samples = train_samples(store.n_samples)
+        note = None
+        if s.batch_size is None:
+            batch, note = _auto_batch(store, block, s, samples)
+            s = replace(s, batch_size=batch)
         # Every SAE's settings are checked before the first one trains: a mistake found half
         # way would leave some SAEs written and others not.
         plan = _plan(store, store_path, block, out, s, samples, progress)
+        if note and plan and progress:
+            print(note, file=sys.stderr)  # once the settings stand: a refusal stays one line
         return [_train_planned(store, block, p, s, samples, progress) for p in plan]
 
 
@@ -137,13 +160,29 @@ def _check_block(store, store_path, block: str, branch: str) -> None:
         raise UserError(f"store {store_path} has no {branch!r} branch; it has {', '.join(store.branches)}")
 
 
+def _groups(store, s: StoreTrainConfig) -> list[list[int]]:
+    """The store steps of each SAE to train: one group per step, or one shared group."""
+    chosen = parse_steps(s.steps, store)
+    return [chosen] if s.shared else [[step] for step in chosen]
+
+
+def _auto_batch(store, block: str, s: StoreTrainConfig, samples: list[int]) -> tuple[int, str]:
+    """One batch for every SAE of the run (so the steps' SAEs train alike, and a resumed run
+    picks the one the killed run had): the automatic batch of the step with fewest tokens, and
+    the line that says so."""
+    available = min(store.n_tokens(block, group, samples) for group in _groups(store, s))
+    batch = auto_batch_size(available)
+    why = ("" if batch == DEFAULT_BATCH else
+           f": {available:,} training tokens per SAE, fewer than {DEFAULT_BATCH:,}")
+    return batch, f"{block}: batch size {batch:,} (automatic{why}; --batch-size sets one)"
+
+
 def _plan(store, store_path, block: str, out: Path, s: StoreTrainConfig, samples: list[int],
           progress: bool) -> list[_Planned]:
     """The SAEs to train, every setting checked; finished ones skipped under `resume`."""
     from explorer.sae.train import default_tokens  # here: `--help` must not load torch
 
-    chosen = parse_steps(s.steps, store)
-    groups = [chosen] if s.shared else [[step] for step in chosen]
+    groups = _groups(store, s)
     d_in = store.geometry(block)[2]
     device = resolve_train_device(s.device)
     plan = []
@@ -162,6 +201,9 @@ def _plan(store, store_path, block: str, out: Path, s: StoreTrainConfig, samples
             if progress:
                 print(f"{block}/{name}: already trained, left as it is", file=sys.stderr)
             continue
+        if not available:
+            raise UserError(f"store {store_path}: {block} holds no training tokens at "
+                            f"t = {store.t[group[0]]:.2f}")
         if available < s.batch_size:
             raise UserError(f"store {store_path}: {block} holds {available:,} training tokens at "
                             f"t = {store.t[group[0]]:.2f}, fewer than one batch of {s.batch_size:,}; "

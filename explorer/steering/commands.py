@@ -61,19 +61,66 @@ def _plan_steer(args) -> _SteerPlan:
     if args.mode not in MODES:
         raise UserError(f"unknown mode {args.mode!r}; expected one of {', '.join(MODES)}")
     feats = tuple(parse_feature(f) for f in args.feature or ())
-    for f in feats:
-        check_strength(f.strength, args.mode)  # NaN/inf refused before the model loads
+    words = [parse_words(w) for w in args.words or ()]
+    for strength in [f.strength for f in feats] + [s for _, s in words]:
+        check_strength(strength, args.mode)  # NaN/inf refused before the model loads
     window = parse_window(args.window)
     plan = read_model(args.model or ws.model)
     steps = int(plan.steps if args.steps is None else args.steps)
     window.check(steps)
     entry, block = _steer_sae(ws, args, window, steps)
+    if words:
+        feats = _with_word_features(feats, entry, words)
     # A region in pixels needs the image size; a config that does not give it waits for the load.
     region = parse_rect(args.region, plan.resolution) if args.region and plan.resolution else None
     d_sae = sae_latents(entry.path)
     validate(Intervention(block, feats, args.mode, region, window, args.branches), d_sae)
     check_writable_file(args.out)
     return _SteerPlan(ws, entry, block, feats, window, steps, region)
+
+
+def parse_words(text: str) -> tuple[list[str], float]:
+    """ "WORDS=STRENGTH" (e.g. "red square=8") → (the words, the strength)."""
+    words, sep, strength = str(text).rpartition("=")
+    words = [w for w in words.replace(",", " ").lower().split() if w]
+    if not sep or not words:
+        raise UserError(f"--words {text!r}: expected WORDS=STRENGTH, e.g. \"red square=8\"")
+    try:
+        return words, float(strength)
+    except ValueError:
+        raise UserError(f"--words {text!r}: the strength {strength.strip()!r} is not a "
+                        "number") from None
+
+
+def _with_word_features(feats: tuple, entry, words: list) -> tuple:
+    """`feats` and, per --words, the features the SAE's concept dictionary labels with all of
+    those words (the app's Add by words), at that strength; says which features and which
+    ground truth the dictionary was made against. A feature given by --feature keeps its own
+    strength."""
+    from explorer.analysis.reader import FeatureIndex
+    from explorer.steering.features import features_for_all_words
+    from explorer.steering.interventions import FeatureEdit
+
+    table = truth = None
+    if entry.index_path.is_file():
+        with FeatureIndex.open(entry.index_path) as idx:
+            table, truth = idx.label_dictionary
+    if table is None:
+        raise UserError(f"--words: SAE {entry.id} has no concept dictionary yet (build its index "
+                        "with `explorer index`; a store without masks also needs `explorer "
+                        "evaluate`, which names features from cross-attention)")
+    out = list(feats)
+    for group, strength in words:
+        found, unknown = features_for_all_words(table, group)
+        if unknown or not found:
+            joined = " or ".join(unknown) if unknown else " and ".join(group) + " together"
+            raise UserError(f"--words: no feature of {entry.id} is labelled {joined} "
+                            f"(dictionary against {truth})")
+        print(f"note: {' '.join(group)}: feature(s) {', '.join(map(str, found))} of {entry.id} "
+              f"(labelled against {truth})", file=sys.stderr)
+        given = {f.feature for f in out}
+        out += [FeatureEdit(f, strength) for f in found if f not in given]
+    return tuple(out)
 
 
 def _steer_sae(ws, args, window, steps: int):
@@ -223,6 +270,14 @@ def _register_steer(sub) -> None:
         metavar="ID=STRENGTH",
         help="a feature and its strength (repeatable): β for spatial/global, a multiple of the "
         "mean activation for add, the fraction removed for ablate; 0 leaves it alone",
+    )
+    p.add_argument(
+        "--words",
+        action="append",
+        metavar="WORDS=STRENGTH",
+        help="the features the SAE's concept dictionary labels with all these words (repeatable; "
+        "e.g. \"red square=8\"), at this strength: its index's dictionary, or for a store "
+        "without masks the one `explorer evaluate` made from cross-attention",
     )
     p.add_argument("--mode", default="spatial", choices=["spatial", "global", "add", "ablate"],
                    help="how features are edited (default spatial; see docs/steering.md)")

@@ -32,6 +32,47 @@ LPIPS_NOTE = (
 )
 
 
+def check_shapes_world(model_path) -> None:
+    """Refuse, in one line and before a model loads, a model the protocol cannot score: the
+    shapes checker reads objects, colours and backgrounds in the shapes world's 64-px images,
+    and the test prompts are that world's captions. A model of the shapes world (the bundled
+    one, one `explorer shapes train` made, or a random one of its architecture) makes images of
+    that size and has a word-level tokenizer holding every word of the world; a real model
+    (SD 1.x: CLIP's BPE vocabulary, 512 px) has neither."""
+    import json
+
+    from explorer.preflight import read_model
+    from explorer.shapes.world import RESOLUTION, vocabulary
+
+    plan = read_model(model_path)
+    why = None
+    if plan.resolution is not None and plan.resolution != RESOLUTION:
+        why = f"makes {plan.resolution}-px images"
+    else:
+        vocab = {}
+        for name in ("tokenizer.json", "vocab.json"):
+            try:
+                data = json.loads((plan.folder / "tokenizer" / name).read_text())
+            except (OSError, ValueError):
+                continue
+            if name == "tokenizer.json":
+                data = data.get("model") if isinstance(data, dict) else None
+                data = data.get("vocab") if isinstance(data, dict) else None
+            found = data
+            if isinstance(found, dict):
+                vocab = found
+                break
+        missing = [w for w in vocabulary() if w not in vocab]
+        if missing:
+            why = f"has no word-level tokenizer holding the shapes world's words ({missing[0]!r})"
+    if why:
+        raise UserError(
+            f"evaluate-interventions needs the bundled shapes model (or one `explorer shapes "
+            f"train` made): the shapes checker scores its edits, and {plan.folder} {why}; "
+            "steer this model with `explorer steer` or the app's Steer page"
+        )
+
+
 @dataclass(frozen=True)
 class Case:
     scene: object  # explorer.shapes.world.Scene with one object
@@ -393,13 +434,14 @@ def evaluate_interventions(
     if not all(np.isfinite(x) and x > 0 for x in scales):
         raise UserError(f"β scales must be positive and finite, got {list(beta_scales)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+    check_shapes_world(model_path or ws.model)
     t0 = time.time()
     plan = _Plan.load(ws, model_path, device, steps=steps, guidance=guidance, block=block, n=n,
                       n_label=n_label, batch_size=batch_size, placed=placed, styled=styled,
                       say=progress or (lambda msg: None))
     notes: list[str] = []
     stage_saes = _stage_saes(plan, notes)
-    labels = _stage_labels(plan, stage_saes)
+    labels = _stage_labels(plan, stage_saes, notes)
     unedited = _unedited(plan)
     report = InterventionReport(plan.model.name, block, plan.steps, plan.guidance, n, n_label, 0.0,
                                 notes=notes, placed=placed, styled=styled)
@@ -470,15 +512,22 @@ def _stage_saes(plan: _Plan, notes: list[str]) -> dict[str, tuple]:
     return stage_saes
 
 
-def _stage_labels(plan: _Plan, stage_saes: dict[str, tuple]) -> dict:
-    """stage → its dictionary: the SAE's index's where there is one, else built on the fly."""
+def _stage_labels(plan: _Plan, stage_saes: dict[str, tuple], notes: list[str]) -> dict:
+    """stage → its dictionary: the SAE's index's where it was made against masks, else built
+    on the fly against the checker's exact masks. An index whose only dictionary is against
+    cross-attention pseudo-masks (a store collected without masks) is passed over, with a
+    note: the evaluation scores against exact truth, which the shapes world always has."""
+    from explorer.analysis.truth import PSEUDO
     from explorer.shapes.world import Scene
     from explorer.steering.features import label_stages, labels_from_index
 
     labels = {}
     for stage, (entry, _) in stage_saes.items():
         found = labels_from_index(entry, stage)
-        if found is not None:
+        if found is not None and found.ground_truth == PSEUDO:
+            notes.append(f"{stage}: the index of {entry.id} names features against {PSEUDO}; "
+                         "its dictionary was built on the fly against exact masks instead")
+        elif found is not None:
             labels[stage] = found
     missing = {s: v for s, v in stage_saes.items() if s not in labels}
     if missing:
@@ -625,7 +674,8 @@ def _stage_record(run: _StageRun, beta_s: float, beta_g: float) -> dict:
     return {
         "sae": entry.id,
         "sae_t": entry.t,
-        "dictionary_source": f"{lab.source} ({lab.n_images} images, step {lab.step})",
+        "dictionary_source": lab.describe(),
+        "dictionary_truth": lab.ground_truth,
         "mean_code_norm": lab.mean_code_norm,
         "beta_spatial": beta_s,
         "beta_global": beta_g,

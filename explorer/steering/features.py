@@ -74,11 +74,13 @@ def features_for_all_words(dictionary, words: Sequence[str], limit: int = 8
     return holders[:limit], []
 
 
-def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) -> dict[int, str]:
+def words_evidence(dictionary, features: Sequence[int], words: Sequence[str],
+                   ground_truth: str | None = None) -> dict[int, str]:
     """Why `features_for_words` picked each of `features`: the typed words among its concept
-    labels and how many object masks it matched ("square (1 dictionary match)"); features
-    holding none of the words are left out. A feature picked on one match can carry an
-    unrelated provisional name (say "≈ yellow", from prompt words); this is the evidence the
+    labels and how many object masks it matched ("square (1 dictionary match)", or with the
+    dictionary's `ground_truth` "square (1 match against cross-attention pseudo-masks)");
+    features holding none of the words are left out. A feature picked on one match can carry
+    an unrelated provisional name (say "≈ yellow", from prompt words); this is the evidence the
     pick actually rests on."""
     concepts = dictionary.concepts()
     out = {}
@@ -86,7 +88,9 @@ def words_evidence(dictionary, features: Sequence[int], words: Sequence[str]) ->
         held = [w for w in words if w in concepts[f]]
         if held:
             n = int(dictionary.n_matches[f])
-            out[f] = f"{' '.join(held)} ({n} dictionary match{'' if n == 1 else 'es'})"
+            matches = f"match{'' if n == 1 else 'es'}"
+            source = f"{matches} against {ground_truth}" if ground_truth else f"dictionary {matches}"
+            out[f] = f"{' '.join(held)} ({n} {source})"
     return out
 
 
@@ -102,6 +106,15 @@ class StageLabels:
     stats: FeatureStats
     n_images: int
     source: str = "on the fly"  # or "index"
+    # What the dictionary's matches were scored against (explorer.analysis.truth's names): the
+    # shapes checker's exact masks on the fly; an index's own masks, or the cross-attention
+    # pseudo-masks `explorer evaluate` made for a store without masks.
+    ground_truth: str = "exact masks"
+
+    def describe(self) -> str:
+        """Where the labels come from, for a report: "index, cross-attention pseudo-masks
+        (64 images, step 2)"."""
+        return f"{self.source}, {self.ground_truth} ({self.n_images} images, step {self.step})"
 
     def features_for_words(self, words: Sequence[str], max_per_word: int = 8) -> list[int]:
         """See the module-level `features_for_words`."""
@@ -247,8 +260,11 @@ def stats_from_store(store, entry, sae, max_samples: int = 64) -> FeatureStats:
 
 
 def labels_from_index(entry, stage: str, max_samples: int = 64) -> StageLabels | None:
-    """The stage's labels from the workspace index of `entry`, or None if it has no usable one
-    (not built, being built, or built without ground truth)."""
+    """The stage's labels from the workspace index of `entry`: the dictionary that names its
+    features (`FeatureIndex.label_dictionary`: the index's own, against exact or user masks,
+    else the one `explorer evaluate` made against cross-attention pseudo-masks for a store
+    without masks), its ground truth in `ground_truth`. None if there is no usable one (no
+    index, one being built, or neither dictionary yet)."""
     if not entry.index_path.is_file():
         return None
     from explorer.analysis.reader import FeatureIndex
@@ -257,7 +273,7 @@ def labels_from_index(entry, stage: str, max_samples: int = 64) -> StageLabels |
 
     try:
         with FeatureIndex.open(entry.index_path) as idx:
-            table = idx.dictionary_table
+            table, truth = idx.label_dictionary
             if table is None:
                 return None
             n = min(idx.n_samples, max_samples)
@@ -279,4 +295,5 @@ def labels_from_index(entry, stage: str, max_samples: int = 64) -> StageLabels |
         stats=stats,
         n_images=n_images,
         source="index",
+        ground_truth=truth,
     )

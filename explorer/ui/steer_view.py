@@ -408,7 +408,7 @@ class SteerView(RequestView):
         words = self._typed_words()
         if not words or self.entry is None:
             return []
-        table = self._dictionary_table()
+        table, truth = self._dictionary_table()
         if table is None:
             self.warnings.setText(
                 f"{self.entry.id} has no concept dictionary yet (no index, or a store without "
@@ -419,15 +419,15 @@ class SteerView(RequestView):
         feats, unknown = features_for_all_words(table, words)
         if unknown or not feats:
             joined = " or ".join(unknown) if unknown else f"{' and '.join(words)} together"
-            self.warnings.setText(f"no feature of {self.entry.id} is labelled {joined}: "
-                                  "nothing added")
+            self.warnings.setText(f"no feature of {self.entry.id} is labelled {joined} "
+                                  f"(dictionary against {truth}): nothing added")
             return []
         self.warnings.setText("")
-        evidence = words_evidence(table, feats, words)
+        evidence = words_evidence(table, feats, words, truth)
         for f in feats:
             self.add(f, self._name_by_words(f, evidence))
-        self.status.emit(f"added {len(feats)} feature(s) labelled {' '.join(words)}; "
-                         "Generate steers them")
+        self.status.emit(f"added {len(feats)} feature(s) labelled {' '.join(words)} against "
+                         f"{truth}; Generate steers them")
         return feats
 
     def _typed_words(self) -> list[str]:
@@ -445,18 +445,19 @@ class SteerView(RequestView):
         return label
 
     def _dictionary_table(self):
-        """The steered SAE's concept dictionary: the index's own (masks), else the one Evaluate
-        made from cross-attention pseudo-masks; None when neither exists or it is unreadable."""
+        """(the steered SAE's concept dictionary, its ground truth): the index's own (masks),
+        else the one Evaluate made from cross-attention pseudo-masks; (None, None) when neither
+        exists or it is unreadable."""
         from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
 
         if not self.entry.index_path.is_file():
-            return None
+            return None, None
         try:
             with FeatureIndex.open(self.entry.index_path) as idx:
-                return idx.label_dictionary[0]
+                return idx.label_dictionary
         except (UserError, OSError):
-            return None
+            return None, None
 
     # --- window and region ------------------------------------------------------------------
     def window_spec(self) -> str:

@@ -179,3 +179,49 @@ def test_a_run_given_no_token_budget_takes_enough_steps(tiny_workspace, tmp_path
     (folder,) = [p.parent for p in (tmp_path / "short").glob("*/cfg.json")]
     assert json.loads((folder / "cfg.json").read_text())["stats"]["steps"] == 3
     assert "warning:" in err and "only 3 optimiser steps" in err
+
+
+def test_auto_batch_size_rule():
+    from explorer.sae.from_store import auto_batch_size
+
+    # 4096 wherever the store fills it; below, a power of two up to a quarter, at least 16.
+    assert [auto_batch_size(n) for n in (10**6, 4096, 4095, 768, 128, 96, 64, 16, 9, 1)] == [
+        4096, 4096, 512, 128, 32, 16, 16, 16, 8, 1]
+    for n in range(1, 5000):
+        b = auto_batch_size(n)
+        assert b & (b - 1) == 0 and b <= n  # a power of two that one epoch fills
+        assert b == 4096 or (b <= max(n // 4, 16) and (b >= 16 or b * 2 > n))
+
+
+def test_train_without_batch_size_fits_the_batch_to_a_small_store(tiny_workspace, tmp_path,
+                                                                   capsys):
+    """A store of a handful of prompts trains with no --batch-size (4096 would be more tokens
+    than it holds); the chosen batch is said once. A given --batch-size is kept exactly, and a
+    too-large one is still refused."""
+    from explorer.sae.from_store import auto_batch_size
+
+    store = Workspace.open(tiny_workspace).store_path
+    with Store.open(store) as st:
+        samples = train_samples(st.n_samples)
+        available = min(st.n_tokens(BLOCK, [st.step_for_t(t)], samples) for t in (1.0, 0.0))
+    assert available < 4096  # the case this test is about
+    batch = auto_batch_size(available)
+    base = ["train", "--store", str(store), "--block", BLOCK, "--steps", "t=1.0,0.0",
+            "--latents", "32", "--k", "4", "--tokens", str(batch * 3)]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"batch size {batch:,} (automatic: {available:,} training tokens") == 1
+    folders = sorted(p.parent for p in (tmp_path / "auto").glob("*/cfg.json"))
+    assert len(folders) == 2
+    for f in folders:
+        stats = json.loads((f / "cfg.json").read_text())["stats"]
+        assert stats["batch_size"] == batch and stats["steps"] == 3
+
+    explicit = batch // 2
+    assert main([*base, "--batch-size", str(explicit), "--out", str(tmp_path / "given")]) == 0
+    assert "automatic" not in capsys.readouterr().err
+    for f in (tmp_path / "given").glob("*/cfg.json"):
+        assert json.loads(f.read_text())["stats"]["batch_size"] == explicit
+    assert _exit_code([*base, "--batch-size", "4096", "--out", str(tmp_path / "big")]) == 2
+    assert "fewer than one batch of 4,096" in capsys.readouterr().err

@@ -81,6 +81,10 @@ def test_words_select_features_that_hold_them():
         1: "red circle (2 dictionary matches)", 2: "circle (3 dictionary matches)"}
     assert words_evidence(lab.dictionary, [1], ["red"]) == {1: "red (2 dictionary matches)"}
     assert words_evidence(lab.dictionary, [0], ["red"]) == {}
+    # Given the dictionary's ground truth, the evidence names it.
+    assert words_evidence(lab.dictionary, [1, 2], ["circle"], "cross-attention pseudo-masks") == {
+        1: "circle (2 matches against cross-attention pseudo-masks)",
+        2: "circle (3 matches against cross-attention pseudo-masks)"}
     assert lab.feature_for_label("striped") == 3
     assert lab.feature_for_label("dotted") is None
 

@@ -330,7 +330,7 @@ def test_add_by_words_adds_the_dictionary_features_of_those_words(
 
     monkeypatch.setattr(features_mod, "features_for_all_words", lookup)
     monkeypatch.setattr(features_mod, "words_evidence",
-                        lambda table, feats, words: {2: "square (1 dictionary match)"})
+                        lambda table, feats, words, truth: {2: "square (1 dictionary match)"})
     # A name from prompt words alone gives way to the dictionary evidence; a real name stays.
     steer.labels = {2: "≈ yellow", 5: "large red circle"}
     steer.words.setText("Red, square")

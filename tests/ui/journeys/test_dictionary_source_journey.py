@@ -153,6 +153,8 @@ def test_a_mask_free_store_says_run_evaluate_then_names_features_from_pseudo_mas
     qtbot.keyClicks(steer.words, WORD)
     qtbot.mouseClick(steer.add_words, Qt.MouseButton.LeftButton)
     assert feature in [r.feature for r in steer.rows], steer.warnings.text()
+    # ...and says which ground truth the words were matched against.
+    assert f"labelled {WORD} against {PSEUDO}" in window.statusBar().currentMessage()
 
 
 def test_a_store_with_masks_names_them_as_the_dictionary_source(qtbot, window, tiny_workspace):
