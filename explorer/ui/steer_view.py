@@ -70,7 +70,7 @@ DEFAULT_RECT = (0.25, 0.25, 0.75, 0.75)  # x0, y0, x1, y1 in image fractions
 DIFF_GAIN = 4.0
 # The controls' column is never wider than this (px), however much width the pictures leave.
 SIDE_MAX = 380
-# The feature table shows this many rows at most; more scroll inside it.
+# The feature table is this many rows tall; more scroll inside it.
 TABLE_ROWS = 4
 
 
@@ -217,6 +217,7 @@ class SteerView(RequestView):
         self.summary.setFrameShape(QTextBrowser.Shape.NoFrame)
         self.summary.viewport().setAutoFillBackground(False)
         self.summary.setMinimumHeight(80)
+        self.summary.setHtml("<i>Add features, then Generate: the edit is described here.</i>")
         self.summary.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
     def _build_side(self) -> QScrollArea:
@@ -370,12 +371,11 @@ class SteerView(RequestView):
         self.controls.setMaximumWidth(int(np.clip(spare, self._side_min, SIDE_MAX)))
 
     def _fit_table(self) -> None:
-        """As tall as its rows (one at least, TABLE_ROWS at most), so that the rows under it
-        do not wait below empty space."""
+        """Exactly TABLE_ROWS rows tall, however many are listed: a table that grew with its
+        rows moved the Add button out from under the pointer after each click."""
         t = self.table
-        shown = min(max(t.rowCount(), 1), TABLE_ROWS)
         height = (t.horizontalHeader().sizeHint().height()
-                  + shown * t.verticalHeader().defaultSectionSize() + 2 * t.frameWidth())
+                  + TABLE_ROWS * t.verticalHeader().defaultSectionSize() + 2 * t.frameWidth())
         t.setFixedHeight(height)
 
     # --- inputs from the main window ------------------------------------------------------------
@@ -409,7 +409,6 @@ class SteerView(RequestView):
         if changed:
             self.table.setRowCount(0)
             self.rows = []
-            self._fit_table()
 
     def set_selected_feature(self, feature: int | None, label: str = "") -> None:
         self.selected_feature = feature
@@ -440,14 +439,12 @@ class SteerView(RequestView):
         self.table.setCellWidget(r, 3, row.remove)
         row.remove.clicked.connect(lambda _=False, rw=row: self._remove(rw))
         self.rows.append(row)
-        self._fit_table()
         return row
 
     def _remove(self, row: FeatureRow) -> None:
         r = self.rows.index(row)
         self.rows.pop(r)
         self.table.removeRow(r)
-        self._fit_table()
 
     def _add_selected(self) -> None:
         if self.selected_feature is not None:

@@ -501,9 +501,12 @@ def test_the_whole_column_and_the_feature_names_show_without_scrolling(
     _name_feature(qtbot, window, "red")
     steer = _steer_tab(qtbot, window)
     _click(qtbot, steer.live)
+    where = steer.add_feature.mapTo(window, QPoint(0, 0))
     for row in (1, 0, 2, 3):
         _click_browser_row(qtbot, window, row)
         _click(qtbot, steer.add_feature)
+        # The button stays under the pointer: the list does not push it down as it fills.
+        assert steer.add_feature.mapTo(window, QPoint(0, 0)) == where
     assert len(steer.rows) == steer_mod.TABLE_ROWS
     _click(qtbot, steer.go)
     _wait_run(qtbot, window)
