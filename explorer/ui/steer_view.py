@@ -197,8 +197,16 @@ class SteerView(RequestView):
         self.brush_size = QSpinBox(minimum=1, maximum=64, value=6)
         self.brush_size.setToolTip("Brush radius in pixels")
         self.clear_region = QPushButton("Clear")
-        self.brush_size.setPrefix("brush ")
+        self.brush_size.setSuffix(" px")
         self.brush_size.setEnabled(False)  # until the brush is the tool
+        # The region row shares the column's least width with the form's other rows: these
+        # three must fit in it (the button's style minimum is wider than its word).
+        self.clear_region.setMinimumWidth(self.clear_region.fontMetrics()
+                                          .horizontalAdvance("Clear") + 20)
+        for combo, letters in ((self.region_tool, 5), (self.branches, 8)):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(letters)
 
         self.live = QCheckBox("Regenerate when a slider is released")
         self.live.setToolTip(f"A run starts {LIVE_PAUSE_MS} ms after a strength or step-window "
@@ -230,9 +238,10 @@ class SteerView(RequestView):
         row.addWidget(self.seed, 1)
         row.addWidget(QLabel("Steps"))
         row.addWidget(self.steps)
-        row.addWidget(QLabel("Guidance"))
-        row.addWidget(self.guidance)
         form.addRow("Seed", row)
+        # Not in the seed's row: that row would set the column's least width, and in a small
+        # window (1024 × 700) the pictures would pay for it.
+        form.addRow("Guidance", self.guidance)
         form.addRow("SAE", self.sae_label)
         form.addRow(self.table)
         form.addRow(self.add_feature)
