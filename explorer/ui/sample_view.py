@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from explorer.analysis.cross_attention import FUNCTION_WORDS
+from explorer.ui.elided_label import ElidedLabel
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.overlay_readout import readout
 
@@ -164,12 +165,11 @@ class SampleView(QWidget):
         self.sample = QSpinBox()
         self.sample.setToolTip("Sample index in the store")
         self.sample.setKeyboardTracking(False)
-        self.prompt = QLabel("")
-        # One line, clipped, the whole prompt in its tooltip: a word-wrapped label gives the view
-        # a height-for-width, and the tab's scroll area then sizes the view to its preferred
-        # height (~700 px) rather than the visible one, pushing the scrubber off a 1024 × 700
-        # window.
-        self.prompt.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # One line ending in "…" when the prompt is longer than the bar, the whole prompt in its
+        # tooltip and for a copy: a word-wrapped label gives the view a height-for-width, and
+        # the tab's scroll area then sizes the view to its preferred height (~700 px) rather
+        # than the visible one, pushing the scrubber off a 1024 × 700 window.
+        self.prompt = ElidedLabel("")
         self.prompt.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.show_final = QCheckBox("final image")
         self.show_final.setToolTip(
@@ -609,8 +609,7 @@ class SampleView(QWidget):
     def _on_sample(self, i: int) -> None:
         if self.source is None:
             return
-        self.prompt.setText(self.source.prompt(i))
-        self.prompt.setToolTip(self.source.prompt(i))
+        self.prompt.set_full_text(self.source.prompt(i))  # the tooltip too
         self.refresh()
         self.sample_changed.emit(i)
 

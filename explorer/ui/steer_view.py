@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.ui.elided_label import ElidedLabel
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder, SteerCache, steer_job
 from explorer.ui.range_slider import RangeSlider
@@ -67,6 +68,10 @@ LIVE_PAUSE_MS = 350
 PLACEHOLDER = 64
 DEFAULT_RECT = (0.25, 0.25, 0.75, 0.75)  # x0, y0, x1, y1 in image fractions
 DIFF_GAIN = 4.0
+# The controls' column is never wider than this (px), however much width the pictures leave.
+SIDE_MAX = 380
+# The feature table is this many rows tall; more scroll inside it.
+TABLE_ROWS = 4
 
 
 class FeatureRow:
@@ -80,8 +85,10 @@ class FeatureRow:
         self.remove = QToolButton(text="✕")
         self.remove.setToolTip("Stop steering this feature")
         self.label = label
-        self.name = QLabel(f"#{feature} {label}".strip())
-        self.name.setToolTip(self.name.text())  # the column may be too narrow for the label
+        # "#7 small orange circle", ending in "…" (the whole name in the tooltip) only when the
+        # column is narrower than the name.
+        self.name = ElidedLabel(f"#{feature} {label}".strip())
+        self.name.setContentsMargins(4, 0, 2, 0)
         self.view = view
         self._sync_slider()
         self.slider.valueChanged.connect(self._from_slider)
@@ -124,7 +131,8 @@ class SteerView(RequestView):
         side = self._build_side()
         self._build_images()
         layout = QHBoxLayout(self)
-        layout.addWidget(side)
+        # The column takes all it may (its maximum is set by _fit_side), the pictures the rest.
+        layout.addWidget(side, 1000)
         layout.addWidget(self.images, 1)
         self._build_region()
         self._connect()
@@ -136,23 +144,27 @@ class SteerView(RequestView):
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("Prompt to steer")
         self.seed = QSpinBox(maximum=2**31 - 1)
+        self.seed.setMinimumWidth(64)  # not the ten digits of its maximum: the row is shared
         self.steps = QSpinBox(minimum=1, maximum=200, value=25)
         self.guidance = QDoubleSpinBox(minimum=0.0, maximum=30.0, value=4.0, singleStep=0.5)
-        self.sae_label = QLabel("no SAE")
-        self.sae_label.setWordWrap(True)
+        self.guidance.setToolTip("Classifier-free guidance scale")
+        # One line: the SAE's whole label is in the tooltip (and in the status bar).
+        self.sae_label = ElidedLabel("no SAE")
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["feature", "strength", "", ""])
         self.table.verticalHeader().setVisible(False)
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(QDoubleSpinBox().sizeHint().height() + 4)
         header = self.table.horizontalHeader()
         header.setStretchLastSection(False)
         # The name takes what the panel has left; slider, value and remove button keep theirs.
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(1, 90)
+        self.table.setColumnWidth(1, 84)
         self.table.setColumnWidth(2, 66)
         self.table.setColumnWidth(3, 26)
-        self.table.setMinimumHeight(90)
-        self.table.setMaximumHeight(170)
+        self._fit_table()
         self.add_feature = QPushButton("Add selected feature")
         self.add_feature.setToolTip("Steer the feature selected in the browser")
         self.words = QLineEdit()
@@ -185,6 +197,16 @@ class SteerView(RequestView):
         self.brush_size = QSpinBox(minimum=1, maximum=64, value=6)
         self.brush_size.setToolTip("Brush radius in pixels")
         self.clear_region = QPushButton("Clear")
+        self.brush_size.setSuffix(" px")
+        self.brush_size.setEnabled(False)  # until the brush is the tool
+        # The region row shares the column's least width with the form's other rows: these
+        # three must fit in it (the button's style minimum is wider than its word).
+        self.clear_region.setMinimumWidth(self.clear_region.fontMetrics()
+                                          .horizontalAdvance("Clear") + 20)
+        for combo, letters in ((self.region_tool, 5), (self.branches, 8)):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(letters)
 
         self.live = QCheckBox("Regenerate when a slider is released")
         self.live.setToolTip(f"A run starts {LIVE_PAUSE_MS} ms after a strength or step-window "
@@ -194,7 +216,7 @@ class SteerView(RequestView):
         self.go.setDefault(True)
         self.icon = QPushButton("Feature icon")
         self.icon.setToolTip("The selected feature alone, added on an empty prompt")
-        self.warnings = QLabel("")
+        self.warnings = _Notice()
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #d35400;")
         # What the pictures show, to keep with them. A text browser, not a word-wrapped label:
@@ -202,17 +224,23 @@ class SteerView(RequestView):
         self.summary = QTextBrowser()
         self.summary.setFrameShape(QTextBrowser.Shape.NoFrame)
         self.summary.viewport().setAutoFillBackground(False)
-        self.summary.setMinimumHeight(120)
+        self.summary.setMinimumHeight(80)
+        self.summary.setHtml("<i>Add features, then Generate: the edit is described here.</i>")
+        self.summary.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
     def _build_side(self) -> QScrollArea:
-        """The controls in one column that scrolls on its own."""
+        """The controls in one column that scrolls on its own (only when the window is short:
+        at 1280 × 800 all of it, down to the caption, shows). Related inputs share a row."""
         form = QFormLayout()
+        form.setVerticalSpacing(4)
         form.addRow("Prompt", self.prompt)
         row = QHBoxLayout()
         row.addWidget(self.seed, 1)
         row.addWidget(QLabel("Steps"))
         row.addWidget(self.steps)
         form.addRow("Seed", row)
+        # Not in the seed's row: that row would set the column's least width, and in a small
+        # window (1024 × 700) the pictures would pay for it.
         form.addRow("Guidance", self.guidance)
         form.addRow("SAE", self.sae_label)
         form.addRow(self.table)
@@ -221,16 +249,18 @@ class SteerView(RequestView):
         wrow.addWidget(self.words, 1)
         wrow.addWidget(self.add_words)
         form.addRow(wrow)
-        form.addRow("Mode", self.mode)
-        form.addRow("Branches", self.branches)
+        mrow = QHBoxLayout()
+        mrow.addWidget(self.mode, 1)
+        mrow.addWidget(self.branches, 1)
+        form.addRow("Mode", mrow)
         form.addRow("Window", self.window)
         form.addRow(self.range)
         form.addRow("", self.range_label)
         rrow = QHBoxLayout()
         rrow.addWidget(self.region_tool, 1)
+        rrow.addWidget(self.brush_size)
         rrow.addWidget(self.clear_region)
         form.addRow("Region", rrow)
-        form.addRow("Brush", self.brush_size)
         form.addRow(self.live)
         brow = QHBoxLayout()
         brow.addWidget(self.go)
@@ -239,13 +269,15 @@ class SteerView(RequestView):
         form.addRow(brow)
         form.addRow(self.progress)
         form.addRow(self.warnings)
-        form.addRow(QLabel("<b>This edit</b>"))
-        form.addRow(self.summary)
         controls = QWidget()
         column = QVBoxLayout(controls)
         column.setContentsMargins(0, 0, 6, 0)
+        column.setSpacing(4)
         column.addLayout(form)
-        column.addStretch(1)  # spare height goes below the controls, not between their rows
+        self.summary_title = QLabel("<b>This edit</b>")
+        column.addWidget(self.summary_title)
+        # The caption takes the spare height, so nothing is left between the rows.
+        column.addWidget(self.summary, 1)
         # The controls scroll on their own when the window is short, so that the pictures
         # keep the whole height and the page never scrolls.
         side = QScrollArea()
@@ -253,12 +285,13 @@ class SteerView(RequestView):
         side.setWidgetResizable(True)
         side.setFrameShape(QScrollArea.Shape.NoFrame)
         side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # 310 px: at 1280 × 800 with both docks open the pictures keep ~200 px each; narrower
-        # where the docks leave less (down to what the controls need), never scrolling sideways.
-        side.setMinimumWidth(controls.minimumSizeHint().width()
-                             + side.verticalScrollBar().sizeHint().width())
-        side.setMaximumWidth(310)
-        side.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        # Never narrower than the controls need (never scrolling sideways); wider, up to
+        # SIDE_MAX, where the pictures could not use the width (see _fit_side).
+        self._side_min = (controls.minimumSizeHint().width()
+                          + side.verticalScrollBar().sizeHint().width())
+        side.setMinimumWidth(self._side_min)
+        side.setMaximumWidth(self._side_min)
+        side.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.controls = side
         return side
 
@@ -327,6 +360,32 @@ class SteerView(RequestView):
         self.brush_size.valueChanged.connect(self._set_kernel)
         self.clear_region.clicked.connect(lambda: self._clear_region())
         self.roi.sigRegionChangeFinished.connect(lambda *_: self._rect_from_roi())
+
+    # --- fitting the page to the window ---------------------------------------------------------
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_side()
+
+    def _fit_side(self) -> None:
+        """Give the controls the width the pictures cannot use: the pictures stay square, so
+        in a short window a wider column costs them nothing and gives the feature names room.
+        The column's minimum stays what the controls need, so the page's own minimum width
+        (and the tab's scroll bars) do not depend on this."""
+        lay = self.layout()
+        m = lay.contentsMargins()
+        width = self.width() - m.left() - m.right() - lay.spacing()
+        height = self.height() - m.top() - m.bottom()
+        best = self.images.picture_side(width - self._side_min, height)
+        spare = width - self.images.width_for(best, height)
+        self.controls.setMaximumWidth(int(np.clip(spare, self._side_min, SIDE_MAX)))
+
+    def _fit_table(self) -> None:
+        """Exactly TABLE_ROWS rows tall, however many are listed: a table that grew with its
+        rows moved the Add button out from under the pointer after each click."""
+        t = self.table
+        height = (t.horizontalHeader().sizeHint().height()
+                  + TABLE_ROWS * t.verticalHeader().defaultSectionSize() + 2 * t.frameWidth())
+        t.setFixedHeight(height)
 
     # --- inputs from the main window ------------------------------------------------------------
     def set_sae(self, entry, n_steps: int, guidance: float | None = None) -> None:
@@ -494,6 +553,7 @@ class SteerView(RequestView):
         tool = self.region_tool.currentText()
         self.roi.setVisible(tool == "Rectangle")
         self.mask_item.setVisible(tool == "Brush")
+        self.brush_size.setEnabled(tool == "Brush")
         if tool == "Brush":
             self._set_kernel()
         else:
@@ -698,6 +758,18 @@ class SteerView(RequestView):
             self.summary.setHtml(f"<i>{escape(message)}</i><br>" + self._summary)
 
 
+class _Notice(QLabel):
+    """The page's warnings: a line only while there is something to say."""
+
+    def __init__(self):
+        super().__init__("")
+        self.setHidden(True)
+
+    def setText(self, text: str) -> None:  # Qt's name: every caller's setText hides or shows
+        super().setText(text)
+        self.setHidden(not text)
+
+
 class _Tile(ImageCanvas):
     """A picture of the steering page: it takes the size its cell gives it (the grid sizes the
     cells to the space there is), and keeps its aspect inside."""
@@ -768,17 +840,34 @@ class _TileGrid(QWidget):
         super().showEvent(event)
         self._relayout()
 
-    def _relayout(self) -> None:
-        w, h, gap = self.width(), self.height(), self.GAP
+    def _best(self, w: int, h: int) -> tuple[int, int]:
+        """(picture side, columns): the largest square pictures that fit w × h."""
+        gap, n = self.GAP, len(self.cells)
         extra = max(c.extra_height() for c in self.cells)
-        n = len(self.cells)
         side, cols = -1.0, 1
         for c in range(1, n + 1):
             rows = math.ceil(n / c)
             s = min((w - gap * (c - 1)) / c, (h - gap * (rows - 1)) / rows - extra)
             if s > side:
                 side, cols = s, c
-        side = max(int(side), 40)
+        return max(int(side), 40), cols
+
+    def picture_side(self, w: int, h: int) -> int:
+        """How large the pictures are in a grid of w × h."""
+        return self._best(w, h)[0]
+
+    def width_for(self, side: int, h: int) -> int:
+        """The least width in which a grid of height h shows pictures `side` px large."""
+        gap, n = self.GAP, len(self.cells)
+        extra = max(c.extra_height() for c in self.cells)
+        widths = [c * side + gap * (c - 1) for c in range(1, n + 1)
+                  if (h - gap * (math.ceil(n / c) - 1)) / math.ceil(n / c) - extra >= side]
+        return min(widths, default=n * side + gap * (n - 1))
+
+    def _relayout(self) -> None:
+        w, h, gap = self.width(), self.height(), self.GAP
+        extra = max(c.extra_height() for c in self.cells)
+        side, cols = self._best(w, h)
         left = max(0, (w - cols * side - gap * (cols - 1)) // 2)  # centred in the spare width
         for i, cell in enumerate(self.cells):
             r, k = divmod(i, cols)

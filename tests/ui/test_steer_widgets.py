@@ -20,3 +20,24 @@ def test_range_slider_paints_and_keeps_its_order(qtbot):
     assert len(colours) > 2
     slider.repaint()
     assert np.isfinite(slider._x(12))
+
+
+def test_the_width_the_pictures_need_is_the_least_that_gives_them_their_size(qtbot):
+    """_TileGrid.width_for (the steering page's controls take the rest) against the obvious
+    search: the narrowest grid whose pictures are at least that large."""
+    from PySide6.QtWidgets import QLabel, QWidget
+
+    from explorer.ui.steer_view import _Cell, _TileGrid
+
+    cells = [_Cell("Original", QWidget()), _Cell("Steered", QWidget()),
+             _Cell("Difference", QWidget(), QLabel("darker  brighter"))]
+    grid = _TileGrid(cells)
+    qtbot.addWidget(grid)
+    for h in (300, 555, 715, 915, 1400):
+        for side in (41, 120, 183, 250, 400):
+            fast = grid.width_for(side, h)
+            slow = next((w for w in range(1, 4000) if grid.picture_side(w, h) >= side), None)
+            if slow is None:  # too tall for this height at any width: as wide as all three
+                assert grid.picture_side(fast, h) < side
+            else:
+                assert fast == slow, (h, side, fast, slow)

@@ -300,3 +300,51 @@ def test_a_window_first_shown_small_gives_the_centre_the_space(qtbot, tiny_works
         assert top_left.x() + slider.width() <= w.width() and top_left.y() <= w.height()
     finally:
         w.close()
+
+
+def test_a_long_prompt_ends_in_an_ellipsis_and_copies_whole(qtbot, window, tiny_workspace):
+    """At 1280×800 the prompt bar is narrower than the demo's long prompts: the shown line ends
+    in "…" (not cut mid-letter), the tooltip and a copy give the whole prompt, a wider window
+    shows more of it, and a prompt that fits is shown as it is."""
+    from PySide6.QtWidgets import QApplication
+
+    window.resize(1280, 800)
+    open_and_wait(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    label = view.prompt
+    prompts = window.source.store.prompts
+    width = label.fontMetrics().horizontalAdvance
+    longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
+    _go(qtbot, view, longest, 0)
+    full = prompts[longest]
+    qtbot.waitUntil(lambda: label.width() > 100, timeout=5_000)
+    assert width(full) > label.width(), "the prompt fits: this test shows nothing"
+    shown = label.text()
+    assert shown.endswith("…") and full.startswith(shown[:-1]), (shown, full)
+    assert width(shown) <= label.width()
+    assert label.toolTip() == full
+    assert _global_rect(window).contains(_global_rect(label))
+
+    # Select the line with the mouse, from its first letter to past the "…", and copy.
+    y = label.height() // 2
+    qtbot.mousePress(label, Qt.MouseButton.LeftButton, pos=QPoint(1, y))
+    qtbot.mouseMove(label, QPoint(label.width() // 2, y))
+    qtbot.mouseMove(label, QPoint(label.width() - 1, y))
+    qtbot.mouseRelease(label, Qt.MouseButton.LeftButton, pos=QPoint(label.width() - 1, y))
+    QApplication.clipboard().clear()
+    qtbot.keyClick(label, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.clipboard().text() == full
+
+    # A wider window shows more of the prompt, elided again to the new width.
+    window.resize(2560, 1400)
+    qtbot.waitUntil(lambda: len(label.text()) > len(shown), timeout=5_000)
+    assert label.text() == full or (label.text().endswith("…")
+                                    and width(label.text()) <= label.width())
+
+    # A prompt that fits is shown whole, with no "…".
+    window.resize(1280, 800)
+    shortest = min(range(len(prompts)), key=lambda i: len(prompts[i]))
+    _go(qtbot, view, shortest, 0)
+    qtbot.waitUntil(lambda: label.width() < 1000, timeout=5_000)
+    assert width(prompts[shortest]) <= label.width(), (prompts[shortest], label.width())
+    assert label.text() == prompts[shortest] and label.toolTip() == prompts[shortest]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from journey_helpers import drag, open_and_wait
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtWidgets import QStyle, QStyleOptionSlider
+from PySide6.QtWidgets import QLabel, QStyle, QStyleOptionSlider
 
 import explorer.ui.steer_view as steer_mod
 
@@ -311,7 +311,7 @@ def test_difference_is_signed_and_blank_while_a_new_run_goes(qtbot, window, tiny
     assert (diff[darker][:, 2] > diff[darker][:, 0] + 40).all()
     assert (diff[same] >= 240).all()
     assert steer.diff_legend.isVisible()
-    legend = " ".join(w.text() for w in steer.diff_legend.findChildren(type(steer.warnings)))
+    legend = " ".join(w.text() for w in steer.diff_legend.findChildren(QLabel))
     assert "darker" in legend and "brighter" in legend
     assert "red brighter, blue darker" in steer.summary.toPlainText()
 
@@ -458,3 +458,95 @@ def test_brush_strokes_keep_their_place_on_a_bigger_picture(qtbot, window, tiny_
     assert big.shape == (256, 256)
     ys, xs = np.nonzero(big)
     assert abs(ys.mean() / 256 - 16 / 64) < 0.03 and abs(big.mean() - mask.mean()) < 0.01
+
+
+LONG_NAME = "small orange circle at the left of a large blue square"
+
+
+def _click_browser_row(qtbot, window, row):
+    """Click a row of the Features dock's table, as a person picks a feature there."""
+    from explorer.ui.feature_table import COL_ID
+
+    browser = window.browser
+    index = browser.model.index(row, COL_ID)
+    browser.table.scrollTo(index)
+    qtbot.mouseClick(browser.table.viewport(), LEFT, pos=browser.table.visualRect(index).center())
+    return browser.model.feature_at(row)
+
+
+def _name_feature(qtbot, window, name):
+    """Type a name into the Feature dock's Label box and press Return."""
+    box = window.feature_page.label
+    _type(qtbot, box, name)
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+
+
+def _inside(widget, viewport) -> bool:
+    """The whole widget lies inside the scroll area's visible viewport."""
+    top_left = widget.mapTo(viewport, QPoint(0, 0))
+    bottom_right = widget.mapTo(viewport, QPoint(widget.width() - 1, widget.height() - 1))
+    return viewport.rect().contains(top_left) and viewport.rect().contains(bottom_right)
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 1000)])
+def test_the_whole_column_and_the_feature_names_show_without_scrolling(
+        qtbot, window, tiny_workspace, size):
+    """Four features in the list (the most it shows before scrolling in itself), one with a
+    long name: every control and the "This edit" caption fit the column with no scroll bar,
+    and each name is shown whole or ends in "…" with the whole name in its tooltip."""
+    _open(qtbot, window, tiny_workspace, size)
+    first = _click_browser_row(qtbot, window, 0)
+    _name_feature(qtbot, window, LONG_NAME)
+    second = _click_browser_row(qtbot, window, 1)
+    _name_feature(qtbot, window, "red")
+    steer = _steer_tab(qtbot, window)
+    _click(qtbot, steer.live)
+    where = steer.add_feature.mapTo(window, QPoint(0, 0))
+    for row in (1, 0, 2, 3):
+        _click_browser_row(qtbot, window, row)
+        _click(qtbot, steer.add_feature)
+        # The button stays under the pointer: the list does not push it down as it fills.
+        assert steer.add_feature.mapTo(window, QPoint(0, 0)) == where
+    assert len(steer.rows) == steer_mod.TABLE_ROWS
+    _click(qtbot, steer.go)
+    _wait_run(qtbot, window)
+    qtbot.wait(100)
+    assert steer.last is not None, steer.warnings.text()
+
+    # The column: no vertical scroll bar, every control and the caption in sight.
+    column = steer.controls
+    viewport = column.viewport()
+    assert not column.verticalScrollBar().isVisible(), (column.widget().sizeHint(),
+                                                        viewport.size())
+    controls = [steer.prompt, steer.seed, steer.steps, steer.guidance, steer.sae_label,
+                steer.table, steer.add_feature, steer.words, steer.add_words, steer.mode,
+                steer.branches, steer.window, steer.range, steer.range_label, steer.region_tool,
+                steer.brush_size, steer.clear_region, steer.live, steer.go, steer.cancel,
+                steer.icon, steer.progress, steer.summary_title]
+    for widget in controls:
+        assert widget.isVisible() and _inside(widget, viewport), (widget, widget.geometry())
+    assert steer.summary_title.text() == "<b>This edit</b>"
+    # The caption's box is in sight and tall enough to read its first lines.
+    assert _inside(steer.summary, viewport)
+    assert steer.summary.height() >= 4 * steer.summary.fontMetrics().lineSpacing()
+    # Every row of the list in sight inside the table (no scrolling there either).
+    table = steer.table
+    assert not table.verticalScrollBar().isVisible()
+    for r in range(table.rowCount()):
+        assert table.viewport().rect().contains(table.visualRect(table.model().index(r, 0)))
+
+    # The names: shown whole when they fit, else cut at a letter with "…" and the whole name
+    # in the tooltip; the long one keeps far more than "a few letters".
+    names = {row.feature: row.name for row in steer.rows}
+    for feature, label in names.items():
+        full = label.toolTip()
+        assert full.startswith(f"#{feature}")
+        shown = label.text()
+        assert label.fontMetrics().horizontalAdvance(shown) <= label.contentsRect().width(), (
+            shown, label.contentsRect().width())
+        assert shown == full or (shown.endswith("…") and full.startswith(shown[:-1])), shown
+    assert names[second].text() == f"#{second} red"
+    long_shown = names[first].text()
+    assert len(long_shown.rstrip("…")) >= 20, long_shown
+    assert names[first].toolTip() == f"#{first} {LONG_NAME}"
+    window.grab().save(f"/tmp/steer-column-{size[0]}x{size[1]}.png")
