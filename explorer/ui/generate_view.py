@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.ui.elided_label import ElidedLabel
 from explorer.ui.image_view import ImageCanvas
 from explorer.ui.jobs import ModelHolder
 from explorer.ui.overlay_readout import readout
@@ -116,14 +117,6 @@ def encode_job(models: ModelHolder, saes: dict, entry, deltas: np.ndarray, *, ca
     return {"kind": "encode", "exploration": encode_steps(sae, deltas), "sae": entry.id}
 
 
-class _Line(QLabel):
-    """A one-line label that may be cut at the panel's edge: its full text is its tooltip."""
-
-    def setText(self, text: str) -> None:
-        super().setText(text)
-        self.setToolTip(text)
-
-
 class GenerateView(RequestView):
     """The Explore tab: prompt, seed, steps, guidance → an image previewed at every step, then a
     scrubber over the steps with the chosen SAE's feature map or concept map, the features that
@@ -170,7 +163,7 @@ class GenerateView(RequestView):
         self.go.setToolTip("Generate this prompt and encode the SAE's block at every step "
                            "(nothing is written into the workspace)")
         self.progress.setTextVisible(True)
-        self.sae_label = _Line(NO_SAE)
+        self.sae_label = ElidedLabel(NO_SAE)
 
     def _build_picture(self) -> None:
         """The overlay choice, the picture with its colour bar and the value under the pointer,
@@ -183,11 +176,11 @@ class GenerateView(RequestView):
                              "map: the strongest feature at each position")
         self.canvas = ImageCanvas(colorbar=True)
         self.canvas.setMinimumSize(220, 220)
-        self.value_label = _Line("")
+        self.value_label = ElidedLabel("")
         self.value_label.setStatusTip("The overlay's value under the mouse pointer")
-        self.caption = _Line("")
+        self.caption = ElidedLabel("")
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.feature_info = _Line("")
+        self.feature_info = ElidedLabel("")
         self.picture = QWidget()
         col = QVBoxLayout(self.picture)
         col.setContentsMargins(0, 0, 0, 0)
@@ -210,7 +203,7 @@ class GenerateView(RequestView):
         self.open_page = QPushButton("Open feature page")
         self.open_page.setToolTip("Show the selected feature in the browser and the feature page")
         self.open_page.setEnabled(False)
-        self.pos_title = _Line(CLICK_HINT)
+        self.pos_title = ElidedLabel(CLICK_HINT)
         self.positions = QListWidget()
         self.positions.setToolTip("Features active at the clicked position and step. Click: its "
                                   "map; double-click: its feature page")
@@ -349,17 +342,19 @@ class GenerateView(RequestView):
         """Why `entry` cannot read the Δ captured for the shown image ("" when it can)."""
         if entry is None:
             return "No SAE chosen: open a workspace to see which features fire on this image"
-        again = f": press Explore to generate it again with {entry.label}"
+        # What to do first: on one line cut at the panel's edge, the reason may be cut, the
+        # action must not (the whole text is the tooltip and the status bar's).
+        again = f"Press Explore to generate it again with {entry.label}: "
         if res["deltas"] is None:
-            return f"This image was made with no SAE, so no activations were captured{again}"
+            return f"{again}this image was made with no SAE, so no activations were captured"
         if res["model"] != str(self.models.path):
-            return f"This image was made by another model ({res['model']}){again}"
+            return f"{again}this image was made by another model ({res['model']})"
         if res["block"] != entry.block:
-            return (f"This image's activations were captured at {res['block']}, and "
-                    f"{entry.label} reads {entry.block}{again}")
+            return (f"{again}its activations were captured at {res['block']}, and "
+                    f"{entry.label} reads {entry.block}")
         if res["branch"] != (entry.branch or "cond"):
-            return (f"This image's activations were captured on the {res['branch']} branch, and "
-                    f"{entry.label} reads the {entry.branch} branch{again}")
+            return (f"{again}its activations were captured on the {res['branch']} branch, and "
+                    f"{entry.label} reads the {entry.branch} branch")
         return ""
 
     # --- running ------------------------------------------------------------------------------
