@@ -54,7 +54,7 @@ class LabelActions(QObject):
         events.labels_saved.connect(self.saved.emit)
         self.save_failed.connect(self.show_save_failed)
         self.saved.connect(self.show_saved)
-        events.labels_changed.connect(lambda keys: QTimer.singleShot(0, self.update_undo))
+        events.labels_changed.connect(lambda keys: QTimer.singleShot(0, self, self.update_undo))
         page = window.feature_page
         page.label_edited.connect(self._on_label_edited)
         page.undo_requested.connect(self.undo)

@@ -216,7 +216,9 @@ class MainWindow(QMainWindow):
             for k in range(self.tabs.count()):
                 self.tabs.widget(k).setWidgetResizable(True)
 
-        QTimer.singleShot(0, release)
+        # Bound to the window: a window closed before the next pass (a test's teardown) must
+        # not run it on deleted widgets.
+        QTimer.singleShot(0, self, release)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
