@@ -490,11 +490,13 @@ def _inside(widget, viewport) -> bool:
 
 @pytest.mark.parametrize("size", [(1280, 800), (1600, 1000)])
 def test_the_whole_column_and_the_feature_names_show_without_scrolling(
-        qtbot, window, tiny_workspace, size):
+        qtbot, window, tiny_workspace, size, tmp_path):
     """Four features in the list (the most it shows before scrolling in itself), one with a
     long name: every control and the "This edit" caption fit the column with no scroll bar,
     and each name is shown whole or ends in "…" with the whole name in its tooltip."""
-    _open(qtbot, window, tiny_workspace, size)
+    # A copy: the names typed here are saved into the workspace, which other tests share.
+    workspace = shutil.copytree(tiny_workspace, tmp_path / "ws")
+    _open(qtbot, window, workspace, size)
     first = _click_browser_row(qtbot, window, 0)
     _name_feature(qtbot, window, LONG_NAME)
     second = _click_browser_row(qtbot, window, 1)
@@ -549,4 +551,3 @@ def test_the_whole_column_and_the_feature_names_show_without_scrolling(
     long_shown = names[first].text()
     assert len(long_shown.rstrip("…")) >= 20, long_shown
     assert names[first].toolTip() == f"#{first} {LONG_NAME}"
-    window.grab().save(f"/tmp/steer-column-{size[0]}x{size[1]}.png")
