@@ -11,45 +11,24 @@ SD-1.4-sized one for manual and benchmark runs.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from sd1_helpers import FIXTURE, PROMPTS, make_sd14_script
 
 from explorer.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "clip_bpe"
-PROMPTS = [
-    "a red circle on the left of a blue square",
-    "a dog riding a bicycle in the park",
-    "a photo of a cat on a green sofa",
-    "a yellow car next to a tall tree",
-    "a small house under a blue sky",
-    "two apples on a wooden table",
-    "a white horse on a beach",
-    "a man holding a red umbrella",
-]
 BLOCK = "down_blocks.2.attentions.1"  # the paper's down block; 4×4 at 128 px
 STEPS = "3"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("make_sd14_folder",
-                                                  ROOT / "scripts" / "make_sd14_folder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def sd1_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sd1") / "tiny-sd14"
-    _script().write_folder(folder, tokenizer_files=FIXTURE, tiny=True)
+    make_sd14_script().write_folder(folder, tokenizer_files=FIXTURE, tiny=True)
     # SD 1.4's scheduler config as early copies of it have it, without `clip_sample` (the key
     # came later): DDIM's default for it is true, SD's is false.
     path = folder / "scheduler" / "scheduler_config.json"
@@ -64,7 +43,7 @@ def test_the_tokenizer_fixture_is_clips_own_vocabulary(tmp_path):
     own merges, gzipped as open_clip ships them), and their ids are CLIP's."""
     from transformers import CLIPTokenizer
 
-    script = _script()
+    script = make_sd14_script()
     merges = (FIXTURE / "merges.txt").read_text(encoding="utf-8")
     assert merges.startswith("#version: 0.2\n")
     bpe = tmp_path / "bpe_simple_vocab_16e6.txt.gz"

@@ -87,21 +87,18 @@ class LabelActions(QObject):
 
     def undo(self) -> None:
         """Edit → Undo (also Ctrl+Z in the label boxes): the last label edit, shown first."""
-        self._w.feature_page.commit_pending()  # what was just typed is the edit to undo
-        labels = self._session.labels
-        if labels is None or not labels.can_undo:
-            return
-        self._go_to_label(labels.undo_keys)
-        if labels.undo():
-            self.after_label_history()
+        self._step_history(redo=False)
 
     def redo(self) -> None:
-        self._w.feature_page.commit_pending()
+        self._step_history(redo=True)
+
+    def _step_history(self, redo: bool) -> None:
+        self._w.feature_page.commit_pending()  # what was just typed is the edit to undo
         labels = self._session.labels
-        if labels is None or not labels.can_redo:
+        if labels is None or not (labels.can_redo if redo else labels.can_undo):
             return
-        self._go_to_label(labels.redo_keys)
-        if labels.redo():
+        self._go_to_label(labels.redo_keys if redo else labels.undo_keys)
+        if labels.redo() if redo else labels.undo():
             self.after_label_history()
 
     def _go_to_label(self, keys) -> None:

@@ -5,48 +5,21 @@ intervention evaluation, which needs the shapes world, refusing it in one line."
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from pathlib import Path
-
 import pytest
+from sd1_helpers import PROMPTS, write_sd1_folder
 
 from explorer.analysis.truth import EXACT, PSEUDO
 from explorer.cli import main
 from explorer.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parents[2]
 BLOCK = "mid_block.attentions.0"
-PROMPTS = [
-    "a red circle on the left of a blue square",
-    "a dog riding a bicycle in the park",
-    "a photo of a cat on a green sofa",
-    "a yellow car next to a tall tree",
-    "a small house under a blue sky",
-    "two apples on a wooden table",
-    "a white horse on a beach",
-    "a man holding a red umbrella",
-]
-
-
-def _sd1_folder(out: Path, **unet) -> Path:
-    spec = importlib.util.spec_from_file_location("make_sd14_folder",
-                                                  ROOT / "scripts" / "make_sd14_folder.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    folder = script.write_folder(out, tiny=True,
-                                 tokenizer_files=ROOT / "tests" / "fixtures" / "clip_bpe")
-    if unet:
-        path = folder / "unet" / "config.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), **unet}))
-    return folder
 
 
 @pytest.fixture(scope="module")
 def sd1_workspace(tmp_path_factory):
     """collect (no masks) → train → index → evaluate (pseudo-masks) on the mid block."""
     base = tmp_path_factory.mktemp("sd1-steer")
-    folder = _sd1_folder(base / "tiny-sd14")
+    folder = write_sd1_folder(base / "tiny-sd14")
     prompts = base / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     ws = base / "W"
@@ -102,7 +75,7 @@ def test_a_real_tokenizer_at_the_shapes_size_is_refused_too(tmp_path):
     from explorer.shapes.model import random_pipeline
     from explorer.steering.evaluate import check_shapes_world
 
-    folder = _sd1_folder(tmp_path / "sd1-64px", sample_size=8)
+    folder = write_sd1_folder(tmp_path / "sd1-64px", sample_size=8)
     with pytest.raises(UserError, match=r"has no word-level tokenizer holding the shapes world"):
         check_shapes_world(folder)
     (folder / "tokenizer" / "tokenizer.json").write_text("[1, 2]")  # not a tokenizer: no crash
@@ -224,7 +197,7 @@ def test_a_pixel_region_on_an_old_sd1_config_is_read_at_the_size_generated(tmp_p
 
     from explorer.sae import save_sae
 
-    folder = _sd1_folder(tmp_path / "old-sd1", sample_size=8, _diffusers_version="0.6.0")
+    folder = write_sd1_folder(tmp_path / "old-sd1", sample_size=8, _diffusers_version="0.6.0")
     ws = Workspace.create(tmp_path / "W", model=str(folder))
     save_sae(make_sae(d_in=64, d_sae=32, k=4, block=BLOCK, t=[1.0]), ws.sae_dir(BLOCK, "t1.0"))
     out = tmp_path / "x.png"

@@ -43,6 +43,18 @@ def _go(qtbot, view, sample: int, step: int) -> None:
     assert (view.sample.value(), view.step) == (sample, step)
 
 
+def _feature_map_at_first_step(qtbot, window, workspace):
+    """Open the workspace, choose the feature map, and go to the shown feature's strongest
+    sample at its first step: (view, feature, that top patch)."""
+    open_and_wait(qtbot, window, workspace)
+    view = window.sample_view
+    _choose(qtbot, view.mode, "feature")
+    f = window.feature_page.feature
+    top = window.source.index.top_patches(f)[0]
+    _go(qtbot, view, top.sample, 0)
+    return view, f, top
+
+
 def _global_rect(widget) -> QRect:
     return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
 
@@ -131,12 +143,7 @@ def test_scrubbing_keeps_the_colour_bar_up_and_its_levels_on_each_steps_map(
         qtbot, window, tiny_workspace):
     """Each Right-arrow step sets the bar to the new map's levels without hiding it in between:
     hiding and showing it relays out the canvas, which made every step of a scrub slower."""
-    open_and_wait(qtbot, window, tiny_workspace)
-    view = window.sample_view
-    _choose(qtbot, view.mode, "feature")
-    f = window.feature_page.feature
-    top = window.source.index.top_patches(f)[0]
-    _go(qtbot, view, top.sample, 0)
+    view, f, top = _feature_map_at_first_step(qtbot, window, tiny_workspace)
     bar = view.canvas.colorbar
     toggles = []
     bar.visibleChanged.connect(lambda: toggles.append(bar.isVisible()))
@@ -172,12 +179,7 @@ def test_scrubbing_keeps_the_colour_bar_up_and_its_levels_on_each_steps_map(
 def test_one_colour_scale_over_all_steps_shows_the_map_grow(qtbot, window, tiny_workspace):
     """With the "all steps" scale the bar stays at the map's peak over the sample's steps while
     scrubbing, and the threshold hides what is under its share of that peak."""
-    open_and_wait(qtbot, window, tiny_workspace)
-    view = window.sample_view
-    _choose(qtbot, view.mode, "feature")
-    f = window.feature_page.feature
-    top = window.source.index.top_patches(f)[0]
-    _go(qtbot, view, top.sample, 0)
+    view, f, top = _feature_map_at_first_step(qtbot, window, tiny_workspace)
     _choose(qtbot, view.scale, "sample")
     n = window.source.n_steps
     maps = [window.source.feature_map(top.sample, s, f) for s in range(n)]  # the slow path
