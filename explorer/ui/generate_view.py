@@ -46,7 +46,8 @@ NARROW = 620  # px: below this width the feature lists go under the image
 THRESHOLD = 0.10  # share of the feature's peak below which its map is hidden (the paper's 10%)
 COLORMAP, OPACITY = "inferno", 0.65  # the feature map's colours, as the Sample view opens with
 NO_SAE = "no SAE: open a workspace to see which features fire"
-CLICK_HINT = "Click the image to list the features active there"
+# Short enough for the side panel at its usual 240 px: the longer sentence lost its end.
+CLICK_HINT = "Features active where you click"
 
 
 def model_settings(path) -> dict:
