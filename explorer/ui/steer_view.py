@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -126,6 +127,8 @@ class SteerView(RequestView):
         self.selected_feature: int | None = None
         self.labels: dict[int, str] = {}
         self._summary = ""  # the running edit, described (see _describe)
+        self._settings: dict | None = None  # the running edit, as save_result records it
+        self.last_settings: dict | None = None  # the shown result's
         self._build_inputs()
         self._build_edit_controls()
         side = self._build_side()
@@ -216,6 +219,10 @@ class SteerView(RequestView):
         self.go.setDefault(True)
         self.icon = QPushButton("Feature icon")
         self.icon.setToolTip("The selected feature alone, added on an empty prompt")
+        self.save = QPushButton("Save…")
+        self.save.setToolTip("Keep this result: the original, steered and difference pictures "
+                             "as PNGs and the edit's settings as JSON, beside a name you choose")
+        self.save.setEnabled(False)
         self.warnings = _Notice()
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #d35400;")
@@ -275,7 +282,11 @@ class SteerView(RequestView):
         column.setSpacing(4)
         column.addLayout(form)
         self.summary_title = QLabel("<b>This edit</b>")
-        column.addWidget(self.summary_title)
+        head = QHBoxLayout()
+        head.addWidget(self.summary_title)
+        head.addStretch(1)
+        head.addWidget(self.save)  # on the caption's line: it saves what the caption describes
+        column.addLayout(head)
         # The caption takes the spare height, so nothing is left between the rows.
         column.addWidget(self.summary, 1)
         # The controls scroll on their own when the window is short, so that the pictures
@@ -352,6 +363,7 @@ class SteerView(RequestView):
         self.go.clicked.connect(lambda: self.generate())
         self.prompt.returnPressed.connect(lambda: self.generate())
         self.icon.clicked.connect(lambda: self.feature_icon())
+        self.save.clicked.connect(lambda: self.save_result())
         self.mode.currentIndexChanged.connect(self._on_mode)
         self.window.currentIndexChanged.connect(self._on_window_preset)
         self.range.rangeChanged.connect(self._on_range)
@@ -670,6 +682,7 @@ class SteerView(RequestView):
         mode = mode or self.mode.currentData()
         region = self.region()
         self._summary = self._describe(prompt, features, mode, region)
+        self._settings = self._record(prompt, features, mode, region)
         self._submit(
             steer_job, self.models, self.cache, self.entry, prompt,
             self.seed.value(), self.steps.value(), self.guidance.value(), features,
@@ -679,7 +692,8 @@ class SteerView(RequestView):
         self.warnings.setText("")
         # Nothing on the page may describe the previous run while this one goes: the steered
         # picture fills in step by step, the difference and its numbers come at the end.
-        self.last = None
+        self.last = self.last_settings = None
+        self.save.setEnabled(False)
         self.steered.set_image(None)
         self.diff.set_image(None)
         self.summary.setHtml("<i>running…</i><br>" + self._summary)
@@ -711,6 +725,58 @@ class SteerView(RequestView):
             f"guidance {self.guidance.value():g}"
         )
 
+    def _record(self, prompt: str, features, mode: str, region) -> dict:
+        """The edit's settings as `explorer.steering.record` keeps them: in the words of
+        `explorer steer`'s flags, enough to redo it."""
+        from explorer.steering import Rect
+
+        shown = {row.feature: row.label for row in self.rows}
+        if region is None:
+            where = None
+        elif isinstance(region, Rect):
+            where = {"rect": [region.x0, region.y0, region.x1, region.y1],
+                     "units": "image fractions"}
+        else:
+            where = {"brush": "the -region.png mask", "share": float((region > 0).mean())}
+        entry = self.entry
+        return {
+            "prompt": prompt, "seed": self.seed.value(), "steps": self.steps.value(),
+            "guidance": self.guidance.value(), "model": str(self.models.path),
+            "sae": entry.id if entry is not None else None,
+            "block": entry.block if entry is not None else None,
+            "features": [{"feature": int(f), "strength": float(v), "label": shown.get(f, "")}
+                         for f, v in features],
+            "mode": mode, "window": self.window_spec(), "steps_shown": self.range_label.text(),
+            "branches": self.branches.currentData(), "region": where,
+            "brush_mask": region if where is not None and "brush" in where else None,
+        }
+
+    def save_result(self, base: str | None = None) -> list | None:
+        """Save… : the shown result's pictures and settings beside a name the person picks."""
+        from explorer.steering.difference import signed_difference
+        from explorer.steering.record import save_result
+
+        if self.last is None or self.last_settings is None:
+            return None
+        if base is None:
+            feats = "-".join(f"{f['feature']}x{f['strength']:g}"
+                             for f in self.last_settings["features"]) or "none"
+            base, _ = QFileDialog.getSaveFileName(
+                self, "Save steering result", f"steer-{feats}.png", "PNG images (*.png)")
+            if not base:
+                return None
+        settings = dict(self.last_settings)
+        mask = settings.pop("brush_mask", None)
+        original, steered = self.last["original"], self.last["steered"]
+        try:
+            written = save_result(base, original, steered,
+                                  signed_difference(original, steered, DIFF_GAIN), settings, mask)
+        except (OSError, ValueError) as e:
+            self._show_error(f"could not save {base}: {e}")
+            return None
+        self.status.emit(f"saved {len(written)} files: {', '.join(p.name for p in written)}")
+        return written
+
     def feature_icon(self) -> None:
         if self.selected_feature is None:
             return
@@ -732,7 +798,8 @@ class SteerView(RequestView):
     def _on_request_done(self, result) -> None:
         from explorer.steering.difference import signed_difference
 
-        self.last = result
+        self.last, self.last_settings = result, self._settings
+        self.save.setEnabled(True)
         original, steered = result["original"], result["steered"]
         self._show_original(original)
         self.steered.set_image(steered)

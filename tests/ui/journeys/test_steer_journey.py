@@ -551,3 +551,53 @@ def test_the_whole_column_and_the_feature_names_show_without_scrolling(
     long_shown = names[first].text()
     assert len(long_shown.rstrip("…")) >= 20, long_shown
     assert names[first].toolTip() == f"#{first} {LONG_NAME}"
+
+
+def test_save_keeps_the_pictures_and_the_settings_that_made_them(qtbot, window, tiny_workspace,
+                                                                tmp_path, monkeypatch):
+    """Save… beside "This edit": the three pictures as shown and a JSON that redoes the edit;
+    nothing to save before a run or while a new one goes."""
+    import json
+
+    from PIL import Image
+    from PySide6.QtWidgets import QFileDialog
+
+    _open(qtbot, window, tiny_workspace, (1280, 800))
+    steer = _steer_tab(qtbot, window)
+    assert steer.save.isVisible() and not steer.save.isEnabled()
+    _click(qtbot, steer.live)
+    _click(qtbot, steer.add_feature)
+    feature = steer.rows[0].feature
+    _type(qtbot, steer.rows[0].spin, "3.5")
+    qtbot.keyClick(steer.rows[0].spin, Qt.Key.Key_Tab)
+    _choose(qtbot, steer.region_tool, text="Rectangle")
+    _click(qtbot, steer.go)
+    assert not steer.save.isEnabled()  # running: the old result is gone from the page
+    _wait_run(qtbot, window)
+    asked = []
+
+    def choose(parent, title, name, filters):
+        asked.append(name)
+        return str(tmp_path / "fig3.png"), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", choose)
+    _click(qtbot, steer.save)
+    assert asked and asked[0].startswith(f"steer-{feature}x3.5")
+    record = json.loads((tmp_path / "fig3.json").read_text())
+    settings = record["settings"]
+    assert settings["prompt"] == steer.prompt.text() and settings["seed"] == steer.seed.value()
+    assert settings["features"] == [{"feature": feature, "strength": 3.5,
+                                     "label": steer.rows[0].label}]
+    assert settings["mode"] == steer.mode.currentData()
+    assert settings["sae"] == window.entry.id and settings["block"] == window.entry.block
+    r = steer.region()
+    assert settings["region"]["rect"] == pytest.approx([r.x0, r.y0, r.x1, r.y1])
+    shown = {"original": steer.original, "steered": steer.steered, "difference": steer.diff}
+    for role, canvas in shown.items():
+        saved = np.asarray(Image.open(tmp_path / record["files"][role]))
+        np.testing.assert_array_equal(saved, canvas.image.image)
+    original, steered = steer.last["original"], steer.last["steered"]
+    slow = np.mean([abs(int(a) - int(b)) for a, b in zip(original.ravel(), steered.ravel())])
+    assert record["mean_pixel_change"] == pytest.approx(slow / 255, abs=1e-6)
+    assert f"{record['mean_pixel_change']:.3f}" in steer.summary.toPlainText()
+    assert "saved 4 files" in window.statusBar().currentMessage()
