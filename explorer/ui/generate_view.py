@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QBoxLayout,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -164,6 +165,10 @@ class GenerateView(RequestView):
         self.go.setToolTip("Generate this prompt and encode the SAE's block at every step "
                            "(nothing is written into the workspace)")
         self.progress.setTextVisible(True)
+        self.save = QPushButton("Save…")
+        self.save.setToolTip("Keep this image: the PNG, and beside it a JSON of the prompt, "
+                             "seed, settings, SAE and the features that fired most, ranked")
+        self.save.setEnabled(False)
         self.sae_label = ElidedLabel(NO_SAE)
 
     def _build_picture(self) -> None:
@@ -250,6 +255,7 @@ class GenerateView(RequestView):
         top.addWidget(self.prompt, 1)
         top.addWidget(self.go)
         top.addWidget(self.cancel)
+        top.addWidget(self.save)
         form.addRow("Prompt", top)
         row = QHBoxLayout()
         for label, w in (("Seed", self.seed), ("Steps", self.steps), ("Guidance", self.guidance)):
@@ -277,6 +283,7 @@ class GenerateView(RequestView):
     def _connect(self) -> None:
         # clicked(bool) would hand False to start(); the lambda drops it.
         self.go.clicked.connect(lambda: self.start())
+        self.save.clicked.connect(lambda: self.save_result())
         self.prompt.returnPressed.connect(self.start)
         self.slider.valueChanged.connect(self._on_step)
         self.mode.currentIndexChanged.connect(self._refresh)
@@ -366,12 +373,38 @@ class GenerateView(RequestView):
                      n_steps=self.steps.value())
         # Stale panels go blank while the new run goes.
         self.result = None
+        self.save.setEnabled(False)
         self._clear_features()
         self.slider.setEnabled(False)
         self.step_label.setText("")
         self._draw_overlay(0)
         self.status.emit("exploring…" if self.entry is not None else "generating…")
         return self.request
+
+    def save_result(self, base: str | None = None) -> list | None:
+        """Save… : the shown image, its settings and its ranked features (PNG + JSON)."""
+        from explorer.analysis.explore_record import save_exploration
+
+        res = self.result
+        if res is None:
+            return None
+        prompt, seed, steps, guidance = res["settings"]
+        if base is None:
+            base, _ = QFileDialog.getSaveFileName(
+                self, "Save explored image", f"explore-seed{seed}.png", "PNG images (*.png)")
+            if not base:
+                return None
+        settings = {"prompt": prompt, "seed": seed, "steps": steps, "guidance": guidance,
+                    "model": res["model"], "sae": res["sae"], "block": res["block"],
+                    "branch": res["branch"]}
+        try:
+            written = save_exploration(base, res["image"], settings, res["exploration"],
+                                       self.labels)
+        except (OSError, ValueError) as e:
+            self.status.emit(f"could not save {base}: {e}")
+            return None
+        self.status.emit(f"saved {', '.join(p.name for p in written)}")
+        return written
 
     def _on_request_progress(self, update) -> None:
         if update.get("stage") == "loading":
@@ -396,6 +429,7 @@ class GenerateView(RequestView):
         self.slider.setValue(n - 1)
         self.slider.blockSignals(False)
         self.slider.setEnabled(True)
+        self.save.setEnabled(True)
         self._show_exploration()
         self._finish("done")
         self._match_sae()  # the SAE may have been changed while the image was generated

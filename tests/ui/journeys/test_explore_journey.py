@@ -8,7 +8,7 @@ page in the main window. Nothing may be written into the workspace.
 
 import numpy as np
 import pytest
-from journey_helpers import action, cell_pos, point_at_cell, settled_cell_pos
+from journey_helpers import action, cell_pos, open_and_wait, point_at_cell, settled_cell_pos
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
@@ -266,3 +266,43 @@ def test_an_sae_chosen_during_the_run_encodes_the_result(qtbot, window, tiny_wor
     assert view.result is not None and view.result["sae"] == new.id, view.caption.text()
     assert view.ranked.count() == len(view.exploration.ranking) > 0
     assert new.label in view.caption.text()
+
+
+def test_save_keeps_the_explored_image_and_its_ranked_features(qtbot, window, tiny_workspace,
+                                                                tmp_path, monkeypatch):
+    """Save… beside Explore: the image as made and a JSON of its settings and the features that
+    fired most, ranked as the list shows them; nothing before a run, nothing in the workspace."""
+    import json
+
+    from PIL import Image
+
+    open_and_wait(qtbot, window, tiny_workspace)
+    before = _snapshot(tiny_workspace)
+    bar = window.tabs.tabBar()
+    titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(titles.index("Explore")).center())
+    view = window.generate_view
+    assert _visible(view.save) and not view.save.isEnabled()
+    _explore(qtbot, view)
+    assert view.save.isEnabled()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *a, **k: (str(tmp_path / "seen.png"), ""))
+    qtbot.mouseClick(view.save, Qt.MouseButton.LeftButton)
+    record = json.loads((tmp_path / "seen.json").read_text())
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "seen.png")), view.last_image)
+    s = record["settings"]
+    assert (s["prompt"], s["seed"], s["steps"]) == (view.prompt.text(), view.seed.value(),
+                                                    view.steps.value())
+    assert s["sae"] == window.entry.id and s["block"] == window.entry.block
+    ex = view.exploration
+    shown = [view.ranked.item(r).data(Qt.ItemDataRole.UserRole)
+             for r in range(min(view.ranked.count(), len(record["features"])))]
+    assert [x["feature"] for x in record["features"]] == shown
+    assert record["n_fired"] == view.ranked.count()
+    top = record["features"][0]
+    maps = [ex.feature_map(t, top["feature"]) for t in range(ex.n_steps)]  # the slow path
+    assert top["total"] == pytest.approx(float(sum(m.sum() for m in maps)), rel=1e-4)
+    assert top["peak"] == pytest.approx(max(float(m.max()) for m in maps), rel=1e-5)
+    assert maps[top["peak_step"]].max() == pytest.approx(top["peak"], rel=1e-5)
+    assert "seen.png" in window.statusBar().currentMessage()
+    assert _snapshot(tiny_workspace) == before
