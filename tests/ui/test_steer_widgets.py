@@ -23,15 +23,15 @@ def test_range_slider_paints_and_keeps_its_order(qtbot):
 
 
 def test_the_width_the_pictures_need_is_the_least_that_gives_them_their_size(qtbot):
-    """_TileGrid.width_for (the steering page's controls take the rest) against the obvious
+    """TileGrid.width_for (the steering page's controls take the rest) against the obvious
     search: the narrowest grid whose pictures are at least that large."""
     from PySide6.QtWidgets import QLabel, QWidget
 
-    from explorer.ui.steer_view import _Cell, _TileGrid
+    from explorer.ui.steer_pictures import Cell, TileGrid
 
-    cells = [_Cell("Original", QWidget()), _Cell("Steered", QWidget()),
-             _Cell("Difference", QWidget(), QLabel("darker  brighter"))]
-    grid = _TileGrid(cells)
+    cells = [Cell("Original", QWidget()), Cell("Steered", QWidget()),
+             Cell("Difference", QWidget(), QLabel("darker  brighter"))]
+    grid = TileGrid(cells)
     qtbot.addWidget(grid)
     for h in (300, 555, 715, 915, 1400):
         for side in (41, 120, 183, 250, 400):
