@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
@@ -163,6 +165,10 @@ class MainWindow(QMainWindow):
         state = self._settings.value("main/state")
         if state is not None:
             self.restoreState(state)
+        overlay = self._settings.value("sample/overlay")
+        if isinstance(overlay, str):
+            with contextlib.suppress(ValueError):  # a damaged entry: the defaults
+                self.sample_view.restore_overlay_settings(json.loads(overlay))
 
     def reset_docks(self) -> None:
         """View → Reset layout: both docks shown, docked at their sides, at their default widths.
@@ -589,6 +595,7 @@ class MainWindow(QMainWindow):
             return
         self._settings.setValue("main/geometry", self.saveGeometry())
         self._settings.setValue("main/state", self.saveState())
+        self._settings.setValue("sample/overlay", json.dumps(self.sample_view.overlay_settings()))
         self.pool.shutdown()
         self.service.shutdown()
         self._close_workspace(save=False)  # saved, copied or discarded just above

@@ -311,6 +311,31 @@ class SampleView(QWidget):
         sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         sc.activated.connect(self.play.toggle)
 
+    # --- the overlay's settings, kept from one launch to the next -------------------------------
+    # Word modes are not restored: each would regenerate a sample as soon as a workspace opens.
+    RESTORED_MODES = (OVERLAY_FEATURE, OVERLAY_CONCEPTS, OVERLAY_NONE)
+
+    def overlay_settings(self) -> dict:
+        """What the person chose for the overlay (mode, colormap, opacity, threshold, scale)."""
+        return {"mode": self.mode.currentData(), "cmap": self.cmap.currentText(),
+                "opacity": self.opacity.value(), "threshold": self.threshold.value(),
+                "scale": self.scale.currentData()}
+
+    def restore_overlay_settings(self, saved) -> None:
+        """Back as `overlay_settings` left them; anything missing or not valid stays as is."""
+        if not isinstance(saved, dict):
+            return
+        if saved.get("mode") in self.RESTORED_MODES:
+            self.mode.setCurrentIndex(self.mode.findData(saved["mode"]))
+        if saved.get("cmap") in COLORMAPS:
+            self.cmap.setCurrentText(saved["cmap"])
+        for slider, key in ((self.opacity, "opacity"), (self.threshold, "threshold")):
+            value = saved.get(key)
+            if isinstance(value, int) and slider.minimum() <= value <= slider.maximum():
+                slider.setValue(value)
+        if self.scale.findData(saved.get("scale")) >= 0:
+            self.scale.setCurrentIndex(self.scale.findData(saved["scale"]))
+
     # --- inputs ---------------------------------------------------------------------------
     def set_source(self, source) -> None:
         self.source = source

@@ -197,6 +197,47 @@ def test_the_last_sae_feature_sample_and_step_come_back_on_relaunch(
     assert f"step {step + 1}/" in again.sample_view.step_label.text()
 
 
+
+def test_the_overlays_settings_come_back_on_relaunch(qtbot, make_window, ws, monkeypatch):
+    """Concept map, colormap, opacity, threshold and the all-steps scale, chosen by keys, are
+    what the next launch shows; a word mode is not restored (it would regenerate a sample)."""
+    window = make_window()
+    open_by_menu(qtbot, window, ws, monkeypatch)
+    view = window.sample_view
+    defaults = view.overlay_settings()
+    # The map's settings while the feature map shows (the concept map disables them), then it.
+    view.cmap.setFocus()
+    qtbot.keyClick(view.cmap, Qt.Key.Key_End)
+    for slider in (view.opacity, view.threshold):
+        slider.setFocus()
+        for _ in range(3):
+            qtbot.keyClick(slider, Qt.Key.Key_PageUp)
+    for combo, data in ((view.scale, "sample"), (view.mode, "concepts")):
+        combo.setFocus()
+        qtbot.keyClick(combo, Qt.Key.Key_Home)
+        for _ in range(combo.findData(data)):
+            qtbot.keyClick(combo, Qt.Key.Key_Down)
+    chosen = view.overlay_settings()
+    assert all(chosen[k] != defaults[k] for k in defaults), (chosen, defaults)
+    window.close()
+
+    again = make_window()
+    assert again.sample_view.overlay_settings() == chosen
+    open_by_menu(qtbot, again, ws, monkeypatch)
+    assert again.sample_view.overlay_settings() == chosen
+    assert again.sample_view.canvas.overlay.isVisible()  # the concept map, drawn
+
+    # A word mode is left as it was chosen for this launch only.
+    view = again.sample_view
+    view.mode.setFocus()
+    qtbot.keyClick(view.mode, Qt.Key.Key_Home)
+    for _ in range(view.mode.findData("attention")):
+        qtbot.keyClick(view.mode, Qt.Key.Key_Down)
+    assert view.mode.currentData() == "attention"
+    again.close()
+    third = make_window()
+    assert third.sample_view.overlay_settings()["mode"] == defaults["mode"]
+
 def test_export_from_the_menu_names_sae_model_and_author_and_every_format_imports_back(
     qtbot, make_window, ws, tiny_workspace, tmp_path, monkeypatch
 ):
