@@ -105,3 +105,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """`text` as UTF-8 (text mode: "\\n" becomes the OS newline)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         f.write(text)
+
+
+def atomic_write_png(path: str | Path, image) -> None:
+    """An (h, w[, c]) uint8 array as a PNG, written whole or not at all."""
+    import numpy as np
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")

@@ -43,13 +43,10 @@ def quiet_libraries() -> None:
 
 
 def save_png(image, path: Path) -> None:
-    from PIL import Image
-
-    from explorer.atomic import atomic_path
+    from explorer.atomic import atomic_write_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+    atomic_write_png(path, image)
 
 
 def device_arg(args) -> str | None:

@@ -32,15 +32,12 @@ def save_exploration(base: str | Path, image: np.ndarray, settings: dict, ex=Non
                      labels: dict[int, str] | None = None) -> list[Path]:
     """Write `base` (PNG) and the JSON beside it; the paths written, JSON last. `ex` is the
     Exploration (None when the image was made without an SAE)."""
-    from PIL import Image
-
-    from explorer.atomic import atomic_path, atomic_write_text
+    from explorer.atomic import atomic_write_png, atomic_write_text
 
     base = Path(base)
     png = base if base.suffix.lower() == ".png" else base.with_name(base.name + ".png")
     png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(png) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    atomic_write_png(png, image)
     record = {"kind": KIND, "settings": settings, "image": png.name,
               "features": ranked_features(ex, labels or {}) if ex is not None else [],
               "n_fired": len(ex.ranking) if ex is not None else 0}

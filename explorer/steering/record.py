@@ -43,9 +43,7 @@ def save_result(base: str | Path, original: np.ndarray, steered: np.ndarray,
 
     `settings` is what the edit was run with (prompt, seed, steps, guidance, SAE, features and
     strengths, mode, window, branches, region); `region_mask` the brush mask (h, w) in 0–1."""
-    from PIL import Image
-
-    from explorer.atomic import atomic_path, atomic_write_text
+    from explorer.atomic import atomic_write_png, atomic_write_text
 
     paths = result_paths(base)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +52,7 @@ def save_result(base: str | Path, original: np.ndarray, steered: np.ndarray,
         images["region"] = np.round(np.clip(region_mask, 0, 1) * 255).astype(np.uint8)
     written = []
     for role, image in images.items():
-        with atomic_path(paths[role]) as tmp:
-            Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+        atomic_write_png(paths[role], image)
         written.append(paths[role])
     record = {
         "kind": KIND,
