@@ -516,14 +516,11 @@ class SteerView(RequestView):
         """(the steered SAE's concept dictionary, its ground truth): the index's own (masks),
         else the one Evaluate made from cross-attention pseudo-masks; (None, None) when neither
         exists or it is unreadable."""
-        from explorer.analysis.reader import FeatureIndex
         from explorer.errors import UserError
+        from explorer.steering.features import entry_dictionary
 
-        if not self.entry.index_path.is_file():
-            return None, None
         try:
-            with FeatureIndex.open(self.entry.index_path) as idx:
-                return idx.label_dictionary
+            return entry_dictionary(self.entry)
         except (UserError, OSError):
             return None, None
 
@@ -678,8 +675,8 @@ class SteerView(RequestView):
         prompt = self.prompt.text() if prompt is None else prompt
         mode = mode or self.mode.currentData()
         region = self.region()
-        self._summary = self._describe(prompt, features, mode, region)
         self._settings = self._record(prompt, features, mode, region)
+        self._summary = self._describe(self._settings)
         self._submit(
             steer_job, self.models, self.cache, self.entry, prompt,
             self.seed.value(), self.steps.value(), self.guidance.value(), features,
@@ -696,30 +693,31 @@ class SteerView(RequestView):
         self.summary.setHtml("<i>running…</i><br>" + self._summary)
         return self.request
 
-    def _describe(self, prompt: str, features, mode: str, region) -> str:
-        """The edit as a caption: what a figure legend or a lab notebook needs to redo it."""
+    def _describe(self, settings: dict) -> str:
+        """The edit (as `_record` keeps it) as a caption: what a figure legend or a lab notebook
+        needs to redo it."""
         from html import escape
 
-        from explorer.steering import Rect
-
-        shown = {row.feature: row.label for row in self.rows}  # as listed in the panel
         feats = ", ".join(
-            f"#{f}" + (f" {escape(shown[f])}" if shown.get(f) else "") + f" × {v:g}"
-            for f, v in features
+            f"#{f['feature']}" + (f" {escape(f['label'])}" if f["label"] else "")
+            + f" × {f['strength']:g}"
+            for f in settings["features"]
         ) or "none"
+        region = settings["region"]
         if region is None:
             where = "everywhere"
-        elif isinstance(region, Rect):
-            where = (f"rectangle x {region.x0:.2f}–{region.x1:.2f}, "
-                     f"y {region.y0:.2f}–{region.y1:.2f} (image fractions)")
+        elif "rect" in region:
+            x0, y0, x1, y1 = region["rect"]
+            where = f"rectangle x {x0:.2f}–{x1:.2f}, y {y0:.2f}–{y1:.2f} (image fractions)"
         else:
-            where = f"brush mask ({float((region > 0).mean()):.0%} of the image)"
-        sae = self.entry.id if self.entry is not None else "-"
+            where = f"brush mask ({region['share']:.0%} of the image)"
+        branches = self.branches.itemText(self.branches.findData(settings["branches"]))
         return (
-            f"<b>{escape(mode)}</b> edit of {feats}<br>SAE {escape(sae)}<br>"
-            f"{escape(self.range_label.text())}, {escape(self.branches.currentText())}<br>"
-            f"region: {where}<br>prompt “{escape(prompt)}”, seed {self.seed.value()}, "
-            f"guidance {self.guidance.value():g}"
+            f"<b>{escape(settings['mode'])}</b> edit of {feats}<br>"
+            f"SAE {escape(settings['sae'] or '-')}<br>"
+            f"{escape(settings['steps_shown'])}, {escape(branches)}<br>"
+            f"region: {where}<br>prompt “{escape(settings['prompt'])}”, seed {settings['seed']}, "
+            f"guidance {settings['guidance']:g}"
         )
 
     def _record(self, prompt: str, features, mode: str, region) -> dict:
@@ -750,7 +748,6 @@ class SteerView(RequestView):
 
     def save_result(self, base: str | None = None) -> list | None:
         """Save… : the shown result's pictures and settings beside a name the person picks."""
-        from explorer.steering.difference import signed_difference
         from explorer.steering.record import save_result
 
         if self.last is None or self.last_settings is None:
@@ -764,10 +761,10 @@ class SteerView(RequestView):
                 return None
         settings = dict(self.last_settings)
         mask = settings.pop("brush_mask", None)
-        original, steered = self.last["original"], self.last["steered"]
+        last = self.last
         try:
-            written = save_result(base, original, steered,
-                                  signed_difference(original, steered, DIFF_GAIN), settings, mask)
+            written = save_result(base, last["original"], last["steered"], last["difference"],
+                                  settings, mask)
         except (OSError, ValueError) as e:
             self._show_error(f"could not save {base}: {e}")
             return None
@@ -794,15 +791,19 @@ class SteerView(RequestView):
 
     def _on_request_done(self, result) -> None:
         from explorer.steering.difference import signed_difference
+        from explorer.steering.record import mean_pixel_change
 
-        self.last, self.last_settings = result, self._settings
-        self.save.setEnabled(True)
         original, steered = result["original"], result["steered"]
+        # Kept with the result: Save… writes the picture shown, not a second computation.
+        difference = signed_difference(original, steered, DIFF_GAIN)
+        self.last = {**result, "difference": difference}
+        self.last_settings = self._settings
+        self.save.setEnabled(True)
         self._show_original(original)
         self.steered.set_image(steered)
-        self.diff.set_image(signed_difference(original, steered, DIFF_GAIN))
+        self.diff.set_image(difference)
         self.warnings.setText("\n".join(result.get("warnings", [])))
-        change = np.abs(steered.astype(np.int16) - original.astype(np.int16)).mean() / 255
+        change = mean_pixel_change(original, steered)
         self.summary.setHtml(
             self._summary + f"<br><br>mean pixel change <b>{change:.3f}</b> "
             "(|steered − original| / 255, averaged)<br>difference picture: luminance change "
