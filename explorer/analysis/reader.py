@@ -43,6 +43,12 @@ def _reason(e: Exception) -> str:
     return (inner.strip().splitlines() or ["unknown HDF5 error"])[0]
 
 
+def _feature_of(indices: np.ndarray, values: np.ndarray, feature: int) -> np.ndarray:
+    """(…, h, w) activation of `feature` in top-k codes (…, h, w, k); 0 where it is not among
+    a position's top k."""
+    return np.where(indices == feature, values, 0.0).sum(axis=-1).astype(np.float32)
+
+
 class FeatureIndex:
     """An index file opened for reading. Use `FeatureIndex.open(path)`; a context manager."""
 
@@ -195,9 +201,11 @@ class FeatureIndex:
 
     def feature_map(self, sample: int, step: int, feature: int) -> np.ndarray:
         """(h, w) activation of one feature on one map (0 where it is not among the top k)."""
-        feature = self._feature(feature)
-        indices, values = self.codes(sample, step)
-        return np.where(indices == feature, values, 0.0).sum(axis=-1).astype(np.float32)
+        return _feature_of(*self.codes(sample, step), self._feature(feature))
+
+    def sample_feature_maps(self, sample: int, feature: int) -> np.ndarray:
+        """(steps, h, w) activation of one feature on every map of a sample, in one read."""
+        return _feature_of(*self.sample_codes(sample), self._feature(feature))
 
     def concept_map(self, sample: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(top feature (h, w) int, its value (h, w) float) per position; −1 / 0 where none fired."""

@@ -143,7 +143,7 @@ class SampleView(QWidget):
         # few kept (a 512-px picture is 0.8 MB); `_refine` off once a decode was refused.
         self._decoded: dict[tuple[int, int], np.ndarray] = {}
         self._refine = True
-        self._peaks: dict[tuple, float] = {}  # maps' peaks over steps, by source and map
+        self._peaks: dict[tuple, tuple] = {}  # map → (what it was read from, peak over steps)
         self._refine_timer = QTimer(self, singleShot=True, interval=250)
         self._refine_timer.timeout.connect(self.refine_current)
         # What the side panel shows: "click" (features at a clicked position, or the hint),
@@ -339,6 +339,7 @@ class SampleView(QWidget):
     # --- inputs ---------------------------------------------------------------------------
     def set_source(self, source) -> None:
         self.source = source
+        self._peaks = {}
         self._concept_colours = {}
         self._attention = self._attention_asked = None
         self._words_of = None
@@ -538,8 +539,7 @@ class SampleView(QWidget):
             lambda word, peak: f"“{word}” draws up to {peak:.0%} of a position's attention at this step",
         )
         self._draw_map(grid, opacity, f"attention to “{self.word.currentText()}”",
-                       lambda: self._peak(("attention", id(self._attention[1]), tuple(tokens)), lambda: float(
-                           self._attention[1]["maps"][..., tokens].astype(np.float32).sum(-1).max())))
+                       lambda: self._attention_peak(tokens))
 
     def _probe_overlay(self, i: int, s: int, opacity: float) -> None:
         probe = self.source.probe()
@@ -567,9 +567,7 @@ class SampleView(QWidget):
             lambda word, peak: f"“{word}”: the probe's highest score at this step is {peak:.2f}",
         )
         self._draw_map(grid, opacity, f"probe score of “{self.word.currentText()}”",
-                       lambda: self._peak(("probe", id(probe), i, k), lambda: max(
-                           float(np.clip(self.source.probe_scores(i, t)[..., k], 0, None).max())
-                           for t in range(self.source.n_steps)) if k is not None else 0.0))
+                       lambda: self._probe_peak(probe, i, k))
 
     def _draw_map(self, grid: np.ndarray, opacity: float, what: str, peak=None) -> None:
         """A map over the image in the chosen colormap, hidden below the threshold's share of
@@ -587,22 +585,33 @@ class SampleView(QWidget):
         self.canvas.set_overlay(grid, lut=self._lut, levels=(lo, vmax), opacity=opacity)
         self._colorbar = (self.cmap.currentText(), (lo, vmax))
 
-    def _peak(self, key: tuple, compute) -> float:
-        """A map's peak over the sample's steps, computed once per source and key (reading every
-        step is the cost of one scrub, not of each step)."""
-        cache = self._peaks
-        full = (id(self.source), id(getattr(self.source, "index", None)), *key)
-        if full not in cache:
-            if len(cache) > 256:
-                cache.clear()
-            cache[full] = compute()
-        return cache[full]
+    def _peak(self, owner, key: tuple, compute) -> float:
+        """A map's peak over the sample's steps, computed once per `key` and `owner` (the index,
+        attention maps or probe it is read from: a new one is read again): reading every step
+        is the cost of one scrub, not of each step."""
+        hit = self._peaks.get(key)
+        if hit is None or hit[0] is not owner:
+            if len(self._peaks) > 256:
+                self._peaks.clear()
+            hit = self._peaks[key] = (owner, compute())
+        return hit[1]
 
     def _feature_peak(self, i: int, feature: int) -> float:
-        def compute() -> float:
-            indices, values = self.source.index.sample_codes(i)  # (S, h, w, k): one read
-            return float(np.where(indices == feature, values, 0.0).sum(-1).max())
-        return self._peak(("feature", i, feature), compute)
+        index = self.source.index
+        return self._peak(index, ("feature", i, feature),
+                          lambda: float(index.sample_feature_maps(i, feature).max()))
+
+    def _attention_peak(self, tokens) -> float:
+        key, attention = self._attention
+        return self._peak(attention, ("attention", key, tuple(tokens)), lambda: float(
+            attention["maps"][..., tokens].astype(np.float32).sum(-1).max()))
+
+    def _probe_peak(self, probe, i: int, k) -> float:
+        if k is None:
+            return 0.0
+        return self._peak(probe, ("probe", i, k), lambda: max(
+            float(np.clip(self.source.probe_scores(i, t)[..., k], 0, None).max())
+            for t in range(self.source.n_steps)))
 
     def _list_words(self, peaks, tip) -> None:
         """The side list in the word modes: (peak, index in the word box, word), highest first;

@@ -208,6 +208,31 @@ def test_one_colour_scale_over_all_steps_shows_the_map_grow(qtbot, window, tiny_
         qtbot.keyClick(view.slider, Qt.Key.Key_Right)
     assert bar.levels()[1] == pytest.approx(float(maps[s].max()), rel=1e-5)
 
+
+def test_word_maps_take_the_all_steps_scale_too(qtbot, window, tiny_workspace):
+    """Word attention and the word probe under "all steps": the bar's top is the word's peak
+    over the sample's steps, read here step by step the slow way."""
+    open_and_wait(qtbot, window, tiny_workspace)
+    view = window.sample_view
+    _go(qtbot, view, 1, 1)
+    _choose(qtbot, view.scale, "sample")
+    bar = view.canvas.colorbar
+    _choose(qtbot, view.mode, "attention")
+    qtbot.waitUntil(lambda: view._attention is not None, timeout=60_000)
+    maps, tokens = view._attention[1]["maps"], view.word.currentData()
+    slow = max(float(maps[t][..., tokens].astype(np.float32).sum(-1).max())
+               for t in range(len(maps)))
+    assert bar.isVisible() and bar.levels()[1] == pytest.approx(slow, rel=1e-5)
+    _choose(qtbot, view.mode, "probe")
+    k, source = view.word.currentData(), window.source
+    slow = max(float(np.clip(source.probe_scores(1, t)[..., k], 0, None).max())
+               for t in range(source.n_steps))
+    assert bar.isVisible() and bar.levels()[1] == pytest.approx(slow, rel=1e-5)
+    qtbot.keyClick(view.slider, Qt.Key.Key_Right)  # another step, the same scale
+    assert bar.levels()[1] == pytest.approx(slow, rel=1e-5)
+    _choose(qtbot, view.scale, "step")
+
+
 def test_word_lists_hold_the_prompts_content_words_once(qtbot, window, tiny_workspace):
     from explorer.analysis.cross_attention import FUNCTION_WORDS
 
