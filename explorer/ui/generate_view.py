@@ -521,6 +521,7 @@ class GenerateView(RequestView):
         """The chosen overlay at step `s`, its colour bar, and the value under a resting pointer."""
         ex, mode = self.exploration, self.mode.currentData()
         self._shown = None
+        levels = None  # the feature map's, when one is drawn: its colour bar's
         if ex is None or mode == OVERLAY_NONE or (mode == OVERLAY_FEATURE and self.feature is None):
             self.canvas.set_overlay(None)
         elif mode == OVERLAY_CONCEPTS:
@@ -530,13 +531,13 @@ class GenerateView(RequestView):
             self.canvas.set_overlay(concept_rgba(top_f, top_v, rank), opacity=OPACITY)
             self._shown = ("concepts", top_f, top_v)
         else:
-            self._draw_feature(ex, s, self.feature)
+            levels = self._draw_feature(ex, s, self.feature)
         # Once, for what was drawn (hiding and showing it again would relay out the canvas).
-        bar = mode == OVERLAY_FEATURE and self._shown is not None and self.canvas.overlay.isVisible()
-        self.canvas.set_colorbar(*((COLORMAP, self._levels) if bar else (None,)))
+        self.canvas.set_colorbar(*((COLORMAP, levels) if levels else (None,)))
         self._on_hover(*self._hover)
 
-    def _draw_feature(self, ex, s: int, f: int) -> None:
+    def _draw_feature(self, ex, s: int, f: int) -> tuple[float, float] | None:
+        """Feature `f`'s map at step `s`; its levels, or None where nothing is drawn."""
         # One scale for every step (the feature's peak on this image), so scrubbing shows the
         # map grow and fade rather than each step stretched to its own maximum.
         vmax = float(ex.step_max[:, f].max())
@@ -544,9 +545,10 @@ class GenerateView(RequestView):
         self._shown = ("map", grid, self._name(f).replace("  ", " "))
         if vmax <= 0 or grid.max() <= 0:
             self.canvas.set_overlay(None)
-            return
-        self._levels = (vmax * THRESHOLD, vmax)
-        self.canvas.set_overlay(grid, lut=self._lut, levels=self._levels, opacity=OPACITY)
+            return None
+        levels = (vmax * THRESHOLD, vmax)
+        self.canvas.set_overlay(grid, lut=self._lut, levels=levels, opacity=OPACITY)
+        return levels
 
     def _list_position(self, y: int, x: int) -> None:
         ex = self.exploration
