@@ -97,14 +97,10 @@ def _with_word_features(feats: tuple, entry, words: list) -> tuple:
     those words (the app's Add by words), at that strength; says which features and which
     ground truth the dictionary was made against. A feature given by --feature keeps its own
     strength."""
-    from explorer.analysis.reader import FeatureIndex
-    from explorer.steering.features import features_for_all_words
+    from explorer.steering.features import entry_dictionary, features_for_all_words
     from explorer.steering.interventions import FeatureEdit
 
-    table = truth = None
-    if entry.index_path.is_file():
-        with FeatureIndex.open(entry.index_path) as idx:
-            table, truth = idx.label_dictionary
+    table, truth = entry_dictionary(entry)
     if table is None:
         raise UserError(f"--words: SAE {entry.id} has no concept dictionary yet (build its index "
                         "with `explorer index`; a store without masks also needs `explorer "

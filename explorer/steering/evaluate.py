@@ -39,8 +39,6 @@ def check_shapes_world(model_path) -> None:
     one, one `explorer shapes train` made, or a random one of its architecture) makes images of
     that size and has a word-level tokenizer holding every word of the world; a real model
     (SD 1.x: CLIP's BPE vocabulary, 512 px) has neither."""
-    import json
-
     from explorer.preflight import read_model
     from explorer.shapes.world import RESOLUTION, vocabulary
 
@@ -49,19 +47,7 @@ def check_shapes_world(model_path) -> None:
     if plan.resolution is not None and plan.resolution != RESOLUTION:
         why = f"makes {plan.resolution}-px images"
     else:
-        vocab = {}
-        for name in ("tokenizer.json", "vocab.json"):
-            try:
-                data = json.loads((plan.folder / "tokenizer" / name).read_text())
-            except (OSError, ValueError):
-                continue
-            if name == "tokenizer.json":
-                data = data.get("model") if isinstance(data, dict) else None
-                data = data.get("vocab") if isinstance(data, dict) else None
-            found = data
-            if isinstance(found, dict):
-                vocab = found
-                break
+        vocab = _tokenizer_vocabulary(plan.folder / "tokenizer")
         missing = [w for w in vocabulary() if w not in vocab]
         if missing:
             why = f"has no word-level tokenizer holding the shapes world's words ({missing[0]!r})"
@@ -71,6 +57,23 @@ def check_shapes_world(model_path) -> None:
             f"train` made): the shapes checker scores its edits, and {plan.folder} {why}; "
             "steer this model with `explorer steer` or the app's Steer page"
         )
+
+
+def _tokenizer_vocabulary(folder) -> dict:
+    """A tokenizer folder's token → id map: tokenizer.json's `model.vocab`, else vocab.json's;
+    {} when neither file reads as one."""
+    import json
+
+    for name, keys in (("tokenizer.json", ("model", "vocab")), ("vocab.json", ())):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for key in keys:
+            data = data.get(key) if isinstance(data, dict) else None
+        if isinstance(data, dict):
+            return data
+    return {}
 
 
 @dataclass(frozen=True)

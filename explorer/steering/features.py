@@ -74,6 +74,19 @@ def features_for_all_words(dictionary, words: Sequence[str], limit: int = 8
     return holders[:limit], []
 
 
+def entry_dictionary(entry):
+    """(the concept dictionary of SAE `entry`'s index, the ground truth it was made against):
+    the index's own (masks), else the one `explorer evaluate` made from cross-attention
+    pseudo-masks; (None, None) without an index or either dictionary. A damaged index raises
+    its UserError (one line naming the file)."""
+    from explorer.analysis.reader import FeatureIndex
+
+    if not entry.index_path.is_file():
+        return None, None
+    with FeatureIndex.open(entry.index_path) as idx:
+        return idx.label_dictionary
+
+
 def words_evidence(dictionary, features: Sequence[int], words: Sequence[str],
                    ground_truth: str | None = None) -> dict[int, str]:
     """Why `features_for_words` picked each of `features`: the typed words among its concept
